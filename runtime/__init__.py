@@ -1,0 +1,1 @@
+"""Runtimes that execute compiled programs: the numpy reference interpreter, Lava and Triton."""

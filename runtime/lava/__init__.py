@@ -1,0 +1,1 @@
+"""Lava (lava-nc) processes, process models and the supervised runner."""

@@ -1,0 +1,90 @@
+"""Reference semantics of the spiking ops (docs/OPS.md, category spike).
+
+The integer path is exact: counts are int32, products accumulate in int64 and must fit int32
+(the encoder's safety clamp guarantees it for int8 weights). Float parts run in float32 in a fixed
+order, which the GPU and Lava targets follow.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from sbcompile.runtime.reference_float import conv_nd
+
+INT32_MAX = np.iinfo(np.int32).max
+
+
+def dynamic_threshold(x: np.ndarray, k: float, vth_min: float, vth_max: float,
+                      granularity: str) -> np.ndarray:
+    """SpikingBrain's adaptive threshold: mean(|x|) / k, clipped to [vth_min, vth_max], float32,
+    per token (last axis) or per sample (all axes but 0), kept as size-1 dims."""
+    axes = (-1,) if granularity == "token" else tuple(range(1, x.ndim))
+    mean_abs = np.mean(np.abs(x.astype(np.float32)), axis=axes, keepdims=True, dtype=np.float32)
+    return np.clip(mean_abs / np.float32(k), np.float32(vth_min), np.float32(vth_max)).astype(
+        np.float32)
+
+
+def quantize_counts(x: np.ndarray, vth: np.ndarray, limit: int) -> np.ndarray:
+    """round_half_even(x / vth) clipped to +-limit, int32."""
+    q = np.rint(x.astype(np.float32) / vth.astype(np.float32))
+    return np.clip(q, -limit, limit).astype(np.int32)
+
+
+def spike_encode(a, x, threshold=None):
+    if a["policy"] == "dynamic":
+        vth = dynamic_threshold(x, a["k"], a["vth_min"], a["vth_max"], a["granularity"])
+    elif a["policy"] == "static":
+        vth = np.asarray(threshold, dtype=np.float32)
+    else:
+        raise ValueError(f"unknown spike_encode policy {a['policy']!r}")
+    limit = a["max_count"] if a["max_count"] is not None else a["safety_count"]
+    return quantize_counts(x, vth, int(min(limit, a["safety_count"]))), vth
+
+
+def spike_linear(a, counts, weight):
+    """acc[..., g, n] = sum_{i in g} weight[n, i] * counts[..., i] (exact, int32)."""
+    n_out, k = weight.shape
+    group = a["group_size"] or k
+    g = k // group
+    c = counts.astype(np.int64).reshape(*counts.shape[:-1], g, group)
+    w = weight.astype(np.int64).reshape(n_out, g, group)
+    acc = np.einsum("...gi,ngi->...gn", c, w, optimize=True)
+    return _to_int32(acc)
+
+
+def spike_conv(a, counts, weight):
+    acc = conv_nd(counts.astype(np.int64), weight.astype(np.int64), None, a["strides"], a["pads"],
+                  a["dilations"], a["group"])
+    return _to_int32(acc)
+
+
+def spike_decode(a, acc, vth, scale=None, bias=None):
+    """Float reconstruction in a fixed float32 order: per group (acc * scale), summed over groups
+    in order, times vth, plus bias."""
+    vth = np.asarray(vth, dtype=np.float32)
+    if scale is None:
+        y = acc.astype(np.float32) * vth
+    elif a["layout"] == "linear":
+        prod = acc.astype(np.float32) * scale.astype(np.float32)  # [..., G, N]
+        total = prod[..., 0, :]
+        for g in range(1, prod.shape[-2]):
+            total = total + prod[..., g, :]
+        y = total * vth
+    elif a["layout"] == "conv":
+        shape = (1, -1) + (1,) * (acc.ndim - 2)
+        y = acc.astype(np.float32) * scale.astype(np.float32).reshape(shape) * vth
+    else:
+        raise ValueError(f"unknown spike_decode layout {a['layout']!r}")
+    if bias is not None:
+        shape = (-1,) if a["layout"] != "conv" else (1, -1) + (1,) * (acc.ndim - 2)
+        y = y + bias.astype(np.float32).reshape(shape)
+    return y.astype(np.float32)
+
+
+def _to_int32(acc: np.ndarray) -> np.ndarray:
+    if acc.size and np.abs(acc).max() > INT32_MAX:
+        raise OverflowError("integer accumulator exceeds int32")
+    return acc.astype(np.int32)
+
+
+SPIKE_KERNELS = {"spike_encode": spike_encode, "spike_linear": spike_linear,
+                 "spike_conv": spike_conv, "spike_decode": spike_decode}

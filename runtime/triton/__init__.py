@@ -1,0 +1,1 @@
+"""Triton kernels and the executor of Triton kernel plans."""

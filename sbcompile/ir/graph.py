@@ -1,0 +1,176 @@
+"""Graph, Node and Value: the IR's data structures and their JSON form.
+
+Values carry a shape (ints, or strings for symbolic dimensions such as ``"batch"``) and a numpy
+dtype name. Parameters are numpy arrays keyed by value name. networkx is used for ordering and
+cycle detection only; the graph itself is stored as plain lists and dicts.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from sbcompile.errors import GraphError
+
+Dim = int | str
+DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+
+
+@dataclass
+class Value:
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Value":
+        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.shape)
+
+
+@dataclass
+class Node:
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "op": self.op, "inputs": list(self.inputs),
+                "outputs": list(self.outputs), "attrs": self.attrs}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Node":
+        return cls(d["name"], d["op"], list(d["inputs"]), list(d["outputs"]), dict(d["attrs"]))
+
+
+@dataclass
+class Graph:
+    """A dataflow graph. ``inputs`` are runtime inputs; ``params`` hold every constant tensor."""
+
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    values: dict[str, Value]
+    nodes: list[Node]
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # ---- queries -------------------------------------------------------------------------
+    def producers(self) -> dict[str, Node]:
+        return {out: n for n in self.nodes for out in n.outputs}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        result: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                if i:
+                    result.setdefault(i, []).append(n)
+        return result
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def to_networkx(self) -> nx.DiGraph:
+        """Nodes of the DiGraph are node names; an edge per produced->consumed value."""
+        g = nx.DiGraph()
+        prod = self.producers()
+        for n in self.nodes:
+            g.add_node(n.name)
+            for i in n.inputs:
+                if i in prod:
+                    g.add_edge(prod[i].name, n.name, value=i)
+        return g
+
+    def toposort(self) -> None:
+        """Order ``nodes`` so every node follows its producers (stable: keeps the given order
+        where it is already valid). Raises GraphError naming a node on a cycle."""
+        g = self.to_networkx()
+        try:
+            rank = {name: i for i, name in enumerate(self._stable_order(g))}
+        except nx.NetworkXUnfeasible:
+            cycle = nx.find_cycle(g)
+            raise GraphError(f"graph has a cycle through node '{cycle[0][0]}'") from None
+        self.nodes.sort(key=lambda n: rank[n.name])
+
+    def _stable_order(self, g: nx.DiGraph) -> list[str]:
+        position = {n.name: i for i, n in enumerate(self.nodes)}
+        return list(nx.lexicographical_topological_sort(g, key=lambda name: position[name]))
+
+    # ---- edits ---------------------------------------------------------------------------
+    def fresh_name(self, base: str) -> str:
+        taken = set(self.values) | {n.name for n in self.nodes} | set(self.params)
+        if base not in taken:
+            return base
+        for i in itertools.count(1):
+            cand = f"{base}_{i}"
+            if cand not in taken:
+                return cand
+        raise AssertionError("unreachable")
+
+    def add_param(self, base: str, array: np.ndarray) -> str:
+        name = self.fresh_name(base)
+        array = np.ascontiguousarray(array)
+        self.params[name] = array
+        self.values[name] = Value(name, tuple(array.shape), array.dtype.name)
+        return name
+
+    def add_value(self, base: str, shape: tuple[Dim, ...], dtype: str) -> str:
+        name = self.fresh_name(base)
+        self.values[name] = Value(name, tuple(shape), dtype)
+        return name
+
+    def remove_unused(self) -> None:
+        """Drop nodes whose outputs reach no graph output, then values and params nobody uses."""
+        needed = set(self.outputs)
+        keep: list[Node] = []
+        for n in reversed(self.nodes):
+            if any(o in needed for o in n.outputs):
+                keep.append(n)
+                needed.update(i for i in n.inputs if i)
+        self.nodes = keep[::-1]
+        live = needed | set(self.inputs) | {o for n in self.nodes for o in n.outputs}
+        self.values = {k: v for k, v in self.values.items() if k in live}
+        self.params = {k: v for k, v in self.params.items() if k in live}
+
+    def copy(self) -> "Graph":
+        """A deep copy of structure; parameter arrays are shared (passes replace, never mutate)."""
+        return Graph(self.name, list(self.inputs), list(self.outputs),
+                     {k: copy.copy(v) for k, v in self.values.items()},
+                     [Node(n.name, n.op, list(n.inputs), list(n.outputs), copy.deepcopy(n.attrs))
+                      for n in self.nodes],
+                     dict(self.params), copy.deepcopy(self.meta))
+
+    # ---- serialisation -------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {"name": self.name, "inputs": self.inputs, "outputs": self.outputs,
+                "values": [v.to_json() for v in self.values.values()],
+                "nodes": [n.to_json() for n in self.nodes],
+                "params": sorted(self.params), "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, d: dict, params: dict[str, np.ndarray]) -> "Graph":
+        missing = set(d["params"]) - set(params)
+        if missing:
+            raise GraphError(f"parameter '{sorted(missing)[0]}' is missing from the tensors")
+        values = {v["name"]: Value.from_json(v) for v in d["values"]}
+        return cls(d["name"], list(d["inputs"]), list(d["outputs"]), values,
+                   [Node.from_json(n) for n in d["nodes"]],
+                   {k: params[k] for k in d["params"]}, d.get("meta", {}))
+
+    def param_count(self) -> int:
+        return int(sum(p.size for p in self.params.values()))

@@ -1,0 +1,176 @@
+"""The closed IR op set: one table of ops, their operands, attributes and exact semantics.
+
+The numpy reference interpreter (``sbcompile.runtime.reference``) implements exactly this table;
+``python -m sbcompile.ir.ops`` prints it as the markdown of ``docs/OPS.md``. Tensors are row-major;
+``x`` broadcasts numpy-style where a binary op says so. Operands ending in ``?`` are optional (an
+empty name). Float ops compute in float32 unless the semantics say otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    category: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    semantics: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def min_inputs(self) -> int:
+        return sum(1 for i in self.inputs if not i.endswith("?") and not i.endswith("*"))
+
+    @property
+    def variadic(self) -> bool:
+        return any(i.endswith("*") for i in self.inputs)
+
+
+_SPECS: list[OpSpec] = []
+
+
+def _op(name, category, inputs, outputs, semantics, **attrs):
+    _SPECS.append(OpSpec(name, category, tuple(inputs.split()), tuple(outputs.split()),
+                         semantics, attrs))
+
+
+# ---- linear algebra (the ops the spike passes act on) -----------------------------------------
+_op("linear", "linear", "x weight bias?", "y", "y = x @ weight.T + bias; weight [N, K], x [..., K]")
+_op("matmul", "linear", "a b", "y", "numpy.matmul(a, b) (batched, broadcasting)")
+_op("conv", "linear", "x weight bias?", "y",
+    "N-d cross-correlation, x [N, C, *spatial], weight [O, C/group, *kernel]; pads are "
+    "[begin..., end...]", strides=None, pads=None, dilations=None, group=1)
+# ---- pooling ------------------------------------------------------------------------------------
+_op("max_pool", "pool", "x", "y",
+    "max over windows; padding never wins; ceil_mode drops windows starting in the end pad",
+    kernel=None, strides=None, pads=None, dilations=None, ceil_mode=0)
+_op("avg_pool", "pool", "x", "y",
+    "mean over windows; count_include_pad counts explicit pads (never ceil_mode overhang)",
+    kernel=None, strides=None, pads=None, ceil_mode=0, count_include_pad=0)
+_op("global_avg_pool", "pool", "x", "y", "mean over all spatial axes, kept as size 1")
+_op("global_max_pool", "pool", "x", "y", "max over all spatial axes, kept as size 1")
+# ---- elementwise --------------------------------------------------------------------------------
+for _name, _sem in [("add", "a + b"), ("sub", "a - b"), ("mul", "a * b"),
+                    ("div", "a / b (integers: truncation toward zero)"), ("pow", "a ** b"),
+                    ("max", "elementwise maximum"), ("min", "elementwise minimum"),
+                    ("mod", "a mod b, sign of b (fmod=1: sign of a)"),
+                    ("equal", "a == b -> bool"), ("less", "a < b -> bool"),
+                    ("greater", "a > b -> bool"), ("and", "a & b (bool)"), ("or", "a | b (bool)")]:
+    _op(_name, "elementwise", "a b", "y", _sem + ", broadcasting", **({"fmod": 0} if _name == "mod" else {}))
+_op("where", "elementwise", "cond a b", "y", "cond ? a : b, broadcasting")
+for _name, _sem in [("neg", "-x"), ("abs", "|x|"), ("sqrt", "sqrt(x)"), ("reciprocal", "1 / x"),
+                    ("exp", "exp(x)"), ("log", "ln(x)"), ("erf", "erf(x)"), ("sin", "sin(x)"),
+                    ("cos", "cos(x)"), ("floor", "floor(x)"), ("ceil", "ceil(x)"),
+                    ("not", "logical not"), ("identity", "x")]:
+    _op(_name, "elementwise", "x", "y", _sem)
+_op("cast", "elementwise", "x", "y", "x converted to dtype `to` (float->int truncates)", to="float32")
+_op("clip", "elementwise", "x min? max?", "y", "min(max(x, min), max); absent bounds do not clip")
+# ---- activations --------------------------------------------------------------------------------
+_op("relu", "activation", "x", "y", "max(x, 0)")
+_op("leaky_relu", "activation", "x", "y", "x if x >= 0 else alpha * x", alpha=0.01)
+_op("prelu", "activation", "x slope", "y", "x if x >= 0 else slope * x (slope broadcasts)")
+_op("gelu", "activation", "x", "y",
+    "none: 0.5 x (1 + erf(x / sqrt 2)); tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))",
+    approximate="none")
+_op("silu", "activation", "x", "y", "x * sigmoid(x)")
+_op("sigmoid", "activation", "x", "y", "1 / (1 + exp(-x))")
+_op("tanh", "activation", "x", "y", "tanh(x)")
+_op("softmax", "activation", "x", "y", "exp(x - max) / sum over `axis`", axis=-1)
+_op("log_softmax", "activation", "x", "y", "x - max - log(sum exp(x - max)) over `axis`", axis=-1)
+# ---- normalisation ------------------------------------------------------------------------------
+_op("layer_norm", "norm", "x scale bias?", "y",
+    "(x - mean) / sqrt(var + epsilon) * scale + bias over axes [axis, rank)", axis=-1, epsilon=1e-5)
+_op("rms_norm", "norm", "x scale?", "y",
+    "x / sqrt(mean(x^2) + epsilon) * scale over axes [axis, rank)", axis=-1, epsilon=1e-6)
+_op("batch_norm", "norm", "x scale bias mean var", "y",
+    "(x - mean) / sqrt(var + epsilon) * scale + bias along axis 1 (inference)", epsilon=1e-5)
+# ---- reductions ---------------------------------------------------------------------------------
+for _name in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod"):
+    _op(_name, "reduce", "x", "y",
+        f"{_name[7:]} over `axes` (all when null), keepdims keeps them as size 1",
+        axes=None, keepdims=1)
+_op("argmax", "reduce", "x", "y", "index of the first maximum along `axis` (int64)", axis=0, keepdims=1)
+# ---- shape and data movement --------------------------------------------------------------------
+_op("reshape", "shape", "x shape", "y",
+    "reshape to `shape` (int64); 0 copies the input dim unless allowzero, -1 is inferred",
+    allowzero=0)
+_op("transpose", "shape", "x", "y", "numpy.transpose(x, perm) (reverse when perm is null)", perm=None)
+_op("flatten", "shape", "x", "y", "2-D: dims [0, axis) and [axis, rank) multiplied out", axis=1)
+_op("concat", "shape", "xs*", "y", "concatenation along `axis`", axis=0)
+_op("split", "shape", "x split?", "ys*",
+    "split along `axis` into the sizes `split` (int64), or into len(outputs) near-equal parts",
+    axis=0)
+_op("slice", "shape", "x starts ends axes? steps?", "y",
+    "python slicing per axis with ONNX clamping of starts/ends (int64 tensors)")
+_op("gather", "shape", "data indices", "y", "numpy.take(data, indices, axis), negative indices wrap",
+    axis=0)
+_op("gather_elements", "shape", "data indices", "y", "numpy.take_along_axis(data, indices, axis)",
+    axis=0)
+_op("unsqueeze", "shape", "x axes", "y", "insert size-1 dims at `axes` (int64, output positions)")
+_op("squeeze", "shape", "x axes?", "y", "remove size-1 dims at `axes` (all size-1 dims if absent)")
+_op("expand", "shape", "x shape", "y", "broadcast x to broadcast(x.shape, shape)")
+_op("tile", "shape", "x repeats", "y", "numpy.tile(x, repeats)")
+_op("shape", "shape", "x", "y", "x.shape[start:end] as int64", start=0, end=None)
+_op("constant_of_shape", "shape", "shape", "y", "tensor of `shape` filled with `value` (dtype of it)",
+    value=0.0, dtype="float32")
+_op("range", "shape", "start limit delta", "y", "numpy.arange(start, limit, delta) in their dtype")
+_op("trilu", "shape", "x k?", "y", "keep the upper (upper=1) or lower triangle, diagonal offset k",
+    upper=1)
+_op("pad", "shape", "x pads value?", "y",
+    "constant/reflect/edge padding, pads [begin..., end...] (int64, may be negative)",
+    mode="constant")
+# ---- attention ----------------------------------------------------------------------------------
+_op("attention", "attention", "q k v mask?", "y",
+    "softmax(q k^T * scale + mask + causal/window masks) v; q [B, Hq, Tq, D], k/v [B, Hkv, Tk, D] "
+    "with Hq a multiple of Hkv (GQA: each kv head serves Hq/Hkv query heads); mask is additive "
+    "float or bool (True keeps) broadcast to [B, Hq, Tq, Tk]; causal keeps j <= i + (Tk - Tq); "
+    "window w > 0 also drops j <= i + (Tk - Tq) - w", scale=None, causal=0, window=0)
+_op("gla", "attention", "q k v g", "y",
+    "gated linear attention, recurrent form, layout [B, T, H, D]: S_0 = 0, "
+    "S_t = diag(exp g_t) S_{t-1} + k_t^T v_t (S is K x V per head), y_t = scale * q_t S_t; "
+    "g is log-space decay [B, T, H, K]", scale=None)
+# ---- spiking ------------------------------------------------------------------------------------
+_op("spike_encode", "spike", "x threshold?", "counts vth",
+    "integer spike counts under an adaptive threshold. dynamic: vth = clip(mean(|x|) / k, vth_min,"
+    " vth_max) over the last axis (granularity token) or all but axis 0 (sample), kept as size-1 "
+    "dims; static: vth = threshold (a parameter, scalar). counts = round_half_even(x / vth) "
+    "clipped to +-max_count (null: +-safety_count), int32; vth float32",
+    policy="dynamic", granularity="token", k=3.0, vth_min=1e-5, vth_max=1e4, max_count=None,
+    safety_count=2 ** 20)
+_op("spike_linear", "spike", "counts weight", "acc",
+    "exact integer product: acc[..., g, n] = sum_{i in group g} weight[n, i] * counts[..., i] with "
+    "int8 weight [N, K], int32 counts [..., K], groups of `group_size` inputs (null: one group); "
+    "acc int32 [..., G, N]", group_size=None)
+_op("spike_conv", "spike", "counts weight", "acc",
+    "exact integer conv of int32 counts with int8 weight (attributes as conv) -> int32",
+    strides=None, pads=None, dilations=None, group=1)
+_op("spike_decode", "spike", "acc vth scale? bias?", "y",
+    "float reconstruction: linear acc [..., G, N]: y = vth * sum_g(acc[..., g, :] * scale[g, :]) "
+    "+ bias; conv acc [B, O, *sp]: y = vth * acc * scale[O] + bias[O]; counts (no scale): "
+    "y = vth * counts. Float32, summed over g in order", layout="linear")
+
+OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
+CATEGORIES = ("linear", "pool", "elementwise", "activation", "norm", "reduce", "shape",
+              "attention", "spike")
+
+
+def markdown_table() -> str:
+    lines = ["# The sbcompile IR op set", "",
+             "Generated by `python -m sbcompile.ir.ops`; the reference interpreter implements "
+             "exactly this table.", "",
+             "| op | category | inputs | outputs | attributes (default) | semantics |",
+             "|---|---|---|---|---|---|"]
+    for cat in CATEGORIES:
+        for s in _SPECS:
+            if s.category == cat:
+                attrs = ", ".join(f"{k}={v!r}" for k, v in s.attrs.items()) or "-"
+                lines.append(f"| `{s.name}` | {cat} | {' '.join(s.inputs)} | "
+                             f"{' '.join(s.outputs)} | {attrs} | {s.semantics} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")
