@@ -1,0 +1,247 @@
+"""Analysis: run the float and the spiking graph side by side on the calibration inputs (batched)
+and measure, per spiked layer and for the whole model, the sparsity figures of FACTS.md section 3,
+op counts by class, energy under the named presets, and fidelity against float.
+
+Definitions (all per inference over the calibration set, coding named in the report):
+- count_zero: zeros among the integer counts;
+- spike_slot: 1 - events / (T * N), T the expansion length of the configured t_mode (global: one T
+  for all layers; tensor: one per layer; token: each token its own), N the number of counts;
+- spike_slot_window: 1 - events / (window * N) for the fixed window (SpikingBrain used 3);
+- mean_spikes_per_channel: events / N; silent_channels: input channels with no spike at all;
+- synaptic ops: every event reaching every synapse of its fan-out (conv: exactly the output
+  positions it reaches), classed by coding: binary_ac ({0,1} unit spikes), signed_ac (ternary),
+  shift_add (bit-serial codings), int8_mac_graded (graded spikes multiply);
+- spike_messages: events; neuron_updates: encoder neurons x steps; threshold_reductions: |x| adds
+  of the dynamic threshold; rescales: one float multiply per layer output;
+- weight_bytes_read: int8 weight rows of nonzero channels, per token (event-driven decode view).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from sbcompile.config import CompileConfig
+from sbcompile.ir.graph import Graph
+from sbcompile.passes.calibrate import batches, check_calibration, num_batches
+from sbcompile.passes.energy import energy_table, synaptic_ops
+from sbcompile.passes.expand import steps_needed, steps_per_row
+from sbcompile.passes.metrics import Fidelity
+from sbcompile.progress import track
+from sbcompile.runtime.reference import evaluate
+from sbcompile.runtime.reference_float import conv_nd
+
+OP_CLASS = {"graded": "int8_mac_graded", "binary": "binary_ac", "ternary": "signed_ac",
+            "bitwise": "shift_add", "bitwise_bidirectional": "shift_add",
+            "twos_complement": "shift_add"}
+HIST_RANGE = 16  # count histogram bins -16..16 plus two overflow bins
+
+
+def events_per_count(counts: np.ndarray, coding: str, T: int | None = None) -> np.ndarray:
+    """Events each count emits in ``coding`` (int64, same shape)."""
+    c = counts.astype(np.int64)
+    a = np.abs(c)
+    if coding == "graded":
+        return (c != 0).astype(np.int64)
+    if coding in ("binary", "ternary"):
+        return a
+    if coding in ("bitwise", "bitwise_bidirectional"):
+        return _popcount(a)
+    if coding == "twos_complement":
+        return _popcount(np.where(c < 0, c + (1 << int(T)), c))
+    raise ValueError(coding)
+
+
+def _popcount(a: np.ndarray) -> np.ndarray:
+    a = a.astype(np.uint64)
+    total = np.zeros(a.shape, dtype=np.int64)
+    while np.any(a):
+        total += (a & np.uint64(1)).astype(np.int64)
+        a = a >> np.uint64(1)
+    return total
+
+
+class LayerStats:
+    """Streaming accumulators of one spiked layer."""
+
+    def __init__(self, info: dict) -> None:
+        self.info = info
+        self.n = self.zeros = 0
+        self.events = 0
+        self.steps_max = 0
+        self.rows = 0          # tokens (linear) or positions (conv) seen
+        self.row_steps = 0     # sum over rows of the T each row needs alone
+        self.synaptic = 0
+        self.dense_macs = 0
+        self.rows_read = 0
+        self.outputs = 0
+        self.channel_spikes: np.ndarray | None = None
+        self.hist = np.zeros(2 * HIST_RANGE + 3, dtype=np.int64)
+        self.encode_fid = Fidelity()
+        self.output_fid = Fidelity()
+        self.raster: list | None = None
+
+    def update(self, counts, vth, x_spiking, y_spiking, y_float, node_attrs, coding) -> None:
+        info = self.info
+        conv = info["op"] == "conv"
+        steps = steps_needed(counts, coding)
+        self.steps_max = max(self.steps_max, steps)
+        ev = events_per_count(counts, coding, T=max(steps, 1))
+        self.n += counts.size
+        self.zeros += int(np.count_nonzero(counts == 0))
+        self.events += int(ev.sum())
+        channel_axis = 1 if conv else -1
+        per_channel = np.moveaxis(ev, channel_axis, -1).reshape(-1, counts.shape[channel_axis])
+        self.channel_spikes = per_channel.sum(0) + (0 if self.channel_spikes is None
+                                                    else self.channel_spikes)
+        tokens = per_channel.shape[0]
+        rows = np.moveaxis(counts, channel_axis, -1).reshape(-1, counts.shape[channel_axis])
+        self.rows += rows.shape[0]
+        self.row_steps += int(steps_per_row(rows, coding).sum())
+        self.hist += np.bincount(np.clip(counts.ravel(), -HIST_RANGE - 1, HIST_RANGE + 1)
+                                 + HIST_RANGE + 1, minlength=self.hist.size)
+        self.outputs += y_spiking.size
+        if conv:
+            c_in = counts.shape[1]
+            group = node_attrs.get("group", 1) or 1
+            kernel = info["kernel"]
+            ones = np.ones((group, c_in // group) + tuple(kernel), dtype=np.int64)
+            reach = conv_nd(ev, ones, None, node_attrs.get("strides"), node_attrs.get("pads"),
+                            node_attrs.get("dilations"), group)
+            self.synaptic += int(reach.sum()) * (info["fan_out"] // group)
+            self.dense_macs += int(np.prod(y_spiking.shape)) * info["fan_in"]
+        else:
+            self.synaptic += int(ev.sum()) * info["fan_out"]
+            self.dense_macs += tokens * info["fan_in"] * info["fan_out"]
+            self.rows_read += int(np.count_nonzero(rows)) * info["fan_out"]
+        self.encode_fid.update(counts * vth, x_spiking)
+        self.output_fid.update(y_spiking, y_float)
+        if self.raster is None:
+            first = np.moveaxis(counts[:1], channel_axis, -1).reshape(-1, rows.shape[1])
+            self.raster = first[0, :256].astype(int).tolist()
+
+
+def run(graph: Graph, config: CompileConfig, float_graph: Graph,
+        calib: dict[str, np.ndarray]) -> Graph:
+    """Attach ``graph.meta['analysis']`` (layers, totals, energy, outputs_fidelity)."""
+    calib = check_calibration(float_graph, calib)
+    layers = graph.meta.get("layers", {})
+    for name, info in layers.items():
+        if info["op"] == "conv":
+            info["kernel"] = list(graph.params[info["weight_q"]].shape[2:])
+    stats = {name: LayerStats(info) for name, info in layers.items()}
+    enc_attrs = {n.outputs[0]: n.attrs for n in graph.nodes if n.op == "spike_encode"}
+    int_nodes = {n.outputs[0]: n.attrs for n in graph.nodes if n.op in ("spike_linear",
+                                                                         "spike_conv")}
+    keep_s = [v for info in layers.values() for v in (info["counts"], info["vth"], info["input"],
+                                                      info["output"])]
+    keep_f = [info["output"] for info in layers.values()]
+    out_fid = {o: Fidelity() for o in graph.outputs}
+    agree = {o: [0, 0] for o in graph.outputs}
+    for batch in track(batches(calib, config.calib_batch), num_batches(calib, config.calib_batch),
+                       "analysing"):
+        env_f = evaluate(float_graph, batch, keep=keep_f)
+        env_s = evaluate(graph, batch, keep=keep_s)
+        for name, st in stats.items():
+            info = st.info
+            st.update(env_s[info["counts"]], env_s[info["vth"]], env_s[info["input"]],
+                      env_s[info["output"]], env_f[info["output"]], int_nodes[info["acc"]],
+                      config.coding)
+        for o in graph.outputs:
+            out_fid[o].update(env_s[o], env_f[o])
+            if env_f[o].ndim >= 2:
+                agree[o][0] += int(np.sum(env_s[o].argmax(-1) == env_f[o].argmax(-1)))
+                agree[o][1] += int(np.prod(env_f[o].shape[:-1]))
+    samples = next(iter(calib.values())).shape[0]
+    global_T = max([st.steps_max for st in stats.values()] or [0])
+    layer_reports = [_layer_report(name, st, config, global_T, samples, enc_attrs)
+                     for name, st in stats.items()]
+    totals = _totals(layer_reports, stats, config, global_T, samples)
+    first = layer_reports[0]["ops"] if layer_reports else None
+    outputs_fidelity = {o: {**out_fid[o].result(),
+                            **({"argmax_agreement": agree[o][0] / agree[o][1]}
+                               if agree[o][1] else {})}
+                        for o in graph.outputs}
+    graph = graph.copy()
+    graph.meta["analysis"] = {"samples": int(samples), "layers": layer_reports, "totals": totals,
+                              "energy": energy_table(totals["ops"], first),
+                              "outputs_fidelity": outputs_fidelity}
+    return graph
+
+
+def _sparsity(st: LayerStats, config: CompileConfig, global_T: int) -> dict:
+    n = max(st.n, 1)
+    if config.t_mode == "token":
+        channels = st.n / max(st.rows, 1)
+        slot_den = st.row_steps * channels
+        T = st.row_steps / max(st.rows, 1)  # mean T per token
+    else:
+        T = global_T if config.t_mode == "global" else st.steps_max
+        slot_den = T * st.n
+    return {"coding": config.coding, "t_mode": config.t_mode,
+            "count_zero": st.zeros / n,
+            "spike_slot": 1 - st.events / slot_den if slot_den else 1.0,
+            "spike_slot_window3": 1 - st.events / (config.window * n),
+            "window": config.window,
+            "mean_spikes_per_channel": st.events / n,
+            "silent_channels": float(np.mean(st.channel_spikes == 0))
+            if st.channel_spikes is not None else 0.0,
+            "T": T}
+
+
+def _ops(st: LayerStats, config: CompileConfig, samples: int, enc: dict) -> dict:
+    """Op counts per inference (divided by the number of calibration samples)."""
+    steps = 1 if config.coding == "graded" else max(st.steps_max, 1)
+    ops = {OP_CLASS[config.coding]: st.synaptic,
+           "spike_messages": st.events,
+           "neuron_updates": st.n * steps,
+           "threshold_reductions": st.n if enc.get("policy") == "dynamic" else 0,
+           "rescales": st.outputs,
+           "dense_macs": st.dense_macs,
+           "weight_bytes_read": st.rows_read}
+    return {k: v / samples for k, v in ops.items()}
+
+
+def _layer_report(name: str, st: LayerStats, config: CompileConfig, global_T: int,
+                  samples: int, enc_attrs: dict) -> dict:
+    info = st.info
+    return {"name": name, "op": info["op"], "fan_in": info["fan_in"],
+            "fan_out": info["fan_out"], "group_size": info["group_size"],
+            "weights_at_limit": info["weights_at_limit"],
+            "sparsity": _sparsity(st, config, global_T),
+            "ops": _ops(st, config, samples, enc_attrs[info["counts"]]),
+            "fidelity": {"encode": st.encode_fid.result(), "output": st.output_fid.result()},
+            "count_histogram": {"range": HIST_RANGE, "counts": st.hist.tolist()},
+            "raster_first_sample": st.raster}
+
+
+def _totals(layer_reports: list[dict], stats: dict, config: CompileConfig, global_T: int,
+            samples: int) -> dict:
+    """Whole-model figures: sums of counts and events over layers, ops summed."""
+    total = LayerStats({})
+    for st in stats.values():
+        total.n += st.n
+        total.zeros += st.zeros
+        total.events += st.events
+        total.rows += st.rows
+        total.row_steps += st.row_steps * (st.n / max(st.rows, 1))
+        total.steps_max = max(total.steps_max, st.steps_max)
+    spars = _sparsity(total, config, global_T)
+    if config.t_mode == "token":
+        spars["spike_slot"] = 1 - total.events / total.row_steps if total.row_steps else 1.0
+        spars["T"] = None
+    if config.t_mode == "tensor":
+        den = sum(st.steps_max * st.n for st in stats.values())
+        spars["spike_slot"] = 1 - total.events / den if den else 1.0
+        spars["T"] = None
+    channels = np.concatenate([st.channel_spikes for st in stats.values()
+                               if st.channel_spikes is not None] or [np.zeros(0)])
+    spars["silent_channels"] = float(np.mean(channels == 0)) if channels.size else 0.0
+    ops: dict[str, float] = {}
+    for rep in layer_reports:
+        for k, v in rep["ops"].items():
+            ops[k] = ops.get(k, 0.0) + v
+    ops["synaptic_ops"] = synaptic_ops(ops)
+    worst = min(layer_reports, key=lambda r: r["fidelity"]["output"]["cosine"], default=None)
+    return {"sparsity": spars, "ops": ops, "layers_spiked": len(layer_reports),
+            "fidelity": {"worst_layer": worst["name"] if worst else None,
+                         "worst_output_cosine": worst["fidelity"]["output"]["cosine"]
+                         if worst else None}}

@@ -1,0 +1,75 @@
+"""Weight quantisation: symmetric int8 per output channel, optionally per group of
+``group_size`` inputs (W8ASpike), turning each spiked layer into the exact integer chain
+spike_linear/spike_conv -> spike_decode. Records the share of weights at the int8 limit."""
+from __future__ import annotations
+
+import numpy as np
+
+from sbcompile.config import CompileConfig
+from sbcompile.ir.graph import Graph, Node
+
+QMAX = 127
+
+
+def quantize_weight(weight: np.ndarray, group_size: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(int8 weight, float32 scale, group size used). Linear weights [N, K] give scale [G, N];
+    conv weights [O, ...] give scale [O]. Groups apply to linear weights whose K they divide."""
+    w = weight.astype(np.float64)
+    if weight.ndim == 2:
+        n, k = w.shape
+        group = group_size if group_size and k % group_size == 0 and k > group_size else k
+        wg = w.reshape(n, k // group, group)
+        amax = np.abs(wg).max(axis=2)  # [N, G]
+        scale = np.where(amax > 0, amax / QMAX, 1.0)
+        q = np.clip(np.rint(wg / scale[:, :, None]), -QMAX, QMAX).reshape(n, k)
+        return q.astype(np.int8), scale.T.astype(np.float32), group
+    amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+    scale = np.where(amax > 0, amax / QMAX, 1.0)
+    q = np.clip(np.rint(w / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -QMAX, QMAX)
+    return q.astype(np.int8), scale.astype(np.float32), int(np.prod(w.shape[1:]))
+
+
+def run(graph: Graph, config: CompileConfig) -> Graph:
+    graph = graph.copy()
+    producers = graph.producers()
+    new_nodes: list[Node] = []
+    for node in graph.nodes:
+        info = graph.meta.get("layers", {}).get(node.name)
+        if info is None or node.op not in ("linear", "conv") or "acc" in info:
+            new_nodes.append(node)
+            continue
+        recon = producers[node.inputs[0]]
+        counts, vth = recon.inputs
+        weight = graph.params[node.inputs[1]]
+        q, scale, group = quantize_weight(weight, config.group_size if node.op == "linear"
+                                          else None)
+        wq = graph.add_param(f"{node.name}.weight_q", q)
+        ws = graph.add_param(f"{node.name}.weight_scale", scale)
+        out = node.outputs[0]
+        cshape = graph.values[counts].shape
+        bias = node.inputs[2] if len(node.inputs) > 2 else ""
+        if node.op == "linear":
+            g = q.shape[1] // group
+            acc = graph.add_value(f"{node.name}.acc", tuple(cshape[:-1]) + (g, q.shape[0]),
+                                  "int32")
+            integer = Node(f"{node.name}.spike", "spike_linear", [counts, wq], [acc],
+                           {"group_size": group if g > 1 else None})
+            layout = "linear"
+        else:
+            acc = graph.add_value(f"{node.name}.acc", graph.values[out].shape, "int32")
+            integer = Node(f"{node.name}.spike", "spike_conv", [counts, wq], [acc],
+                           {k: v for k, v in node.attrs.items()
+                            if k in ("strides", "pads", "dilations", "group")})
+            layout = "conv"
+        decode_inputs = [acc, vth, ws] + ([bias] if bias else [])
+        decode = Node(f"{node.name}.decode", "spike_decode", decode_inputs, [out],
+                      {"layout": layout})
+        new_nodes += [integer, decode]
+        info.update({"acc": acc, "output": out, "weight_q": wq, "weight_scale": ws,
+                     "fan_in": int(q.shape[1]) if node.op == "linear" else int(np.prod(q.shape[1:])),
+                     "fan_out": int(q.shape[0]), "group_size": group,
+                     "weights_at_limit": float(np.mean(np.abs(q) == QMAX)),
+                     "weight_bytes": int(q.size + scale.size * 4)})
+    graph.nodes = new_nodes
+    graph.remove_unused()
+    return graph
