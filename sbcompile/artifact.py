@@ -20,7 +20,7 @@ from sbcompile.errors import ArtifactError
 from sbcompile.ir.graph import Graph
 
 FORMAT_VERSION = 1
-_CORE = ("graph.json", "tensors.safetensors", "report.json")
+_CORE = ("graph.json", "float_graph.json", "tensors.safetensors", "report.json")
 
 
 @dataclass
@@ -29,12 +29,17 @@ class Artifact:
     config: dict
     report: dict = field(default_factory=dict)
     programs: dict[str, bytes] = field(default_factory=dict)  # "lava/plan.json" -> bytes
+    float_graph: Graph | None = None  # the un-spiked baseline; None: the graph is float itself
+
+    @property
+    def baseline(self) -> Graph:
+        return self.float_graph if self.float_graph is not None else self.graph
 
     def save(self, path: str | Path) -> None:
         members = {
             "graph.json": _json_bytes(self.graph.to_json()),
-            "tensors.safetensors": st_save({k: np.ascontiguousarray(v)
-                                            for k, v in self.graph.params.items()}),
+            "float_graph.json": _json_bytes(self.baseline.to_json()),
+            "tensors.safetensors": st_save(_union_params(self.graph, self.baseline)),
             "report.json": _json_bytes(self.report),
         }
         for name, data in self.programs.items():
@@ -79,13 +84,25 @@ class Artifact:
         try:
             params = st_load(data["tensors.safetensors"])
             graph = Graph.from_json(json.loads(data["graph.json"]), params)
+            float_graph = Graph.from_json(json.loads(data["float_graph.json"]), params)
             report = json.loads(data["report.json"])
         except ArtifactError:
             raise
         except Exception as e:  # malformed content behind a valid checksum
             raise ArtifactError(f"{path}: malformed artifact content ({e})") from None
         programs = {k[len("programs/"):]: v for k, v in data.items() if k.startswith("programs/")}
-        return cls(graph, manifest["config"], report, programs)
+        return cls(graph, manifest["config"], report, programs, float_graph)
+
+
+def _union_params(*graphs: Graph) -> dict[str, np.ndarray]:
+    """All parameters by name; a name shared by two graphs must hold the same array."""
+    union: dict[str, np.ndarray] = {}
+    for g in graphs:
+        for k, v in g.params.items():
+            if k in union and union[k] is not v and not np.array_equal(union[k], v):
+                raise ValueError(f"parameter '{k}' differs between graphs")
+            union[k] = np.ascontiguousarray(v)
+    return union
 
 
 def _json_bytes(obj) -> bytes:

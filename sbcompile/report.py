@@ -1,0 +1,244 @@
+"""The compile report: report.json's structure (DESIGN.md), a compact terminal table and a
+self-contained HTML page with plots."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import Counter
+
+from sbcompile.config import CompileConfig
+from sbcompile.ir.graph import Graph
+
+
+def model_summary(graph: Graph) -> dict:
+    ops = Counter(n.op for n in graph.nodes)
+    return {"name": graph.name,
+            "inputs": {n: {"shape": list(graph.values[n].shape), "dtype": graph.values[n].dtype}
+                       for n in graph.inputs},
+            "outputs": {n: {"shape": list(graph.values[n].shape),
+                            "dtype": graph.values[n].dtype} for n in graph.outputs},
+            "parameters": graph.param_count(), "nodes": len(graph.nodes),
+            "ops": dict(sorted(ops.items()))}
+
+
+def build_report(graph: Graph, float_graph: Graph, config: CompileConfig) -> dict:
+    analysis = graph.meta.get("analysis")
+    report = {"model": {**model_summary(float_graph), "compiled_ops": model_summary(graph)["ops"]},
+              "config": config.to_json(), "measured": analysis is not None}
+    if analysis is None:
+        layers = [{"name": name, "op": info["op"], "fan_in": info.get("fan_in"),
+                   "fan_out": info.get("fan_out")}
+                  for name, info in graph.meta.get("layers", {}).items()]
+        report.update({"layers": layers, "totals": {"layers_spiked": len(layers)},
+                       "energy": {}, "outputs_fidelity": {},
+                       "note": "no calibration data: sparsity, energy and fidelity not measured"})
+    else:
+        report.update({k: analysis[k] for k in ("layers", "totals", "energy",
+                                                "outputs_fidelity")})
+        report["calibration_samples"] = analysis["samples"]
+    return report
+
+
+# ---- terminal ----------------------------------------------------------------------------------
+def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    cfg = report["config"]
+    console.print(f"[bold]{report['model']['name']}[/]  preset [cyan]{cfg['preset']}[/]  "
+                  f"coding {cfg['coding']}  params {report['model']['parameters']:,}")
+    if not report.get("measured"):
+        console.print(report.get("note", "no measurements"))
+        return
+    t = Table(show_edge=False, header_style="bold")
+    for col in ("layer", "op", "in->out", "zero", "slot", "spk/ch", "T", "cos out", "pJ"):
+        t.add_column(col, justify="right" if col not in ("layer", "op") else "left")
+    for layer in report["layers"]:
+        s = layer["sparsity"]
+        energy = _layer_energy(layer, report, energy_preset)
+        t.add_row(layer["name"], layer["op"], f"{layer['fan_in']}->{layer['fan_out']}",
+                  f"{s['count_zero']:.1%}", f"{s['spike_slot']:.1%}",
+                  f"{s['mean_spikes_per_channel']:.2f}", _fmt(s["T"]),
+                  f"{layer['fidelity']['output']['cosine']:.4f}", f"{energy:,.0f}")
+    console.print(t)
+    tot = report["totals"]["sparsity"]
+    e = report["energy"][energy_preset]
+    console.print(f"total: count-zero {tot['count_zero']:.1%}, spike-slot {tot['spike_slot']:.1%}"
+                  f" (window {tot['window']}: {tot['spike_slot_window3']:.1%}), "
+                  f"{tot['mean_spikes_per_channel']:.2f} spikes/channel")
+    console.print(f"energy [{energy_preset}]: {e['spiking_pJ'] / 1e6:,.3f} uJ spiking vs "
+                  f"{e['dense_fp16_pJ'] / 1e6:,.3f} uJ dense FP16 "
+                  f"({e['reduction_vs_fp16']:.1%} less), {e['reduction_vs_int8']:.1%} less than "
+                  "INT8")
+    for out, f in report["outputs_fidelity"].items():
+        extra = (f", argmax agreement {f['argmax_agreement']:.1%}"
+                 if "argmax_agreement" in f else "")
+        console.print(f"output {out}: cosine {f['cosine']:.4f}, SNR {_fmt(f['snr_db'])} dB{extra}")
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.1f}" if isinstance(x, float) else str(x)
+
+
+def _layer_energy(layer: dict, report: dict, preset: str) -> float:
+    from sbcompile.passes.energy import spiking_energy
+
+    first = report["layers"][0]["ops"] if report["layers"] else None
+    if preset == "vision_snn":
+        return spiking_energy(preset, layer["ops"], first if layer is report["layers"][0]
+                              else None)
+    return spiking_energy(preset, layer["ops"])
+
+
+# ---- HTML --------------------------------------------------------------------------------------
+def render_html(report: dict, energy_preset: str = "spikingbrain") -> str:
+    """One self-contained page: tables plus PNG plots embedded as data URIs."""
+    title = html.escape(f"sbcompile report: {report['model']['name']}")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
+             "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "text-align:right}th{background:#eee}img{max-width:100%}</style></head><body>",
+             f"<h1>{title}</h1>", _config_html(report)]
+    if not report.get("measured"):
+        parts.append(f"<p>{html.escape(report.get('note', ''))}</p></body></html>")
+        return "".join(parts)
+    parts += [_layers_html(report), _energy_html(report),
+              "<h2>Per-layer sparsity and energy</h2>", _img(_plot_sparsity_energy(report,
+                                                                                    energy_preset)),
+              "<h2>Fidelity per layer</h2>", _img(_plot_fidelity(report)),
+              "<h2>Count histograms</h2>", _img(_plot_histograms(report)),
+              "<h2>Spike raster (first sample, first token, first layers)</h2>",
+              _img(_plot_raster(report)), "</body></html>"]
+    return "".join(parts)
+
+
+def _config_html(report: dict) -> str:
+    cfg = report["config"]
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in cfg.items())
+    return f"<h2>Configuration</h2><table>{rows}</table>"
+
+
+def _layers_html(report: dict) -> str:
+    head = ("<tr><th>layer</th><th>op</th><th>fan in</th><th>fan out</th><th>count zero</th>"
+            "<th>spike slot</th><th>window</th><th>spikes/ch</th><th>silent ch</th><th>T</th>"
+            "<th>cos enc</th><th>cos out</th><th>SNR out dB</th></tr>")
+    rows = []
+    for layer in report["layers"] + [{"name": "TOTAL", "op": "", "fan_in": "", "fan_out": "",
+                                      "sparsity": report["totals"]["sparsity"],
+                                      "fidelity": None}]:
+        s = layer["sparsity"]
+        fid = layer["fidelity"]
+        cells = [layer["name"], layer["op"], layer["fan_in"], layer["fan_out"],
+                 f"{s['count_zero']:.1%}", f"{s['spike_slot']:.1%}",
+                 f"{s['spike_slot_window3']:.1%}", f"{s['mean_spikes_per_channel']:.3f}",
+                 f"{s['silent_channels']:.1%}", _fmt(s["T"]),
+                 f"{fid['encode']['cosine']:.4f}" if fid else "",
+                 f"{fid['output']['cosine']:.4f}" if fid else "",
+                 _fmt(fid["output"]["snr_db"]) if fid else ""]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    coding = report["totals"]["sparsity"]["coding"]
+    return (f"<h2>Layers</h2><p>Coding: {html.escape(coding)}. Sparsity figures as defined in "
+            "the sbcompile docs: count zero = zero counts; spike slot = 1 - events/(T N); "
+            "window = 1 - events/(window N).</p><table>" + head + "".join(rows) + "</table>")
+
+
+def _energy_html(report: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{e['spiking_pJ'] / 1e6:,.4f}</td>"
+        f"<td>{e['dense_fp16_pJ'] / 1e6:,.4f}</td><td>{e['dense_int8_pJ'] / 1e6:,.4f}</td>"
+        f"<td>{e['reduction_vs_fp16']:.1%}</td><td>{e['reduction_vs_int8']:.1%}</td>"
+        f"<td style='text-align:left'>{html.escape(e['convention'])}</td></tr>"
+        for name, e in report["energy"].items())
+    return ("<h2>Energy per inference (uJ)</h2><table><tr><th>preset</th><th>spiking</th>"
+            "<th>dense FP16</th><th>dense INT8</th><th>vs FP16</th><th>vs INT8</th>"
+            "<th>convention</th></tr>" + rows + "</table>")
+
+
+def _img(png: bytes) -> str:
+    return f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def _figure(width=10, height=3.5):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, 2, figsize=(width, height))
+
+
+def _save(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plot_sparsity_energy(report: dict, preset: str) -> bytes:
+    fig, (a, b) = _figure()
+    names = [layer["name"] for layer in report["layers"]]
+    x = range(len(names))
+    a.bar([i - 0.2 for i in x], [layer["sparsity"]["count_zero"] for layer in report["layers"]],
+          0.4, label="count zero")
+    a.bar([i + 0.2 for i in x], [layer["sparsity"]["spike_slot"] for layer in report["layers"]],
+          0.4, label="spike slot")
+    a.set_xticks(list(x), names, rotation=60, fontsize=7)
+    a.set_ylabel("sparsity")
+    a.legend()
+    b.bar(x, [_layer_energy(layer, report, preset) / 1e3 for layer in report["layers"]])
+    b.set_xticks(list(x), names, rotation=60, fontsize=7)
+    b.set_ylabel(f"spiking energy, nJ ({preset})")
+    return _save(fig)
+
+
+def _plot_fidelity(report: dict) -> bytes:
+    fig, (a, b) = _figure()
+    names = [layer["name"] for layer in report["layers"]]
+    x = list(range(len(names)))
+    a.plot(x, [layer["fidelity"]["encode"]["cosine"] for layer in report["layers"]], "o-",
+           label="encode (x_hat vs x)")
+    a.plot(x, [layer["fidelity"]["output"]["cosine"] for layer in report["layers"]], "s-",
+           label="layer output vs float")
+    a.set_ylabel("cosine")
+    a.set_xticks(x, names, rotation=60, fontsize=7)
+    a.legend()
+    b.plot(x, [layer["fidelity"]["output"]["snr_db"] or 0 for layer in report["layers"]], "s-")
+    b.set_ylabel("output SNR, dB")
+    b.set_xticks(x, names, rotation=60, fontsize=7)
+    return _save(fig)
+
+
+def _plot_histograms(report: dict) -> bytes:
+    fig, (a, b) = _figure()
+    for ax, layer in zip((a, b), report["layers"][:1] + report["layers"][-1:]):
+        h = layer["count_histogram"]
+        r = h["range"]
+        ax.bar(range(-r - 1, r + 2), h["counts"])
+        ax.set_title(f"{layer['name']} (edges: overflow)", fontsize=9)
+        ax.set_xlabel("count")
+    return _save(fig)
+
+
+def _plot_raster(report: dict) -> bytes:
+    import numpy as np
+
+    from sbcompile.passes.expand import expand
+
+    coding = report["config"]["coding"]
+    fig, axes = _figure()
+    for ax, layer in zip(axes, report["layers"][:2]):
+        counts = np.asarray(layer["raster_first_sample"])
+        ev = expand(counts, coding).astype(float)
+        ax.imshow(ev, aspect="auto", cmap="bwr", vmin=-1, vmax=1, interpolation="nearest")
+        ax.set_xlabel("channel")
+        ax.set_ylabel("step t (LSB first)")
+        ax.set_title(f"{layer['name']} ({coding})", fontsize=9)
+    return _save(fig)
