@@ -1,0 +1,60 @@
+"""The spiking ops' reference semantics against the formulas of FACTS.md section 1."""
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from sbcompile.runtime.reference_spike import spike_decode, spike_encode, spike_linear
+
+DYNAMIC = {"policy": "dynamic", "granularity": "token", "k": 3.0, "vth_min": 1e-5,
+           "vth_max": 1e4, "max_count": None, "safety_count": 2 ** 20}
+floats = st.floats(-1e6, 1e6, allow_nan=False, width=32)
+
+
+@settings(max_examples=80, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 5), st.integers(1, 40)), elements=floats),
+       st.sampled_from([2.0, 2.5, 3.0, 4.0]), st.booleans())
+def test_dynamic_threshold_matches_formula(x, k, zero_first_row):
+    if zero_first_row:
+        x[0] = 0.0
+    counts, vth = spike_encode({**DYNAMIC, "k": k}, x)
+    expected_vth = np.clip(np.abs(x.astype(np.float64)).mean(-1, keepdims=True) / k, 1e-5, 1e4)
+    np.testing.assert_allclose(vth, expected_vth, rtol=1e-5)
+    np.testing.assert_array_equal(counts, np.rint(x / vth).astype(np.int32))
+    assert counts.dtype == np.int32 and vth.shape == x.shape[:-1] + (1,)
+    if zero_first_row:
+        assert vth[0, 0] == np.float32(1e-5) and not counts[0].any()
+
+
+def test_round_half_to_even_and_clamp():
+    x = np.array([[0.5, 1.5, 2.5, -0.5, -1.5, 3.0]], dtype=np.float32)
+    attrs = {**DYNAMIC, "policy": "static"}
+    counts, _ = spike_encode(attrs, x, np.float32(1.0))
+    np.testing.assert_array_equal(counts, [[0, 2, 2, 0, -2, 3]])
+    counts, _ = spike_encode({**attrs, "max_count": 1}, x, np.float32(1.0))
+    np.testing.assert_array_equal(counts, [[0, 1, 1, 0, -1, 1]])
+
+
+def test_huge_values_saturate_threshold_and_stay_int32():
+    x = np.array([[1e30, -1e30, 1.0]], dtype=np.float32)
+    counts, vth = spike_encode(DYNAMIC, x)
+    assert vth[0, 0] == np.float32(1e4)
+    assert counts.dtype == np.int32 and np.abs(counts).max() == 2 ** 20
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2 ** 31 - 1), st.sampled_from([None, 4, 8]))
+def test_spike_linear_groups_exact_and_decode_matches_formula(seed, group):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(-50, 50, size=(3, 16)).astype(np.int32)
+    w = rng.integers(-127, 128, size=(6, 16)).astype(np.int8)
+    acc = spike_linear({"group_size": group}, counts, w)
+    g = 16 // (group or 16)
+    assert acc.shape == (3, g, 6) and acc.dtype == np.int32
+    np.testing.assert_array_equal(acc.sum(1), counts.astype(np.int64) @ w.astype(np.int64).T)
+    scale = rng.random((g, 6)).astype(np.float32)
+    vth = rng.random((3, 1)).astype(np.float32)
+    bias = rng.random(6).astype(np.float32)
+    y = spike_decode({"layout": "linear"}, acc, vth, scale, bias)
+    expected = vth * (acc.astype(np.float64) * scale).sum(1) + bias
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-3)
