@@ -1,13 +1,41 @@
 """Reference kernels of the float, shape and attention ops (docs/OPS.md).
 
-Each kernel is ``kernel(attrs, *inputs)``; attrs already carry the op defaults.
+Each kernel is ``kernel(attrs, *inputs)``; attrs already carry the op defaults. Float results keep
+the input dtype; products, sums, norms and transcendental functions are computed in float64 and
+rounded once, so the result is the correctly rounded value the op table specifies (this is what
+keeps agreement with onnxruntime within 1e-5 relative). Integer inputs follow integer semantics
+(exact products, division truncating toward zero).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy import special
 
 
+# ---- helpers --------------------------------------------------------------------------------------
+def _wide(x: np.ndarray) -> np.ndarray:
+    """float64 for float inputs (one rounding at the end), unchanged otherwise."""
+    return x.astype(np.float64) if x.dtype.kind == "f" else x
+
+
+def _like(y, x: np.ndarray) -> np.ndarray:
+    """y as an array of x's dtype (0-d results stay arrays)."""
+    return np.asarray(y).astype(x.dtype, copy=False)
+
+
+def _float_only(fn):
+    """A float function evaluated in float64 and rounded to the input dtype."""
+    return lambda a, x: _like(fn(x.astype(np.float64)), x)
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+# ---- linear algebra -------------------------------------------------------------------------------
 def conv_nd(x, w, b, strides, pads, dilations, group):
     """N-d cross-correlation, NC* layout, via windows + tensordot. Exact for integer dtypes."""
     n_sp = x.ndim - 2
@@ -40,18 +68,420 @@ def conv_nd(x, w, b, strides, pads, dilations, group):
 
 
 def _conv(a, x, w, b=None):
-    return conv_nd(x, w, b, a["strides"], a["pads"], a["dilations"], a["group"]).astype(x.dtype)
+    y = conv_nd(_wide(x), _wide(w), None if b is None else _wide(b), a["strides"], a["pads"],
+                a["dilations"], a["group"])
+    return _like(y, x)
 
 
 def _linear(a, x, w, b=None):
-    y = x @ w.T
-    return (y + b if b is not None else y).astype(x.dtype)
+    y = _wide(x) @ _wide(w).T
+    return _like(y if b is None else y + _wide(b), x)
+
+
+def _matmul(a, x, y):
+    return _like(np.matmul(_wide(x), _wide(y)), x)
+
+
+# ---- pooling --------------------------------------------------------------------------------------
+def _pool_geometry(spatial, kernel, strides, pads, dilations, ceil_mode):
+    """Per spatial axis: (begin pad, end pad incl. ceil_mode overhang, output size). Under
+    ceil_mode a window that would start inside the end pad is dropped (the ONNX rule)."""
+    n_sp = len(kernel)
+    strides = strides or [1] * n_sp
+    dilations = dilations or [1] * n_sp
+    pads = pads or [0] * (2 * n_sp)
+    geometry = []
+    for i, size in enumerate(spatial):
+        begin, end = pads[i], pads[i + n_sp]
+        span = (kernel[i] - 1) * dilations[i] + 1
+        steps = (size + begin + end - span) / strides[i]
+        out = (math.ceil(steps) if ceil_mode else math.floor(steps)) + 1
+        if ceil_mode and (out - 1) * strides[i] >= size + begin:
+            out -= 1
+        geometry.append((begin, max(end, (out - 1) * strides[i] + span - size - begin), out))
+    return geometry
+
+
+def _windows(xp, kernel, strides, dilations, outs):
+    """Windows [N, C, *out, *kernel] of an already padded array."""
+    n_sp = len(kernel)
+    strides = strides or [1] * n_sp
+    dilations = dilations or [1] * n_sp
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    win = sliding_window_view(xp, spans, axis=tuple(range(2, 2 + n_sp)))
+    sl = (slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s)
+                                            for o, s in zip(outs, strides))
+    return win[sl + tuple(slice(None, None, d) for d in dilations)]
+
+
+def _pool(a, x, fill):
+    geometry = _pool_geometry(x.shape[2:], a["kernel"], a["strides"], a["pads"],
+                              a.get("dilations"), a["ceil_mode"])
+    widths = [(0, 0), (0, 0)] + [(b, e) for b, e, _ in geometry]
+    xp = np.pad(x, widths, constant_values=fill)
+    outs = [o for _, _, o in geometry]
+    return _windows(xp, a["kernel"], a["strides"], a.get("dilations"), outs), geometry
+
+
+def _max_pool(a, x):
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    win, _ = _pool(a, x, fill)
+    return _like(win.max(axis=tuple(range(-len(a["kernel"]), 0))), x)
+
+
+def _avg_pool(a, x):
+    """Window sums over the count of cells inside the input (plus the explicit pads when
+    count_include_pad; the ceil_mode overhang never counts)."""
+    axes = tuple(range(-len(a["kernel"]), 0))
+    win, geometry = _pool(a, _wide(x), 0.0)
+    n_sp = len(a["kernel"])
+    pads = a["pads"] or [0] * (2 * n_sp)
+    inside = np.ones((1, 1) + x.shape[2:])
+    if a["count_include_pad"]:
+        inside = np.pad(inside, [(0, 0), (0, 0)] + [(pads[i], pads[i + n_sp]) for i in range(n_sp)],
+                        constant_values=1.0)
+        overhang = [(0, 0), (0, 0)] + [(0, e - pads[i + n_sp]) for i, (_, e, _) in
+                                       enumerate(geometry)]
+    else:
+        overhang = [(0, 0), (0, 0)] + [(b, e) for b, e, _ in geometry]
+    inside = np.pad(inside, overhang)
+    count = _windows(inside, a["kernel"], a["strides"], a.get("dilations"),
+                     [o for _, _, o in geometry]).sum(axis=axes)
+    return _like(win.sum(axis=axes) / count, x)
+
+
+def _global_pool(reduce):
+    return lambda a, x: _like(reduce(_wide(x), axis=tuple(range(2, x.ndim)), keepdims=True), x)
+
+
+# ---- elementwise ----------------------------------------------------------------------------------
+def _div(a, x, y):
+    if x.dtype.kind in "iu":
+        q = np.abs(x) // np.where(y == 0, 1, np.abs(y))
+        return _like(np.where((x < 0) != (y < 0), -q, q), x)
+    return _like(_wide(x) / _wide(y), x)
+
+
+def _mod(a, x, y):
+    if a["fmod"]:
+        return _like(np.fmod(x, y), x)
+    return _like(np.mod(x, y), x)
+
+
+def _pow(a, x, y):
+    if x.dtype.kind in "iu" and y.dtype.kind in "iu":
+        return _like(np.power(x.astype(np.int64), y.astype(np.int64)), x)
+    return _like(np.power(x.astype(np.float64), y.astype(np.float64)), x)
+
+
+def _binary(fn):
+    return lambda a, x, y: _like(fn(x, y), x)
+
+
+def _compare(fn):
+    return lambda a, x, y: np.asarray(fn(x, y))
+
+
+def _cast(a, x):
+    to = np.dtype(a["to"])
+    if to.kind in "iu" and x.dtype.kind == "f":
+        return np.asarray(np.trunc(x)).astype(to)
+    return np.asarray(x).astype(to)
+
+
+def _clip(a, x, lo=None, hi=None):
+    y = x
+    if lo is not None:
+        y = np.maximum(y, lo)
+    if hi is not None:
+        y = np.minimum(y, hi)
+    return _like(y, x)
+
+
+# ---- activations ----------------------------------------------------------------------------------
+def _sigmoid64(x):
+    return special.expit(x)
+
+
+def _gelu(a, x):
+    w = x.astype(np.float64)
+    if a["approximate"] == "tanh":
+        y = 0.5 * w * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (w + 0.044715 * w ** 3)))
+    else:
+        y = 0.5 * w * (1.0 + special.erf(w / math.sqrt(2.0)))
+    return _like(y, x)
+
+
+def _softmax(a, x):
+    w = x.astype(np.float64)
+    e = np.exp(w - w.max(axis=a["axis"], keepdims=True))
+    return _like(e / e.sum(axis=a["axis"], keepdims=True), x)
+
+
+def _log_softmax(a, x):
+    w = x.astype(np.float64)
+    s = w - w.max(axis=a["axis"], keepdims=True)
+    return _like(s - np.log(np.exp(s).sum(axis=a["axis"], keepdims=True)), x)
+
+
+# ---- normalisation --------------------------------------------------------------------------------
+def _norm_axes(axis: int, rank: int) -> tuple[int, ...]:
+    return tuple(range(_axis(axis, rank), rank))
+
+
+def _layer_norm(a, x, scale, bias=None):
+    w = x.astype(np.float64)
+    axes = _norm_axes(a["axis"], x.ndim)
+    mean = w.mean(axis=axes, keepdims=True)
+    var = ((w - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (w - mean) / np.sqrt(var + a["epsilon"]) * scale.astype(np.float64)
+    return _like(y if bias is None else y + bias.astype(np.float64), x)
+
+
+def _rms_norm(a, x, scale=None):
+    w = x.astype(np.float64)
+    axes = _norm_axes(a["axis"], x.ndim)
+    y = w / np.sqrt((w * w).mean(axis=axes, keepdims=True) + a["epsilon"])
+    return _like(y if scale is None else y * scale.astype(np.float64), x)
+
+
+def _batch_norm(a, x, scale, bias, mean, var):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    p = [t.astype(np.float64).reshape(shape) for t in (scale, bias, mean, var)]
+    y = (x.astype(np.float64) - p[2]) / np.sqrt(p[3] + a["epsilon"]) * p[0] + p[1]
+    return _like(y, x)
+
+
+# ---- reductions -----------------------------------------------------------------------------------
+def _reduce(fn, widen=True):
+    def kernel(a, x):
+        axes = None if a["axes"] is None else tuple(a["axes"])
+        src = _wide(x) if widen else x
+        if x.dtype.kind in "iu" and widen:
+            src = x.astype(np.int64)
+        return _like(fn(src, axis=axes, keepdims=bool(a["keepdims"])), x)
+    return kernel
+
+
+def _argmax(a, x):
+    y = np.argmax(x, axis=a["axis"])
+    if a["keepdims"]:
+        y = np.expand_dims(y, a["axis"])
+    return np.asarray(y, dtype=np.int64)
+
+
+# ---- shape and data movement ----------------------------------------------------------------------
+def _reshape(a, x, shape):
+    shape = [int(s) for s in shape]
+    if not a["allowzero"]:
+        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    return x.reshape(shape)
+
+
+def _flatten(a, x):
+    axis = _axis(a["axis"], x.ndim)
+    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
+
+
+def _split(a, x, split=None):
+    axis = _axis(a["axis"], x.ndim)
+    if split is None:
+        n, size = a["num_outputs"], x.shape[axis]
+        chunk = -(-size // n)
+        split = [min(chunk, size - i * chunk) for i in range(n)]
+    bounds = np.cumsum([0] + [int(s) for s in split])
+    return tuple(np.take(x, np.arange(bounds[i], bounds[i + 1]), axis=axis)
+                 for i in range(len(split)))
+
+
+def _slice(a, x, starts, ends, axes=None, steps=None):
+    axes = range(len(starts)) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    index = [slice(None)] * x.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis, dim, start, end, step = _axis(int(axis), x.ndim), None, int(start), int(end), int(step)
+        dim = x.shape[axis]
+        start = start + dim if start < 0 else start
+        end = end + dim if end < 0 else end
+        if step > 0:
+            start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+        else:
+            start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+        index[axis] = slice(start, None if end < 0 else end, step)
+    return x[tuple(index)]
+
+
+def _gather_elements(a, data, idx):
+    axis = _axis(a["axis"], data.ndim)
+    idx = np.where(idx < 0, idx + data.shape[axis], idx)
+    return np.take_along_axis(data, idx, axis=axis)
+
+
+def _unsqueeze(a, x, axes):
+    rank = x.ndim + len(axes)
+    return x.reshape(_unsqueezed_shape(x.shape, [_axis(int(i), rank) for i in axes]))
+
+
+def _unsqueezed_shape(shape, axes):
+    dims = iter(shape)
+    return tuple(1 if i in axes else next(dims) for i in range(len(shape) + len(axes)))
+
+
+def _squeeze(a, x, axes=None):
+    if axes is None:
+        return np.squeeze(x)
+    return np.squeeze(x, axis=tuple(_axis(int(i), x.ndim) for i in axes))
+
+
+def _expand(a, x, shape):
+    return np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(s) for s in shape))))
+
+
+def _shape(a, x):
+    return np.asarray(x.shape[a["start"]:a["end"]], dtype=np.int64)
+
+
+def _constant_of_shape(a, shape):
+    return np.full(tuple(int(s) for s in shape), a["value"], dtype=np.dtype(a["dtype"]))
+
+
+def _range(a, start, limit, delta):
+    n = max(int(math.ceil((float(limit) - float(start)) / float(delta))), 0)
+    return (start + np.arange(n, dtype=np.int64).astype(start.dtype) * delta).astype(start.dtype)
+
+
+def _trilu(a, x, k=None):
+    k = 0 if k is None else int(k)
+    return np.triu(x, k) if a["upper"] else np.tril(x, k)
+
+
+def _pad(a, x, pads, value=None):
+    n = x.ndim
+    pads = [int(p) for p in pads]
+    crop = tuple(slice(max(-pads[i], 0), x.shape[i] - max(-pads[i + n], 0)) for i in range(n))
+    x_c = x[crop]
+    widths = [(max(pads[i], 0), max(pads[i + n], 0)) for i in range(n)]
+    mode = a["mode"]
+    if mode == "constant":
+        fill = 0 if value is None else np.asarray(value).item()
+        return np.pad(x_c, widths, mode="constant", constant_values=fill)
+    return np.pad(x_c, widths, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
+
+
+# ---- attention ------------------------------------------------------------------------------------
+def _attention(a, q, k, v, mask=None):
+    """softmax(q k^T * scale + masks) v with GQA, causal and sliding-window masks; a row whose every
+    key is masked yields zeros."""
+    hq, hkv, tq, tk, d = q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3]
+    rep = hq // hkv
+    kk = np.repeat(k.astype(np.float64), rep, axis=1)
+    vv = np.repeat(v.astype(np.float64), rep, axis=1)
+    scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(d)
+    s = np.matmul(q.astype(np.float64), np.swapaxes(kk, -1, -2)) * scale
+    keep = np.ones((tq, tk), dtype=bool)
+    i = np.arange(tq)[:, None] + (tk - tq)
+    j = np.arange(tk)[None, :]
+    if a["causal"]:
+        keep &= j <= i
+    if a["window"] > 0:
+        keep &= j > i - a["window"]
+    if mask is not None and mask.dtype == np.bool_:
+        keep = keep & mask
+    elif mask is not None:
+        s = s + mask.astype(np.float64)
+    s = np.where(keep, s, -np.inf)
+    peak = s.max(axis=-1, keepdims=True)
+    e = np.exp(s - np.where(np.isfinite(peak), peak, 0.0))
+    total = e.sum(axis=-1, keepdims=True)
+    p = np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+    return _like(np.matmul(p, vv), q)
+
+
+def _gla(a, q, k, v, g):
+    """Gated linear attention, recurrent form (docs/OPS.md), layout [B, T, H, D]."""
+    qw, kw, vw, gw = (t.astype(np.float64) for t in (q, k, v, g))
+    b, t, h, dk = q.shape
+    scale = a["scale"] if a["scale"] is not None else dk ** -0.5
+    state = np.zeros((b, h, dk, v.shape[-1]))
+    y = np.empty(v.shape[:3] + (v.shape[-1],))
+    for step in range(t):
+        state = np.exp(gw[:, step])[..., None] * state + kw[:, step, :, :, None] * vw[:, step, :, None, :]
+        y[:, step] = scale * np.einsum("bhk,bhkv->bhv", qw[:, step], state)
+    return _like(y, q)
 
 
 FLOAT_KERNELS = {
     "linear": _linear,
-    "matmul": lambda a, x, y: np.matmul(x, y),
+    "matmul": _matmul,
     "conv": _conv,
-    "relu": lambda a, x: np.maximum(x, 0).astype(x.dtype),
-    "add": lambda a, x, y: x + y,
+    "max_pool": _max_pool,
+    "avg_pool": _avg_pool,
+    "global_avg_pool": _global_pool(np.mean),
+    "global_max_pool": _global_pool(np.max),
+    "add": _binary(lambda x, y: _wide(x) + _wide(y)),
+    "sub": _binary(lambda x, y: _wide(x) - _wide(y)),
+    "mul": _binary(lambda x, y: _wide(x) * _wide(y)),
+    "div": _div,
+    "pow": _pow,
+    "max": _binary(np.maximum),
+    "min": _binary(np.minimum),
+    "mod": _mod,
+    "equal": _compare(np.equal),
+    "less": _compare(np.less),
+    "greater": _compare(np.greater),
+    "and": _compare(np.logical_and),
+    "or": _compare(np.logical_or),
+    "where": lambda a, c, x, y: np.asarray(np.where(c, x, y)).astype(x.dtype, copy=False),
+    "neg": lambda a, x: _like(-x, x),
+    "abs": lambda a, x: _like(np.abs(x), x),
+    "sqrt": _float_only(np.sqrt),
+    "reciprocal": _float_only(lambda w: 1.0 / w),
+    "exp": _float_only(np.exp),
+    "log": _float_only(np.log),
+    "erf": _float_only(special.erf),
+    "sin": _float_only(np.sin),
+    "cos": _float_only(np.cos),
+    "floor": lambda a, x: _like(np.floor(x), x),
+    "ceil": lambda a, x: _like(np.ceil(x), x),
+    "not": lambda a, x: np.asarray(np.logical_not(x)),
+    "identity": lambda a, x: x,
+    "cast": _cast,
+    "clip": _clip,
+    "relu": lambda a, x: _like(np.maximum(x, 0), x),
+    "leaky_relu": lambda a, x: _like(np.where(x >= 0, _wide(x), _wide(x) * a["alpha"]), x),
+    "prelu": lambda a, x, s: _like(np.where(x >= 0, _wide(x), _wide(x) * _wide(s)), x),
+    "gelu": _gelu,
+    "silu": _float_only(lambda w: w * _sigmoid64(w)),
+    "sigmoid": _float_only(_sigmoid64),
+    "tanh": _float_only(np.tanh),
+    "softmax": _softmax,
+    "log_softmax": _log_softmax,
+    "layer_norm": _layer_norm,
+    "rms_norm": _rms_norm,
+    "batch_norm": _batch_norm,
+    "reduce_mean": _reduce(np.mean),
+    "reduce_sum": _reduce(np.sum),
+    "reduce_max": _reduce(np.max, widen=False),
+    "reduce_min": _reduce(np.min, widen=False),
+    "reduce_prod": _reduce(np.prod),
+    "argmax": _argmax,
+    "reshape": _reshape,
+    "transpose": lambda a, x: np.transpose(x, a["perm"]),
+    "flatten": _flatten,
+    "concat": lambda a, *xs: np.concatenate(xs, axis=a["axis"]),
+    "split": _split,
+    "slice": _slice,
+    "gather": lambda a, d, i: np.take(d, i, axis=a["axis"]),
+    "gather_elements": _gather_elements,
+    "unsqueeze": _unsqueeze,
+    "squeeze": _squeeze,
+    "expand": _expand,
+    "tile": lambda a, x, r: np.tile(x, [int(i) for i in r]),
+    "shape": _shape,
+    "constant_of_shape": _constant_of_shape,
+    "range": _range,
+    "trilu": _trilu,
+    "pad": _pad,
+    "attention": _attention,
+    "gla": _gla,
 }

@@ -49,7 +49,7 @@ _op("max_pool", "pool", "x", "y",
     kernel=None, strides=None, pads=None, dilations=None, ceil_mode=0)
 _op("avg_pool", "pool", "x", "y",
     "mean over windows; count_include_pad counts explicit pads (never ceil_mode overhang)",
-    kernel=None, strides=None, pads=None, ceil_mode=0, count_include_pad=0)
+    kernel=None, strides=None, pads=None, dilations=None, ceil_mode=0, count_include_pad=0)
 _op("global_avg_pool", "pool", "x", "y", "mean over all spatial axes, kept as size 1")
 _op("global_max_pool", "pool", "x", "y", "max over all spatial axes, kept as size 1")
 # ---- elementwise --------------------------------------------------------------------------------
@@ -101,8 +101,8 @@ _op("transpose", "shape", "x", "y", "numpy.transpose(x, perm) (reverse when perm
 _op("flatten", "shape", "x", "y", "2-D: dims [0, axis) and [axis, rank) multiplied out", axis=1)
 _op("concat", "shape", "xs*", "y", "concatenation along `axis`", axis=0)
 _op("split", "shape", "x split?", "ys*",
-    "split along `axis` into the sizes `split` (int64), or into len(outputs) near-equal parts",
-    axis=0)
+    "split along `axis` into the sizes `split` (int64), or into `num_outputs` parts of "
+    "ceil(size / num_outputs) (the last one smaller)", axis=0, num_outputs=None)
 _op("slice", "shape", "x starts ends axes? steps?", "y",
     "python slicing per axis with ONNX clamping of starts/ends (int64 tensors)")
 _op("gather", "shape", "data indices", "y", "numpy.take(data, indices, axis), negative indices wrap",

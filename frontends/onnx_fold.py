@@ -1,0 +1,129 @@
+"""Constant folding on the ONNX graph, before lowering.
+
+A node folds when every input is constant (initializers, Constant nodes and earlier folds); it is
+evaluated by onnx's own reference evaluator. ``Shape`` and ``Size`` of a statically shaped value
+fold too, and so do ``Gather``/``Slice`` picking static dims out of a partly symbolic shape.
+Folded constants that hold +-Inf (masks built with -inf) get the dtype's finite extreme instead,
+because IR parameters must be finite; softmax over such a mask is unchanged unless every entry of a
+row is masked.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from sbcompile.errors import SbcError
+from sbcompile.ir.graph import Value
+
+# Ops whose value is not a function of their inputs.
+_NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
+                     "Multinomial", "Bernoulli"}
+
+
+def initializers(proto: onnx.ModelProto, label: str) -> dict[str, np.ndarray]:
+    """The model's initializers as numpy arrays; NaN or Inf in one is an error naming it."""
+    consts = {}
+    for t in proto.graph.initializer:
+        arr = numpy_helper.to_array(t)
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise SbcError(f"{label}: initializer '{t.name}' contains NaN or Inf")
+        consts[t.name] = arr
+    for sparse in proto.graph.sparse_initializer:
+        consts[sparse.values.name] = numpy_helper.to_array(onnx.helper.make_tensor(
+            sparse.values.name, sparse.values.data_type, list(sparse.dims),
+            _densify(sparse).ravel().tolist()))
+    return consts
+
+
+def _densify(sparse: onnx.SparseTensorProto) -> np.ndarray:
+    values = numpy_helper.to_array(sparse.values)
+    dense = np.zeros(list(sparse.dims), dtype=values.dtype).ravel()
+    dense[numpy_helper.to_array(sparse.indices).reshape(len(values), -1)[:, 0]] = values
+    return dense.reshape(list(sparse.dims))
+
+
+def fold_constants(proto: onnx.ModelProto, consts: dict[str, np.ndarray],
+                   types: dict[str, Value | str], opsets: dict[str, int]
+                   ) -> tuple[list[onnx.NodeProto], dict[str, str]]:
+    """Fold what can be folded into ``consts`` (in place). Returns the nodes left to lower and, for
+    each folded node, the reason (for the support table)."""
+    remaining: list[onnx.NodeProto] = []
+    folded: dict[str, str] = {}
+    partial_shapes: dict[str, list] = {}
+    for node in proto.graph.node:
+        value = _fold(node, consts, types, opsets, partial_shapes)
+        if value is None:
+            remaining.append(node)
+            continue
+        for name, arr in zip(node.output, value):
+            if name:
+                consts[name] = _finite(np.asarray(arr))
+        folded[node.name] = "folded to a constant"
+    return remaining, folded
+
+
+def _fold(node, consts, types, opsets, partial_shapes):
+    if node.domain not in ("", "ai.onnx") or node.op_type in _NONDETERMINISTIC:
+        return None
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+           for a in node.attribute):
+        return None
+    if node.op_type in ("Shape", "Size"):
+        return _fold_shape(node, types, partial_shapes)
+    if node.op_type in ("Gather", "Slice") and node.input[0] in partial_shapes:
+        return _fold_shape_pick(node, consts, partial_shapes)
+    inputs = [i for i in node.input if i]
+    if not all(i in consts for i in inputs):
+        return None
+    try:
+        evaluator = ReferenceEvaluator(node, opsets={d or "": v for d, v in opsets.items()})
+        return evaluator.run(None, {i: consts[i] for i in inputs})
+    except Exception as e:  # onnx.reference raises many types; report the node
+        raise SbcError(f"node '{node.name}' ({node.op_type}): evaluating it on constants failed: "
+                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _fold_shape(node, types, partial_shapes):
+    v = types.get(node.input[0])
+    if not isinstance(v, Value):
+        return None
+    if node.op_type == "Size":
+        return [np.array(int(np.prod(v.shape)), np.int64)] if v.is_static else None
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    dims = list(v.shape)[attrs.get("start", 0):attrs.get("end", len(v.shape))]
+    if all(isinstance(d, int) for d in dims):
+        return [np.array(dims, np.int64)]
+    partial_shapes[node.output[0]] = dims
+    return None
+
+
+def _fold_shape_pick(node, consts, partial_shapes):
+    """Gather (constant indices) or Slice (constant bounds) of a partly symbolic shape."""
+    dims = np.array(partial_shapes[node.input[0]], dtype=object)
+    if not all(i in consts for i in node.input[1:] if i):
+        return None
+    if node.op_type == "Gather":
+        picked = dims[consts[node.input[1]]]
+    else:
+        bounds = [consts[i] if i else None for i in node.input[1:]]
+        starts, ends = bounds[0], bounds[1]
+        step = bounds[3][0] if len(bounds) > 3 and bounds[3] is not None else 1
+        picked = dims[slice(int(starts[0]), int(min(ends[0], len(dims) + 1)), int(step))]
+    flat = np.ravel(picked)
+    if all(isinstance(d, int) for d in flat):
+        return [np.array(picked.tolist() if picked.ndim else int(picked), np.int64)]
+    if node.op_type == "Slice":
+        partial_shapes[node.output[0]] = list(flat)
+    return None
+
+
+def _finite(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind != "f" or np.all(np.isfinite(arr)):
+        return arr
+    if np.any(np.isnan(arr)):
+        return arr  # left for the validator to name
+    info = np.finfo(arr.dtype)
+    return np.where(np.isposinf(arr), info.max, np.where(np.isneginf(arr), info.min, arr)
+                    ).astype(arr.dtype)

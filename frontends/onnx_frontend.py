@@ -1,0 +1,126 @@
+"""The ONNX frontend: an ONNX model (opset 13 and newer) -> a validated IR Graph.
+
+Steps: parse, check opsets and structure, pin user input shapes, infer shapes (onnx, strict), fold
+constants, lower every node to IR ops (``onnx_ops``), canonicalise common spellings into single
+IR ops (``onnx_patterns``), drop dead code and validate. ``support_table`` reports, per ONNX
+node, whether it is supported and which IR ops it became.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from sbcompile.errors import SbcError, UnsupportedError
+from sbcompile.frontends import onnx_model
+from sbcompile.frontends.onnx_fold import fold_constants, initializers
+from sbcompile.frontends.onnx_lowering import Lowering, NodeView
+from sbcompile.frontends.onnx_ops import converter_for
+from sbcompile.frontends.onnx_patterns import canonicalise
+from sbcompile.ir.graph import Graph
+from sbcompile.ir.validate import validate
+
+ModelSource = str | Path | bytes | onnx.ModelProto
+
+
+@dataclass
+class _Result:
+    graph: Graph
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def unsupported(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] == "unsupported"]
+
+
+def load_onnx(model: ModelSource, input_shapes: dict | None = None) -> Graph:
+    """The model as a validated IR graph. Raises SbcError (UnsupportedError for what sbcompile
+    does not support) naming the file, node or value at fault."""
+    result = _lower(model, input_shapes)
+    bad = result.unsupported
+    if bad:
+        more = f" (and {len(bad) - 1} more unsupported nodes)" if len(bad) > 1 else ""
+        raise UnsupportedError(f"node '{bad[0]['name']}' ({bad[0]['op_type']}): "
+                               f"{bad[0]['reason']}{more}")
+    graph = result.graph
+    graph.remove_unused()
+    validate(graph)
+    return graph
+
+
+def support_table(model: ModelSource, input_shapes: dict | None = None) -> list[dict]:
+    """One row per ONNX node: name, op_type, status ("supported"/"unsupported"), ir_ops (the IR
+    ops it became), reason."""
+    return _lower(model, input_shapes).rows
+
+
+def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
+    proto, label = onnx_model.read_model(model)
+    opsets = onnx_model.check_opsets(proto, label)
+    onnx_model.check_structure(proto, label)
+    onnx_model.apply_input_shapes(proto, input_shapes, label)
+    consts = initializers(proto, label)
+    proto = onnx_model.infer_shapes(proto, label)
+    types = onnx_model.value_types(proto)
+    nodes, folded = fold_constants(proto, consts, types, opsets)
+
+    uses: dict[str, int] = {}
+    for node in nodes:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    for out in proto.graph.output:
+        uses[out.name] = uses.get(out.name, 0) + 1
+    lw = Lowering(proto.graph.name or "model", consts, types, uses, opsets[""])
+    graph = lw.graph
+    for info in onnx_model.runtime_inputs(proto):
+        graph.inputs.append(info.name)
+        _typed(lw, info.name, f"graph input '{info.name}'")
+    graph.outputs = [o.name for o in proto.graph.output]
+
+    reasons = dict(folded)
+    for node in nodes:
+        reasons[node.name] = _lower_node(lw, node)
+    for name in graph.outputs:
+        _typed(lw, name, f"graph output '{name}'")
+    canonicalise(graph, lw.origins)
+    return _Result(graph, _rows(proto, graph, lw.origins, reasons))
+
+
+def _typed(lw: Lowering, name: str, what: str) -> None:
+    try:
+        lw.value(name)
+    except UnsupportedError as e:
+        raise UnsupportedError(f"{what}: {e}") from None
+
+
+def _lower_node(lw: Lowering, node: onnx.NodeProto) -> str:
+    """Lower one node; returns "" or the reason it is unsupported."""
+    convert = converter_for(node.domain, node.op_type)
+    if convert is None:
+        domain = f" in domain '{node.domain}'" if node.domain not in ("", "ai.onnx") else ""
+        return f"op type {node.op_type}{domain} is not supported"
+    try:
+        convert(NodeView(lw, node))
+    except UnsupportedError as e:
+        prefix = f"node '{node.name}' ({node.op_type}): "
+        return str(e)[len(prefix):] if str(e).startswith(prefix) else str(e)
+    return ""
+
+
+def _rows(proto: onnx.ModelProto, graph: Graph, origins: dict[str, list[str]],
+          reasons: dict[str, str]) -> list[dict]:
+    op_of = {n.name: n.op for n in graph.nodes}
+    ir_ops: dict[str, set[str]] = {}
+    for ir_name, sources in origins.items():
+        for src in sources:
+            ir_ops.setdefault(src, set()).add(op_of[ir_name])
+    rows = []
+    for node in proto.graph.node:
+        reason = reasons.get(node.name, "")
+        status = "supported"
+        if reason and reason != "folded to a constant":
+            status = "unsupported"
+        rows.append({"name": node.name, "op_type": node.op_type, "status": status,
+                     "ir_ops": sorted(ir_ops.get(node.name, ())), "reason": reason})
+    return rows

@@ -1,0 +1,130 @@
+"""The state of lowering one ONNX graph into an IR Graph, and the per-node view converters use.
+
+Converters (``onnx_ops``) see one ONNX node through ``NodeView``: its attributes, which inputs are
+constant, the types of its values, and ``emit`` to add IR nodes. Each IR node remembers the ONNX
+node(s) it came from (``origins``) for the support table.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+
+from sbcompile.errors import UnsupportedError
+from sbcompile.ir.graph import Graph, Node, Value
+
+
+class Lowering:
+    """The IR graph under construction plus what the converters need to know about the model."""
+
+    def __init__(self, name: str, consts: dict[str, np.ndarray], types: dict[str, Value | str],
+                 uses: dict[str, int], opset: int):
+        self.graph = Graph(name, [], [], {}, [])
+        self.consts = consts
+        self.types = types
+        self.uses = uses  # consumers per ONNX value, graph outputs counted
+        self.opset = opset
+        self.origins: dict[str, list[str]] = {}
+
+    def value(self, name: str) -> Value:
+        """The IR Value of an ONNX value, adding it (and its parameter, if constant) on first use."""
+        if name in self.graph.values:
+            return self.graph.values[name]
+        if name in self.consts:
+            arr = np.ascontiguousarray(self.consts[name])
+            if arr.dtype.name not in ("float32", "float64", "float16", "int64", "int32", "int16",
+                                      "int8", "uint8", "bool"):
+                raise UnsupportedError(f"constant '{name}' has dtype {arr.dtype.name}, which "
+                                       "sbcompile does not support")
+            self.graph.params[name] = arr
+            self.graph.values[name] = Value(name, tuple(arr.shape), arr.dtype.name)
+            return self.graph.values[name]
+        typed = self.types.get(name)
+        if not isinstance(typed, Value):
+            raise UnsupportedError(typed or f"the type of value '{name}' is unknown")
+        self.graph.values[name] = Value(typed.name, typed.shape, typed.dtype)
+        return self.graph.values[name]
+
+
+class NodeView:
+    """One ONNX node as its converter sees it."""
+
+    def __init__(self, lowering: Lowering, node: onnx.NodeProto):
+        self.lw = lowering
+        self.proto = node
+        self.name = node.name
+        self.op_type = node.op_type
+        self.inputs = list(node.input)
+        self.outputs = list(node.output)
+        self.attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        self._count = 0
+
+    # ---- questions ---------------------------------------------------------------------------
+    def refuse(self, reason: str) -> UnsupportedError:
+        return UnsupportedError(f"node '{self.name}' ({self.op_type}): {reason}")
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        value = self.attrs.get(key, default)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def input(self, i: int) -> str:
+        """The name of input i, or "" when absent."""
+        return self.inputs[i] if i < len(self.inputs) else ""
+
+    def const(self, i: int) -> np.ndarray | None:
+        name = self.input(i)
+        return self.lw.consts.get(name) if name else None
+
+    def need_const(self, i: int, what: str) -> np.ndarray:
+        value = self.const(i)
+        if value is None:
+            raise self.refuse(f"{what} (input {i}) must be a constant")
+        return value
+
+    def type(self, name: str) -> Value:
+        try:
+            return self.lw.value(name)
+        except UnsupportedError as e:
+            raise self.refuse(str(e)) from None
+
+    def used(self, i: int) -> bool:
+        return i < len(self.outputs) and bool(self.outputs[i]) and self.lw.uses.get(
+            self.outputs[i], 0) > 0
+
+    # ---- building ----------------------------------------------------------------------------
+    def temp(self, shape: tuple, dtype: str) -> str:
+        """A fresh intermediate value of this node's expansion."""
+        return self.lw.graph.add_value(f"{self.name}/t", shape, dtype)
+
+    def param(self, array: np.ndarray, suffix: str) -> str:
+        return self.lw.graph.add_param(f"{self.name}/{suffix}", np.asarray(array))
+
+    def emit(self, op: str, inputs: list[str], outputs: list[str] | str | None = None,
+             **attrs) -> str:
+        """Add an IR node; returns its (first) output. ``outputs`` defaults to the ONNX node's
+        first output."""
+        outs = [outputs] if isinstance(outputs, str) else list(outputs or self.outputs[:1])
+        inputs = list(inputs)
+        while inputs and not inputs[-1]:
+            inputs.pop()
+        for name in [*inputs, *outs]:
+            if name:
+                self.type(name)
+        self._count += 1
+        graph = self.lw.graph
+        node_name = self.name if self._count == 1 else graph.fresh_name(f"{self.name}/{op}")
+        graph.nodes.append(Node(node_name, op, list(inputs), outs, _plain(attrs)))
+        self.lw.origins[node_name] = [self.name]
+        return outs[0]
+
+
+def _plain(value):
+    """Attributes as JSON-ready Python values (numpy scalars and arrays converted)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,201 @@
+"""Reading and preparing an ONNX model before lowering: parse, opset check, structure checks
+(dangling inputs, cycles), user input shapes, shape inference and the value type table.
+
+Every failure is an SbcError naming the file, node or value at fault.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+
+from sbcompile.errors import SbcError, UnsupportedError
+from sbcompile.ir.graph import DTYPES, Value
+
+CUSTOM_DOMAIN = "ai.sbcompile"
+MIN_OPSET = 13
+MAX_OPSET = onnx.defs.onnx_opset_version()
+
+
+def read_model(model: str | Path | bytes | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """The parsed model (a private copy) and a label naming it in error messages."""
+    if isinstance(model, onnx.ModelProto):
+        proto, label = onnx.ModelProto(), "the model"
+        proto.CopyFrom(model)
+    elif isinstance(model, (bytes, bytearray)):
+        label = "the model bytes"
+        proto = _parse(lambda: onnx.load_from_string(bytes(model)), label)
+    elif isinstance(model, (str, Path)):
+        label = str(model)
+        if not Path(model).is_file():
+            raise SbcError(f"{label}: no such file")
+        proto = _parse(lambda: onnx.load(str(model)), label)
+    else:
+        raise SbcError(f"expected an ONNX file, bytes or ModelProto, got {type(model).__name__}")
+    if proto.ir_version <= 0 or not proto.HasField("graph") or not proto.opset_import:
+        raise SbcError(f"{label}: not an ONNX model (no IR version, graph or opset import)")
+    return proto, label
+
+
+def _parse(load, label: str) -> onnx.ModelProto:
+    try:
+        return load()
+    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        raise SbcError(f"{label}: not a valid ONNX model ({str(e).splitlines()[0] or 'truncated'})"
+                       ) from None
+
+
+def check_opsets(proto: onnx.ModelProto, label: str) -> dict[str, int]:
+    """Opset versions by domain (the default domain as ""); unsupported versions are refused."""
+    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
+    if "" not in opsets:
+        raise UnsupportedError(f"{label}: imports no default ONNX opset")
+    if not MIN_OPSET <= opsets[""] <= MAX_OPSET:
+        raise UnsupportedError(f"{label}: opset {opsets['']} is not supported (sbcompile reads "
+                               f"opsets {MIN_OPSET}..{MAX_OPSET}; onnx.version_converter can "
+                               "upgrade an older model)")
+    if CUSTOM_DOMAIN in opsets and opsets[CUSTOM_DOMAIN] != 1:
+        raise UnsupportedError(f"{label}: domain {CUSTOM_DOMAIN} version "
+                               f"{opsets[CUSTOM_DOMAIN]} is not supported (only 1)")
+    return opsets
+
+
+def check_structure(proto: onnx.ModelProto, label: str) -> None:
+    """Name unnamed nodes, refuse dangling inputs, unproduced outputs and cycles, and sort the
+    nodes topologically (in place)."""
+    graph = proto.graph
+    taken: set[str] = set()
+    for i, node in enumerate(graph.node):
+        if not node.name or node.name in taken:
+            node.name = f"{node.name or node.op_type}_{i}"
+        taken.add(node.name)
+    available = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    available |= {t.values.name for t in graph.sparse_initializer}
+    producer = {o: n.name for n in graph.node for o in n.output if o}
+    for node in graph.node:
+        for name in node.input:
+            if name and name not in available and name not in producer:
+                raise SbcError(f"{label}: node '{node.name}' ({node.op_type}) reads '{name}', "
+                               "which is no graph input, initializer or node output (a missing "
+                               "initializer?)")
+    for out in graph.output:
+        if out.name not in available and out.name not in producer:
+            raise SbcError(f"{label}: graph output '{out.name}' is never produced")
+    dag = nx.DiGraph()
+    order = {n.name: i for i, n in enumerate(graph.node)}
+    dag.add_nodes_from(order)
+    dag.add_edges_from((producer[i], n.name) for n in graph.node for i in n.input if i in producer)
+    try:
+        ranked = list(nx.lexicographical_topological_sort(dag, key=order.__getitem__))
+    except nx.NetworkXUnfeasible:
+        culprit = nx.find_cycle(dag)[0][0]
+        raise SbcError(f"{label}: the graph has a cycle through node '{culprit}'") from None
+    nodes = {n.name: n for n in graph.node}
+    sorted_nodes = [onnx.NodeProto() for _ in ranked]
+    for dst, name in zip(sorted_nodes, ranked):
+        dst.CopyFrom(nodes[name])
+    del graph.node[:]
+    graph.node.extend(sorted_nodes)
+
+
+def runtime_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are not initializers (old models list initializers as inputs too)."""
+    init = {t.name for t in proto.graph.initializer}
+    return [v for v in proto.graph.input if v.name not in init]
+
+
+def apply_input_shapes(proto: onnx.ModelProto, input_shapes: dict | None, label: str) -> None:
+    """Pin input dims from ``input_shapes`` (ints, or strings for symbolic dims); a rank or static
+    dim that contradicts the model is an error naming the input."""
+    inputs = {v.name: v for v in runtime_inputs(proto)}
+    for name, shape in (input_shapes or {}).items():
+        if name not in inputs:
+            raise SbcError(f"input_shapes names '{name}', which is not an input of {label} "
+                           f"(its inputs: {', '.join(inputs)})")
+        shape = list(shape)
+        tensor = inputs[name].type.tensor_type
+        declared = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                    for d in tensor.shape.dim]
+        if tensor.HasField("shape") and (len(declared) != len(shape) or any(
+                isinstance(d, int) and d != s for d, s in zip(declared, shape))):
+            raise SbcError(f"input '{name}': shape {shape} contradicts the model's {declared}")
+        del tensor.shape.dim[:]
+        for s in shape:
+            dim = tensor.shape.dim.add()
+            if isinstance(s, (int, np.integer)):
+                dim.dim_value = int(s)
+            else:
+                dim.dim_param = str(s)
+
+
+def infer_shapes(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """onnx shape inference in strict mode with data propagation; our custom GLA op's outputs are
+    typed here (onnx has no schema for it): y has v's shape and q's dtype."""
+    for _ in range(1 + sum(n.domain == CUSTOM_DOMAIN for n in proto.graph.node)):
+        try:
+            proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True,
+                                                      data_prop=True)
+        except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
+            raise SbcError(f"{label}: shape inference failed: "
+                           f"{str(e).strip().splitlines()[-1]}") from None
+        if not _type_custom_outputs(proto):
+            break
+    return proto
+
+
+def _type_custom_outputs(proto: onnx.ModelProto) -> bool:
+    known = {v.name: v for v in _all_value_infos(proto)}
+    added = False
+    for node in proto.graph.node:
+        if (node.domain == CUSTOM_DOMAIN and node.op_type == "GatedLinearAttention"
+                and len(node.input) == 4 and node.input[2] in known
+                and not known.get(node.output[0], onnx.ValueInfoProto()).type.HasField(
+                    "tensor_type")):
+            info = onnx.ValueInfoProto()
+            info.CopyFrom(known[node.input[2]])
+            info.name = node.output[0]
+            proto.graph.value_info.append(info)
+            added = True
+    return added
+
+
+def _all_value_infos(proto: onnx.ModelProto):
+    g = proto.graph
+    return [*g.input, *g.value_info, *g.output]
+
+
+def value_types(proto: onnx.ModelProto) -> dict[str, Value | str]:
+    """Every typed value: a Value, or a string saying why it cannot be one (an unsupported dtype
+    or an unknown rank). Unknown dims become their dim_param or "?"."""
+    types: dict[str, Value | str] = {}
+    for info in _all_value_infos(proto):
+        if info.name in types and isinstance(types[info.name], Value):
+            continue
+        types[info.name] = _value_of(info)
+    for t in proto.graph.initializer:
+        types[t.name] = _value_type(t.name, t.data_type, list(t.dims))
+    return types
+
+
+def _value_of(info: onnx.ValueInfoProto) -> Value | str:
+    if not info.type.HasField("tensor_type"):
+        return f"value '{info.name}' is not a tensor"
+    tensor = info.type.tensor_type
+    if not tensor.HasField("shape"):
+        return f"value '{info.name}' has an unknown rank"
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in tensor.shape.dim]
+    return _value_type(info.name, tensor.elem_type, dims)
+
+
+def _value_type(name: str, elem_type: int, dims: list) -> Value | str:
+    if elem_type == onnx.TensorProto.UNDEFINED:
+        return f"value '{name}' has an unknown dtype"
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
+    if dtype not in DTYPES:
+        return f"value '{name}' has dtype {onnx.TensorProto.DataType.Name(elem_type).lower()}, "\
+               "which sbcompile does not support"
+    return Value(name, tuple(dims), dtype)

@@ -1,0 +1,353 @@
+"""Converters from ONNX nodes (opset 13 and newer) to IR ops, mostly one to one.
+
+``CONVERTERS[op_type](view)`` emits the IR node(s) of one ONNX node through a ``NodeView``, or
+raises UnsupportedError naming the node and what is not supported (an attribute value, a
+non-constant operand the IR needs as an attribute, an optional output in use).
+Fusions across nodes (linear, GELU, norms, attention) happen later in ``onnx_patterns``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from sbcompile.frontends.onnx_lowering import NodeView
+from sbcompile.frontends.onnx_model import CUSTOM_DOMAIN
+from sbcompile.ir.graph import DTYPES
+
+# (domain, op_type) -> converter; the default domain is "".
+CONVERTERS: dict[tuple[str, str], Callable[[NodeView], None]] = {}
+
+
+def _converter(*op_types: str, domain: str = ""):
+    def register(fn):
+        for op_type in op_types:
+            CONVERTERS[(domain, op_type)] = fn
+        return fn
+    return register
+
+
+def converter_for(domain: str, op_type: str) -> Callable[[NodeView], None] | None:
+    return CONVERTERS.get(("" if domain == "ai.onnx" else domain, op_type))
+
+
+def _no_extra_outputs(n: NodeView, keep: int = 1) -> None:
+    for i in range(keep, len(n.outputs)):
+        if n.used(i):
+            raise n.refuse(f"output {i} ('{n.outputs[i]}') is not supported")
+
+
+# ---- one to one, no attributes ------------------------------------------------------------------
+_SIMPLE = {
+    "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow", "Equal": "equal",
+    "Less": "less", "Greater": "greater", "And": "and", "Or": "or", "Where": "where",
+    "Neg": "neg", "Abs": "abs", "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Exp": "exp",
+    "Log": "log", "Erf": "erf", "Sin": "sin", "Cos": "cos", "Floor": "floor", "Ceil": "ceil",
+    "Not": "not", "Identity": "identity", "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh",
+    "PRelu": "prelu", "MatMul": "matmul", "Expand": "expand", "Tile": "tile", "Range": "range",
+    "Slice": "slice", "Reshape": "reshape", "GlobalAveragePool": "global_avg_pool",
+    "GlobalMaxPool": "global_max_pool",
+}
+
+
+def _simple(n: NodeView) -> None:
+    op = _SIMPLE[n.op_type]
+    attrs = {}
+    if n.op_type == "Reshape" and n.attr("allowzero", 0):
+        attrs["allowzero"] = 1
+    n.emit(op, n.inputs, **attrs)
+
+
+_converter(*_SIMPLE)(_simple)
+
+
+@_converter("LessOrEqual", "GreaterOrEqual")
+def _compare_or_equal(n: NodeView) -> None:
+    """a <= b is not(a > b), a >= b is not(a < b)."""
+    flipped = n.emit("greater" if n.op_type == "LessOrEqual" else "less", n.inputs,
+                     n.temp(n.type(n.outputs[0]).shape, "bool"))
+    n.emit("not", [flipped])
+
+
+@_converter("Max", "Min", "Sum", "Mean")
+def _variadic(n: NodeView) -> None:
+    """A left fold of the binary op over the inputs; Mean divides the sum by the count."""
+    op = {"Max": "max", "Min": "min", "Sum": "add", "Mean": "add"}[n.op_type]
+    out = n.type(n.outputs[0])
+    if len(n.inputs) == 1:
+        n.emit("identity", n.inputs)
+        return
+    acc = n.inputs[0]
+    for i, name in enumerate(n.inputs[1:], start=2):
+        last = i == len(n.inputs) and n.op_type != "Mean"
+        acc = n.emit(op, [acc, name], None if last else n.temp(out.shape, out.dtype))
+    if n.op_type == "Mean":
+        n.emit("div", [acc, n.param(np.array(len(n.inputs), dtype=out.dtype), "count")])
+
+
+@_converter("Mod")
+def _mod(n: NodeView) -> None:
+    n.emit("mod", n.inputs, fmod=int(n.attr("fmod", 0)))
+
+
+@_converter("Dropout")
+def _dropout(n: NodeView) -> None:
+    _no_extra_outputs(n)
+    training = n.const(2) if n.input(2) else np.array(False)
+    if training is None or bool(training):
+        raise n.refuse("training mode is not supported")
+    n.emit("identity", [n.inputs[0]])
+
+
+@_converter("Cast", "CastLike")
+def _cast(n: NodeView) -> None:
+    to = n.type(n.outputs[0]).dtype
+    if to not in DTYPES:
+        raise n.refuse(f"cast to {to} is not supported")
+    n.emit("cast", [n.inputs[0]], to=to)
+
+
+@_converter("Clip")
+def _clip(n: NodeView) -> None:
+    n.emit("clip", n.inputs)
+
+
+# ---- activations --------------------------------------------------------------------------------
+@_converter("LeakyRelu")
+def _leaky_relu(n: NodeView) -> None:
+    n.emit("leaky_relu", n.inputs, alpha=float(n.attr("alpha", 0.01)))
+
+
+@_converter("Gelu")
+def _gelu(n: NodeView) -> None:
+    n.emit("gelu", n.inputs, approximate=n.attr("approximate", "none"))
+
+
+@_converter("Softmax", "LogSoftmax")
+def _softmax(n: NodeView) -> None:
+    n.emit("softmax" if n.op_type == "Softmax" else "log_softmax", n.inputs,
+           axis=int(n.attr("axis", -1)))
+
+
+# ---- normalisation ------------------------------------------------------------------------------
+@_converter("LayerNormalization")
+def _layer_norm(n: NodeView) -> None:
+    _no_extra_outputs(n)
+    n.emit("layer_norm", n.inputs, axis=int(n.attr("axis", -1)),
+           epsilon=float(n.attr("epsilon", 1e-5)))
+
+
+@_converter("RMSNormalization")
+def _rms_norm(n: NodeView) -> None:
+    n.emit("rms_norm", n.inputs, axis=int(n.attr("axis", -1)),
+           epsilon=float(n.attr("epsilon", 1e-5)))
+
+
+@_converter("BatchNormalization")
+def _batch_norm(n: NodeView) -> None:
+    if n.attr("training_mode", 0):
+        raise n.refuse("training_mode=1 is not supported")
+    _no_extra_outputs(n)
+    n.emit("batch_norm", n.inputs, epsilon=float(n.attr("epsilon", 1e-5)))
+
+
+# ---- reductions ---------------------------------------------------------------------------------
+@_converter("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd")
+def _reduce(n: NodeView) -> None:
+    op = "reduce_" + n.op_type[len("Reduce"):].lower()
+    axes = n.attr("axes")
+    if axes is None and n.input(1):
+        axes = n.need_const(1, "axes").tolist()
+    if not axes:
+        if n.attr("noop_with_empty_axes", 0):
+            n.emit("identity", [n.inputs[0]])
+            return
+        axes = None
+    n.emit(op, [n.inputs[0]], axes=axes, keepdims=int(n.attr("keepdims", 1)))
+
+
+@_converter("ArgMax")
+def _argmax(n: NodeView) -> None:
+    if n.attr("select_last_index", 0):
+        raise n.refuse("select_last_index=1 is not supported")
+    n.emit("argmax", n.inputs, axis=int(n.attr("axis", 0)), keepdims=int(n.attr("keepdims", 1)))
+
+
+# ---- shape and data movement --------------------------------------------------------------------
+@_converter("Transpose")
+def _transpose(n: NodeView) -> None:
+    n.emit("transpose", n.inputs, perm=n.attr("perm"))
+
+
+@_converter("Flatten")
+def _flatten(n: NodeView) -> None:
+    n.emit("flatten", n.inputs, axis=int(n.attr("axis", 1)))
+
+
+@_converter("Concat")
+def _concat(n: NodeView) -> None:
+    n.emit("concat", n.inputs, axis=int(n.attr("axis")))
+
+
+@_converter("Split")
+def _split(n: NodeView) -> None:
+    attrs = {"axis": int(n.attr("axis", 0))}
+    if not n.input(1):
+        attrs["num_outputs"] = len(n.outputs)
+    n.emit("split", n.inputs, n.outputs, **attrs)
+
+
+@_converter("Gather", "GatherElements")
+def _gather(n: NodeView) -> None:
+    n.emit("gather" if n.op_type == "Gather" else "gather_elements", n.inputs,
+           axis=int(n.attr("axis", 0)))
+
+
+@_converter("Unsqueeze", "Squeeze")
+def _squeeze(n: NodeView) -> None:
+    n.emit(n.op_type.lower(), n.inputs)
+
+
+@_converter("Shape")
+def _shape(n: NodeView) -> None:
+    n.emit("shape", n.inputs, start=int(n.attr("start", 0)), end=n.attr("end"))
+
+
+@_converter("Size")
+def _size(n: NodeView) -> None:
+    shape = n.emit("shape", n.inputs, n.temp((len(n.type(n.inputs[0]).shape),), "int64"))
+    n.emit("reduce_prod", [shape], axes=None, keepdims=0)
+
+
+@_converter("ConstantOfShape")
+def _constant_of_shape(n: NodeView) -> None:
+    value = n.attr("value")
+    arr = onnx.numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
+    if arr.dtype.name not in DTYPES:
+        raise n.refuse(f"value of dtype {arr.dtype.name} is not supported")
+    n.emit("constant_of_shape", n.inputs, value=arr.reshape(-1)[0].item(), dtype=arr.dtype.name)
+
+
+@_converter("Trilu")
+def _trilu(n: NodeView) -> None:
+    n.emit("trilu", n.inputs, upper=int(n.attr("upper", 1)))
+
+
+@_converter("Pad")
+def _pad(n: NodeView) -> None:
+    mode = n.attr("mode", "constant")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise n.refuse(f"mode '{mode}' is not supported")
+    inputs = n.inputs[:3]
+    if n.input(3):
+        axes = n.need_const(3, "axes")
+        pads = n.need_const(1, "pads with axes")
+        rank = len(n.type(n.inputs[0]).shape)
+        full = np.zeros(2 * rank, np.int64)
+        for i, axis in enumerate(axes):
+            axis = int(axis) % rank
+            full[axis], full[axis + rank] = pads[i], pads[i + len(axes)]
+        inputs = [inputs[0], n.param(full, "pads"), n.input(2)]
+    n.emit("pad", inputs, mode=mode)
+
+
+# ---- linear algebra, convolution, pooling -------------------------------------------------------
+@_converter("Gemm")
+def _gemm(n: NodeView) -> None:
+    """alpha * A' @ B' + beta * C. A constant float B becomes a linear weight [N, K] (alpha folded
+    in) with a bias when C broadcasts along N; otherwise matmul, mul and add."""
+    a, b = n.inputs[0], n.inputs[1]
+    c = n.input(2)
+    alpha, beta = float(n.attr("alpha", 1.0)), float(n.attr("beta", 1.0))
+    out = n.type(n.outputs[0])
+    if n.attr("transA", 0):
+        a_shape = n.type(a).shape
+        a = n.emit("transpose", [a], n.temp(a_shape[::-1], out.dtype), perm=[1, 0])
+    w = n.const(1)
+    c_const = n.const(2) if c else None
+    if w is not None and w.dtype.kind == "f":
+        weight = (w if n.attr("transB", 0) else w.T) * w.dtype.type(alpha)
+        bias = None
+        if c_const is not None and (c_const.ndim <= 1 or c_const.shape[0] == 1):
+            bias = np.broadcast_to(c_const.reshape(-1) * c_const.dtype.type(beta),
+                                   (weight.shape[0],))
+            c = ""
+        inputs = [a, n.param(weight, "weight")] + ([n.param(bias, "bias")] if bias is not None
+                                                    else [])
+        y = n.emit("linear", inputs, n.temp(out.shape, out.dtype) if c else None)
+    else:
+        if n.attr("transB", 0):
+            b_shape = n.type(b).shape
+            b = n.emit("transpose", [b], n.temp(b_shape[::-1], out.dtype), perm=[1, 0])
+        last = not c and alpha == 1.0
+        y = n.emit("matmul", [a, b], None if last else n.temp(out.shape, out.dtype))
+        if alpha != 1.0:
+            y = n.emit("mul", [y, n.param(np.array(alpha, out.dtype), "alpha")],
+                       None if not c else n.temp(out.shape, out.dtype))
+    if c:
+        if c_const is not None:
+            c = n.param(c_const * c_const.dtype.type(beta), "c")
+        elif beta != 1.0:
+            c_type = n.type(c)
+            c = n.emit("mul", [c, n.param(np.array(beta, out.dtype), "beta")],
+                       n.temp(c_type.shape, c_type.dtype))
+        n.emit("add", [y, c])
+
+
+def _spatial_pads(n: NodeView, kernel: list[int], strides: list[int],
+                  dilations: list[int]) -> list[int]:
+    """Explicit [begin..., end...] pads, resolving auto_pad against static input dims."""
+    n_sp = len(kernel)
+    auto_pad = n.attr("auto_pad", "NOTSET")
+    if auto_pad == "NOTSET":
+        return [int(p) for p in n.attr("pads", [0] * (2 * n_sp))]
+    if auto_pad == "VALID":
+        return [0] * (2 * n_sp)
+    spatial = n.type(n.inputs[0]).shape[2:]
+    if not all(isinstance(d, int) for d in spatial):
+        raise n.refuse(f"auto_pad={auto_pad} needs static spatial dims")
+    begin, end = [], []
+    for size, k, s, d in zip(spatial, kernel, strides, dilations):
+        total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        begin.append(small if auto_pad == "SAME_UPPER" else large)
+        end.append(large if auto_pad == "SAME_UPPER" else small)
+    return begin + end
+
+
+def _window_attrs(n: NodeView, kernel: list[int]) -> dict:
+    n_sp = len(kernel)
+    strides = [int(s) for s in n.attr("strides", [1] * n_sp)]
+    dilations = [int(d) for d in n.attr("dilations", [1] * n_sp)]
+    return {"strides": strides, "dilations": dilations,
+            "pads": _spatial_pads(n, kernel, strides, dilations)}
+
+
+@_converter("Conv")
+def _conv(n: NodeView) -> None:
+    w_shape = n.type(n.inputs[1]).shape
+    kernel = [int(k) for k in n.attr("kernel_shape", w_shape[2:])]
+    if not all(isinstance(k, int) for k in kernel):
+        raise n.refuse("the kernel shape must be static")
+    n.emit("conv", n.inputs, group=int(n.attr("group", 1)), **_window_attrs(n, kernel))
+
+
+@_converter("MaxPool", "AveragePool")
+def _pool(n: NodeView) -> None:
+    _no_extra_outputs(n)
+    if n.attr("storage_order", 0):
+        raise n.refuse("storage_order=1 is not supported")
+    kernel = [int(k) for k in n.attr("kernel_shape")]
+    attrs = {"kernel": kernel, "ceil_mode": int(n.attr("ceil_mode", 0)), **_window_attrs(n, kernel)}
+    if n.op_type == "AveragePool":
+        attrs["count_include_pad"] = int(n.attr("count_include_pad", 0))
+    n.emit("max_pool" if n.op_type == "MaxPool" else "avg_pool", n.inputs, **attrs)
+
+
+# ---- attention ----------------------------------------------------------------------------------
+@_converter("GatedLinearAttention", domain=CUSTOM_DOMAIN)
+def _gla(n: NodeView) -> None:
+    scale = n.attr("scale")
+    n.emit("gla", n.inputs, scale=None if scale is None else float(scale))
