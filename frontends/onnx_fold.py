@@ -3,9 +3,9 @@
 A node folds when every input is constant (initializers, Constant nodes and earlier folds); it is
 evaluated by onnx's own reference evaluator. ``Shape`` and ``Size`` of a statically shaped value
 fold too, and so do ``Gather``/``Slice`` picking static dims out of a partly symbolic shape.
-Folded constants that hold +-Inf (masks built with -inf) get the dtype's finite extreme instead,
-because IR parameters must be finite; softmax over such a mask is unchanged unless every entry of a
-row is masked.
+IR parameters must be finite, so a result holding +-Inf (masks built with -inf) is kept only when
+it is uniform (lowering makes it a ``constant_of_shape`` node); a node whose result mixes Inf with
+other values is left to run at runtime.
 """
 from __future__ import annotations
 
@@ -54,12 +54,12 @@ def fold_constants(proto: onnx.ModelProto, consts: dict[str, np.ndarray],
     partial_shapes: dict[str, list] = {}
     for node in proto.graph.node:
         value = _fold(node, consts, types, opsets, partial_shapes)
-        if value is None:
+        if value is None or not all(_storable(np.asarray(v)) for v in value):
             remaining.append(node)
             continue
         for name, arr in zip(node.output, value):
             if name:
-                consts[name] = _finite(np.asarray(arr))
+                consts[name] = np.asarray(arr)
         folded[node.name] = "folded to a constant"
     return remaining, folded
 
@@ -119,11 +119,8 @@ def _fold_shape_pick(node, consts, partial_shapes):
     return None
 
 
-def _finite(arr: np.ndarray) -> np.ndarray:
+def _storable(arr: np.ndarray) -> bool:
+    """Finite, or one repeated +-Inf (see the module docstring)."""
     if arr.dtype.kind != "f" or np.all(np.isfinite(arr)):
-        return arr
-    if np.any(np.isnan(arr)):
-        return arr  # left for the validator to name
-    info = np.finfo(arr.dtype)
-    return np.where(np.isposinf(arr), info.max, np.where(np.isneginf(arr), info.min, arr)
-                    ).astype(arr.dtype)
+        return True
+    return arr.size > 0 and np.isinf(arr.flat[0]) and np.all(arr == arr.flat[0])

@@ -32,19 +32,31 @@ class Lowering:
         if name in self.graph.values:
             return self.graph.values[name]
         if name in self.consts:
-            arr = np.ascontiguousarray(self.consts[name])
+            arr = _contiguous(self.consts[name])
             if arr.dtype.name not in ("float32", "float64", "float16", "int64", "int32", "int16",
                                       "int8", "uint8", "bool"):
                 raise UnsupportedError(f"constant '{name}' has dtype {arr.dtype.name}, which "
                                        "sbcompile does not support")
-            self.graph.params[name] = arr
             self.graph.values[name] = Value(name, tuple(arr.shape), arr.dtype.name)
+            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                self._uniform_constant(name, arr)
+            else:
+                self.graph.params[name] = arr
             return self.graph.values[name]
         typed = self.types.get(name)
         if not isinstance(typed, Value):
             raise UnsupportedError(typed or f"the type of value '{name}' is unknown")
         self.graph.values[name] = Value(typed.name, typed.shape, typed.dtype)
         return self.graph.values[name]
+
+
+    def _uniform_constant(self, name: str, arr: np.ndarray) -> None:
+        """A constant filled with one +-Inf (parameters must be finite): a constant_of_shape
+        node."""
+        shape = add_param(self.graph, f"{name}/shape", np.array(arr.shape, dtype=np.int64))
+        self.graph.nodes.append(Node(self.graph.fresh_name(f"{name}/fill"), "constant_of_shape",
+                                     [shape], [name], {"value": float(arr.flat[0]),
+                                                       "dtype": arr.dtype.name}))
 
 
 class NodeView:
@@ -98,7 +110,7 @@ class NodeView:
         return self.lw.graph.add_value(f"{self.name}/t", shape, dtype)
 
     def param(self, array: np.ndarray, suffix: str) -> str:
-        return self.lw.graph.add_param(f"{self.name}/{suffix}", np.asarray(array))
+        return add_param(self.lw.graph, f"{self.name}/{suffix}", array)
 
     def emit(self, op: str, inputs: list[str], outputs: list[str] | str | None = None,
              **attrs) -> str:
@@ -117,6 +129,21 @@ class NodeView:
         graph.nodes.append(Node(node_name, op, list(inputs), outs, _plain(attrs)))
         self.lw.origins[node_name] = [self.name]
         return outs[0]
+
+
+def _contiguous(array) -> np.ndarray:
+    """A C-contiguous array of the same shape (numpy's ascontiguousarray turns 0-d into 1-d)."""
+    array = np.asarray(array)
+    return array if array.flags.c_contiguous else array.copy(order="C")
+
+
+def add_param(graph: Graph, base: str, array) -> str:
+    """A new parameter (fresh name from ``base``) that keeps 0-d arrays 0-d."""
+    name = graph.fresh_name(base)
+    array = _contiguous(array)
+    graph.params[name] = array
+    graph.values[name] = Value(name, tuple(array.shape), array.dtype.name)
+    return name
 
 
 def _plain(value):

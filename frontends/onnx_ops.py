@@ -46,7 +46,7 @@ _SIMPLE = {
     "Neg": "neg", "Abs": "abs", "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Exp": "exp",
     "Log": "log", "Erf": "erf", "Sin": "sin", "Cos": "cos", "Floor": "floor", "Ceil": "ceil",
     "Not": "not", "Identity": "identity", "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh",
-    "PRelu": "prelu", "MatMul": "matmul", "Expand": "expand", "Tile": "tile", "Range": "range",
+    "MatMul": "matmul", "Expand": "expand", "Tile": "tile", "Range": "range",
     "Slice": "slice", "Reshape": "reshape", "GlobalAveragePool": "global_avg_pool",
     "GlobalMaxPool": "global_max_pool",
 }
@@ -92,6 +92,12 @@ def _mod(n: NodeView) -> None:
     n.emit("mod", n.inputs, fmod=int(n.attr("fmod", 0)))
 
 
+@_converter("Constant")
+def _constant(n: NodeView) -> None:
+    """Constants fold; one reaches lowering only when it mixes Inf with other values."""
+    raise n.refuse("a constant mixing Inf with other values is not supported")
+
+
 @_converter("Dropout")
 def _dropout(n: NodeView) -> None:
     _no_extra_outputs(n)
@@ -118,6 +124,15 @@ def _clip(n: NodeView) -> None:
 @_converter("LeakyRelu")
 def _leaky_relu(n: NodeView) -> None:
     n.emit("leaky_relu", n.inputs, alpha=float(n.attr("alpha", 0.01)))
+
+
+@_converter("PRelu")
+def _prelu(n: NodeView) -> None:
+    x, slope = (n.type(v).shape for v in n.inputs)
+    if len(slope) > len(x) or any(isinstance(s, int) and s != 1 and s != d
+                                  for s, d in zip(slope[::-1], x[::-1])):
+        raise n.refuse(f"slope shape {list(slope)} does not broadcast to the input's {list(x)}")
+    n.emit("prelu", n.inputs)
 
 
 @_converter("Gelu")

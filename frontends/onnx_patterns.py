@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from sbcompile.frontends.onnx_lowering import add_param
 from sbcompile.ir.graph import Graph, Node
 
 
@@ -78,7 +79,7 @@ class Rewriter:
         self.refresh()
 
     def add_param(self, base: str, array: np.ndarray) -> str:
-        return self.graph.add_param(base, array)
+        return add_param(self.graph, base, array)
 
 
 Pattern = Callable[[Rewriter, Node], bool]
