@@ -96,7 +96,7 @@ def check(model: str, preset: str) -> None:
     t = Table("node", "ONNX op", "status", "IR", "spiked", show_edge=False)
     for r in rows:
         ir_ops = r.get("ir_ops") or []
-        is_spiked = any(name in spiked for name in r.get("ir_nodes", []))
+        is_spiked = r["name"] in spiked or any(n in spiked for n in r.get("ir_nodes", []))
         t.add_row(r["name"], r["op_type"], r["status"] if r["status"] == "supported"
                   else f"[red]{r['status']}: {r.get('reason', '')}[/]",
                   ",".join(ir_ops), "yes" if is_spiked else "")

@@ -68,8 +68,8 @@ def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=No
     console.print(f"total: count-zero {tot['count_zero']:.1%}, spike-slot {tot['spike_slot']:.1%}"
                   f" (window {tot['window']}: {tot['spike_slot_window3']:.1%}), "
                   f"{tot['mean_spikes_per_channel']:.2f} spikes/channel")
-    console.print(f"energy [{energy_preset}]: {e['spiking_pJ'] / 1e6:,.3f} uJ spiking vs "
-                  f"{e['dense_fp16_pJ'] / 1e6:,.3f} uJ dense FP16 "
+    console.print(f"energy ({energy_preset}): {e['spiking_pJ'] / 1e3:,.2f} nJ spiking vs "
+                  f"{e['dense_fp16_pJ'] / 1e3:,.2f} nJ dense FP16 "
                   f"({e['reduction_vs_fp16']:.1%} less), {e['reduction_vs_int8']:.1%} less than "
                   "INT8")
     for out, f in report["outputs_fidelity"].items():
@@ -237,6 +237,8 @@ def _plot_raster(report: dict) -> bytes:
     for ax, layer in zip(axes, report["layers"][:2]):
         counts = np.asarray(layer["raster_first_sample"])
         ev = expand(counts, coding).astype(float)
+        if ev.shape[0] == 0:  # an all-zero sample: one silent step
+            ev = np.zeros((1, counts.size))
         ax.imshow(ev, aspect="auto", cmap="bwr", vmin=-1, vmax=1, interpolation="nearest")
         ax.set_xlabel("channel")
         ax.set_ylabel("step t (LSB first)")
