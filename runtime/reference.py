@@ -27,13 +27,13 @@ def node_attrs(node: Node) -> dict:
 def check_feeds(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Match feeds to graph inputs by name, shape (static dims) and dtype kind; cast to the
     input's dtype. Raises SbcError naming the input at fault."""
-    missing = [n for n in graph.inputs if n not in feeds]
-    if missing:
-        raise SbcError(f"input '{missing[0]}' is missing (the model's inputs: "
-                       f"{', '.join(graph.inputs)})")
     extra = [n for n in feeds if n not in graph.inputs]
     if extra:
         raise SbcError(f"'{extra[0]}' is not an input of the model (its inputs: "
+                       f"{', '.join(graph.inputs)})")
+    missing = [n for n in graph.inputs if n not in feeds]
+    if missing:
+        raise SbcError(f"input '{missing[0]}' is missing (the model's inputs: "
                        f"{', '.join(graph.inputs)})")
     checked = {}
     for name in graph.inputs:

@@ -1,0 +1,123 @@
+"""The command line contract: commands work end to end; bad input gives one `error:` line, exit
+2, no traceback and no output file."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sbcompile.cli import main
+from sbcompile.demo import EXAMPLE
+
+MODEL = str(EXAMPLE / "model.onnx")
+CALIB = str(EXAMPLE / "calib.npz")
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_user_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for frag in fragments:
+        assert frag in lines[-1], lines[-1]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "digits.sbc"
+    result = invoke("compile", MODEL, "--calib", CALIB, "--preset", "loihi2", "-o", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_inspect_and_check():
+    r = invoke("inspect", MODEL)
+    assert r.exit_code == 0 and "conv" in r.output and "13,708 parameters" in r.output
+    r = invoke("check", MODEL)
+    assert r.exit_code == 0 and "10/10 nodes supported, 4 layers spiked" in r.output
+
+
+def test_compile_report_run(compiled, tmp_path):
+    r = invoke("report", compiled, "--json", tmp_path / "r.json", "--html", tmp_path / "r.html")
+    assert r.exit_code == 0, r.output
+    assert "<img src='data:image/png;base64," in (tmp_path / "r.html").read_text()
+    held = np.load(EXAMPLE / "heldout.npz")
+    np.savez(tmp_path / "x.npz", image=held["image"][:16])
+    for extra in ([], ["--float"]):
+        r = invoke("run", compiled, "--input", tmp_path / "x.npz", "-o", tmp_path / "y.npz",
+                   *extra)
+        assert r.exit_code == 0, r.output
+        logits = np.load(tmp_path / "y.npz")["logits"]
+        assert logits.shape == (16, 10)
+        assert np.mean(logits.argmax(1) == held["label"][:16]) > 0.9
+
+
+def test_bad_calibration_files(tmp_path):
+    imgs = np.load(CALIB)["image"]
+    cases = {
+        "wrong_name.npz": ({"pixels": imgs}, "'pixels' is not an input"),
+        "wrong_shape.npz": ({"image": imgs[:, :, :4]}, "'image' has shape"),
+        "wrong_dtype.npz": ({"image": imgs.astype(np.complex64)}, "'image' has dtype"),
+        "nan.npz": ({"image": np.where(imgs > 0.5, np.nan, imgs).astype(np.float32)},
+                    "NaN"),
+        "empty.npz": ({"image": imgs[:0]}, "no samples"),
+    }
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / name, **arrays)
+        out = tmp_path / f"{name}.sbc"
+        r = invoke("compile", MODEL, "--calib", tmp_path / name, "-o", out)
+        assert_user_error(r, message)
+        assert not out.exists()
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert_user_error(invoke("compile", MODEL, "--calib", tmp_path / "junk.npz", "-o",
+                             tmp_path / "o.sbc"), "junk.npz")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--set", "colour=red"], "unknown --set key 'colour'"),
+    (["--set", "k=0"], "k must be > 0"),
+    (["--set", "k=-1"], "k must be > 0"),
+    (["--set", "k=abc"], "--set k=abc"),
+    (["--set", "max_count=0"], "max_count must be >= 1"),
+    (["--set", "coding=morse"], "coding must be one of"),
+    (["--set", "novalue"], "expected KEY=VALUE"),
+    (["--preset", "ternary"], "pass calibration data"),
+])
+def test_bad_options(args, message, tmp_path):
+    out = tmp_path / "o.sbc"
+    assert_user_error(invoke("compile", MODEL, *args, "-o", out), message)
+    assert not out.exists()
+
+
+def test_bad_model_and_artifact_inputs(compiled, tmp_path):
+    assert_user_error(invoke("compile", tmp_path / "missing.onnx", "-o", tmp_path / "o.sbc"),
+                      "missing.onnx")
+    truncated = tmp_path / "cut.onnx"
+    truncated.write_bytes(Path(MODEL).read_bytes()[:500])
+    assert_user_error(invoke("inspect", truncated), "cut.onnx")
+    broken = tmp_path / "broken.sbc"
+    data = bytearray(Path(compiled).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    broken.write_bytes(bytes(data))
+    assert_user_error(invoke("report", broken), "broken.sbc")
+    np.savez(tmp_path / "x.npz", img=np.zeros((1, 1, 8, 8), np.float32))
+    assert_user_error(invoke("run", compiled, "--input", tmp_path / "x.npz", "-o",
+                             tmp_path / "y.npz"), "'img' is not an input")
+    assert not (tmp_path / "y.npz").exists()
+    assert_user_error(invoke("report", compiled, "--energy-preset", "nope"), "nope")
+
+
+def test_real_process_exit_code_and_stderr(tmp_path):
+    """Through the installed entry point: exit 2, one stderr line, nothing on stdout."""
+    proc = subprocess.run([sys.executable, "-m", "sbcompile.cli", "compile", MODEL, "--preset",
+                           "nope", "-o", str(tmp_path / "o.sbc")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: unknown preset 'nope' (known: float, "
+                                                "spikingbrain, ternary, loihi2)"]
