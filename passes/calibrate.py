@@ -41,7 +41,8 @@ def num_batches(data: dict[str, np.ndarray], size: int) -> int:
 
 
 def run(graph: Graph, config: CompileConfig, calib: dict[str, np.ndarray]) -> Graph:
-    """Record ``graph.meta['calibration'][value] = {absmax, mean_abs, rms, n, hist}``."""
+    """Record ``graph.meta["calibration"][value] = {absmax, mean_abs, rms, n, hist}`` (hist a numpy
+    array: the pipeline drops these statistics before the graph is serialised)."""
     calib = check_calibration(graph, calib)
     watched = sorted({value for _, value in spike_targets(graph, config)})
     stats = {v: {"n": 0, "absmax": 0.0, "sum_abs": 0.0, "sum_sq": 0.0} for v in watched}
@@ -67,7 +68,7 @@ def run(graph: Graph, config: CompileConfig, calib: dict[str, np.ndarray]) -> Gr
     graph.meta["calibration"] = {
         v: {"n": s["n"], "absmax": s["absmax"], "mean_abs": s["sum_abs"] / max(s["n"], 1),
             "rms": float(np.sqrt(s["sum_sq"] / max(s["n"], 1))),
-            "hist": hists[v].tolist()}
+            "hist": hists[v]}
         for v, s in stats.items()}
     graph.meta["calibration_samples"] = int(next(iter(calib.values())).shape[0])
     return graph
