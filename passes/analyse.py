@@ -114,9 +114,9 @@ class LayerStats:
             self.rows_read += int(np.count_nonzero(rows)) * info["fan_out"]
         self.encode_fid.update(counts * vth, x_spiking)
         self.output_fid.update(y_spiking, y_float)
-        if self.raster is None:
-            first = np.moveaxis(counts[:1], channel_axis, -1).reshape(-1, rows.shape[1])
-            self.raster = first[0, :256].astype(int).tolist()
+        if self.raster is None:  # first sample: its first token, or a conv input's map
+            first = counts[0].ravel() if conv else rows[0]
+            self.raster = first[:256].astype(int).tolist()
 
 
 def run(graph: Graph, config: CompileConfig, float_graph: Graph,

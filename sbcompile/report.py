@@ -111,7 +111,7 @@ def render_html(report: dict, energy_preset: str = "spikingbrain") -> str:
                                                                                     energy_preset)),
               "<h2>Fidelity per layer</h2>", _img(_plot_fidelity(report)),
               "<h2>Count histograms</h2>", _img(_plot_histograms(report)),
-              "<h2>Spike raster (first sample, first token, first layers)</h2>",
+              "<h2>Spike raster (first sample: first token, or conv input map; first layers)</h2>",
               _img(_plot_raster(report)), "</body></html>"]
     return "".join(parts)
 
@@ -240,7 +240,7 @@ def _plot_raster(report: dict) -> bytes:
         if ev.shape[0] == 0:  # an all-zero sample: one silent step
             ev = np.zeros((1, counts.size))
         ax.imshow(ev, aspect="auto", cmap="bwr", vmin=-1, vmax=1, interpolation="nearest")
-        ax.set_xlabel("channel")
+        ax.set_xlabel("channel (conv: flattened C x H x W)")
         ax.set_ylabel("step t (LSB first)")
         ax.set_title(f"{layer['name']} ({coding})", fontsize=9)
     return _save(fig)
