@@ -64,6 +64,9 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
     proto = onnx_model.infer_shapes(proto, label)
     types = onnx_model.value_types(proto)
     nodes, folded = fold_constants(proto, consts, types, opsets)
+    if folded:  # infer again: computed shapes are known now
+        reduced = onnx_model.infer_shapes(onnx_model.with_constants(proto, nodes, consts), label)
+        types.update(onnx_model.value_types(reduced))
 
     uses: dict[str, int] = {}
     for node in nodes:

@@ -146,6 +146,41 @@ def infer_shapes(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
     return proto
 
 
+def with_constants(proto: onnx.ModelProto, nodes: list[onnx.NodeProto],
+                   consts: dict[str, np.ndarray], small: int = 4096) -> onnx.ModelProto:
+    """The model reduced to ``nodes`` with the folded constants they read: small ones as
+    initializers (so shape inference sees their data, e.g. computed shapes), large ones as typed
+    graph inputs (their shape is all inference needs)."""
+    reduced = onnx.ModelProto()
+    reduced.CopyFrom(proto)
+    reduced.ir_version = max(reduced.ir_version, 4)  # initializers need not be inputs from 4 on
+    graph = reduced.graph
+    del graph.node[:], graph.initializer[:], graph.sparse_initializer[:], graph.value_info[:]
+    graph.node.extend(nodes)
+    inputs = {v.name for v in graph.input}
+    read = {i for n in nodes for i in names_read(n)} | {o.name for o in graph.output}
+    for name in sorted(read & set(consts)):
+        arr = consts[name]
+        if arr.size <= small:
+            graph.initializer.append(onnx.numpy_helper.from_array(arr, name))
+        elif name not in inputs:
+            graph.input.append(onnx.helper.make_tensor_value_info(
+                name, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape))
+    return reduced
+
+
+def names_read(node: onnx.NodeProto) -> set[str]:
+    """The values a node reads, including those its subgraphs (If, Loop, Scan) read from the
+    enclosing scope."""
+    names = {i for i in node.input if i}
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else
+                    list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else []):
+            for inner in sub.node:
+                names |= names_read(inner)
+    return names
+
+
 def _type_custom_outputs(proto: onnx.ModelProto) -> bool:
     known = {v.name: v for v in _all_value_infos(proto)}
     added = False

@@ -67,15 +67,25 @@ class Rewriter:
         return len(self.graph.values[value].shape)
 
     # ---- the edit ----------------------------------------------------------------------------
-    def replace(self, matched: list[Node], new: Node) -> None:
-        """Put ``new`` where the last matched node was and drop the matched nodes."""
+    def replace(self, matched: list[Node], *new: Node) -> None:
+        """Put the ``new`` nodes where the last matched node was and drop the matched nodes."""
         gone = {id(n) for n in matched}
         position = max(i for i, n in enumerate(self.graph.nodes) if id(n) in gone)
-        merged = [o for n in matched for o in self.origins.pop(n.name, [])]
+        merged = list(dict.fromkeys(o for n in matched for o in self.origins.pop(n.name, [])))
         nodes = self.graph.nodes
-        self.graph.nodes = [n for i, n in enumerate(nodes) if id(n) not in gone or i == position]
-        self.graph.nodes[self.graph.nodes.index(nodes[position])] = new
-        self.origins[new.name] = list(dict.fromkeys(merged))
+        self.graph.nodes = [n for n in nodes[:position] if id(n) not in gone] + list(new) + [
+            n for n in nodes[position + 1:] if id(n) not in gone]
+        for node in new:
+            self.origins[node.name] = list(merged)
+        self.refresh()
+
+    def bypass(self, node: Node) -> None:
+        """Drop a node whose output equals its first input, rewiring the consumers."""
+        out, src = node.outputs[0], node.inputs[0]
+        for user in self.consumer.get(out, []):
+            user.inputs = [src if i == out else i for i in user.inputs]
+        self.graph.nodes.remove(node)
+        self.origins.pop(node.name, None)
         self.refresh()
 
     def add_param(self, base: str, array: np.ndarray) -> str:
@@ -150,7 +160,338 @@ def fold_batch_norm(rw: Rewriter, node: Node) -> bool:
     return True
 
 
-PATTERNS: list[Pattern] = [linear_from_matmul, linear_bias, fold_batch_norm]
+def drop_identity(rw: Rewriter, node: Node) -> bool:
+    """identity, and cast to the dtype it already has, feeding no graph output: removed."""
+    no_op = node.op == "identity" or (
+        node.op == "cast" and node.attrs.get("to") == rw.graph.values[node.inputs[0]].dtype)
+    if not no_op or node.outputs[0] in rw.outputs:
+        return False
+    rw.bypass(node)
+    return True
+
+
+# ---- activations --------------------------------------------------------------------------------
+def gelu_from_erf(rw: Rewriter, node: Node) -> bool:
+    """x * 0.5 * (1 + erf(x / sqrt 2)), the product in any order, -> gelu(x)."""
+    if node.op != "erf" or not rw.private(node.inputs[0]):
+        return False
+    pre = rw.op_of(node.inputs[0], ("div", "mul"))
+    if pre is None:
+        return False
+    if pre.op == "div" and _close(rw.scalar(pre.inputs[1]), math.sqrt(2.0)):
+        x = pre.inputs[0]
+    elif pre.op == "mul" and any(_close(rw.scalar(v), math.sqrt(0.5)) for v in pre.inputs):
+        x = next(v for v in pre.inputs if not _close(rw.scalar(v), math.sqrt(0.5)))
+    else:
+        return False
+    plus = rw.sole_consumer(node.outputs[0], "add")
+    if plus is None or not _close(rw.scalar(rw.other(plus, node.outputs[0])), 1.0):
+        return False
+    matched = [pre, node, plus]
+    tail = _product_with(rw, plus.outputs[0], x, 0.5, matched)
+    if tail is None:
+        return False
+    rw.replace(matched, Node(tail.name, "gelu", [x], tail.outputs))
+    return True
+
+
+def _product_with(rw: Rewriter, value: str, x: str, half: float,
+                  matched: list[Node]) -> Node | None:
+    """The mul node computing value * x * half (any association), extending ``matched``."""
+    m1 = rw.sole_consumer(value, "mul")
+    if m1 is None:
+        return None
+    other = rw.other(m1, value)
+    if other == x or _close(rw.scalar(other), half):
+        want_x = other != x
+        m2 = rw.sole_consumer(m1.outputs[0], "mul")
+        if m2 is None:
+            return None
+        rest = rw.other(m2, m1.outputs[0])
+        if (rest == x) if want_x else _close(rw.scalar(rest), half):
+            matched += [m1, m2]
+            return m2
+        return None
+    inner = rw.op_of(other, "mul")
+    if inner is not None and rw.private(other) and x in inner.inputs and _close(
+            rw.scalar(rw.other(inner, x)), half):
+        matched += [inner, m1]
+        return m1
+    return None
+
+
+def silu_from_sigmoid(rw: Rewriter, node: Node) -> bool:
+    """x * sigmoid(x) -> silu(x)."""
+    if node.op != "sigmoid":
+        return False
+    x = node.inputs[0]
+    mul = rw.sole_consumer(node.outputs[0], "mul")
+    if mul is None or rw.other(mul, node.outputs[0]) != x:
+        return False
+    rw.replace([node, mul], Node(mul.name, "silu", [x], mul.outputs))
+    return True
+
+
+# ---- normalisation ------------------------------------------------------------------------------
+def _square_of(rw: Rewriter, value: str) -> tuple[Node, str] | None:
+    """(node, x) when ``value`` is pow(x, 2) or x * x, used only once."""
+    sq = rw.op_of(value, ("pow", "mul"))
+    if sq is None or not rw.private(value):
+        return None
+    if sq.op == "pow" and _close(rw.scalar(sq.inputs[1]), 2.0):
+        return sq, sq.inputs[0]
+    if sq.op == "mul" and sq.inputs[0] == sq.inputs[1]:
+        return sq, sq.inputs[0]
+    return None
+
+
+def _trailing_axis(rw: Rewriter, reduce: Node, x: str) -> int | None:
+    """The first axis when a keepdims reduction runs over the trailing axes of x."""
+    rank = rw.rank(x)
+    axes = reduce.attrs.get("axes")
+    if not reduce.attrs.get("keepdims", 1) or not axes:
+        return None
+    axes = sorted(a % rank for a in axes)
+    return axes[0] if axes == list(range(rank - len(axes), rank)) else None
+
+
+def _divide_by_root(rw: Rewriter, mean: Node, top: str, matched: list[Node]
+                    ) -> tuple[Node, float] | None:
+    """top / sqrt(mean + eps) spelled with div or reciprocal+mul: (last node, eps)."""
+    add = rw.sole_consumer(mean.outputs[0], "add")
+    eps = rw.scalar(rw.other(add, mean.outputs[0])) if add is not None else None
+    root = rw.sole_consumer(add.outputs[0], "sqrt") if eps is not None and eps >= 0 else None
+    if root is None:
+        return None
+    div = rw.sole_consumer(root.outputs[0], "div")
+    if div is not None and div.inputs == [top, root.outputs[0]]:
+        matched += [add, root, div]
+        return div, eps
+    inv = rw.sole_consumer(root.outputs[0], "reciprocal")
+    mul = rw.sole_consumer(inv.outputs[0], "mul") if inv is not None else None
+    if mul is not None and rw.other(mul, inv.outputs[0]) == top:
+        matched += [add, root, inv, mul]
+        return mul, eps
+    return None
+
+
+def _affine(rw: Rewriter, value: str, op: str, x: str, axis: int,
+            matched: list[Node]) -> tuple[Node, np.ndarray] | None:
+    """mul/add of ``value`` by a constant shaped like the normalised dims of x (or fewer)."""
+    node = rw.sole_consumer(value, op)
+    if node is None:
+        return None
+    p = rw.param(rw.other(node, value))
+    norm_shape = rw.graph.values[x].shape[axis:]
+    if p is None or p.dtype.name != rw.graph.values[x].dtype or p.ndim > len(norm_shape):
+        return None
+    if any(not isinstance(d, int) or s not in (1, d) for s, d in zip(p.shape[::-1],
+                                                                     norm_shape[::-1])):
+        return None
+    matched.append(node)
+    return node, p
+
+
+def rms_norm_from_parts(rw: Rewriter, node: Node) -> bool:
+    """x / sqrt(mean(x^2) + eps) [* scale] over trailing axes -> rms_norm(x, scale)."""
+    if node.op != "reduce_mean":
+        return False
+    square = _square_of(rw, node.inputs[0])
+    if square is None:
+        return False
+    sq, x = square
+    axis = _trailing_axis(rw, node, x)
+    matched = [sq, node]
+    divided = _divide_by_root(rw, node, x, matched) if axis is not None else None
+    if divided is None:
+        return False
+    last, eps = divided
+    inputs = [x]
+    scaled = _affine(rw, last.outputs[0], "mul", x, axis, matched)
+    if scaled is not None:
+        last, scale = scaled
+        inputs.append(rw.add_param(f"{last.name}/scale", scale))
+    rw.replace(matched, Node(last.name, "rms_norm", inputs, last.outputs,
+                             {"axis": axis - rw.rank(x), "epsilon": eps}))
+    return True
+
+
+def layer_norm_from_parts(rw: Rewriter, node: Node) -> bool:
+    """d = x - mean(x); d / sqrt(mean(d^2) + eps) [* scale] [+ bias] over trailing axes ->
+    layer_norm(x, scale, bias)."""
+    if node.op != "reduce_mean":
+        return False
+    x = node.inputs[0]
+    axis = _trailing_axis(rw, node, x)
+    sub = rw.sole_consumer(node.outputs[0], "sub")
+    if axis is None or sub is None or sub.inputs != [x, node.outputs[0]]:
+        return False
+    d = sub.outputs[0]
+    if not rw.private(d, 2):
+        return False
+    square = next((sq for sq in (_square_of(rw, u.outputs[0]) for u in rw.consumer[d])
+                   if sq is not None and sq[1] == d), None)
+    var = rw.sole_consumer(square[0].outputs[0], "reduce_mean") if square else None
+    if var is None or _trailing_axis(rw, var, d) != axis:
+        return False
+    sq_node = square[0]
+    matched = [node, sub, sq_node, var]
+    divided = _divide_by_root(rw, var, d, matched)
+    if divided is None:
+        return False
+    last, eps = divided
+    norm_shape = rw.graph.values[x].shape[axis:]
+    scaled = _affine(rw, last.outputs[0], "mul", x, axis, matched)
+    if scaled is not None:
+        last, scale = scaled
+    else:
+        static = all(isinstance(d_, int) for d_ in norm_shape)
+        scale = np.ones(norm_shape if static else (), rw.graph.values[x].dtype)
+    inputs = [x, rw.add_param(f"{last.name}/scale", scale)]
+    shifted = _affine(rw, last.outputs[0], "add", x, axis, matched)
+    if shifted is not None:
+        last, bias = shifted
+        inputs.append(rw.add_param(f"{last.name}/bias", bias))
+    rw.replace(matched, Node(last.name, "layer_norm", inputs, last.outputs,
+                             {"axis": axis - rw.rank(x), "epsilon": eps}))
+    return True
+
+
+# ---- attention ----------------------------------------------------------------------------------
+def attention_from_parts(rw: Rewriter, node: Node) -> bool:
+    """softmax(q k^T [* or / c] [+ mask]) v over 4-D [B, H, T, D] operands, k^T spelled as
+    Transpose(k, [0, 1, 3, 2]) and scalar factors on q, k or the scores -> attention."""
+    if node.op != "softmax" or rw.rank(node.inputs[0]) != 4 or node.attrs.get(
+            "axis", -1) not in (-1, 3):
+        return False
+    pv = rw.sole_consumer(node.outputs[0], "matmul")
+    if pv is None or pv.inputs[0] != node.outputs[0]:
+        return False
+    matched = [node, pv]
+    scores, mask = node.inputs[0], ""
+    add = rw.op_of(scores, "add") if rw.private(scores) else None
+    if add is not None:
+        for side in add.inputs:
+            if _scores(rw, side, []) is not None:
+                scores, mask = side, rw.other(add, side)
+                matched.append(add)
+                break
+    found = _scores(rw, scores, matched)
+    if found is None:
+        return False
+    q, k, k_perm, scale = found
+    v = pv.inputs[1]
+    new = []
+    if k_perm != [0, 1, 2, 3]:  # k^T came from one transpose of another layout: undo the swap
+        raw = rw.graph.values[k]
+        k = rw.graph.add_value(f"{pv.name}/k", tuple(raw.shape[p] for p in k_perm), raw.dtype)
+        new.append(Node(rw.graph.fresh_name(f"{pv.name}/k_layout"), "transpose",
+                        [found[1]], [k], {"perm": k_perm}))
+    shapes = [rw.graph.values[t].shape for t in (q, k, v)]
+    if any(len(s) != 4 for s in shapes) or rw.graph.values[q].dtype[0] != "f":
+        return False
+    hq, hkv = shapes[0][1], shapes[1][1]
+    if not (isinstance(hq, int) and isinstance(hkv, int) and hq % hkv == 0):
+        return False
+    if mask and not _broadcasts_into(rw.graph.values[mask].shape, rw.graph.values[
+            node.inputs[0]].shape):
+        return False
+    attrs = {"scale": scale}
+    band = _causal_band(rw.param(mask)) if mask else None
+    if band is not None:
+        attrs.update(band)
+        mask = ""
+    rw.replace(matched, *new, Node(pv.name, "attention", [q, k, v] + ([mask] if mask else []),
+                                   pv.outputs, attrs))
+    return True
+
+
+def _scores(rw: Rewriter, value: str, matched: list[Node]
+            ) -> tuple[str, str, list[int], float] | None:
+    """(q, k source, perm, scale) when ``value`` is [scalar *] (q [* s]) @ transpose(k [* s])
+    [/ scalar]; k [B, H, Tk, D] is transpose(k source, perm)."""
+    scale = 1.0
+    local: list[Node] = []
+    node = rw.op_of(value, ("mul", "div")) if rw.private(value) else None
+    if node is not None:
+        factor = _scalar_factor(rw, node)
+        if factor is None:
+            return None
+        scale, value = factor
+        local.append(node)
+    qk = rw.op_of(value, "matmul") if rw.private(value) else None
+    if qk is None:
+        return None
+    local.append(qk)
+    q, kt = qk.inputs
+    q, scale = _unscaled(rw, q, scale, local)
+    kt, scale = _unscaled(rw, kt, scale, local)
+    tr = rw.op_of(kt, "transpose") if rw.private(kt) else None
+    perm = tr.attrs.get("perm") if tr is not None else None
+    if perm is None or len(perm) != 4:
+        return None
+    local.append(tr)
+    k, scale = _unscaled(rw, tr.inputs[0], scale, local)
+    matched += local
+    return q, k, [perm[0], perm[1], perm[3], perm[2]], scale
+
+
+MASKED = -1e9  # additive mask entries at or below this are exactly "masked" (exp underflows to 0)
+
+
+def _causal_band(mask: np.ndarray | None) -> dict | None:
+    """{"causal": 1, "window": w} when a constant additive mask [..., Tq, Tk] (leading dims 1) is
+    0 exactly on the causal band j <= i + Tk - Tq (and j > i + Tk - Tq - w) and masked elsewhere."""
+    if mask is None or mask.ndim < 2 or mask.dtype.kind != "f" or any(
+            d != 1 for d in mask.shape[:-2]):
+        return None
+    m = mask.reshape(mask.shape[-2:])
+    tq, tk = m.shape
+    keep = m == 0
+    if not np.all(keep | (m <= MASKED)):
+        return None
+    i = np.arange(tq)[:, None] + (tk - tq)
+    j = np.arange(tk)[None, :]
+    window = int(keep.sum(axis=1).max())
+    for attrs in ({"causal": 1, "window": 0}, {"causal": 1, "window": window}):
+        band = (j <= i) & ((j > i - attrs["window"]) if attrs["window"] else True)
+        if np.array_equal(band, keep):
+            return attrs
+    return None
+
+
+def _scalar_factor(rw: Rewriter, node: Node) -> tuple[float, str] | None:
+    """(factor, other operand) of x * c, c * x or x / c with a scalar constant c."""
+    if node.op == "div":
+        c = rw.scalar(node.inputs[1])
+        return (1.0 / c, node.inputs[0]) if c else None
+    for i in (0, 1):
+        c = rw.scalar(node.inputs[i])
+        if c is not None:
+            return c, node.inputs[1 - i]
+    return None
+
+
+def _unscaled(rw: Rewriter, value: str, scale: float, matched: list[Node]) -> tuple[str, float]:
+    """Strip a private scalar mul/div off ``value``, folding it into ``scale``."""
+    node = rw.op_of(value, ("mul", "div")) if rw.private(value) else None
+    factor = _scalar_factor(rw, node) if node is not None else None
+    if factor is None:
+        return value, scale
+    matched.append(node)
+    return factor[1], scale * factor[0]
+
+
+def _broadcasts_into(small: tuple, big: tuple) -> bool:
+    if len(small) > len(big):
+        return False
+    return all(s == 1 or s == b or not isinstance(s, int) or not isinstance(b, int)
+               for s, b in zip(small[::-1], big[::-1]))
+
+
+PATTERNS: list[Pattern] = [drop_identity, gelu_from_erf, silu_from_sigmoid, rms_norm_from_parts,
+                           layer_norm_from_parts, attention_from_parts, linear_from_matmul,
+                           linear_bias, fold_batch_norm]
 
 
 def canonicalise(graph: Graph, origins: dict[str, list[str]]) -> None:
