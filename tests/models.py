@@ -3,7 +3,8 @@
 Each ``build_*()`` returns a ``ZooModel``: the module (eval mode, weights from a fixed seed), two
 different input sets keyed by graph input name (``inputs`` for calibration or tracing, and
 ``eval_inputs`` for evaluation), and ``onnx_bytes()``, the model exported the way a user exports
-it: ``torch.onnx.export(dynamo=True)`` with default settings (opset 20 in torch 2.13). Models are
+it: ``torch.onnx.export(dynamo=True)`` with default settings (opset 20 in torch 2.13), through
+``sbcompile.frontends.torch_frontend.export_module``. Models are
 kept small (hidden <= 64) so every consumer's tests stay fast; shapes are static.
 
     zoo = build_decoder()
@@ -12,11 +13,9 @@ kept small (hidden <= 64) so every consumer's tests stay fast; shapes are static
 """
 from __future__ import annotations
 
-import contextlib
-import io
+import hashlib
 import math
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sbcompile.frontends.gla import GLABlock
+from sbcompile.frontends.torch_frontend import export_module
 
 
 @dataclass
@@ -40,7 +40,6 @@ class ZooModel:
     eval_inputs: dict[str, np.ndarray]
     output_names: list[str]
     dynamic_axes: dict[str, dict[int, str]] | None = None
-    _onnx: bytes | None = field(default=None, init=False, repr=False)
 
     def torch_outputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The module's outputs on ``feeds``, keyed by output name."""
@@ -50,24 +49,27 @@ class ZooModel:
         return {name: t.numpy() for name, t in zip(self.output_names, outs)}
 
     def onnx_bytes(self) -> bytes:
-        """The serialized ONNX model (exported once, then cached)."""
-        if self._onnx is None:
-            self._onnx = export_onnx(self.module, self.inputs, self.output_names,
-                                     self.dynamic_axes)
-        return self._onnx
+        """The serialized ONNX model. Exports cost seconds, so they are cached per process by
+        everything that determines them: the weights, input shapes and names."""
+        key = self._fingerprint()
+        if key not in _EXPORTS:
+            proto = export_module(self.module, tuple(self.inputs.values()), list(self.inputs),
+                                  self.output_names, self.dynamic_axes)
+            _EXPORTS[key] = proto.SerializeToString()
+        return _EXPORTS[key]
+
+    def _fingerprint(self) -> str:
+        digest = hashlib.sha256(repr((type(self.module).__qualname__, self.output_names,
+                                      self.dynamic_axes)).encode())
+        for name, array in self.inputs.items():
+            digest.update(repr((name, array.shape, array.dtype.str)).encode())
+        for name, tensor in self.module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
 
-def export_onnx(module: nn.Module, inputs: dict[str, np.ndarray], output_names: list[str],
-                dynamic_axes: dict[str, dict[int, str]] | None = None) -> bytes:
-    """``torch.onnx.export(dynamo=True)`` with the exporter's defaults, its progress lines and
-    warnings silenced; graph inputs take the keys of ``inputs`` (positional, in order)."""
-    args = tuple(torch.from_numpy(a) for a in inputs.values())
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, args, dynamo=True, input_names=list(inputs),
-                                    output_names=output_names, dynamic_shapes=dynamic_axes,
-                                    verbose=False)
-    return program.model_proto.SerializeToString()
+_EXPORTS: dict[str, bytes] = {}
 
 
 def _seeded(seed: int, make: Callable[[], nn.Module]) -> nn.Module:
