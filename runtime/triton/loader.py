@@ -1,61 +1,44 @@
 """The kernel package, compiled for the GPU or interpreted on the CPU.
 
-Triton decides at definition time whether ``@triton.jit`` builds GPU kernels or interpreter
-functions, from ``TRITON_INTERPRET``. The package is imported normally in the mode the
-environment selects; the other mode gets a private copy of the package, executed with the
-variable set (or cleared) only while its modules are defined, so nothing leaks to the caller's
-process or to other Triton code.
+Triton fixes its mode when it is first imported: with ``TRITON_INTERPRET=1`` every ``@triton.jit``
+function, Triton's own library included, becomes an interpreter function that runs on CPU
+tensors; without it they compile for a GPU, and the two cannot mix in one process. ``kernels``
+selects the mode on first use (setting the variable before Triton is imported) and refuses,
+with a clear message, a mode the process can no longer switch to.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
-import importlib.util
 import os
 import sys
-import threading
-from pathlib import Path
 from types import ModuleType
 
+from sbcompile.errors import SbcError
+
 _PACKAGE = "sbcompile.runtime.triton.kernels"
-_lock = threading.Lock()
 
 
-def _env_interprets() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
-
-
-@contextlib.contextmanager
-def _interpret_env(interpret: bool):
-    old = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TRITON_INTERPRET"]
-        else:
-            os.environ["TRITON_INTERPRET"] = old
+def triton_interprets() -> bool | None:
+    """Whether this process's Triton runs interpreted; None while Triton is not imported."""
+    if "triton.language" not in sys.modules:
+        return None
+    from triton.language import standard
+    from triton.runtime.interpreter import InterpretedFunction
+    return isinstance(standard.cdiv, InterpretedFunction)
 
 
 def kernels(interpret: bool) -> ModuleType:
-    """The kernel package whose jit functions run interpreted (True) or compiled (False)."""
-    if interpret == _env_interprets():
-        return importlib.import_module(_PACKAGE)
-    alias = f"{_PACKAGE}_{'interpreted' if interpret else 'compiled'}"
-    with _lock:
-        if alias in sys.modules:
-            return sys.modules[alias]
-        init = Path(importlib.util.find_spec(_PACKAGE).origin)
-        spec = importlib.util.spec_from_file_location(
-            alias, init, submodule_search_locations=[str(init.parent)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[alias] = module
-        try:
-            with _interpret_env(interpret):
-                spec.loader.exec_module(module)
-        except BaseException:
-            for name in [n for n in sys.modules if n == alias or n.startswith(alias + ".")]:
-                del sys.modules[name]
-            raise
-        return module
+    """The kernel package, interpreted (True) or compiled for the GPU (False)."""
+    mode = triton_interprets()
+    if mode is None:
+        if interpret:
+            os.environ["TRITON_INTERPRET"] = "1"
+        elif os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+            raise SbcError("TRITON_INTERPRET is set: unset it to run the Triton target on a GPU")
+        mode = interpret
+    if mode != interpret:
+        want = "interpreted" if interpret else "on the GPU"
+        raise SbcError(f"Triton kernels cannot run {want} in this process: Triton was already "
+                       "imported in the other mode (set TRITON_INTERPRET=1 before anything "
+                       "imports triton to interpret, or leave it unset for the GPU)")
+    return importlib.import_module(_PACKAGE)

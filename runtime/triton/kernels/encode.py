@@ -1,0 +1,87 @@
+"""The spike encoder: per-row threshold, quantised int32 counts, and either base-128 digit
+planes (for the int8 tensor-core GEMM) or a device-side compaction of the nonzero channels into
+an event list (for the event GEMV). Nothing here synchronises with the host."""
+import triton
+import triton.language as tl
+
+from .common import dynamic_vth, low_digit, quantize
+
+
+@triton.jit
+def compact_block(c, chan, valid, running, idx_ptr, ev_ptr, bptr_ptr,
+                  BLOCK_CH: tl.constexpr, M_PAD: tl.constexpr):
+    """Append the channels of one block whose counts are nonzero in any row to the event list.
+
+    c: int32 [M_PAD, BLOCK] counts of channels ``chan``; events keep channel order. Writes the
+    channel id to ``idx``, its M_PAD counts to ``ev`` and, for each channel that opens a block of
+    BLOCK_CH channels, the block's first event position to ``bptr``. Returns the new length."""
+    rows = tl.arange(0, M_PAD)
+    nz = ((tl.max(tl.abs(c), axis=0) > 0) & valid).to(tl.int32)
+    pos = running + tl.cumsum(nz, axis=0) - nz
+    keep = nz > 0
+    tl.store(idx_ptr + pos, chan, mask=keep)
+    tl.store(ev_ptr + pos[None, :] * M_PAD + rows[:, None], c, mask=keep[None, :])
+    tl.store(bptr_ptr + chan // BLOCK_CH, pos, mask=valid & (chan % BLOCK_CH == 0))
+    return running + tl.sum(nz, axis=0)
+
+
+@triton.jit
+def encode_rows_kernel(x_ptr, vth_ptr, counts_ptr, digits_ptr, peak_ptr,
+                       idx_ptr, ev_ptr, bptr_ptr, n_blocks,
+                       starts_ptr, lengths_ptr, n_buffers, row_len, k, vth_min, vth_max, limit,
+                       DYNAMIC: tl.constexpr, S: tl.constexpr, D: tl.constexpr,
+                       BLOCK: tl.constexpr, N_DIGITS: tl.constexpr, COMPACT: tl.constexpr,
+                       BLOCK_CH: tl.constexpr):
+    """One program per row of ``row_len`` values: vth (dynamic: numpy-exact mean|x|/k, stored;
+    static: read), counts, then N_DIGITS int8 digit planes (with the peak |count| folded into
+    ``peak`` by atomic max) or, for a single row, the event list (COMPACT)."""
+    row = tl.program_id(0)
+    base = row.to(tl.int64) * row_len
+    if DYNAMIC:
+        vth = dynamic_vth(x_ptr + base, row_len, starts_ptr, lengths_ptr, n_buffers, k,
+                          vth_min, vth_max, S, D)
+        tl.store(vth_ptr + row, vth)
+    else:
+        vth = tl.load(vth_ptr)
+    total = row_len.to(tl.int64) * tl.num_programs(0)
+    peak = tl.zeros([BLOCK], tl.int32)
+    running = tl.zeros([], tl.int32)
+    for start in range(0, row_len, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        valid = offs < row_len
+        x = tl.load(x_ptr + base + offs, mask=valid, other=0.0)
+        c = quantize(x, vth, limit)
+        tl.store(counts_ptr + base + offs, c, mask=valid)
+        if N_DIGITS > 0:
+            peak = tl.maximum(peak, tl.abs(c))
+            rest = c
+            for p in tl.static_range(N_DIGITS):
+                if p == N_DIGITS - 1:
+                    digit = rest
+                else:
+                    digit = low_digit(rest)
+                tl.store(digits_ptr + p * total + base + offs, digit.to(tl.int8), mask=valid)
+                rest = (rest - digit) >> 7
+        if COMPACT:
+            running = compact_block(c[None, :], offs, valid, running, idx_ptr, ev_ptr, bptr_ptr,
+                                    BLOCK_CH, 1)
+    if N_DIGITS > 0:
+        tl.atomic_max(peak_ptr, tl.max(peak, axis=0))
+    if COMPACT:
+        tl.store(bptr_ptr + n_blocks, running)
+
+
+@triton.jit
+def compact_kernel(counts_ptr, M, K, idx_ptr, ev_ptr, bptr_ptr, n_blocks,
+                   M_PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_CH: tl.constexpr):
+    """One program: the union of the nonzero channels of M count rows as one event list."""
+    rows = tl.arange(0, M_PAD)
+    running = tl.zeros([], tl.int32)
+    for start in range(0, K, BLOCK):
+        chan = start + tl.arange(0, BLOCK)
+        valid = chan < K
+        c = tl.load(counts_ptr + rows[:, None] * K + chan[None, :],
+                    mask=(rows < M)[:, None] & valid[None, :], other=0)
+        running = compact_block(c, chan, valid, running, idx_ptr, ev_ptr, bptr_ptr,
+                                BLOCK_CH, M_PAD)
+    tl.store(bptr_ptr + n_blocks, running)

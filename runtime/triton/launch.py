@@ -1,0 +1,229 @@
+"""Host side of the kernels: buffers, launch configurations and the two linear paths.
+
+``encode`` turns float rows into counts (and the form the chosen path consumes); ``event_linear``
+and ``gemm_linear`` multiply them with a packed weight and optionally decode. Every launch is
+asynchronous and nothing reads device memory back, so a sequence of them can be captured in a
+CUDA graph.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from types import ModuleType
+
+import torch
+
+from sbcompile.runtime.triton.pairwise import slot_tables
+
+EVENT_MAX_ROWS = 4  # the event GEMV packs rows x blocks x 4 digits into one int8 dot tile
+EVENT_BLOCK = 128  # channels per block when a layer has one weight group
+
+
+@dataclass
+class Encoded:
+    """Counts of ``rows`` tokens of ``channels`` inputs, plus what the chosen path needs."""
+    counts: torch.Tensor  # int32 [rows, channels]
+    vth: torch.Tensor  # float32 [rows], one threshold per count row
+    events: tuple | None = None  # (idx, ev, bptr, m_pad, unit)
+    digits: tuple | None = None  # (planes [n, rows, channels] int8, peak int32 [1], n)
+
+    @property
+    def rows(self) -> int:
+        return self.counts.shape[0]
+
+
+def digits_for(limit: int) -> int:
+    """How many signed base-128 int8 digits hold every count up to +-limit."""
+    if limit <= 127:
+        return 1
+    return 2 if limit <= 127 * 128 + 63 else 3
+
+
+@functools.lru_cache(maxsize=64)
+def _tables_cpu(row_len: int):
+    starts, lengths, depth = slot_tables(row_len)
+    return torch.from_numpy(starts), torch.from_numpy(lengths), depth
+
+
+_device_cache: dict = {}
+
+
+def _on(device: torch.device, key, make):
+    """A per-device constant (tables, lock arrays): built once, reused by every launch."""
+    k = (str(device), key)
+    if k not in _device_cache:
+        _device_cache[k] = make()
+    return _device_cache[k]
+
+
+def _tables(device, row_len):
+    starts, lengths, depth = _tables_cpu(row_len)
+    return _on(device, ("tables", row_len),
+               lambda: (starts.to(device), lengths.to(device), depth))
+
+
+def _dummy(device, dtype=torch.int32):
+    return _on(device, ("dummy", dtype), lambda: torch.zeros(1, dtype=dtype, device=device))
+
+
+def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k: float,
+           vth_min: float, vth_max: float, limit: int, threshold: torch.Tensor | None,
+           path: str, unit: int = EVENT_BLOCK) -> Encoded:
+    """Spike-encode ``x`` (float32 [R, L], one threshold per row of L) into counts viewed as
+    [R * L / channels, channels]. ``path``: 'event' also compacts the nonzero channels (union
+    over rows; unit = channels per block pointer), 'gemm' also writes int8 digit planes."""
+    dev = x.device
+    n_rows, row_len = x.shape
+    counts = torch.empty((n_rows, row_len), dtype=torch.int32, device=dev)
+    vth = torch.empty(n_rows, dtype=torch.float32, device=dev) if dynamic else threshold
+    starts, lengths, depth = _tables(dev, row_len)
+    m = n_rows * row_len // channels
+    dummy = _dummy(dev)
+    fused_compact = path == "event" and m == 1
+    n_units = math.ceil(channels / unit)
+    idx = ev = bptr = planes = peak = dummy
+    n_digits = 0
+    m_pad = 1
+    if path == "event":
+        m_pad = 1 << (m - 1).bit_length()
+        idx = torch.empty(channels, dtype=torch.int32, device=dev)
+        ev = torch.empty((channels, m_pad), dtype=torch.int32, device=dev)
+        bptr = torch.empty(n_units + 1, dtype=torch.int32, device=dev)
+    elif path == "gemm":
+        n_digits = digits_for(limit)
+        planes = torch.empty((n_digits, m, channels), dtype=torch.int8, device=dev)
+        peak = torch.zeros(1, dtype=torch.int32, device=dev)
+    kern.encode.encode_rows_kernel[(n_rows,)](
+        x, vth, counts, planes, peak, idx, ev, bptr, n_units,
+        starts, lengths, starts.shape[0], row_len, float(k), float(vth_min), float(vth_max),
+        float(limit), DYNAMIC=dynamic, S=starts.shape[1], D=depth,
+        BLOCK=2048 if fused_compact else 1024, N_DIGITS=n_digits, COMPACT=fused_compact,
+        BLOCK_CH=unit, num_warps=8)
+    if path == "event" and not fused_compact:
+        kern.encode.compact_kernel[(1,)](
+            counts, m, channels, idx, ev, bptr, n_units, M_PAD=m_pad,
+            BLOCK=max(128, 2048 // m_pad), BLOCK_CH=unit, num_warps=8)
+    rows_per_vth = m // n_rows if dynamic else None
+    vth_rows = vth.repeat_interleave(rows_per_vth) if dynamic and rows_per_vth > 1 else \
+        (vth if dynamic else vth.expand(m))
+    enc = Encoded(counts.view(m, channels), vth_rows.contiguous())
+    if path == "event":
+        enc.events = (idx, ev, bptr, m_pad, unit)
+    elif path == "gemm":
+        enc.digits = (planes, peak, n_digits)
+    return enc
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    bn: int = 128
+    e: int = 64
+    gps: int = 4
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    bm: int = 128
+    bn: int = 128
+    bk: int = 64  # channels per dot; a loop step is sub dots (one weight group when grouped)
+    sub: int = 2
+    group_m: int = 8
+    num_warps: int = 8
+    num_stages: int = 3
+
+
+def event_config(channels: int, n_out: int, rows: int, block: int) -> EventConfig:
+    """Tiles for the event GEMV: about 8 programs per SM of a 132-SM GPU, blocks x digits x
+    rows >= 16 (the smallest int8 dot)."""
+    m_pad = 1 << (rows - 1).bit_length()
+    bn = 128 if n_out >= 2048 else 64 if n_out >= 512 else 32
+    n_tiles = math.ceil(n_out / bn)
+    n_blocks = math.ceil(channels / block)
+    gps_min = max(1, 4 // m_pad)
+    gps = gps_min
+    while gps * 2 <= 16 // m_pad and n_tiles * math.ceil(n_blocks / (gps * 2)) >= 1024:
+        gps *= 2
+    return EventConfig(bn=bn, gps=gps)
+
+
+def event_linear(kern: ModuleType, enc: Encoded, wt: torch.Tensor, group_size: int | None,
+                 scale: torch.Tensor | None, bias: torch.Tensor | None, *, store_acc: bool,
+                 decode: bool, cfg: EventConfig | None = None):
+    """acc [rows, G, N] int32 (store_acc) and y [rows, N] float32 (decode) from the event list.
+    ``wt``: W^T, int8 [K, N]; ``scale``: float32 [G, N]."""
+    idx, ev, bptr, m_pad, unit = enc.events
+    channels, n_out = wt.shape
+    dev = wt.device
+    grouped = group_size is not None and group_size < channels
+    block = group_size if grouped else EVENT_BLOCK
+    cfg = cfg or event_config(channels, n_out, enc.rows, block)
+    n_blocks = math.ceil(channels / block)
+    n_units = math.ceil(channels / unit)
+    n_tiles = math.ceil(n_out / cfg.bn)
+    n_slices = math.ceil(n_blocks / cfg.gps)
+    split = n_slices > 1 and (decode or not grouped)
+    acc = torch.empty((enc.rows, n_blocks if grouped else 1, n_out), dtype=torch.int32,
+                      device=dev) if store_acc else _dummy(dev)
+    y = torch.empty((enc.rows, n_out), dtype=torch.float32, device=dev) if decode else \
+        _dummy(dev, torch.float32)
+    part = torch.empty((n_slices, m_pad, n_out), dtype=torch.float32 if grouped else torch.int32,
+                       device=dev) if split else _dummy(dev)
+    locks = _on(dev, ("locks", n_tiles), lambda: torch.zeros(n_tiles, dtype=torch.int32,
+                                                             device=dev)) if split else _dummy(dev)
+    kern.event_gemv.event_gemv_kernel[(n_tiles, n_slices)](
+        idx, ev, bptr, wt, scale if scale is not None else _dummy(dev, torch.float32),
+        enc.vth, bias if bias is not None else _dummy(dev, torch.float32),
+        acc, y, part, locks, enc.rows, n_out, n_blocks, n_units, n_slices,
+        BLOCK_CH=block, UPB=block // unit, GPS=cfg.gps, M_PAD=m_pad, BN=cfg.bn, E=cfg.e,
+        GROUPED=grouped, DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
+        SPLIT=split, NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
+    return (acc if store_acc else None), (y if decode else None)
+
+
+def gemm_step(channels: int, group_size: int | None) -> tuple[int, int] | None:
+    """(bk, sub) for the int8 GEMM: a loop step of bk * sub channels is one weight group (or
+    divides K for one group); bk >= 32 for int8 dots. None when K or the group is not a multiple
+    of 32 (those layers run on the event path or the reference)."""
+    grouped = group_size is not None and group_size < channels
+    span = group_size if grouped else channels
+    for bk in (64, 32):
+        if span % bk == 0 and channels % bk == 0:
+            if grouped:
+                return bk, span // bk
+            return bk, 2 if span % (2 * bk) == 0 else 1
+    return None
+
+
+def gemm_config(rows: int, n_out: int, channels: int, group_size: int | None) -> GemmConfig:
+    bk, sub = gemm_step(channels, group_size)
+    bm = 16 if rows <= 16 else 64 if rows <= 64 else 128
+    return GemmConfig(bm=bm, bn=128 if n_out >= 128 else 64, bk=bk, sub=sub,
+                      num_warps=4 if bm <= 64 else 8)
+
+
+def gemm_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: int | None,
+                scale: torch.Tensor | None, bias: torch.Tensor | None, *, store_acc: bool,
+                decode: bool, cfg: GemmConfig | None = None):
+    """acc [rows, G, N] int32 (store_acc) and y [rows, N] float32 (decode) on int8 tensor cores.
+    ``w``: int8 [N, K] (K-major)."""
+    planes, peak, n_digits = enc.digits
+    n_out, channels = w.shape
+    dev = w.device
+    grouped = group_size is not None and group_size < channels
+    cfg = cfg or gemm_config(enc.rows, n_out, channels, group_size)
+    n_groups = channels // group_size if grouped else 1
+    acc = torch.empty((enc.rows, n_groups, n_out), dtype=torch.int32, device=dev) \
+        if store_acc else _dummy(dev)
+    y = torch.empty((enc.rows, n_out), dtype=torch.float32, device=dev) if decode else \
+        _dummy(dev, torch.float32)
+    grid = (math.ceil(enc.rows / cfg.bm) * math.ceil(n_out / cfg.bn),)
+    kern.int8_gemm.int8_gemm_kernel[grid](
+        planes, w, peak, scale if scale is not None else _dummy(dev, torch.float32), enc.vth,
+        bias if bias is not None else _dummy(dev, torch.float32), acc, y,
+        enc.rows, n_out, channels, n_groups, enc.rows * channels,
+        BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, SUB=cfg.sub, GROUPED=grouped, N_DIGITS=n_digits, DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
+        GROUP_M=cfg.group_m, NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
+    return (acc if store_acc else None), (y if decode else None)
