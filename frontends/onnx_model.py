@@ -182,13 +182,14 @@ def names_read(node: onnx.NodeProto) -> set[str]:
 
 
 def _type_custom_outputs(proto: onnx.ModelProto) -> bool:
-    known = {v.name: v for v in _all_value_infos(proto)}
+    g = proto.graph
+    known = {v.name: v for v in [*g.input, *g.output, *g.value_info]}  # inferred types win
     added = False
     for node in proto.graph.node:
         if (node.domain == CUSTOM_DOMAIN and node.op_type == "GatedLinearAttention"
                 and len(node.input) == 4 and node.input[2] in known
-                and not known.get(node.output[0], onnx.ValueInfoProto()).type.HasField(
-                    "tensor_type")):
+                and not known.get(node.output[0], onnx.ValueInfoProto()
+                                  ).type.tensor_type.HasField("shape")):
             info = onnx.ValueInfoProto()
             info.CopyFrom(known[node.input[2]])
             info.name = node.output[0]

@@ -489,8 +489,8 @@ def _broadcasts_into(small: tuple, big: tuple) -> bool:
                for s, b in zip(small[::-1], big[::-1]))
 
 
-PATTERNS: list[Pattern] = [drop_identity, gelu_from_erf, silu_from_sigmoid, rms_norm_from_parts,
-                           layer_norm_from_parts, attention_from_parts, linear_from_matmul,
+PATTERNS: list[Pattern] = [drop_identity, gelu_from_erf, silu_from_sigmoid, layer_norm_from_parts,
+                           rms_norm_from_parts, attention_from_parts, linear_from_matmul,
                            linear_bias, fold_batch_norm]
 
 
