@@ -13,6 +13,7 @@ from sbcompile.progress import track
 from sbcompile.runtime.reference import check_feeds, evaluate
 
 HIST_BINS = 2048
+CHANNEL_BINS = 256  # per-channel histograms (threshold_granularity=channel)
 
 
 def check_calibration(graph: Graph, calib: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -45,7 +46,9 @@ def run(graph: Graph, config: CompileConfig, calib: dict[str, np.ndarray]) -> Gr
     array: the pipeline drops these statistics before the graph is serialised)."""
     calib = check_calibration(graph, calib)
     watched = sorted({value for _, value in spike_targets(graph, config)})
-    stats = {v: {"n": 0, "absmax": 0.0, "sum_abs": 0.0, "sum_sq": 0.0} for v in watched}
+    per_channel = config.threshold_granularity == "channel"
+    stats = {v: {"n": 0, "absmax": 0.0, "sum_abs": 0.0, "sum_sq": 0.0, "channel_absmax": 0.0}
+             for v in watched}
     nb = num_batches(calib, config.calib_batch)
     # pass 1: ranges and moments
     for batch in track(batches(calib, config.calib_batch), nb, "calibrating (1/2)"):
@@ -57,18 +60,37 @@ def run(graph: Graph, config: CompileConfig, calib: dict[str, np.ndarray]) -> Gr
             s["absmax"] = max(s["absmax"], float(a.max(initial=0.0)))
             s["sum_abs"] += float(a.sum())
             s["sum_sq"] += float((a * a).sum())
+            if per_channel:
+                s["channel_absmax"] = np.maximum(s["channel_absmax"],
+                                                 a.reshape(-1, a.shape[-1]).max(axis=0))
     # pass 2: histograms of |x| over [0, absmax]
     hists = {v: np.zeros(HIST_BINS, dtype=np.int64) for v in watched}
+    channel_hists = {v: 0 for v in watched}
     for batch in track(batches(calib, config.calib_batch), nb, "calibrating (2/2)"):
         env = evaluate(graph, batch, keep=watched)
         for v in watched:
             top = stats[v]["absmax"] or 1.0
             hists[v] += np.histogram(np.abs(env[v]), bins=HIST_BINS, range=(0.0, top))[0]
+            if per_channel:
+                channel_hists[v] = channel_hists[v] + _channel_histogram(
+                    np.abs(env[v]), stats[v]["channel_absmax"])
     graph = graph.copy()
     graph.meta["calibration"] = {
         v: {"n": s["n"], "absmax": s["absmax"], "mean_abs": s["sum_abs"] / max(s["n"], 1),
             "rms": float(np.sqrt(s["sum_sq"] / max(s["n"], 1))),
-            "hist": hists[v]}
+            "hist": hists[v],
+            **({"channel_absmax": s["channel_absmax"], "channel_hist": channel_hists[v]}
+               if per_channel else {})}
         for v, s in stats.items()}
     graph.meta["calibration_samples"] = int(next(iter(calib.values())).shape[0])
     return graph
+
+
+def _channel_histogram(a: np.ndarray, channel_absmax: np.ndarray) -> np.ndarray:
+    """[K, CHANNEL_BINS] histogram of |x| per channel (last axis), each over [0, its absmax]."""
+    k = a.shape[-1]
+    a = a.reshape(-1, k)
+    top = np.where(channel_absmax > 0, channel_absmax, 1.0)
+    bins = np.minimum((a / top * CHANNEL_BINS).astype(np.int64), CHANNEL_BINS - 1)
+    flat = bins + np.arange(k, dtype=np.int64) * CHANNEL_BINS
+    return np.bincount(flat.ravel(), minlength=k * CHANNEL_BINS).reshape(k, CHANNEL_BINS)

@@ -5,9 +5,10 @@ reconstruction ``spike_decode(counts, vth)``; the graph stays runnable (simulate
 weight_quantize turns the layer itself into an integer spike layer. Layers that read the same
 input share one encoder (q, k and v spike one tensor once).
 Thresholds: ``dynamic`` is SpikingBrain's per-token mean(|x|)/k (per sample for convolutions, so
-that the threshold factors out of the convolution sum); ``static`` picks one calibrated threshold
-per tensor, by percentile or by minimising the squared reconstruction error over the calibration
-histogram.
+that the threshold factors out of the convolution sum); ``static`` picks calibrated thresholds, one
+per tensor or (linear layers, threshold_granularity=channel) one per input channel, by percentile
+or by minimising the squared reconstruction error over the calibration histograms. Per-channel
+thresholds are folded into the weights by weight_quantize.
 """
 from __future__ import annotations
 
@@ -35,11 +36,14 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
             layers = [n for n in layers if n.op != "conv"]  # rare: leave the convs in float
         encode_inputs, attrs = [value], _encoder_attrs(config, granularity)
         if config.policy == "static":
-            vth = static_threshold(graph, value, config)
-            encode_inputs.append(graph.add_param(f"{layers[0].name}.vth", np.float32(vth)))
+            per_channel = (config.threshold_granularity == "channel"
+                           and all(n.op == "linear" for n in layers))
+            vth = static_threshold(graph, value, config, per_channel)
+            encode_inputs.append(graph.add_param(f"{layers[0].name}.vth", vth))
         xval = graph.values[value]
         counts = graph.add_value(f"{layers[0].name}.counts", xval.shape, "int32")
-        vth_shape = _vth_shape(xval.shape, granularity, config.policy)
+        vth_shape = (graph.values[encode_inputs[1]].shape if config.policy == "static"
+                     else _vth_shape(xval.shape, granularity))
         vth_v = graph.add_value(f"{layers[0].name}.vth_dyn" if config.policy == "dynamic"
                                 else f"{layers[0].name}.vth_out", vth_shape, "float32")
         xhat = graph.add_value(f"{layers[0].name}.xhat", xval.shape, "float32")
@@ -66,9 +70,7 @@ def _encoder_attrs(config: CompileConfig, granularity: str) -> dict:
     return attrs
 
 
-def _vth_shape(shape, granularity: str, policy: str):
-    if policy == "static":
-        return ()
+def _vth_shape(shape, granularity: str):
     if granularity == "token":
         return tuple(shape[:-1]) + (1,)
     return (shape[0],) + (1,) * (len(shape) - 1)
@@ -82,29 +84,43 @@ def _matmul_to_linear(graph: Graph, node: Node) -> None:
     node.attrs = {}
 
 
-def static_threshold(graph: Graph, value: str, config: CompileConfig) -> float:
-    """One threshold per tensor from the calibration statistics of ``value``."""
+def static_threshold(graph: Graph, value: str, config: CompileConfig,
+                     per_channel: bool = False) -> np.ndarray:
+    """Calibrated threshold of ``value``: a scalar, or one per input channel (last axis)."""
     cal = graph.meta.get("calibration", {}).get(value)
     if cal is None:
         raise SbcError(f"static thresholds need calibration data (no statistics for '{value}'); "
                        "pass --calib")
     if config.max_count is None:
         raise SbcError("static thresholds need max_count")
-    hist = np.asarray(cal["hist"], dtype=np.float64)
-    top = cal["absmax"] or 1.0
-    centers = (np.arange(hist.size) + 0.5) * (top / hist.size)
+    if per_channel:
+        hist, top = cal["channel_hist"], cal["channel_absmax"]
+    else:
+        hist, top = cal["hist"][None], np.array([cal["absmax"]])
+    vth = threshold_from_histogram(np.asarray(hist, dtype=np.float64),
+                                   np.asarray(top, dtype=np.float64), config)
+    return (vth if per_channel else vth[0]).astype(np.float32)
+
+
+def threshold_from_histogram(hist: np.ndarray, top: np.ndarray,
+                             config: CompileConfig) -> np.ndarray:
+    """Thresholds [C] from |x| histograms [C, B] over [0, top[c]]: the percentile clip level over
+    max_count, or the threshold minimising the squared reconstruction error (searched so the clip
+    level max_count * vth spans [top / 2^12, top])."""
+    top = np.where(top > 0, top, 1.0)
+    bins = hist.shape[1]
+    centers = (np.arange(bins) + 0.5)[None, :] * (top[:, None] / bins)
     m = config.max_count
     if config.calib_method == "percentile":
-        cdf = np.cumsum(hist) / max(hist.sum(), 1.0)
-        idx = int(np.searchsorted(cdf, config.percentile / 100.0))
-        clip_at = centers[min(idx, hist.size - 1)]
-        return float(max(clip_at / m, 1e-5))
-    # mse: search vth so that the clip level m*vth spans [top/2^12, top]
-    candidates = top / m * np.geomspace(2.0 ** -12, 1.0, 400)
-    best, best_err = candidates[-1], np.inf
-    for vth in candidates:
-        q = np.clip(np.rint(centers / vth), 0, m) * vth
-        err = float((hist * (centers - q) ** 2).sum())
-        if err < best_err:
-            best, best_err = vth, err
-    return float(max(best, 1e-5))
+        cdf = np.cumsum(hist, axis=1) / np.maximum(hist.sum(axis=1, keepdims=True), 1.0)
+        idx = np.minimum((cdf < config.percentile / 100.0).sum(axis=1), bins - 1)
+        return np.maximum(centers[np.arange(len(top)), idx] / m, 1e-5)
+    best = top / m
+    best_err = np.full(len(top), np.inf)
+    for frac in np.geomspace(2.0 ** -12, 1.0, 400):
+        vth = (top * frac / m)[:, None]
+        err = (hist * (centers - np.clip(np.rint(centers / vth), 0, m) * vth) ** 2).sum(axis=1)
+        better = err < best_err
+        best = np.where(better, vth[:, 0], best)
+        best_err = np.where(better, err, best_err)
+    return np.maximum(best, 1e-5)

@@ -1,6 +1,8 @@
 """Weight quantisation: symmetric int8 per output channel, optionally per group of
 ``group_size`` inputs (W8ASpike), turning each spiked layer into the exact integer chain
-spike_linear/spike_conv -> spike_decode. Records the share of weights at the int8 limit."""
+spike_linear/spike_conv -> spike_decode. Records the share of weights at the int8 limit.
+Per-channel static thresholds are folded into the weights first (W[n, i] * vth[i]), so the
+integer product stays a plain count-weight product and the decode threshold is 1."""
 from __future__ import annotations
 
 import numpy as np
@@ -41,6 +43,10 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
         recon = producers[node.inputs[0]]
         counts, vth = recon.inputs
         weight = graph.params[node.inputs[1]]
+        if len(graph.values[vth].shape) == 1:  # per-channel static thresholds: fold into W
+            threshold = graph.params[producers[vth].inputs[1]]
+            weight = weight * threshold[None, :]
+            vth = graph.add_param(f"{node.name}.unit_vth", np.float32(1.0))
         q, scale, group = quantize_weight(weight, config.group_size if node.op == "linear"
                                           else None)
         wq = graph.add_param(f"{node.name}.weight_q", q)

@@ -18,6 +18,7 @@ class CompileConfig:
     k: float = 3.0                      # dynamic threshold divisor
     max_count: int | None = None        # clamp of |count|; None: unbounded (SpikingBrain)
     calib_method: str = "mse"           # static thresholds: mse (error-minimising) | percentile
+    threshold_granularity: str = "tensor"  # static: one threshold per tensor | per input channel
     percentile: float = 99.99           # for calib_method=percentile: vth = pct(|x|) / max_count
     coding: str = "bitwise_bidirectional"
     t_mode: str = "global"              # expansion length: global | tensor | token
@@ -46,6 +47,9 @@ class CompileConfig:
             raise SbcError("calib_method=percentile needs max_count")
         if self.calib_method not in ("mse", "percentile"):
             raise SbcError(f"calib_method must be mse or percentile, not '{self.calib_method}'")
+        if self.threshold_granularity not in ("tensor", "channel"):
+            raise SbcError("threshold_granularity must be tensor or channel, not "
+                           f"'{self.threshold_granularity}'")
         if not 0 < self.percentile <= 100:
             raise SbcError(f"percentile must be in (0, 100], got {self.percentile}")
         if self.coding not in CODINGS:

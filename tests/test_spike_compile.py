@@ -110,6 +110,18 @@ def test_static_thresholds_and_exclude():
         assert np.abs(next(v for k, v in counts.items() if k != "logits")).max() <= 127
 
 
+def test_per_channel_static_thresholds_fold_into_weights():
+    zoo = build_mlp()
+    tensor = compile_model(zoo.onnx_bytes(), "loihi2", calib=zoo.inputs,
+                           overrides={"max_count": "7"})
+    channel = compile_model(zoo.onnx_bytes(), "loihi2", calib=zoo.inputs,
+                            overrides={"max_count": "7", "threshold_granularity": "channel"})
+    encoders = [n for n in channel.graph.nodes if n.op == "spike_encode"]
+    assert all(channel.graph.params[n.inputs[1]].ndim == 1 for n in encoders)
+    cos = [a.report["outputs_fidelity"]["logits"]["cosine"] for a in (tensor, channel)]
+    assert cos[1] > 0.99 and cos[1] >= cos[0] - 1e-3, cos
+
+
 def test_k_trades_accuracy_for_sparsity():
     zoo = build_mlp()
     zeros, cosines = [], []
