@@ -121,3 +121,46 @@ def test_real_process_exit_code_and_stderr(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: unknown preset 'nope' (known: float, "
                                                 "spikingbrain, ternary, loihi2)"]
+
+
+def _onnx_file(path, nodes, initializers=(), inputs=("x",), shape=(2, 4)):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, "bad", [helper.make_tensor_value_info(i, TensorProto.FLOAT, list(shape))
+                       for i in inputs],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_bad_models_at_the_command_line(tmp_path):
+    from onnx import helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    nan_weight = numpy_helper.from_array(np.full((4, 3), np.nan, np.float32), "w")
+    cases = {
+        "unsupported.onnx": ([helper.make_node("Det", ["x"], ["y"], name="det0")], [],
+                             "det0"),
+        "missing_init.onnx": ([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm0")], [],
+                              "'w'"),
+        "nan.onnx": ([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm0")], [nan_weight],
+                     "NaN"),
+        "cycle.onnx": ([helper.make_node("Relu", ["x", ], ["a"], name="r0"),
+                        helper.make_node("Add", ["a", "b"], ["c"], name="add0"),
+                        helper.make_node("Relu", ["c"], ["b"], name="r1"),
+                        helper.make_node("MatMul", ["b", "w"], ["y"], name="mm0")], [weight],
+                       "cycle"),
+    }
+    for name, (nodes, inits, message) in cases.items():
+        model = _onnx_file(tmp_path / name, nodes, inits)
+        out = tmp_path / f"{name}.sbc"
+        assert_user_error(invoke("compile", model, "-o", out), message)
+        assert not out.exists()
+    r = invoke("check", tmp_path / "unsupported.onnx")
+    assert r.exit_code == 2 and "Det" in r.output and "unsupported" in r.output
+    text = tmp_path / "notes.onnx"
+    text.write_text("this is not a model")
+    assert_user_error(invoke("check", text), "notes.onnx")
