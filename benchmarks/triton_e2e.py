@@ -1,0 +1,162 @@
+"""End to end: a SpikingBrain-7B-shaped decoder stack (random weights) decoding batch 1, the
+spiking Triton runtime against the same stack in bf16 PyTorch. Prints tokens/s, writes
+``results/triton_e2e.json``.
+
+Shapes are SpikingBrain-7B's: hidden 3584, 28 query heads and 4 KV heads of 128, SwiGLU MLP of
+18944; layers alternate gated linear attention (GLA; k/v heads shared by 7 query heads, gate
+low rank 3584 -> 16 -> 512, per-head RMSNorm) and sliding-window softmax attention over a KV
+cache. Spiked: the inputs of q/k/v (one encode, one GEMV over the concatenated weights), o,
+gate/up (likewise) and down; the rest (norms, attention, the GLA recurrence, the gate's low-rank
+projections) runs in float32 PyTorch in the spiking stack and bf16 in the baseline. RoPE is left
+out of both.
+
+    python benchmarks/triton_e2e.py [--layers 4] [--context 1024] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from triton_timing import graph_time_us, machine  # noqa: E402
+
+from sbcompile.runtime.triton import launch  # noqa: E402
+from sbcompile.runtime.triton.loader import kernels  # noqa: E402
+
+HIDDEN, HEADS, KV_HEADS, HEAD_DIM, MLP = 3584, 28, 4, 128, 18944
+GROUP = 128
+
+
+def gla_step(q, k, v, g, state):
+    """One recurrent GLA step: S = diag(exp g) S + k^T v, o = q S; [H, D] tensors, state
+    [H, D, D]. Uses fla's fused_recurrent_gla when installed."""
+    try:
+        from fla.ops.gla import fused_recurrent_gla
+    except ImportError:
+        state.mul_(g.exp()[:, :, None]).add_(k[:, :, None] * v[:, None, :])
+        return torch.einsum("hk,hkv->hv", q, state)
+    o, new_state = fused_recurrent_gla(q[None, None], k[None, None], v[None, None],
+                                       gk=g[None, None], scale=1.0, initial_state=state[None],
+                                       output_final_state=True)
+    state.copy_(new_state[0])
+    return o[0, 0]
+
+
+class Stack:
+    """Weights and state of the decoder stack, in one dtype, with linears given by ``linear``."""
+
+    def __init__(self, layers: int, context: int, dtype, gen):
+        def w(n, k):
+            return torch.randint(-127, 128, (n, k), generator=gen, device="cuda",
+                                 dtype=torch.int8)
+        self.layers = []
+        for i in range(layers):
+            layer = {"qkv": w(HIDDEN + 2 * KV_HEADS * HEAD_DIM, HIDDEN), "o": w(HIDDEN, HIDDEN),
+                     "gate_up": w(2 * MLP, HIDDEN), "down": w(HIDDEN, MLP),
+                     "g1": torch.randn(16, HIDDEN, device="cuda", dtype=dtype) * 0.02,
+                     "g2": torch.randn(KV_HEADS * HEAD_DIM, 16, device="cuda", dtype=dtype) * 0.2,
+                     "gla": i % 2 == 0}
+            if layer["gla"]:
+                layer["state"] = torch.zeros(HEADS, HEAD_DIM, HEAD_DIM, device="cuda",
+                                             dtype=torch.float32)
+            else:
+                shape = (1, KV_HEADS, context, HEAD_DIM)
+                layer["kc"] = torch.randn(shape, device="cuda", dtype=dtype)
+                layer["vc"] = torch.randn(shape, device="cuda", dtype=dtype)
+            self.layers.append(layer)
+        self.dtype = dtype
+
+
+def mixer(layer, q, k, v, x_dtype, h):
+    """Attention (SWA layers, the cache's last token replaced by the new k/v) or a GLA step."""
+    if layer["gla"]:
+        qh = F.relu(q.view(HEADS, HEAD_DIM)).float()
+        kh = F.relu(k.view(KV_HEADS, HEAD_DIM)).repeat_interleave(HEADS // KV_HEADS, 0).float()
+        vh = v.view(KV_HEADS, HEAD_DIM).repeat_interleave(HEADS // KV_HEADS, 0).float()
+        g = F.logsigmoid(F.linear(F.linear(h, layer["g1"]), layer["g2"])) / 16
+        gh = g.view(KV_HEADS, HEAD_DIM).repeat_interleave(HEADS // KV_HEADS, 0).float()
+        o = gla_step(qh, kh, vh, gh, layer["state"])
+        o = F.rms_norm(o, (HEAD_DIM,))
+        return o.reshape(1, HIDDEN).to(x_dtype)
+    layer["kc"][0, :, -1] = k.view(KV_HEADS, HEAD_DIM)
+    layer["vc"][0, :, -1] = v.view(KV_HEADS, HEAD_DIM)
+    o = F.scaled_dot_product_attention(q.view(1, HEADS, 1, HEAD_DIM), layer["kc"], layer["vc"],
+                                       enable_gqa=True)
+    return o.reshape(1, HIDDEN)
+
+
+def decode_step(stack: Stack, x, linear):
+    for layer in stack.layers:
+        h = F.rms_norm(x, (HIDDEN,))
+        qkv = linear(h, layer, "qkv")
+        q, k, v = qkv.split([HIDDEN, KV_HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM], dim=-1)
+        x = x + linear(mixer(layer, q, k, v, x.dtype, h), layer, "o")
+        h = F.rms_norm(x, (HIDDEN,))
+        gate, up = linear(h, layer, "gate_up").split([MLP, MLP], dim=-1)
+        x = x + linear(F.silu(gate) * up, layer, "down")
+    return x
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--context", type=int, default=1024)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = ap.parse_args()
+    kern = kernels(interpret=False)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    result = {"machine": machine(), "layers": args.layers, "context": args.context}
+    try:
+        import fla  # noqa: F401
+        result["gla"] = f"fla {fla.__version__} fused_recurrent_gla"
+    except ImportError:
+        result["gla"] = "torch recurrent step (fla not installed)"
+
+    bf = Stack(args.layers, args.context, torch.bfloat16, gen)
+    for layer in bf.layers:
+        for name in ("qkv", "o", "gate_up", "down"):
+            layer[name + "_bf16"] = (layer[name].float() * 1e-3).to(torch.bfloat16)
+            del layer[name]
+    x_bf = torch.randn(1, HIDDEN, device="cuda", dtype=torch.bfloat16)
+    bf_us = graph_time_us([lambda: decode_step(bf, x_bf, lambda h, layer, name: F.linear(
+        h, layer[name + "_bf16"]))], replays=20)
+    del bf
+    torch.cuda.empty_cache()
+
+    sp = Stack(args.layers, args.context, torch.float32, gen)
+    for layer in sp.layers:
+        for name in ("qkv", "o", "gate_up", "down"):
+            w = layer.pop(name)
+            layer[name + "_wt"] = w.t().contiguous()
+            layer[name + "_scale"] = torch.full((w.shape[1] // GROUP, w.shape[0]), 1e-3,
+                                                device="cuda")
+
+    def spiked(h, layer, name):
+        wt = layer[name + "_wt"]
+        enc = launch.encode(kern, h.float().contiguous(), wt.shape[0], dynamic=True, k=3.0,
+                            vth_min=1e-5, vth_max=1e4, limit=2 ** 20, threshold=None,
+                            path="event", unit=GROUP)
+        return launch.event_linear(kern, enc, wt, GROUP, layer[name + "_scale"], None,
+                                   store_acc=False, decode=True)[1]
+
+    x_sp = torch.randn(1, HIDDEN, device="cuda")
+    sp_us = graph_time_us([lambda: decode_step(sp, x_sp, spiked)], replays=20)
+    result.update({
+        "bf16_us_per_token": round(bf_us, 1), "spiking_us_per_token": round(sp_us, 1),
+        "bf16_tokens_per_s": round(1e6 / bf_us, 1), "spiking_tokens_per_s": round(1e6 / sp_us, 1),
+        "speedup": round(bf_us / sp_us, 2),
+        "tokens_per_s_28_layers_bf16": round(1e6 / bf_us * args.layers / 28, 1),
+        "tokens_per_s_28_layers_spiking": round(1e6 / sp_us * args.layers / 28, 1)})
+    print(json.dumps(result, indent=1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "triton_e2e.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Spiked linear layers on the GPU: the Triton event GEMV (decode) and int8 tensor-core GEMM
+(batches) against cuBLAS bf16, a weight-only int8 Triton GEMV and torch._int_mm, on the same
+random weights. Spike encoding and compaction are inside every timing of ours; every timing is a
+CUDA-graph replay over rotated weight copies (L2 defeated). Prints tables, writes
+``results/triton_linear.json``.
+
+    python benchmarks/triton_linear.py [--quick] [--sweep] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from triton_baselines import (W8_CONFIGS, bf16_linear, int_mm_padded, pad_rows,  # noqa: E402
+                              w8a16_linear)
+from triton_timing import copies_for, copy_bandwidth_gbs, graph_time_us, machine  # noqa: E402
+
+from sbcompile.runtime import reference_spike as ref  # noqa: E402
+from sbcompile.runtime.triton import launch  # noqa: E402
+from sbcompile.runtime.triton.loader import kernels  # noqa: E402
+
+SHAPES = [(3584, 3584), (3584, 512), (3584, 18944), (18944, 3584), (4096, 11008), (11008, 4096)]
+BATCHES = [1, 4, 16, 512, 2048]
+SYNTHETIC = [1.0, 0.5, 0.3, 0.1]
+GROUP = 128
+K_VALUES = (2, 3, 4)
+DEV = "cuda"
+ENC = dict(policy="dynamic", granularity="token", vth_min=1e-5, vth_max=1e4, max_count=None,
+           safety_count=2 ** 20)
+
+
+def activations(dist: str, shape, rng) -> np.ndarray:
+    if dist == "gaussian":
+        return rng.standard_normal(shape).astype(np.float32)
+    if dist == "student_t3":
+        return rng.standard_t(3, shape).astype(np.float32)
+    return rng.laplace(size=shape).astype(np.float32)
+
+
+def measured_densities(rows: int = 512, channels: int = 3584, seed: int = 0) -> dict:
+    """Count-level density (nonzero counts / all counts) of the reference encoder at k = 2, 3, 4
+    on activations drawn from three distributions."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for dist in ("gaussian", "student_t3", "laplace"):
+        x = activations(dist, (rows, channels), rng)
+        for k in K_VALUES:
+            counts, _ = ref.spike_encode({**ENC, "k": float(k)}, x)
+            out[f"{dist}_k{k}"] = float(np.mean(counts != 0))
+    return out
+
+
+def synthetic_rows(m: int, channels: int, density: float, rng) -> np.ndarray:
+    """Rows whose counts are nonzero on exactly round(density * K) random channels each."""
+    x = np.zeros((m, channels), np.float32)
+    nnz = round(density * channels)
+    for r in range(m):
+        ch = rng.choice(channels, nnz, replace=False)
+        x[r, ch] = np.sign(rng.standard_normal(nnz)) * (1 + np.abs(rng.standard_normal(nnz)))
+    return x
+
+
+class Layer:
+    """One linear layer's weights in every layout, with ``copies`` rotated copies."""
+
+    def __init__(self, k_in: int, n_out: int, copies: int, rng, group: int | None = GROUP):
+        self.k, self.n, self.group = k_in, n_out, group
+        g = k_in // group if group else 1
+        w = torch.from_numpy(rng.integers(-127, 128, (n_out, k_in), dtype=np.int8)).to(DEV)
+        self.w = [w.clone() for _ in range(copies)]  # K-major int8 [N, K]
+        self.wt = [w.t().contiguous() for _ in range(copies)]  # input-major W^T
+        self.scale = torch.rand(g, n_out, device=DEV) * 1e-2
+        self.chan_scale = self.scale[0].contiguous()
+        self.w_bf16 = [(w.float() * self.scale[0][:, None]).to(torch.bfloat16) for _ in range(copies)]
+        self.w_host = w.cpu().numpy()
+
+
+def ours(kern, x: torch.Tensor, layer: Layer, copy: int, path: str, cfg=None, group=GROUP,
+         k: float = 3.0):
+    enc = launch.encode(kern, x, layer.k, dynamic=True, k=k, vth_min=1e-5, vth_max=1e4,
+                        limit=2 ** 20, threshold=None, path=path, unit=min(group or 128, 128))
+    scale = layer.scale if group else layer.scale[:1]
+    if path == "event":
+        return launch.event_linear(kern, enc, layer.wt[copy], group, scale, None,
+                                   store_acc=False, decode=True, cfg=cfg)[1]
+    return launch.gemm_linear(kern, enc, layer.w[copy], group, scale, None, store_acc=False,
+                              decode=True, cfg=cfg)[1]
+
+
+def check_exact(kern, rng) -> list[dict]:
+    """GPU integer results against the numpy reference, bit for bit."""
+    results = []
+    cases = [(1, 3584, 18944, "event"), (4, 18944, 3584, "event"), (1, 11008, 4096, "event"),
+             (32, 3584, 3584, "gemm"), (32, 18944, 512, "gemm"), (40, 4096, 1024, "gemm")]
+    for m, k_in, n_out, path in cases:
+        for group in (GROUP, None):
+            x = activations("student_t3", (m, k_in), rng) * 3
+            x[0, :3] = [3e4, -5e5, 1e-30]
+            counts_ref, vth_ref = ref.spike_encode({**ENC, "k": 3.0}, x)
+            w = rng.integers(-127, 128, (n_out, k_in), dtype=np.int8)
+            acc_ref = ref.spike_linear({"group_size": group}, counts_ref, w)
+            g = k_in // group if group else 1
+            scale = rng.random((g, n_out), dtype=np.float32) * 1e-2
+            y_ref = ref.spike_decode({"layout": "linear"}, acc_ref, vth_ref, scale)
+            enc = launch.encode(kern, torch.from_numpy(x).to(DEV), k_in, dynamic=True, k=3.0,
+                                vth_min=1e-5, vth_max=1e4, limit=2 ** 20, threshold=None,
+                                path=path, unit=min(group or 128, 128))
+            wdev = torch.from_numpy(w).to(DEV)
+            sdev = torch.from_numpy(scale).to(DEV)
+            if path == "event":
+                acc, y = launch.event_linear(kern, enc, wdev.t().contiguous(), group, sdev, None,
+                                             store_acc=True, decode=True)
+            else:
+                acc, y = launch.gemm_linear(kern, enc, wdev, group, sdev, None, store_acc=True,
+                                            decode=True)
+            torch.cuda.synchronize()
+            ok = (np.array_equal(enc.vth.cpu().numpy(), vth_ref[:, 0])
+                  and np.array_equal(enc.counts.cpu().numpy(), counts_ref)
+                  and np.array_equal(acc.cpu().numpy(), acc_ref))
+            yerr = float(np.max(np.abs(y.cpu().numpy() - y_ref)) / np.max(np.abs(y_ref)))
+            results.append({"m": m, "k": k_in, "n": n_out, "path": path, "group": group,
+                            "integers_exact": bool(ok), "y_max_rel_err": yerr})
+            print(f"exact {path:5s} M={m:3d} {k_in}->{n_out} group={group}: "
+                  f"{'EXACT' if ok else 'MISMATCH'}  y rel err {yerr:.1e}", flush=True)
+    return results
+
+
+def floor_us(nbytes: float, bw_gbs: float) -> float:
+    return nbytes / bw_gbs / 1e3
+
+
+def bench_shape(kern, k_in, n_out, batches, densities, bw, rng, rows_out, quick):
+    copies = copies_for(k_in * n_out * 2)
+    layer = Layer(k_in, n_out, copies, rng)
+    for m in batches:
+        x32 = [torch.from_numpy(activations("gaussian", (m, k_in), rng)).to(DEV)
+               for _ in range(copies)]
+        xbf = [x.to(torch.bfloat16) for x in x32]
+        flops = 2.0 * m * k_in * n_out
+
+        def row(method, us, density=None, weight_bytes=None, note=""):
+            r = {"k": k_in, "n": n_out, "m": m, "method": method, "density": density,
+                 "us": round(us, 2), "note": note}
+            if weight_bytes is not None:
+                fl = floor_us(weight_bytes, bw)
+                r["floor_us"] = round(fl, 2)
+                r["x_floor"] = round(us / fl, 2)
+                r["weight_gbs"] = round(weight_bytes / us / 1e3, 1)
+            if m >= 512:
+                r["tflops"] = round(flops / us / 1e6, 1)
+            rows_out.append(r)
+            print(f"{k_in:>5}->{n_out:<5} M={m:<4} {method:<22} d={density if density is not None else '-':<6} "
+                  f"{us:9.2f} us  {r.get('x_floor', '')} {r.get('tflops', '')} {note}", flush=True)
+            return us
+
+        row("bf16_cublas", graph_time_us([lambda i=i: bf16_linear(xbf[i], layer.w_bf16[i])
+                                          for i in range(copies)]), weight_bytes=2 * k_in * n_out)
+        if m <= 16:
+            best = None
+            for cfg in (W8_CONFIGS if not quick else W8_CONFIGS[:4]):
+                us = graph_time_us([lambda i=i, c=cfg: w8a16_linear(xbf[i], layer.w[i],
+                                                                    layer.chan_scale, c)
+                                    for i in range(copies)])
+                if best is None or us < best[0]:
+                    best = (us, cfg)
+            row("w8a16_triton", best[0], weight_bytes=k_in * n_out, note=f"cfg {best[1]}")
+        a8 = [torch.zeros((pad_rows(m), k_in), dtype=torch.int8, device=DEV).random_(-8, 8)
+              for _ in range(copies)]
+        row("torch_int_mm_padded", graph_time_us([lambda i=i: int_mm_padded(a8[i], layer.w[i])
+                                                  for i in range(copies)]),
+            weight_bytes=k_in * n_out, note=f"rows padded to {pad_rows(m)}")
+        if m <= launch.EVENT_MAX_ROWS:
+            for d in densities:
+                if isinstance(d, tuple):  # (distribution, k): the encoder's own density
+                    (dist, k), xs = d, x32
+                    label = f"{dist}_k{k}"
+                else:
+                    k, label = 3.0, d
+                    xs = [torch.from_numpy(synthetic_rows(m, k_in, d, rng)).to(DEV)
+                          for _ in range(copies)]
+                counts = ref.spike_encode({**ENC, "k": float(k)}, xs[0].cpu().numpy())[0]
+                union = float(np.mean(np.any(counts != 0, axis=0)))
+                us = graph_time_us([lambda i=i: ours(kern, xs[i], layer, i, "event", k=k)
+                                    for i in range(copies)])
+                row("ours_event", us, density=label, weight_bytes=union * k_in * n_out,
+                    note=f"union density {union:.3f}, count density "
+                         f"{np.mean(counts != 0):.3f}")
+        row("ours_int8_gemm_g128", graph_time_us([lambda i=i: ours(kern, x32[i], layer, i, "gemm")
+                                                  for i in range(copies)]),
+            weight_bytes=k_in * n_out)
+        if m >= 512:
+            row("ours_int8_gemm_perchannel",
+                graph_time_us([lambda i=i: ours(kern, x32[i], layer, i, "gemm", group=None)
+                               for i in range(copies)]), weight_bytes=k_in * n_out)
+    del layer
+    torch.cuda.empty_cache()
+
+
+def sweep(kern, bw, rng) -> list[dict]:
+    """Launch configurations of the event GEMV (M=1) and the int8 GEMM (M=2048)."""
+    out = []
+    for k_in, n_out in [(3584, 18944), (18944, 3584)]:
+        copies = copies_for(k_in * n_out)
+        layer = Layer(k_in, n_out, copies, rng)
+        for d in (0.3, 1.0):
+            xs = [torch.from_numpy(synthetic_rows(1, k_in, d, rng)).to(DEV) for _ in range(copies)]
+            for bn in (64, 128, 256):
+                for e in (32, 64):
+                    for gps in (4, 8):
+                        for nw, ns in ((4, 2), (8, 2)):
+                            cfg = launch.EventConfig(bn=bn, e=e, gps=gps, num_warps=nw,
+                                                     num_stages=ns)
+                            try:
+                                us = graph_time_us([lambda i=i: ours(kern, xs[i], layer, i,
+                                                                     "event", cfg)
+                                                    for i in range(copies)], replays=10)
+                            except Exception as exc:  # a config that does not compile
+                                print("event cfg failed", cfg, repr(exc)[:200])
+                                continue
+                            out.append({"kind": "event", "k": k_in, "n": n_out, "density": d,
+                                        "cfg": cfg.__dict__, "us": round(us, 2),
+                                        "floor_us": round(d * k_in * n_out / bw / 1e3, 2)})
+                            print("event", k_in, n_out, d, cfg, f"{us:.2f}", flush=True)
+        x = [torch.randn(2048, k_in, device=DEV) for _ in range(2)]
+        for group in (GROUP, None):
+            for bm, bn, bk, sub, nw, ns in [(128, 128, 64, 2, 8, 3), (128, 128, 32, 4, 8, 4),
+                                            (128, 256, 64, 2, 8, 3), (64, 128, 64, 2, 4, 3)]:
+                if group is None:
+                    sub = 1 if bk == 128 else sub
+                cfg = launch.GemmConfig(bm=bm, bn=bn, bk=bk, sub=sub, num_warps=nw,
+                                        num_stages=ns)
+                try:
+                    us = graph_time_us([lambda i=i: ours(kern, x[i], layer, i, "gemm", cfg,
+                                                         group) for i in range(2)], replays=5)
+                except Exception as exc:
+                    print("gemm cfg failed", cfg, repr(exc)[:200])
+                    continue
+                out.append({"kind": "gemm", "k": k_in, "n": n_out, "group": group,
+                            "cfg": cfg.__dict__, "us": round(us, 2),
+                            "tflops": round(2 * 2048 * k_in * n_out / us / 1e6, 1)})
+                print("gemm", k_in, n_out, group, cfg, f"{us:.2f}", flush=True)
+        del layer
+        torch.cuda.empty_cache()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer shapes and configurations")
+    ap.add_argument("--sweep", action="store_true", help="also sweep launch configurations")
+    ap.add_argument("--skip-check", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = ap.parse_args()
+    kern = kernels(interpret=DEV != "cuda")
+    rng = np.random.default_rng(0)
+    t0 = time.time()
+    result = {"machine": machine(), "method": __doc__.strip().splitlines()[0]}
+    result["copy_gbs"] = round(copy_bandwidth_gbs(), 1)
+    print("machine", result["machine"], "copy GB/s", result["copy_gbs"], flush=True)
+    result["densities"] = measured_densities()
+    print("count-level densities", result["densities"], flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save():  # after every phase, so a run cut short keeps what it measured
+        result["seconds"] = round(time.time() - t0, 1)
+        (out / "triton_linear.json").write_text(json.dumps(result, indent=1))
+
+    if not args.skip_check:
+        result["exactness"] = check_exact(kern, rng)
+        save()
+    densities = SYNTHETIC + [("gaussian", k) for k in K_VALUES]
+    result["rows"] = []
+    shapes = SHAPES if not args.quick else [(3584, 18944), (18944, 3584), (3584, 512)]
+    batches = BATCHES if not args.quick else [1, 4, 2048]
+    for k_in, n_out in shapes:
+        bench_shape(kern, k_in, n_out, batches, densities, result["copy_gbs"], rng,
+                    result["rows"], args.quick)
+        save()
+    if args.sweep:
+        result["sweep"] = sweep(kern, result["copy_gbs"], rng)
+        save()
+    print(f"done in {result['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
