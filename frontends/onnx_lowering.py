@@ -6,6 +6,7 @@ node(s) it came from (``origins``) for the support table.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,7 @@ class Lowering:
         node."""
         shape = add_param(self.graph, f"{name}/shape", np.array(arr.shape, dtype=np.int64))
         self.graph.nodes.append(Node(self.graph.fresh_name(f"{name}/fill"), "constant_of_shape",
-                                     [shape], [name], {"value": float(arr.flat[0]),
+                                     [shape], [name], {"value": fill_value(arr.flat[0]),
                                                        "dtype": arr.dtype.name}))
 
 
@@ -129,6 +130,14 @@ class NodeView:
         graph.nodes.append(Node(node_name, op, list(inputs), outs, _plain(attrs)))
         self.lw.origins[node_name] = [self.name]
         return outs[0]
+
+
+def fill_value(x) -> int | float | bool | str:
+    """A constant_of_shape fill as JSON allows it: infinities as the strings "inf" / "-inf"."""
+    value = np.asarray(x).item()
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
 
 
 def _contiguous(array) -> np.ndarray:

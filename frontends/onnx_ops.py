@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from sbcompile.frontends.onnx_lowering import NodeView
+from sbcompile.frontends.onnx_lowering import NodeView, fill_value
 from sbcompile.frontends.onnx_model import CUSTOM_DOMAIN
 from sbcompile.ir.graph import DTYPES
 
@@ -242,7 +242,10 @@ def _constant_of_shape(n: NodeView) -> None:
     arr = onnx.numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
     if arr.dtype.name not in DTYPES:
         raise n.refuse(f"value of dtype {arr.dtype.name} is not supported")
-    n.emit("constant_of_shape", n.inputs, value=arr.reshape(-1)[0].item(), dtype=arr.dtype.name)
+    if arr.dtype.kind == "f" and np.isnan(arr).any():
+        raise n.refuse("a NaN fill value is not supported")
+    n.emit("constant_of_shape", n.inputs, value=fill_value(arr.reshape(-1)[0]),
+           dtype=arr.dtype.name)
 
 
 @_converter("Trilu")

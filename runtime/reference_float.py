@@ -342,7 +342,8 @@ def _shape(a, x):
 
 
 def _constant_of_shape(a, shape):
-    return np.full(tuple(int(s) for s in shape), a["value"], dtype=np.dtype(a["dtype"]))
+    value = float(a["value"]) if isinstance(a["value"], str) else a["value"]
+    return np.full(tuple(int(s) for s in shape), value, dtype=np.dtype(a["dtype"]))
 
 
 def _range(a, start, limit, delta):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import functools
 import glob
+import json
 import os
 import warnings
 
@@ -88,6 +89,7 @@ def run_case(model, inputs, expected, rtol, atol) -> str:
     much)."""
     try:
         graph = load_onnx(_upgraded(model))
+        json.dumps(graph.to_json(), allow_nan=False)  # the artifact's strict JSON
         feeds = dict(zip(graph.inputs, inputs))
         got = run(graph, feeds)
     except UnsupportedError as e:

@@ -114,8 +114,9 @@ _op("squeeze", "shape", "x axes?", "y", "remove size-1 dims at `axes` (all size-
 _op("expand", "shape", "x shape", "y", "broadcast x to broadcast(x.shape, shape)")
 _op("tile", "shape", "x repeats", "y", "numpy.tile(x, repeats)")
 _op("shape", "shape", "x", "y", "x.shape[start:end] as int64", start=0, end=None)
-_op("constant_of_shape", "shape", "shape", "y", "tensor of `shape` filled with `value` (dtype of it)",
-    value=0.0, dtype="float32")
+_op("constant_of_shape", "shape", "shape", "y",
+    "tensor of `shape` (int64) filled with `value` in `dtype`; `value` is a number or, since JSON "
+    "has no infinities, the string \"inf\" or \"-inf\"", value=0.0, dtype="float32")
 _op("range", "shape", "start limit delta", "y", "numpy.arange(start, limit, delta) in their dtype")
 _op("trilu", "shape", "x k?", "y", "keep the upper (upper=1) or lower triangle, diagonal offset k",
     upper=1)
