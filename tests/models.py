@@ -4,8 +4,9 @@ Each ``build_*()`` returns a ``ZooModel``: the module (eval mode, weights from a
 different input sets keyed by graph input name (``inputs`` for calibration or tracing, and
 ``eval_inputs`` for evaluation), and ``onnx_bytes()``, the model exported the way a user exports
 it: ``torch.onnx.export(dynamo=True)`` with default settings (opset 20 in torch 2.13), through
-``sbcompile.frontends.torch_frontend.export_module``. Models are
-kept small (hidden <= 64) so every consumer's tests stay fast; shapes are static.
+``sbcompile.frontends.torch_frontend.export_module``. Models are kept small (hidden <= 64) so
+every consumer's tests stay fast. Shapes are those of ``inputs``, except the axes a model lists
+in ``dynamic_axes`` (BERT's batch and sequence), which the export leaves symbolic.
 
     zoo = build_decoder()
     graph = load_onnx(zoo.onnx_bytes())
@@ -240,7 +241,8 @@ class BertEncoder(nn.Module):
         return h, torch.tanh(self.pooler(h[:, 0]))
 
 
-def _bert_inputs(rng: np.random.Generator, lengths: list[int], steps: int, vocab: int):
+def bert_inputs(rng: np.random.Generator, lengths: list[int], steps: int, vocab: int = 50):
+    """Token ids (0 past each sequence's length) and the matching attention mask, [B, steps]."""
     ids = rng.integers(1, vocab, size=(len(lengths), steps), dtype=np.int64)
     mask = (np.arange(steps)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
     return {"input_ids": np.where(mask == 1, ids, 0), "attention_mask": mask}
@@ -259,8 +261,8 @@ def build_bert() -> ZooModel:
     module = _seeded(3, _bert)
     rng = np.random.default_rng(103)
     axes = {0: "batch", 1: "sequence"}
-    return ZooModel("bert", module, _bert_inputs(rng, [8, 5], 8, 50),
-                    _bert_inputs(rng, [6, 8], 8, 50), ["hidden", "pooled"],
+    return ZooModel("bert", module, bert_inputs(rng, [8, 5], 8),
+                    bert_inputs(rng, [6, 8], 8), ["hidden", "pooled"],
                     {"input_ids": axes, "attention_mask": axes})
 
 

@@ -18,7 +18,7 @@ from sbcompile.frontends.gla import (DOMAIN, DOMAIN_VERSION, OP_TYPE, GLABlock,
 from sbcompile.frontends.onnx_frontend import load_onnx
 from sbcompile.frontends.torch_frontend import import_module
 from sbcompile.runtime.reference import run
-from tests.models import BUILDERS, ZooModel
+from tests.models import BUILDERS, ZooModel, bert_inputs
 
 ONNXRUNTIME_MODELS = ["mlp", "cnn", "bert", "decoder"]
 RTOL = 1e-5
@@ -54,6 +54,15 @@ def test_float_graph_matches_onnxruntime(zoo, name):
     session = ort.InferenceSession(model.onnx_bytes(), providers=["CPUExecutionProvider"])
     expected = dict(zip(model.output_names, session.run(model.output_names, model.eval_inputs)))
     assert_outputs_close(run(graph, model.eval_inputs), expected)
+
+
+def test_symbolic_axes_take_other_sizes(zoo):
+    """The BERT export keeps batch and sequence symbolic: other sizes than the traced ones run."""
+    model, graph = zoo("bert")
+    feeds = bert_inputs(np.random.default_rng(9), [3, 6, 1], 6)
+    session = ort.InferenceSession(model.onnx_bytes(), providers=["CPUExecutionProvider"])
+    expected = dict(zip(model.output_names, session.run(model.output_names, feeds)))
+    assert_outputs_close(run(graph, feeds), expected)
 
 
 def test_gla_graph_matches_pytorch(zoo):
@@ -170,12 +179,17 @@ def test_artifact_round_trip_is_identical(zoo, name, tmp_path):
         np.testing.assert_array_equal(after[key], before[key])
 
 
-def _flip(data: bytes, position: int) -> bytes:
-    return data[:position] + bytes([data[position] ^ 0xFF]) + data[position + 1:]
+FLIPS = (0x01, 0xFF)  # one bit (a stray bit error) and the whole byte
+
+
+def _flip(data: bytes, position: int, mask: int) -> bytes:
+    return data[:position] + bytes([data[position] ^ mask]) + data[position + 1:]
 
 
 def _positions(size: int, rng: np.random.Generator, count: int) -> list[int]:
-    """First, last and ``count`` random byte positions of a buffer."""
+    """First, last and ``count`` random byte positions of a buffer (all of a small one)."""
+    if size <= 1024:
+        return list(range(size))
     return sorted({0, size - 1, *rng.integers(0, size, count).tolist()})
 
 
@@ -192,14 +206,16 @@ def test_flipped_byte_in_any_member_is_rejected(saved_mlp, tmp_path):
         members = {info.filename: z.read(info) for info in z.infolist()}
     assert {"manifest.json", "graph.json", "tensors.safetensors", "report.json"} <= set(members)
     rng = np.random.default_rng(7)
+    corrupted = tmp_path / "corrupted.sbc"
     for name, data in members.items():
-        for position in _positions(len(data), rng, 8):
-            corrupted = tmp_path / "corrupted.sbc"
-            with zipfile.ZipFile(corrupted, "w") as z:
-                for other, blob in members.items():
-                    z.writestr(other, _flip(blob, position) if other == name else blob)
-            with pytest.raises(ArtifactError):
-                Artifact.load(corrupted)
+        for position in _positions(len(data), rng, 64):
+            for mask in FLIPS:
+                with zipfile.ZipFile(corrupted, "w") as z:
+                    for other, blob in members.items():
+                        z.writestr(other, _flip(blob, position, mask) if other == name else blob)
+                with pytest.raises(ArtifactError):
+                    Artifact.load(corrupted)
+                    pytest.fail(f"{name}: byte {position} ^ {mask:#x} was accepted")
 
 
 def test_raw_byte_flips_are_rejected_or_harmless(saved_mlp, tmp_path):
@@ -209,13 +225,16 @@ def test_raw_byte_flips_are_rejected_or_harmless(saved_mlp, tmp_path):
     reference = Artifact.load(saved_mlp)
     rng = np.random.default_rng(8)
     corrupted = tmp_path / "corrupted.sbc"
-    for position in _positions(len(original), rng, 60):
-        corrupted.write_bytes(_flip(original, position))
-        try:
-            loaded = Artifact.load(corrupted)
-        except ArtifactError:
-            continue
-        assert loaded.graph.to_json() == reference.graph.to_json(), position
-        assert loaded.config == reference.config and loaded.report == reference.report, position
-        for key, value in reference.graph.params.items():
-            np.testing.assert_array_equal(loaded.graph.params[key], value)
+    for position in _positions(len(original), rng, 100):
+        for mask in FLIPS:
+            corrupted.write_bytes(_flip(original, position, mask))
+            try:
+                loaded = Artifact.load(corrupted)
+            except ArtifactError:
+                continue
+            where = f"byte {position} ^ {mask:#x}"
+            assert loaded.graph.to_json() == reference.graph.to_json(), where
+            assert loaded.config == reference.config, where
+            assert loaded.report == reference.report, where
+            for key, value in reference.graph.params.items():
+                np.testing.assert_array_equal(loaded.graph.params[key], value, err_msg=where)
