@@ -68,26 +68,24 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
         reduced = onnx_model.infer_shapes(onnx_model.with_constants(proto, nodes, consts), label)
         types.update(onnx_model.value_types(reduced))
 
-    uses: dict[str, int] = {}
-    for node in nodes:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
-    for out in proto.graph.output:
-        uses[out.name] = uses.get(out.name, 0) + 1
-    lw = Lowering(proto.graph.name or "model", consts, types, uses, opsets[""])
-    graph = lw.graph
+    lw = Lowering(proto.graph.name or "model", consts, types, _use_counts(proto, nodes))
     for info in onnx_model.runtime_inputs(proto):
-        graph.inputs.append(info.name)
+        lw.graph.inputs.append(info.name)
         _typed(lw, info.name, f"graph input '{info.name}'")
-    graph.outputs = [o.name for o in proto.graph.output]
-
-    reasons = dict(folded)
-    for node in nodes:
-        reasons[node.name] = _lower_node(lw, node)
-    for name in graph.outputs:
+    reasons = {node.name: _lower_node(lw, node) for node in nodes}
+    lw.graph.outputs = [o.name for o in proto.graph.output]
+    for name in lw.graph.outputs:
         _typed(lw, name, f"graph output '{name}'")
-    canonicalise(graph, lw.origins)
-    return _Result(graph, _rows(proto, graph, lw.origins, reasons))
+    canonicalise(lw.graph, lw.origins)
+    return _Result(lw.graph, _rows(proto, lw.graph, lw.origins, {**folded, **reasons}, folded))
+
+
+def _use_counts(proto: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> dict[str, int]:
+    """Readers of each value among the nodes left to lower, graph outputs counted."""
+    uses: dict[str, int] = {}
+    for name in [*(i for n in nodes for i in n.input), *(o.name for o in proto.graph.output)]:
+        uses[name] = uses.get(name, 0) + 1
+    return uses
 
 
 def _typed(lw: Lowering, name: str, what: str) -> None:
@@ -112,7 +110,7 @@ def _lower_node(lw: Lowering, node: onnx.NodeProto) -> str:
 
 
 def _rows(proto: onnx.ModelProto, graph: Graph, origins: dict[str, list[str]],
-          reasons: dict[str, str]) -> list[dict]:
+          reasons: dict[str, str], folded: dict[str, str]) -> list[dict]:
     op_of = {n.name: n.op for n in graph.nodes}
     ir_ops: dict[str, set[str]] = {}
     for ir_name, sources in origins.items():
@@ -121,9 +119,10 @@ def _rows(proto: onnx.ModelProto, graph: Graph, origins: dict[str, list[str]],
     rows = []
     for node in proto.graph.node:
         reason = reasons.get(node.name, "")
-        status = "supported"
-        if reason and reason != "folded to a constant":
-            status = "unsupported"
+        ops = sorted(ir_ops.get(node.name, ()))
+        status = "unsupported" if reason and node.name not in folded else "supported"
+        if status == "supported" and not reason and not ops:
+            reason = "needs no IR op (no effect on the outputs)"
         rows.append({"name": node.name, "op_type": node.op_type, "status": status,
-                     "ir_ops": sorted(ir_ops.get(node.name, ())), "reason": reason})
+                     "ir_ops": ops, "reason": reason})
     return rows

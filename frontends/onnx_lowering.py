@@ -20,12 +20,11 @@ class Lowering:
     """The IR graph under construction plus what the converters need to know about the model."""
 
     def __init__(self, name: str, consts: dict[str, np.ndarray], types: dict[str, Value | str],
-                 uses: dict[str, int], opset: int):
+                 uses: dict[str, int]):
         self.graph = Graph(name, [], [], {}, [])
         self.consts = consts
         self.types = types
         self.uses = uses  # consumers per ONNX value, graph outputs counted
-        self.opset = opset
         self.origins: dict[str, list[str]] = {}
 
     def value(self, name: str) -> Value:
