@@ -11,6 +11,9 @@ in ``dynamic_axes`` (BERT's batch and sequence), which the export leaves symboli
     zoo = build_decoder()
     graph = load_onnx(zoo.onnx_bytes())
     expected = zoo.torch_outputs(zoo.eval_inputs)
+
+Import it as ``models`` with this folder on sys.path: lava-nc installs a ``tests`` package into
+site-packages that shadows ``tests.models`` outside pytest.
 """
 from __future__ import annotations
 

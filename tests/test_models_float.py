@@ -2,8 +2,9 @@
 equals onnxruntime on the same ONNX (the GLA block, which onnxruntime cannot run: the PyTorch
 module) within 1e-5 relative; the GLA op and its ONNX node; the PyTorch frontend; the artifact
 round trip and its rejection of corrupted bytes."""
-import io
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,7 +19,9 @@ from sbcompile.frontends.gla import (DOMAIN, DOMAIN_VERSION, OP_TYPE, GLABlock,
 from sbcompile.frontends.onnx_frontend import load_onnx
 from sbcompile.frontends.torch_frontend import import_module
 from sbcompile.runtime.reference import run
-from tests.models import BUILDERS, ZooModel, bert_inputs
+
+sys.path.insert(0, str(Path(__file__).parent))
+from models import BUILDERS, ZooModel, bert_inputs  # noqa: E402
 
 ONNXRUNTIME_MODELS = ["mlp", "cnn", "bert", "decoder"]
 RTOL = 1e-5
