@@ -1,0 +1,241 @@
+"""IR float, shape and attention ops back to standard ONNX (opset 23) nodes.
+
+``OnnxBuilder`` collects nodes and initializers under the IR's value names (an IR value keeps its
+name, dtype and shape in the ONNX graph); ``EMITTERS[op](builder, node, attrs)`` writes one IR
+node. An op without an emitter, or an emitter that raises UnsupportedError, marks a node the
+format cannot hold.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from sbcompile.errors import UnsupportedError
+from sbcompile.ir.graph import Graph, Node
+
+OPSET = 23
+
+
+def tensor_type(dtype: str) -> int:
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+class OnnxBuilder:
+    """ONNX nodes and initializers for one IR graph; ``floats`` maps an integer IR value to a
+    float32 tensor holding the same (exactly representable) numbers."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: dict[str, onnx.TensorProto] = {}
+        self.floats: dict[str, str] = {}
+        self._taken = set(graph.values) | {n.name for n in graph.nodes}
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 0
+        while name in self._taken:
+            i += 1
+            name = f"{base}_{i}"
+        self._taken.add(name)
+        return name
+
+    def value(self, name: str) -> str:
+        """An IR value as an ONNX input (parameters become initializers on first use)."""
+        if name and name in self.graph.params and name not in self.inits:
+            self.inits[name] = numpy_helper.from_array(np.asarray(self.graph.params[name]), name)
+        return name
+
+    def const(self, array: np.ndarray, base: str) -> str:
+        name = self.fresh(base)
+        self.inits[name] = numpy_helper.from_array(np.asarray(array), name)
+        return name
+
+    def param(self, name: str) -> np.ndarray | None:
+        return self.graph.params.get(name)
+
+    def add(self, op_type: str, inputs: list[str], base: str, outputs: list[str] | None = None,
+            **attrs) -> str:
+        """Append a node; returns its first output (a fresh name from ``base`` unless given)."""
+        outs = outputs or [self.fresh(base)]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, self.fresh(base),
+                                           **attrs))
+        return outs[0]
+
+    def as_float(self, name: str) -> str:
+        """A float32 tensor with the values of IR value ``name``."""
+        if name not in self.floats:
+            if self.graph.values[name].dtype == "float32":
+                return self.value(name)
+            self.floats[name] = self.add("Cast", [self.value(name)], f"{name}.f",
+                                         to=onnx.TensorProto.FLOAT)
+        return self.floats[name]
+
+    def static_shape(self, name: str, node: Node) -> tuple[int, ...]:
+        shape = self.graph.values[name].shape
+        if not all(isinstance(d, int) for d in shape):
+            raise UnsupportedError(f"node '{node.name}' ({node.op}): needs the static shape of "
+                                   f"'{name}', which is {list(shape)}")
+        return shape
+
+
+EMITTERS: dict[str, Callable[[OnnxBuilder, Node, dict], None]] = {}
+
+# IR op -> (ONNX op, {IR attribute: ONNX attribute}); attributes left None take ONNX defaults.
+_DIRECT = {
+    "add": ("Add", {}), "sub": ("Sub", {}), "mul": ("Mul", {}), "div": ("Div", {}),
+    "pow": ("Pow", {}), "max": ("Max", {}), "min": ("Min", {}), "equal": ("Equal", {}),
+    "less": ("Less", {}), "greater": ("Greater", {}), "and": ("And", {}), "or": ("Or", {}),
+    "where": ("Where", {}), "neg": ("Neg", {}), "abs": ("Abs", {}), "sqrt": ("Sqrt", {}),
+    "reciprocal": ("Reciprocal", {}), "exp": ("Exp", {}), "log": ("Log", {}), "erf": ("Erf", {}),
+    "sin": ("Sin", {}), "cos": ("Cos", {}), "floor": ("Floor", {}), "ceil": ("Ceil", {}),
+    "not": ("Not", {}), "identity": ("Identity", {}), "clip": ("Clip", {}),
+    "relu": ("Relu", {}), "sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}),
+    "prelu": ("PRelu", {}), "matmul": ("MatMul", {}), "expand": ("Expand", {}),
+    "tile": ("Tile", {}), "range": ("Range", {}), "slice": ("Slice", {}),
+    "unsqueeze": ("Unsqueeze", {}), "squeeze": ("Squeeze", {}),
+    "global_avg_pool": ("GlobalAveragePool", {}), "global_max_pool": ("GlobalMaxPool", {}),
+    "leaky_relu": ("LeakyRelu", {"alpha": "alpha"}),
+    "gelu": ("Gelu", {"approximate": "approximate"}),
+    "softmax": ("Softmax", {"axis": "axis"}), "log_softmax": ("LogSoftmax", {"axis": "axis"}),
+    "layer_norm": ("LayerNormalization", {"axis": "axis", "epsilon": "epsilon"}),
+    "batch_norm": ("BatchNormalization", {"epsilon": "epsilon"}),
+    "argmax": ("ArgMax", {"axis": "axis", "keepdims": "keepdims"}),
+    "reshape": ("Reshape", {"allowzero": "allowzero"}),
+    "transpose": ("Transpose", {"perm": "perm"}), "flatten": ("Flatten", {"axis": "axis"}),
+    "concat": ("Concat", {"axis": "axis"}), "gather": ("Gather", {"axis": "axis"}),
+    "gather_elements": ("GatherElements", {"axis": "axis"}),
+    "shape": ("Shape", {"start": "start", "end": "end"}),
+    "trilu": ("Trilu", {"upper": "upper"}), "pad": ("Pad", {"mode": "mode"}),
+    "conv": ("Conv", {"strides": "strides", "pads": "pads", "dilations": "dilations",
+                      "group": "group"}),
+    "max_pool": ("MaxPool", {"kernel": "kernel_shape", "strides": "strides", "pads": "pads",
+                             "dilations": "dilations", "ceil_mode": "ceil_mode"}),
+    "avg_pool": ("AveragePool", {"kernel": "kernel_shape", "strides": "strides", "pads": "pads",
+                                 "dilations": "dilations", "ceil_mode": "ceil_mode",
+                                 "count_include_pad": "count_include_pad"}),
+    "split": ("Split", {"axis": "axis", "num_outputs": "num_outputs"}),
+}
+
+
+def _direct(b: OnnxBuilder, node: Node, a: dict) -> None:
+    op_type, names = _DIRECT[node.op]
+    attrs = {onnx_key: a[key] for key, onnx_key in names.items()}
+    b.add(op_type, [b.value(i) for i in node.inputs], node.name, list(node.outputs), **attrs)
+
+
+for _op in _DIRECT:
+    EMITTERS[_op] = _direct
+
+
+def _emitter(*ops: str):
+    def register(fn):
+        for op in ops:
+            EMITTERS[op] = fn
+        return fn
+    return register
+
+
+@_emitter("linear")
+def _linear(b: OnnxBuilder, node: Node, a: dict) -> None:
+    x, w = node.inputs[:2]
+    weight = b.param(w)
+    wt = (b.const(weight.T, f"{w}.T") if weight is not None
+          else b.add("Transpose", [b.value(w)], f"{w}.T", perm=[1, 0]))
+    bias = node.inputs[2] if len(node.inputs) > 2 else ""
+    y = b.add("MatMul", [b.value(x), wt], node.name, None if bias else list(node.outputs))
+    if bias:
+        b.add("Add", [y, b.value(bias)], node.name, list(node.outputs))
+
+
+@_emitter("cast")
+def _cast(b: OnnxBuilder, node: Node, a: dict) -> None:
+    b.add("Cast", [b.value(node.inputs[0])], node.name, list(node.outputs),
+          to=tensor_type(a["to"]))
+
+
+@_emitter("mod")
+def _mod(b: OnnxBuilder, node: Node, a: dict) -> None:
+    """ONNX Mod requires fmod=1 on floats: a float mod with the sign of b is a - floor(a/b)*b."""
+    x, y = (b.value(i) for i in node.inputs)
+    if a["fmod"] or b.graph.values[node.inputs[0]].dtype[0] not in "f":
+        b.add("Mod", [x, y], node.name, list(node.outputs), fmod=int(a["fmod"]))
+        return
+    q = b.add("Floor", [b.add("Div", [x, y], node.name)], node.name)
+    b.add("Sub", [x, b.add("Mul", [q, y], node.name)], node.name, list(node.outputs))
+
+
+@_emitter("silu")
+def _silu(b: OnnxBuilder, node: Node, a: dict) -> None:
+    x = b.value(node.inputs[0])
+    b.add("Mul", [x, b.add("Sigmoid", [x], node.name)], node.name, list(node.outputs))
+
+
+@_emitter("rms_norm")
+def _rms_norm(b: OnnxBuilder, node: Node, a: dict) -> None:
+    """RMSNormalization requires a scale: ones over the normalised dims when the IR has none."""
+    x = node.inputs[0]
+    if len(node.inputs) > 1 and node.inputs[1]:
+        scale = b.value(node.inputs[1])
+    else:
+        shape = b.static_shape(x, node)
+        axis = a["axis"] % len(shape)
+        scale = b.const(np.ones(shape[axis:], np.float32), f"{node.name}.scale")
+    b.add("RMSNormalization", [b.value(x), scale], node.name, list(node.outputs),
+          axis=a["axis"], epsilon=a["epsilon"])
+
+
+@_emitter("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod")
+def _reduce(b: OnnxBuilder, node: Node, a: dict) -> None:
+    op_type = "Reduce" + node.op[len("reduce_"):].capitalize()
+    inputs = [b.value(node.inputs[0])]
+    if a["axes"] is not None:
+        inputs.append(b.const(np.array(a["axes"], np.int64), f"{node.name}.axes"))
+    b.add(op_type, inputs, node.name, list(node.outputs), keepdims=int(a["keepdims"]))
+
+
+@_emitter("constant_of_shape")
+def _constant_of_shape(b: OnnxBuilder, node: Node, a: dict) -> None:
+    value = numpy_helper.from_array(np.array([a["value"]], dtype=np.dtype(a["dtype"])))
+    b.add("ConstantOfShape", [b.value(node.inputs[0])], node.name, list(node.outputs),
+          value=value)
+
+
+@_emitter("attention")
+def _attention(b: OnnxBuilder, node: Node, a: dict) -> None:
+    """ONNX Attention (GQA by head counts); causal and window masks are built as a constant
+    boolean [Tq, Tk] mask (bottom-right aligned, as the IR specifies) and combined with any
+    mask input."""
+    q, k, v = (b.value(i) for i in node.inputs[:3])
+    mask = b.value(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else ""
+    if a["causal"] or a["window"] > 0:
+        tq = b.static_shape(node.inputs[0], node)[2]
+        tk = b.static_shape(node.inputs[1], node)[2]
+        i = np.arange(tq)[:, None] + (tk - tq)
+        j = np.arange(tk)[None, :]
+        keep = np.ones((tq, tk), bool)
+        if a["causal"]:
+            keep &= j <= i
+        if a["window"] > 0:
+            keep &= j > i - a["window"]
+        if not mask:
+            mask = b.const(keep, f"{node.name}.keep")
+        elif b.graph.values[node.inputs[3]].dtype == "bool":
+            mask = b.add("And", [mask, b.const(keep, f"{node.name}.keep")], node.name)
+        else:
+            bias = np.where(keep, 0.0, -np.inf).astype(np.float32)
+            mask = b.add("Add", [mask, b.const(bias, f"{node.name}.keep")], node.name)
+    b.add("Attention", [q, k, v, mask] if mask else [q, k, v], node.name, list(node.outputs),
+          scale=None if a["scale"] is None else float(a["scale"]))
+
+
+def emit_node(b: OnnxBuilder, node: Node, attrs: dict) -> None:
+    """Emit one IR node or raise UnsupportedError naming it."""
+    emitter = EMITTERS.get(node.op)
+    if emitter is None:
+        raise UnsupportedError(f"node '{node.name}' ({node.op}): no standard ONNX form")
+    emitter(b, node, attrs)
+

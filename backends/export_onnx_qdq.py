@@ -1,0 +1,226 @@
+"""The spiking IR as a standard ONNX graph (opset 23) that onnxruntime runs to our numbers.
+
+- A static threshold is ``QuantizeLinear(x, scale=vth)`` (int8 or int16 as the count range
+  needs; round half to even), cast to int32 and ``Clip(+-max_count)``; a dynamic one is ``Clip(ReduceMean(Abs(x)) / k)``, then
+  ``Round(x / vth)`` (half to even) and ``Clip``.
+- The integer product keeps int8 weights as initializers, cast to float, and runs as an ordinary
+  MatMul/Conv on integer-valued float32 tensors. It is exact because every partial sum stays
+  below 2^24; the bound is checked per layer at export (max_count, or (k + 1/2) times the
+  threshold's reduction size for dynamic thresholds, times the weights' L1 norm or max) and a
+  layer that could exceed it is refused.
+- Decoding repeats the reference's float32 operations in the reference's order, so outputs agree
+  bit for bit unless an upstream float op (erf, exp, ...) rounds differently.
+Every integer IR value (counts, accumulators) keeps its name and int32 type; ``keep`` adds any IR
+value as an extra graph output.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from sbcompile import __version__
+from sbcompile.backends.export_onnx_ops import OPSET, OnnxBuilder, emit_node, tensor_type
+from sbcompile.errors import SbcError, UnsupportedError
+from sbcompile.ir.graph import Graph, Node
+from sbcompile.runtime.reference import node_attrs
+
+EXACT_LIMIT = 2 ** 24
+FLOAT, INT32 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT32
+
+
+def count_limit(a: dict) -> int:
+    """The clamp of |count| a spike_encode applies."""
+    top = a["max_count"] if a["max_count"] is not None else a["safety_count"]
+    return int(min(top, a["safety_count"]))
+
+
+def _encode(b: OnnxBuilder, node: Node, a: dict) -> None:
+    x = node.inputs[0]
+    counts, vth = node.outputs
+    if b.graph.values[x].dtype != "float32":
+        raise UnsupportedError(f"node '{node.name}' (spike_encode): input '{x}' is not float32")
+    limit = count_limit(a)
+    if a["policy"] == "static":
+        threshold = b.add("Identity", [b.value(node.inputs[1])], node.name, [vth])
+        qtype = np.int8 if limit <= 127 else np.int16 if limit <= 32767 else None
+        if qtype is not None:
+            zero = b.const(np.zeros((), qtype), f"{node.name}.zero_point")
+            q = b.add("QuantizeLinear", [b.value(x), threshold, zero], f"{node.name}.q")
+            q = b.add("Cast", [q], f"{node.name}.q", to=INT32)
+            bounds = [b.const(np.int32(s * limit), f"{node.name}.limit") for s in (-1, 1)]
+            b.add("Clip", [q, *bounds], node.name, [counts])
+            return
+    else:
+        rank = len(b.graph.values[x].shape)
+        axes = [-1] if a["granularity"] == "token" else list(range(1, rank))
+        mean = b.add("ReduceMean", [b.add("Abs", [b.value(x)], node.name),
+                                    b.const(np.array(axes, np.int64), f"{node.name}.axes")],
+                     node.name, keepdims=1)
+        ratio = b.add("Div", [mean, b.const(np.float32(a["k"]), f"{node.name}.k")], node.name)
+        threshold = b.add("Clip", [ratio, b.const(np.float32(a["vth_min"]), f"{node.name}.min"),
+                                   b.const(np.float32(a["vth_max"]), f"{node.name}.max")],
+                          node.name, [vth])
+    rounded = b.add("Round", [b.add("Div", [b.value(x), threshold], node.name)], node.name)
+    bounds = [b.const(np.float32(s * limit), f"{node.name}.limit") for s in (-1, 1)]
+    b.floats[counts] = b.add("Clip", [rounded, *bounds], f"{counts}.f")
+    b.add("Cast", [b.floats[counts]], node.name, [counts], to=INT32)
+
+
+def _exact_bound(b: OnnxBuilder, node: Node, weight: np.ndarray, group: int) -> float:
+    """An upper bound of |partial sum| of the integer product (see the module docstring)."""
+    enc = next((n for n in b.graph.nodes if node.inputs[0] in n.outputs), None)
+    if enc is None or enc.op != "spike_encode":
+        raise UnsupportedError(f"node '{node.name}' ({node.op}): its counts do not come from a "
+                               "spike_encode")
+    a = node_attrs(enc)
+    w = np.abs(weight.astype(np.int64))
+    rows = w.reshape(w.shape[0], -1, group) if node.op == "spike_linear" else w.reshape(
+        w.shape[0], 1, -1)
+    bound = float(count_limit(a) * rows.sum(axis=2).max(initial=0))
+    shape = b.graph.values[enc.inputs[0]].shape
+    reduced = shape[-1:] if a["granularity"] == "token" else shape[1:]
+    if a["policy"] == "dynamic" and all(isinstance(d, int) for d in reduced):
+        bound = min(bound, float(w.max(initial=0)) * (a["k"] + 0.5) * math.prod(reduced))
+    return bound
+
+
+def _product_weight(b: OnnxBuilder, node: Node, group: int) -> np.ndarray:
+    weight = b.param(node.inputs[1])
+    if weight is None:
+        raise UnsupportedError(f"node '{node.name}' ({node.op}): its weight is not a constant")
+    bound = _exact_bound(b, node, weight, group)
+    if bound * 1.001 >= EXACT_LIMIT:
+        raise UnsupportedError(f"node '{node.name}' ({node.op}): integer partial sums can reach "
+                               f"{bound:.4g} >= 2^24, beyond exact float32 accumulation")
+    return weight
+
+
+def _linear(b: OnnxBuilder, node: Node, a: dict) -> None:
+    """acc [..., G, N] = counts [..., G, 1, gs] @ W [G, gs, N]."""
+    n, k = b.graph.values[node.inputs[1]].shape
+    group = a["group_size"] or k
+    weight = _product_weight(b, node, group)
+    g = k // group
+    lead = [0] * (len(b.graph.values[node.inputs[0]].shape) - 1)
+    counts = b.as_float(node.inputs[0])
+    if g > 1:
+        counts = b.add("Reshape", [counts, b.const(np.array(lead + [g, 1, group], np.int64),
+                                                   f"{node.name}.shape")], node.name)
+    wq = b.const(weight.reshape(n, g, group).transpose(1, 2, 0).reshape(
+        (g, group, n) if g > 1 else (k, n)), f"{node.inputs[1]}.T")
+    y = b.add("MatMul", [counts, b.add("Cast", [wq], f"{wq}.f", to=FLOAT)], node.name)
+    shape = b.const(np.array(lead + [g, n], np.int64), f"{node.name}.acc_shape")
+    acc = node.outputs[0]
+    b.floats[acc] = b.add("Reshape", [y, shape], f"{acc}.f")
+    b.add("Cast", [b.floats[acc]], node.name, [acc], to=INT32)
+
+
+def _conv(b: OnnxBuilder, node: Node, a: dict) -> None:
+    weight = _product_weight(b, node, 0)
+    wq = b.const(weight, f"{node.inputs[1]}.q")
+    acc = node.outputs[0]
+    b.floats[acc] = b.add("Conv", [b.as_float(node.inputs[0]),
+                                   b.add("Cast", [wq], f"{wq}.f", to=FLOAT)], f"{acc}.f",
+                          strides=a["strides"], pads=a["pads"], dilations=a["dilations"],
+                          group=a["group"])
+    b.add("Cast", [b.floats[acc]], node.name, [acc], to=INT32)
+
+
+def _decode(b: OnnxBuilder, node: Node, a: dict) -> None:
+    """The reference's float32 order: (acc * scale) summed over groups in order, * vth, + bias."""
+    acc, vth = node.inputs[:2]
+    scale = node.inputs[2] if len(node.inputs) > 2 else ""
+    bias = node.inputs[3] if len(node.inputs) > 3 else ""
+    rank = len(b.graph.values[acc].shape)
+    axis_shape = (1, -1) + (1,) * (rank - 2) if a["layout"] == "conv" else (-1,)
+    y = b.as_float(acc)
+    if scale and a["layout"] == "linear":
+        prod = b.add("Mul", [y, b.value(scale)], node.name)
+        groups = b.graph.values[acc].shape[-2]
+        y = ""
+        for g in range(groups):
+            part = b.add("Gather", [prod, b.const(np.array(g, np.int64), f"{node.name}.g")],
+                         node.name, axis=-2)
+            y = b.add("Add", [y, part], node.name) if y else part
+    elif scale:
+        y = b.add("Mul", [y, _reshaped(b, node, scale, axis_shape)], node.name)
+    y = b.add("Mul", [y, b.value(vth)], node.name, None if bias else list(node.outputs))
+    if bias:
+        b.add("Add", [y, _reshaped(b, node, bias, axis_shape)], node.name, list(node.outputs))
+
+
+def _reshaped(b: OnnxBuilder, node: Node, name: str, shape: tuple) -> str:
+    array = b.param(name)
+    if array is None:
+        raise UnsupportedError(f"node '{node.name}' (spike_decode): '{name}' is not a constant")
+    return b.const(array.astype(np.float32).reshape(shape), f"{name}.r")
+
+
+SPIKE_EMITTERS = {"spike_encode": _encode, "spike_linear": _linear, "spike_conv": _conv,
+                  "spike_decode": _decode}
+
+
+def _build(graph: Graph) -> tuple[OnnxBuilder, list[tuple[str, str]]]:
+    """Emit every node; return the builder and (node, reason) for each node ONNX cannot hold."""
+    b = OnnxBuilder(graph)
+    problems = []
+    for node in graph.nodes:
+        try:
+            attrs = node_attrs(node)
+            if node.op in SPIKE_EMITTERS:
+                SPIKE_EMITTERS[node.op](b, node, attrs)
+            else:
+                emit_node(b, node, attrs)
+        except UnsupportedError as e:
+            problems.append((node.name, str(e)))
+    return b, problems
+
+
+def inexpressible(graph: Graph) -> list[tuple[str, str]]:
+    """(node name, reason) per node the onnx-qdq export cannot hold (empty: all can)."""
+    return _build(graph)[1]
+
+
+def to_onnx(graph: Graph, keep: Iterable[str] = ()) -> onnx.ModelProto:
+    """The graph as a checked ONNX model; ``keep`` names IR values added as graph outputs."""
+    b, problems = _build(graph)
+    if problems:
+        raise UnsupportedError(f"onnx-qdq cannot hold {len(problems)} node(s): "
+                               + "; ".join(reason for _, reason in problems))
+    outputs = list(dict.fromkeys([*graph.outputs, *keep]))
+    unknown = [o for o in outputs if o not in graph.values]
+    if unknown:
+        raise SbcError(f"'{unknown[0]}' is not a value of graph '{graph.name}'")
+    nodes = _live(b.nodes, outputs)
+    used = {i for n in nodes for i in n.input} | set(outputs)
+    model = helper.make_model(
+        helper.make_graph(nodes, graph.name, [_info(graph, i) for i in graph.inputs],
+                          [_info(graph, o) for o in outputs],
+                          [t for name, t in b.inits.items() if name in used]),
+        opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sbcompile",
+        producer_version=__version__)
+    onnx.checker.check_model(model)
+    return model
+
+
+def to_bytes(graph: Graph) -> bytes:
+    return to_onnx(graph).SerializeToString()
+
+
+def _info(graph: Graph, name: str) -> onnx.ValueInfoProto:
+    v = graph.values[name]
+    return helper.make_tensor_value_info(name, tensor_type(v.dtype), list(v.shape))
+
+
+def _live(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:
+    """The nodes some output depends on, in order."""
+    needed, keep = set(outputs), []
+    for n in reversed(nodes):
+        if needed & set(n.output):
+            keep.append(n)
+            needed.update(i for i in n.input if i)
+    return keep[::-1]

@@ -1,0 +1,149 @@
+"""onnx-qdq export: onnxruntime runs the exported spiking graph to the reference's outputs
+(1e-5 relative) and to its integer counts and accumulators exactly (added outputs)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from sbcompile.backends.export import export
+from sbcompile.backends.export_onnx_qdq import inexpressible, to_onnx
+from sbcompile.demo import EXAMPLE
+from sbcompile.errors import SbcError
+from sbcompile.ir.graph import Graph, Node, Value
+from sbcompile.npz import load_npz
+from sbcompile.pipeline import compile_model
+from sbcompile.runtime import reference
+
+sys.path.insert(0, str(Path(__file__).parent))
+from models import build_cnn, build_mlp  # noqa: E402
+
+PRESETS = ["spikingbrain", "loihi2", "ternary"]
+
+
+def _digits():
+    held = load_npz(EXAMPLE / "heldout.npz")
+    return EXAMPLE / "model.onnx", load_npz(EXAMPLE / "calib.npz"), {"image": held["image"][:64]}
+
+
+def _zoo(build):
+    zoo = build()
+    return zoo.onnx_bytes(), zoo.inputs, zoo.eval_inputs
+
+
+SOURCES = {"mlp": lambda: _zoo(build_mlp), "cnn": lambda: _zoo(build_cnn), "digits": _digits}
+
+
+def _ort(model: onnx.ModelProto, feeds: dict) -> dict:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feeds)))
+
+
+def _integer_values(graph: Graph) -> list[str]:
+    return [v for info in graph.meta["layers"].values() for v in (info["counts"], info["acc"])]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_onnxruntime_matches_reference(source, tmp_path):
+    model, calib, feeds = SOURCES[source]()
+    for preset in PRESETS:
+        art = compile_model(model, preset, calib=calib)
+        keep = _integer_values(art.graph)
+        want = reference.evaluate(art.graph, feeds, keep=keep)
+        got = _ort(to_onnx(art.graph, keep), feeds)
+        for name in keep:
+            assert got[name].dtype == np.int32
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{preset} {name}")
+        assert np.abs(np.concatenate([want[c].ravel() for c in keep[::2]])).max() > 0
+        # the file export() writes (no added outputs) runs to the same outputs
+        path = tmp_path / f"{source}-{preset}.onnx"
+        assert export(art, "onnx-qdq", path)["left_out"] == []
+        from_file = _ort(onnx.load(path), feeds)
+        for name in art.graph.outputs:
+            for result in (got, from_file):
+                np.testing.assert_allclose(result[name], want[name], rtol=1e-5,
+                                           atol=1e-6 * np.abs(want[name]).max(),
+                                           err_msg=f"{preset} {name}")
+        ops = {n.op_type for n in onnx.load(path).graph.node}
+        if preset != "spikingbrain":
+            assert "QuantizeLinear" in ops
+        else:
+            assert {"ReduceMean", "Round"} <= ops
+
+
+def _encode_graph(policy: str, max_count, x_shape=(2, 8), k=3.0, vth=0.25) -> Graph:
+    """x -> spike_encode -> counts, and their reconstruction."""
+    values = {"x": Value("x", x_shape, "float32"), "counts": Value("counts", x_shape, "int32"),
+              "y": Value("y", x_shape, "float32")}
+    inputs = ["x"]
+    params = {}
+    if policy == "static":
+        params["thr"] = np.float32(vth)
+        values["thr"] = Value("thr", (), "float32")
+        values["vth"] = Value("vth", (), "float32")
+        inputs.append("thr")
+    else:
+        values["vth"] = Value("vth", x_shape[:-1] + (1,), "float32")
+    attrs = {"policy": policy, "max_count": max_count, "k": k, "granularity": "token"}
+    nodes = [Node("enc", "spike_encode", inputs, ["counts", "vth"], attrs),
+             Node("dec", "spike_decode", ["counts", "vth"], ["y"], {"layout": "counts"})]
+    return Graph("enc", ["x"], ["y", "counts"], values, nodes, params)
+
+
+@pytest.mark.parametrize("policy,max_count", [("static", 1), ("static", 127), ("static", 300),
+                                              ("static", 40000), ("dynamic", None)])
+def test_rounding_is_half_to_even_and_clipped(policy, max_count):
+    """Exact halves (x = (n + 1/2) vth with vth a power of two) round to even in both paths."""
+    halves = (np.arange(-8, 8, dtype=np.float32) + 0.5) * 0.25
+    x = np.stack([halves, halves[::-1] * 3])
+    if policy == "dynamic":  # vth = mean|x| / k: choose k to make it 0.25 on both rows
+        x = np.stack([halves, halves])
+    k = float(np.abs(halves).mean() / 0.25)
+    graph = _encode_graph(policy, max_count, x.shape, k=k)
+    want = reference.run(graph, {"x": x})
+    got = _ort(to_onnx(graph), {"x": x})
+    np.testing.assert_array_equal(got["counts"], want["counts"])
+    np.testing.assert_array_equal(got["y"], want["y"])
+    counts = want["counts"]
+    assert np.all((counts % 2 == 0) | (np.abs(counts) == max_count)) and counts.any()
+
+
+def test_refuses_sums_beyond_exact_float32():
+    """int16 counts up to 30000 times eight weights of 127 can pass 2^24: refused, naming it."""
+    graph = _encode_graph("static", 30000)
+    graph.values["w"] = Value("w", (4, 8), "int8")
+    graph.params["w"] = np.full((4, 8), 127, np.int8)
+    graph.values["acc"] = Value("acc", (2, 1, 4), "int32")
+    graph.nodes.append(Node("prod", "spike_linear", ["counts", "w"], ["acc"], {}))
+    graph.outputs.append("acc")
+    problems = inexpressible(graph)
+    assert [name for name, _ in problems] == ["prod"]
+    assert "2^24" in problems[0][1]
+    graph.params["w"] = np.full((4, 8), 60, np.int8)  # 30000 * 60 * 8 < 2^24: exact
+    x = np.linspace(-9000, 9000, 16, dtype=np.float32).reshape(2, 8)
+    want = reference.run(graph, {"x": x})
+    np.testing.assert_array_equal(_ort(to_onnx(graph), {"x": x})["acc"], want["acc"])
+
+
+def test_inexpressible_nodes_are_listed_or_cut(tmp_path):
+    """A gla node has no standard ONNX form: the export names it; allow_partial keeps the
+    prefix before it."""
+    from sbcompile.artifact import Artifact
+    shape = (1, 3, 2, 4)
+    values = {n: Value(n, shape, "float32") for n in ("q", "k", "v", "g", "rq", "y")}
+    nodes = [Node("act", "relu", ["q"], ["rq"]), Node("mix", "gla", ["rq", "k", "v", "g"], ["y"])]
+    art = Artifact(Graph("g", ["q", "k", "v", "g"], ["y"], values, nodes), {})
+    with pytest.raises(SbcError, match=r"onnx-qdq cannot hold 1 node\(s\): node 'mix' \(gla\)"):
+        export(art, "onnx-qdq", tmp_path / "full.onnx")
+    assert not (tmp_path / "full.onnx").exists()
+    result = export(art, "onnx-qdq", tmp_path / "part.onnx", allow_partial=True)
+    assert result["left_out"] == ["mix"]
+    model = onnx.load(tmp_path / "part.onnx")
+    assert [o.name for o in model.graph.output] == ["rq"]
+    q = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(_ort(model, {"q": q})["rq"], np.maximum(q, 0))
+    with pytest.raises(SbcError, match="unknown export format 'tflite'"):
+        export(art, "tflite", tmp_path / "x")
