@@ -436,6 +436,38 @@ def _scores(rw: Rewriter, value: str, matched: list[Node]
     return q, k, [perm[0], perm[1], perm[3], perm[2]], scale
 
 
+def attention_kv_heads(rw: Rewriter, node: Node) -> bool:
+    """attention whose k and v are repeated per query group (Llama's repeat_kv: unsqueeze at 2,
+    expand, reshape [B, Hkv * rep, T, D]) -> attention on the Hkv heads themselves (GQA)."""
+    if node.op != "attention":
+        return False
+    found = [_repeated_kv(rw, value) for value in node.inputs[1:3]]
+    if None in found or found[0][1] != found[1][1]:
+        return False
+    (k, _, k_nodes), (v, _, v_nodes) = found
+    rw.replace([*k_nodes, *v_nodes, node], Node(node.name, "attention", [
+        node.inputs[0], k, v, *node.inputs[3:]], node.outputs, node.attrs))
+    return True
+
+
+def _repeated_kv(rw: Rewriter, value: str) -> tuple[str, int, list[Node]] | None:
+    """(x, rep, nodes) when ``value`` = reshape(expand(unsqueeze(x, [2]), [B, H, rep, T, D]))
+    of shape [B, H * rep, T, D], each step private."""
+    rs = rw.op_of(value, "reshape") if rw.private(value) else None
+    ex = rw.op_of(rs.inputs[0], "expand") if rs and rw.private(rs.inputs[0]) else None
+    un = rw.op_of(ex.inputs[0], "unsqueeze") if ex and rw.private(ex.inputs[0]) else None
+    axes = rw.param(un.inputs[1]) if un is not None else None
+    if axes is None or axes.tolist() not in ([2], [-3]):
+        return None
+    x = un.inputs[0]
+    xs, es, rs_shape = (rw.graph.values[v].shape for v in (x, ex.outputs[0], value))
+    if len(xs) != 4 or len(es) != 5 or not isinstance(es[2], int) or not isinstance(xs[1], int):
+        return None
+    if es[:2] != xs[:2] or es[3:] != xs[2:] or rs_shape != (xs[0], xs[1] * es[2], *xs[2:]):
+        return None
+    return x, es[2], [un, ex, rs]
+
+
 MASKED = -1e9  # additive mask entries at or below this are exactly "masked" (exp underflows to 0)
 
 
@@ -490,7 +522,8 @@ def _broadcasts_into(small: tuple, big: tuple) -> bool:
 
 
 PATTERNS: list[Pattern] = [drop_identity, gelu_from_erf, silu_from_sigmoid, layer_norm_from_parts,
-                           rms_norm_from_parts, attention_from_parts, linear_from_matmul,
+                           rms_norm_from_parts, attention_from_parts, attention_kv_heads,
+                           linear_from_matmul,
                            linear_bias, fold_batch_norm]
 
 

@@ -247,6 +247,27 @@ def test_constant_causal_mask_becomes_causal_window(window):
     assert _against_ort(_attention_model(mask), _qkv()) == ["attention"]
 
 
+def test_repeated_kv_heads_become_gqa_attention():
+    """Llama's repeat_kv (unsqueeze, expand, reshape) before eager attention: the attention node
+    reads the 2 kv heads directly."""
+    nodes = [h.make_node("Transpose", ["kr"], ["kt"], perm=[0, 1, 3, 2]),
+             h.make_node("MatMul", ["q", "kt"], ["s"]),
+             h.make_node("Softmax", ["s"], ["p"], axis=-1), h.make_node("MatMul", ["p", "vr"], ["y"])]
+    for name in "kv":
+        nodes = [h.make_node("Unsqueeze", [name, "ax"], [f"{name}u"]),
+                 h.make_node("Expand", [f"{name}u", "rep"], [f"{name}e"]),
+                 h.make_node("Reshape", [f"{name}e", "full"], [f"{name}r"])] + nodes
+    inits = [_init("ax", np.array([2])), _init("rep", np.array([1, 2, 2, 5, 8])),
+             _init("full", np.array([1, 4, 5, 8]))]
+    model = _model(nodes, [("q", T.FLOAT, [1, 4, 5, 8]), ("k", T.FLOAT, [1, 2, 5, 8]),
+                           ("v", T.FLOAT, [1, 2, 5, 8])], [("y", T.FLOAT, [1, 4, 5, 8])], inits)
+    graph = load_onnx(model)
+    (node,) = graph.nodes
+    assert node.op == "attention" and node.inputs == ["q", "k", "v"]
+    feeds = {"q": _randn(1, 4, 5, 8), "k": _randn(1, 2, 5, 8), "v": _randn(1, 2, 5, 8)}
+    assert _against_ort(model, feeds) == ["attention"]
+
+
 def _naive_attention(q, k, v, keep, scale):
     """Per head and query row, written independently of the kernel."""
     b, hq, tq, _ = q.shape
