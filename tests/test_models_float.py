@@ -2,6 +2,8 @@
 equals onnxruntime on the same ONNX (the GLA block, which onnxruntime cannot run: the PyTorch
 module) within 1e-5 relative; the GLA op and its ONNX node; the PyTorch frontend; the artifact
 round trip and its rejection of corrupted bytes."""
+import io
+import struct
 import sys
 import zipfile
 from pathlib import Path
@@ -221,14 +223,31 @@ def test_flipped_byte_in_any_member_is_rejected(saved_mlp, tmp_path):
                     pytest.fail(f"{name}: byte {position} ^ {mask:#x} was accepted")
 
 
+def _zip_structure(data: bytes) -> set[int]:
+    """Byte positions of the zip's own records: each member's local header, and the central
+    directory with its end record (everything after the last member's data)."""
+    positions: set[int] = set()
+    end = 0
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            start = info.header_offset
+            name_len, extra_len = struct.unpack_from("<HH", data, start + 26)
+            header_end = start + 30 + name_len + extra_len
+            positions.update(range(start, header_end))
+            end = max(end, header_end + info.compress_size)
+    return positions | set(range(end, len(data)))
+
+
 def test_raw_byte_flips_are_rejected_or_harmless(saved_mlp, tmp_path):
-    """A flip in the zip's own bytes either fails the load with ArtifactError or (in a field
-    nothing reads, such as a timestamp) loads the very same artifact."""
+    """A flip anywhere in the zip's records, or at random in its compressed data, either fails
+    the load with ArtifactError or (in a field nothing reads, such as a timestamp) loads the very
+    same artifact."""
     original = saved_mlp.read_bytes()
     reference = Artifact.load(saved_mlp)
     rng = np.random.default_rng(8)
     corrupted = tmp_path / "corrupted.sbc"
-    for position in _positions(len(original), rng, 100):
+    sampled = rng.integers(0, len(original), 100).tolist()
+    for position in sorted(_zip_structure(original).union(sampled)):
         for mask in FLIPS:
             corrupted.write_bytes(_flip(original, position, mask))
             try:
