@@ -1,4 +1,4 @@
-"""The `sbcompile` command line (DESIGN.md): inspect, check, compile, report, run, demo.
+"""The `sbcompile` command line (DESIGN.md): inspect, check, compile, report, run, export, demo.
 
 Errors a user can act on print one line `error: ...` on stderr and exit 2; anything else is a bug
 (exit 1). `--debug` shows the traceback.
@@ -186,6 +186,26 @@ def run(artifact: str, input_path: str, target: str, use_float: bool, output: st
     if output:
         save_npz(output, outputs)
         console.print(f"wrote {output}")
+
+
+@main.command()
+@click.argument("artifact")
+@click.option("--format", "fmt", type=click.Choice(["nir", "netx", "onnx-qdq"]), required=True)
+@click.option("-o", "--output", required=True, help="File to write.")
+@click.option("--allow-partial", is_flag=True,
+              help="Export the expressible prefix instead of refusing the model.")
+@guarded
+def export(artifact: str, fmt: str, output: str, allow_partial: bool) -> None:
+    """Export a compiled ARTIFACT as NIR, lava-dl netx or ONNX QDQ."""
+    from sbcompile.backends.export import export as export_artifact
+
+    result = export_artifact(artifact, fmt, output, allow_partial)
+    for note in result["notes"]:
+        console.print(f"note: {note}")
+    if result["left_out"]:
+        console.print(f"left out {len(result['left_out'])} node(s) from "
+                      f"'{result['left_out'][0]}' on")
+    console.print(f"wrote {output}")
 
 
 @main.command()

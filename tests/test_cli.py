@@ -164,3 +164,25 @@ def test_bad_models_at_the_command_line(tmp_path):
     text = tmp_path / "notes.onnx"
     text.write_text("this is not a model")
     assert_user_error(invoke("check", text), "notes.onnx")
+
+
+def test_export_onnx_qdq_runs_in_onnxruntime(compiled, tmp_path):
+    import onnxruntime as ort
+
+    out = tmp_path / "digits_qdq.onnx"
+    r = invoke("export", compiled, "--format", "onnx-qdq", "-o", out)
+    assert r.exit_code == 0, r.output
+    held = np.load(EXAMPLE / "heldout.npz")
+    x = held["image"][:32]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], {"image": x})[0]
+    ours = invoke("run", compiled, "--input", _npz(tmp_path / "x.npz", image=x), "-o",
+                  tmp_path / "y.npz")
+    assert ours.exit_code == 0
+    np.testing.assert_allclose(logits, np.load(tmp_path / "y.npz")["logits"], rtol=1e-5,
+                               atol=1e-5)
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
