@@ -20,6 +20,7 @@ from sbcompile.frontends.gla import (DOMAIN, DOMAIN_VERSION, OP_TYPE, GLABlock,
                                      gated_linear_attention, gla_recurrent)
 from sbcompile.frontends.onnx_frontend import load_onnx
 from sbcompile.frontends.torch_frontend import import_module
+from sbcompile.ir.graph import Graph
 from sbcompile.runtime.reference import run
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -32,7 +33,7 @@ RTOL = 1e-5
 @pytest.fixture(scope="module")
 def zoo():
     """name -> (ZooModel, its IR graph), each built, exported and imported once."""
-    cache: dict[str, tuple[ZooModel, object]] = {}
+    cache: dict[str, tuple[ZooModel, Graph]] = {}
 
     def get(name: str):
         if name not in cache:
@@ -40,6 +41,11 @@ def zoo():
             cache[name] = (model, load_onnx(model.onnx_bytes()))
         return cache[name]
     return get
+
+
+def onnxruntime_outputs(model: ZooModel, feeds: dict) -> dict:
+    session = ort.InferenceSession(model.onnx_bytes(), providers=["CPUExecutionProvider"])
+    return dict(zip(model.output_names, session.run(model.output_names, feeds)))
 
 
 def assert_outputs_close(got: dict, expected: dict) -> None:
@@ -56,8 +62,7 @@ def assert_outputs_close(got: dict, expected: dict) -> None:
 @pytest.mark.parametrize("name", ONNXRUNTIME_MODELS)
 def test_float_graph_matches_onnxruntime(zoo, name):
     model, graph = zoo(name)
-    session = ort.InferenceSession(model.onnx_bytes(), providers=["CPUExecutionProvider"])
-    expected = dict(zip(model.output_names, session.run(model.output_names, model.eval_inputs)))
+    expected = onnxruntime_outputs(model, model.eval_inputs)
     assert_outputs_close(run(graph, model.eval_inputs), expected)
 
 
@@ -65,9 +70,7 @@ def test_symbolic_axes_take_other_sizes(zoo):
     """The BERT export keeps batch and sequence symbolic: other sizes than the traced ones run."""
     model, graph = zoo("bert")
     feeds = bert_inputs(np.random.default_rng(9), [3, 6, 1], 6)
-    session = ort.InferenceSession(model.onnx_bytes(), providers=["CPUExecutionProvider"])
-    expected = dict(zip(model.output_names, session.run(model.output_names, feeds)))
-    assert_outputs_close(run(graph, feeds), expected)
+    assert_outputs_close(run(graph, feeds), onnxruntime_outputs(model, feeds))
 
 
 def test_gla_graph_matches_pytorch(zoo):
