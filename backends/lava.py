@@ -1,0 +1,190 @@
+"""Lava backend: lower the spiking IR to a Lava process-graph program, and run it on Lava's
+Loihi 2 simulation (CPU, fixed point) in a supervised child process.
+
+Mapping (docs/LAVA.md): every ``spike_encode`` becomes a population of integer integrate-and-fire
+encoder neurons (one per input channel; tokens are time-multiplexed through it); every
+``spike_linear`` / ``spike_conv`` becomes a Lava Dense (or Sparse, for convolutions, groups and
+fan-in splits) synapse with the exact int8 weights, feeding integer accumulator neurons that
+recover ``acc``; every other op (decode, norms, softmax, attention, elementwise float work) is a
+compute process running the reference kernel, i.e. work for the chip's embedded processors.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from sbcompile.artifact import Artifact
+from sbcompile.errors import SbcError
+from sbcompile.ir.graph import Graph, Node
+from sbcompile.ir.validate import validate
+from sbcompile.runtime.lava import mapping
+from sbcompile.runtime.lava.coding import check_mode, message_bits, mode_for_coding
+from sbcompile.runtime.lava.connectivity import conv_connectivity, linear_connectivity
+from sbcompile.runtime.lava.program import FORMAT, PLAN_MEMBER, LavaProgram
+from sbcompile.runtime.lava.runner import LavaRun, simulate
+from sbcompile.runtime.reference import KERNELS, node_attrs
+
+SYNAPSE_OPS = ("spike_linear", "spike_conv")
+
+__all__ = ["LavaProgram", "LavaRun", "lower", "run_lava", "program_of"]
+
+
+def lower(graph: Graph, config=None, mode: str | None = None) -> LavaProgram:
+    """The Lava program of a spiking IR graph. ``mode`` (graded | unary | bitwise) defaults to
+    the one carrying ``config.coding`` (a CompileConfig or a dict with ``coding``), else to the
+    coding the graph's expand pass recorded, else graded. Raises SbcError naming the node or
+    layer that cannot be lowered or mapped onto Loihi 2."""
+    graph = graph.copy()
+    validate(graph)
+    mode = check_mode(mode or _default_mode(graph, config))
+    arrays: dict[str, np.ndarray] = {}
+    encoders = {n.outputs[0]: _encoder(graph, n, mode) for n in graph.nodes
+                if n.op == "spike_encode"}
+    synapses = [_synapse(graph, n, encoders, arrays) for n in graph.nodes if n.op in SYNAPSE_OPS]
+    _check_axes(graph, encoders, synapses)
+    compute = [n for n in graph.nodes if n.op not in SYNAPSE_OPS + ("spike_encode",)]
+    for n in compute:
+        if n.op not in KERNELS:
+            raise SbcError(f"node '{n.name}': op '{n.op}' has no compute kernel for Lava")
+    used = {i for n in graph.nodes for i in n.inputs if i} | set(graph.outputs)
+    for name in sorted(used & set(graph.params)):
+        arrays[f"param/{name}"] = graph.params[name]
+    values = {k: [list(v.shape), v.dtype] for k, v in graph.values.items()
+              if k not in graph.params}
+    enc_map = {e["name"]: mapping.encoder_mapping(e["name"], e["neurons"], e["message_bits"])
+               for e in encoders.values()}
+    layer_map = {s["name"]: s.pop("mapping") for s in synapses}
+    plan = {"format": FORMAT, "name": graph.name, "mode": mode,
+            "inputs": list(graph.inputs), "outputs": list(graph.outputs), "values": values,
+            "encoders": list(encoders.values()), "synapses": synapses,
+            "compute": [n.to_json() for n in compute],
+            "mapping": {"encoders": enc_map, "layers": layer_map,
+                        **mapping.chip_summary(enc_map, layer_map, [n.name for n in compute])}}
+    return LavaProgram(plan, arrays)
+
+
+def run_lava(program_or_graph: LavaProgram | Graph | Artifact, feeds: dict[str, np.ndarray],
+             mode: str | None = None, form: str = "fused", timeout: float = 120.0,
+             progress: Callable[[int], None] | None = None) -> LavaRun:
+    """Simulate on Lava; return the graph outputs plus the counts and acc of every spike layer
+    (keyed by IR value name) with ``.op_counts`` measured from the simulated spikes.
+    ``form``: fused (one process per layer) or split (encoder, Lava synapse, accumulator)."""
+    program = program_of(program_or_graph, mode)
+    return simulate(program, feeds, form=form, timeout=timeout, progress=progress)
+
+
+def program_of(source: LavaProgram | Graph | Artifact, mode: str | None = None) -> LavaProgram:
+    """The Lava program of a program, graph or artifact (its stored program when it has one)."""
+    if isinstance(source, Artifact):
+        if PLAN_MEMBER in source.programs and mode in (None, _stored_mode(source)):
+            return LavaProgram.from_members(source.programs)
+        return lower(source.graph, source.config, mode)
+    if isinstance(source, Graph):
+        return lower(source, None, mode)
+    if isinstance(source, LavaProgram):
+        if mode is not None and mode != source.mode:
+            raise SbcError(f"this Lava program was lowered for mode '{source.mode}', not "
+                           f"'{mode}': lower the graph again")
+        return source
+    raise SbcError(f"cannot run {type(source).__name__} on Lava (expected a LavaProgram, IR "
+                   "graph or artifact)")
+
+
+def _stored_mode(art: Artifact) -> str:
+    return LavaProgram.from_members(art.programs).mode
+
+
+def _default_mode(graph: Graph, config) -> str:
+    coding = None
+    if config is not None:
+        coding = config.get("coding") if isinstance(config, dict) else getattr(config, "coding",
+                                                                                 None)
+    if coding is None:
+        codings = {e.get("coding") for e in graph.meta.get("expansion", {}).values()}
+        coding = codings.pop() if len(codings) == 1 else None
+    return mode_for_coding(coding) if coding else "graded"
+
+
+# ---- encoders ---------------------------------------------------------------------------------
+def _encoder(graph: Graph, node: Node, mode: str) -> dict:
+    attrs = node_attrs(node)
+    limit = int(min(attrs["max_count"] or attrs["safety_count"], attrs["safety_count"]))
+    sum_bound = None
+    if attrs["policy"] == "dynamic":
+        n_avg = _neurons(graph, node.name, node.inputs[0], attrs["granularity"])
+        limit = min(limit, math.ceil(attrs["k"] * n_avg) + 1)
+        sum_bound = math.ceil((attrs["k"] + 0.5) * n_avg * (1 + 1e-5)) + 1
+    threshold = node.inputs[1] if len(node.inputs) > 1 else ""
+    return {"name": node.name, "node": node.to_json(), "x": node.inputs[0],
+            "counts": node.outputs[0], "vth": node.outputs[1], "threshold": threshold,
+            "axis": None, "neurons": None, "count_bound": limit, "sum_bound": sum_bound,
+            "message_bits": message_bits(mode, limit)}
+
+
+def _check_axes(graph: Graph, encoders: dict[str, dict], synapses: list[dict]) -> None:
+    """Each encoder's neuron axis follows its synapses: the channels of one token (linear) or all
+    channels and positions of one sample (conv)."""
+    for s in synapses:
+        enc = encoders[s["counts"]]
+        axis = "sample" if s["op"] == "spike_conv" else "token"
+        if enc["axis"] not in (None, axis):
+            raise SbcError(f"encoder '{enc['name']}' feeds both linear and conv layers; the Lava "
+                           "target needs one neuron layout per encoder")
+        enc["axis"] = axis
+    for enc in encoders.values():
+        enc["axis"] = enc["axis"] or "token"  # counts read by compute nodes only
+        enc["neurons"] = _neurons(graph, enc["name"], enc["x"], enc["axis"])
+
+
+def _neurons(graph: Graph, where: str, value: str, axis: str) -> int:
+    """Elements of one token (the last axis) or one sample (all axes but the first)."""
+    shape = graph.values[value].shape
+    dims = shape[-1:] if axis == "token" else shape[1:]
+    if not all(isinstance(d, int) for d in dims):
+        raise SbcError(f"node '{where}': the Lava target needs static {axis} dims, input "
+                       f"'{value}' has shape {list(shape)}")
+    return int(math.prod(dims))
+
+
+# ---- synapse layers ---------------------------------------------------------------------------
+def _synapse(graph: Graph, node: Node, encoders: dict[str, dict],
+             arrays: dict[str, np.ndarray]) -> dict:
+    counts, weight_name = node.inputs
+    enc = encoders.get(counts)
+    if enc is None:
+        raise SbcError(f"node '{node.name}': its counts '{counts}' do not come straight from a "
+                       "spike_encode; the Lava target needs the encoder to feed the synapse")
+    if weight_name not in graph.params or graph.params[weight_name].dtype != np.int8:
+        raise SbcError(f"node '{node.name}': the weight '{weight_name}' must be an int8 "
+                       "parameter")
+    weight = graph.params[weight_name]
+    attrs = node_attrs(node)
+    cshape = graph.values[counts].shape
+    acc_shape = graph.values[node.outputs[0]].shape
+    if node.op == "spike_linear":
+        csr = linear_connectivity(weight, attrs["group_size"])
+        token_shape = (csr.rows // weight.shape[0], weight.shape[0])
+    else:
+        if not all(isinstance(d, int) for d in cshape[1:]):
+            raise SbcError(f"node '{node.name}': the Lava target needs static conv input "
+                           f"shapes, got {list(cshape)}")
+        csr, token_shape = conv_connectivity(weight, tuple(cshape[1:]), attrs["strides"],
+                                             attrs["pads"], attrs["dilations"], attrs["group"])
+    static_acc = tuple(acc_shape[-len(token_shape):])
+    if all(isinstance(d, int) for d in static_acc) and static_acc != tuple(token_shape):
+        raise SbcError(f"node '{node.name}': acc shape {list(acc_shape)} disagrees with the "
+                       f"synapses' {list(token_shape)}")
+    parts = mapping.fan_in_split(csr, enc["count_bound"], enc["sum_bound"], node.name)
+    lava_csr = csr.split_fan_in(parts)
+    base = f"synapse/{node.name}/"
+    arrays.update({base + "indptr": lava_csr.indptr, base + "indices": lava_csr.indices,
+                   base + "data": lava_csr.data})
+    layer = next((name for name, info in graph.meta.get("layers", {}).items()
+                  if info.get("acc") == node.outputs[0]), node.name)
+    return {"name": node.name, "layer": layer, "op": node.op, "counts": counts,
+            "encoder": enc["name"], "acc": node.outputs[0], "rows": lava_csr.rows,
+            "cols": lava_csr.cols, "acc_rows": csr.rows, "fan_in_split": parts,
+            "token_shape": list(token_shape), "dense": bool(parts == 1 and csr.is_full()),
+            "mapping": mapping.layer_mapping(lava_csr, parts)}

@@ -1,0 +1,205 @@
+"""The process graph of a Lava program in one of its two forms, before any Lava object exists.
+
+Values are placed on *levels*: graph inputs are level 0, a spike layer (an encoder with its
+synapse layers) reads its input at level l and produces its values (counts, vth, acc, and in the
+fused form its decodes) at level l + 1, and a compute node sits at the highest level of its
+inputs. Every process edge then goes from a lower to a higher level or stays inside one process,
+so the process graph is acyclic whatever the model's branches and residuals.
+
+- ``split`` (hardware-faithful): per encoder a SpikeEncoder process; per synapse layer a Lava
+  Dense/Sparse process and a SpikeAccumulator process; the compute nodes of each level in one
+  Compute process (decodes included). Tokens pass through a layer one window after another.
+- ``fused`` (simulation speed): one Level process per level, holding the compute nodes of that
+  level and the spike layers that read it (encoder, synapses, accumulators and decodes, with no
+  synaptic delay); all tokens of a tensor share one window.
+
+Graph inputs are loaded into the processes that read them before the run; graph outputs are
+recorded by the processes that produce them. Every other value a process needs from another one
+travels on a tensor port (``procs.processes``).
+"""
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sbcompile.errors import SbcError
+
+FORMS = ("fused", "split")
+
+
+@dataclass
+class ProcSpec:
+    kind: str                    # compute | encoder | accumulator | level
+    name: str
+    nodes: list[dict] = field(default_factory=list)     # compute nodes (and fused decodes)
+    layers: list[dict] = field(default_factory=list)    # {"encoder", "synapses", "decodes"}
+    produces: set[str] = field(default_factory=set)     # every value this process computes
+    inputs: list[str] = field(default_factory=list)     # tensors received, in-port order
+    outputs: list[str] = field(default_factory=list)    # tensors sent, out-port order
+    preloaded: list[str] = field(default_factory=list)  # graph inputs it reads
+    records: list[str] = field(default_factory=list)    # graph outputs it produces
+
+    def reads(self) -> set[str]:
+        """Values this process reads (an accumulator reads only its synapse's spikes)."""
+        if self.kind == "accumulator":
+            return set()
+        reads = {i for n in self.nodes for i in n["inputs"] if i}
+        for layer in self.layers:
+            reads.add(layer["encoder"]["x"])
+            reads |= {i for n in layer["decodes"] for i in n["inputs"] if i}
+        return reads
+
+
+def build_topology(plan: dict, form: str) -> list[ProcSpec]:
+    """Process specs, with their tensor ports, preloaded inputs and recorded outputs."""
+    if form not in FORMS:
+        raise SbcError(f"unknown Lava graph form '{form}' (known: {', '.join(FORMS)})")
+    layers = _layers(plan, fuse_decodes=form == "fused")
+    absorbed = {n["name"] for layer in layers for n in layer["decodes"]}
+    compute = [n for n in plan["compute"] if n["name"] not in absorbed]
+    node_level, layer_level = _levels(plan, compute, layers)
+    specs: list[ProcSpec] = []
+    if form == "fused":
+        for level in sorted(set(node_level.values()) | set(layer_level.values())):
+            nodes = [n for n in compute if node_level[n["name"]] == level]
+            here = [ly for ly in layers if layer_level[ly["encoder"]["name"]] == level]
+            specs.append(ProcSpec("level", f"#level{level}", nodes=nodes, layers=here,
+                                  produces=_outputs(nodes) | {v for ly in here
+                                                              for v in _layer_values(ly)}))
+    else:
+        for level in sorted(set(node_level.values())):
+            nodes = [n for n in compute if node_level[n["name"]] == level]
+            specs.append(ProcSpec("compute", f"#compute{level}", nodes=nodes,
+                                  produces=_outputs(nodes)))
+        for layer in layers:
+            enc = layer["encoder"]
+            specs.append(ProcSpec("encoder", enc["name"], layers=[layer],
+                                  produces={enc["counts"], enc["vth"]}))
+            specs += [ProcSpec("accumulator", s["name"], layers=[{**layer, "synapses": [s]}],
+                               produces={s["acc"]}) for s in layer["synapses"]]
+    _wire(specs, plan)
+    return specs
+
+
+def _layers(plan: dict, fuse_decodes: bool) -> list[dict]:
+    """Per encoder: its synapse layers and (fused form) the decodes it can run itself, those that
+    read one of its accs, its vth and otherwise parameters only (names absent from the values)."""
+    layers = []
+    for enc in plan["encoders"]:
+        synapses = [s for s in plan["synapses"] if s["encoder"] == enc["name"]]
+        accs = {s["acc"] for s in synapses}
+        decodes = [n for n in plan["compute"] if fuse_decodes and n["op"] == "spike_decode"
+                   and n["inputs"][0] in accs and n["inputs"][1] == enc["vth"]
+                   and all(not i or i not in plan["values"] for i in n["inputs"][2:])]
+        layers.append({"encoder": enc, "synapses": synapses, "decodes": decodes})
+    return layers
+
+
+def _outputs(nodes: list[dict]) -> set[str]:
+    return {o for n in nodes for o in n["outputs"]}
+
+
+def _layer_values(layer: dict) -> set[str]:
+    enc = layer["encoder"]
+    return {enc["counts"], enc["vth"], *(s["acc"] for s in layer["synapses"]),
+            *_outputs(layer["decodes"])}
+
+
+def _levels(plan: dict, compute: list[dict],
+            layers: list[dict]) -> tuple[dict[str, int], dict[str, int]]:
+    """Level of every compute node and of every layer (the level of the value it reads)."""
+    value_level = {v: 0 for v in plan["inputs"]}
+    produced = set(value_level) | _outputs(compute) | {v for ly in layers
+                                                       for v in _layer_values(ly)}
+    node_level: dict[str, int] = {}
+    layer_level: dict[str, int] = {}
+    pending_nodes, pending_layers = list(compute), list(layers)
+    while pending_nodes or pending_layers:
+        progressed = False
+        for layer in list(pending_layers):
+            x = layer["encoder"]["x"]
+            if x in value_level:
+                layer_level[layer["encoder"]["name"]] = value_level[x]
+                value_level.update({v: value_level[x] + 1 for v in _layer_values(layer)})
+                pending_layers.remove(layer)
+                progressed = True
+        for node in list(pending_nodes):
+            ins = [i for i in node["inputs"] if i in produced]
+            if all(i in value_level for i in ins):
+                level = max((value_level[i] for i in ins), default=0)
+                node_level[node["name"]] = level
+                value_level.update({o: level for o in node["outputs"]})
+                pending_nodes.remove(node)
+                progressed = True
+        if not progressed:
+            raise SbcError("the spiking graph reads a value before anything produces it")
+    return node_level, layer_level
+
+
+def _wire(specs: list[ProcSpec], plan: dict) -> None:
+    producer = {v: s for s in specs for v in s.produces}
+    missing = [v for v in plan["outputs"] if v not in producer and v not in plan["inputs"]]
+    if missing:
+        raise SbcError(f"graph output '{missing[0]}' is not produced by any process")
+    for spec in specs:
+        reads = spec.reads() - spec.produces
+        spec.preloaded = sorted(reads & set(plan["inputs"]))
+        spec.inputs = sorted(v for v in reads if v in producer)
+        spec.records = [v for v in plan["outputs"] if v in spec.produces]
+    for spec in specs:
+        for v in spec.inputs:
+            if v not in producer[v].outputs:
+                producer[v].outputs.append(v)
+# ---- shapes -------------------------------------------------------------------------------------
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+_CALLS = {"Min": min, "Max": max, "floor": math.floor, "ceiling": math.ceil, "Abs": abs,
+          "FloorDiv": operator.floordiv, "Mod": operator.mod, "CeilToInt": math.ceil,
+          "FloorToInt": math.floor}
+
+
+def resolve_shapes(plan: dict, feeds: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """Every value's shape, with symbolic dims bound from the input feeds. A symbolic dim is a
+    name or an expression of names (ONNX dim_params such as ``Min(16, sequence)``), evaluated
+    by a whitelist of arithmetic, never by ``eval``."""
+    bound: dict[str, int] = {}
+    for name in plan["inputs"]:
+        for dim, size in zip(plan["values"][name][0], feeds[name].shape):
+            if isinstance(dim, str):
+                bound[dim] = int(size)
+    shapes = {}
+    for name, (shape, _) in plan["values"].items():
+        try:
+            shapes[name] = tuple(d if isinstance(d, int) else _evaluate_dim(d, bound)
+                                 for d in shape)
+        except (KeyError, ValueError, SyntaxError, TypeError, ZeroDivisionError):
+            raise SbcError(f"value '{name}' has a dimension in {list(shape)} that the inputs "
+                           "do not fix") from None
+    return shapes
+
+
+def _evaluate_dim(text: str, bound: dict[str, int]) -> int:
+    if text in bound:
+        return bound[text]
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name):
+            return bound[node.id]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            return _BINARY[type(node.op)](ev(node.left), ev(node.right))
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in _CALLS and not node.keywords):
+            return _CALLS[node.func.id](*[ev(a) for a in node.args])
+        raise ValueError(text)
+
+    return int(ev(ast.parse(text, mode="eval")))
