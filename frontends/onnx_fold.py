@@ -108,9 +108,8 @@ def _fold_shape_pick(node, consts, partial_shapes):
         picked = dims[consts[node.input[1]]]
     else:
         bounds = [consts[i] if i else None for i in node.input[1:]]
-        starts, ends = bounds[0], bounds[1]
         step = bounds[3][0] if len(bounds) > 3 and bounds[3] is not None else 1
-        picked = dims[slice(int(starts[0]), int(min(ends[0], len(dims) + 1)), int(step))]
+        picked = dims[int(bounds[0][0]):int(bounds[1][0]):int(step)]  # a 1-D shape: one axis
     flat = np.ravel(picked)
     if all(isinstance(d, int) for d in flat):
         return [np.array(picked.tolist() if picked.ndim else int(picked), np.int64)]

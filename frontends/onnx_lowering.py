@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from sbcompile.errors import UnsupportedError
-from sbcompile.ir.graph import Graph, Node, Value
+from sbcompile.ir.graph import DTYPES, Graph, Node, Value
 
 
 class Lowering:
@@ -33,8 +33,7 @@ class Lowering:
             return self.graph.values[name]
         if name in self.consts:
             arr = _contiguous(self.consts[name])
-            if arr.dtype.name not in ("float32", "float64", "float16", "int64", "int32", "int16",
-                                      "int8", "uint8", "bool"):
+            if arr.dtype.name not in DTYPES:
                 raise UnsupportedError(f"constant '{name}' has dtype {arr.dtype.name}, which "
                                        "sbcompile does not support")
             self.graph.values[name] = Value(name, tuple(arr.shape), arr.dtype.name)

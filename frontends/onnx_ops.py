@@ -79,12 +79,20 @@ def _variadic(n: NodeView) -> None:
     if len(n.inputs) == 1:
         n.emit("identity", n.inputs)
         return
-    acc = n.inputs[0]
+    acc, shape = n.inputs[0], n.type(n.inputs[0]).shape
     for i, name in enumerate(n.inputs[1:], start=2):
+        shape = _broadcast(shape, n.type(name).shape)
         last = i == len(n.inputs) and n.op_type != "Mean"
-        acc = n.emit(op, [acc, name], None if last else n.temp(out.shape, out.dtype))
+        acc = n.emit(op, [acc, name], None if last else n.temp(shape, out.dtype))
     if n.op_type == "Mean":
         n.emit("div", [acc, n.param(np.array(len(n.inputs), dtype=out.dtype), "count")])
+
+
+def _broadcast(a: tuple, b: tuple) -> tuple:
+    """numpy broadcasting of two shapes whose dims may be symbolic (a symbolic dim wins over 1)."""
+    width = max(len(a), len(b))
+    a, b = (1,) * (width - len(a)) + tuple(a), (1,) * (width - len(b)) + tuple(b)
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
 
 
 @_converter("Mod")
@@ -149,9 +157,35 @@ def _softmax(n: NodeView) -> None:
 # ---- normalisation ------------------------------------------------------------------------------
 @_converter("LayerNormalization")
 def _layer_norm(n: NodeView) -> None:
-    _no_extra_outputs(n)
-    n.emit("layer_norm", n.inputs, axis=int(n.attr("axis", -1)),
-           epsilon=float(n.attr("epsilon", 1e-5)))
+    axis, eps = int(n.attr("axis", -1)), float(n.attr("epsilon", 1e-5))
+    n.emit("layer_norm", n.inputs, axis=axis, epsilon=eps)
+    if n.used(1) or n.used(2):
+        _layer_norm_statistics(n, axis, eps)
+
+
+def _layer_norm_statistics(n: NodeView, axis: int, eps: float) -> None:
+    """The optional outputs Mean and InvStdDev = 1 / sqrt(var + epsilon), in float32 (the
+    default stash_type), the normalised axes kept as size 1."""
+    if n.attr("stash_type", 1) != 1:
+        raise n.refuse(f"stash_type={n.attr('stash_type')} is not supported")
+    x = n.type(n.inputs[0])
+    rank = len(x.shape)
+    axes = list(range(axis % rank, rank))
+    stat_shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    xs = n.inputs[0]
+    if x.dtype != "float32":
+        xs = n.emit("cast", [xs], n.temp(x.shape, "float32"), to="float32")
+    mean = n.emit("reduce_mean", [xs], n.outputs[1] if n.used(1) else n.temp(stat_shape, "float32"),
+                  axes=axes, keepdims=1)
+    if not n.used(2):
+        return
+    d = n.emit("sub", [xs, mean], n.temp(x.shape, "float32"))
+    sq = n.emit("mul", [d, d], n.temp(x.shape, "float32"))
+    var = n.emit("reduce_mean", [sq], n.temp(stat_shape, "float32"), axes=axes, keepdims=1)
+    shifted = n.emit("add", [var, n.param(np.array(eps, np.float32), "epsilon")],
+                     n.temp(stat_shape, "float32"))
+    root = n.emit("sqrt", [shifted], n.temp(stat_shape, "float32"))
+    n.emit("reciprocal", [root], n.outputs[2])
 
 
 @_converter("RMSNormalization")

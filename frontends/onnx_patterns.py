@@ -26,6 +26,7 @@ class Rewriter:
         self.refresh()
 
     def refresh(self) -> None:
+        self.live = {id(n) for n in self.graph.nodes}
         self.producer = self.graph.producers()
         self.consumer = self.graph.consumers()
         self.outputs = set(self.graph.outputs)
@@ -532,5 +533,8 @@ def canonicalise(graph: Graph, origins: dict[str, list[str]]) -> None:
     rw = Rewriter(graph, origins)
     for pattern in PATTERNS:
         changed = True
-        while changed:
-            changed = any(pattern(rw, node) for node in list(graph.nodes))
+        while changed:  # a rewrite can enable another at a node already passed
+            changed = False
+            for node in list(graph.nodes):
+                if id(node) in rw.live and pattern(rw, node):
+                    changed = True

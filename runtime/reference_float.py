@@ -116,11 +116,11 @@ def _windows(xp, kernel, strides, dilations, outs):
 
 def _pool(a, x, fill):
     geometry = _pool_geometry(x.shape[2:], a["kernel"], a["strides"], a["pads"],
-                              a.get("dilations"), a["ceil_mode"])
+                              a["dilations"], a["ceil_mode"])
     widths = [(0, 0), (0, 0)] + [(b, e) for b, e, _ in geometry]
     xp = np.pad(x, widths, constant_values=fill)
     outs = [o for _, _, o in geometry]
-    return _windows(xp, a["kernel"], a["strides"], a.get("dilations"), outs), geometry
+    return _windows(xp, a["kernel"], a["strides"], a["dilations"], outs), geometry
 
 
 def _max_pool(a, x):
@@ -145,7 +145,7 @@ def _avg_pool(a, x):
     else:
         overhang = [(0, 0), (0, 0)] + [(b, e) for b, e, _ in geometry]
     inside = np.pad(inside, overhang)
-    count = _windows(inside, a["kernel"], a["strides"], a.get("dilations"),
+    count = _windows(inside, a["kernel"], a["strides"], a["dilations"],
                      [o for _, _, o in geometry]).sum(axis=axes)
     return _like(win.sum(axis=axes) / count, x)
 
@@ -254,11 +254,12 @@ def _batch_norm(a, x, scale, bias, mean, var):
 
 # ---- reductions -----------------------------------------------------------------------------------
 def _reduce(fn, widen=True):
+    """A reduction over `axes`; sums, means and products accumulate in float64 / int64."""
     def kernel(a, x):
         axes = None if a["axes"] is None else tuple(a["axes"])
-        src = _wide(x) if widen else x
-        if x.dtype.kind in "iu" and widen:
-            src = x.astype(np.int64)
+        src = x
+        if widen:
+            src = x.astype(np.float64 if x.dtype.kind == "f" else np.int64)
         return _like(fn(src, axis=axes, keepdims=bool(a["keepdims"])), x)
     return kernel
 
