@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[test]'
 	# lava-nc 0.10.0 declares Python < 3.11; its real dependencies are pinned above.
 	$(BIN)/python -m pip install -q --no-deps --ignore-requires-python lava-nc==0.10.0
+	$(BIN)/python -m pip install -q --no-deps --ignore-requires-python lava-dl==0.6.0
 	touch $(STAMP)
 
 test: install
