@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from sbcompile.errors import SbcError, UnsupportedError
+from sbcompile.errors import UnsupportedError
 from sbcompile.frontends import onnx_model
 from sbcompile.frontends.onnx_fold import fold_constants, initializers
 from sbcompile.frontends.onnx_lowering import Lowering, NodeView

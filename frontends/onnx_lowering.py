@@ -28,7 +28,8 @@ class Lowering:
         self.origins: dict[str, list[str]] = {}
 
     def value(self, name: str) -> Value:
-        """The IR Value of an ONNX value, adding it (and its parameter, if constant) on first use."""
+        """The IR Value of an ONNX value, adding it (and its parameter, if constant) on first
+        use."""
         if name in self.graph.values:
             return self.graph.values[name]
         if name in self.consts:

@@ -21,10 +21,17 @@ from sbcompile.ir.graph import DTYPES
 CONVERTERS: dict[tuple[str, str], Callable[[NodeView], None]] = {}
 
 
-def _converter(*op_types: str, domain: str = ""):
+def _converter(*op_types: str, attrs: tuple[str, ...] = (), domain: str = ""):
+    """Register ``fn`` for the op types. A node setting an attribute outside ``attrs`` is refused:
+    an attribute a converter does not read could change the meaning."""
     def register(fn):
+        def checked(n: NodeView) -> None:
+            unknown = sorted(set(n.attrs) - set(attrs))
+            if unknown:
+                raise n.refuse(f"attribute '{unknown[0]}' is not supported")
+            fn(n)
         for op_type in op_types:
-            CONVERTERS[(domain, op_type)] = fn
+            CONVERTERS[(domain, op_type)] = checked
         return fn
     return register
 
@@ -60,7 +67,7 @@ def _simple(n: NodeView) -> None:
     n.emit(op, n.inputs, **attrs)
 
 
-_converter(*_SIMPLE)(_simple)
+_converter(*_SIMPLE, attrs=("allowzero",))(_simple)
 
 
 @_converter("LessOrEqual", "GreaterOrEqual")
@@ -95,18 +102,19 @@ def _broadcast(a: tuple, b: tuple) -> tuple:
     return tuple(y if x == 1 else x for x, y in zip(a, b))
 
 
-@_converter("Mod")
+@_converter("Mod", attrs=("fmod",))
 def _mod(n: NodeView) -> None:
     n.emit("mod", n.inputs, fmod=int(n.attr("fmod", 0)))
 
 
-@_converter("Constant")
+@_converter("Constant", attrs=("value", "value_float", "value_floats", "value_int",
+                                  "value_ints"))
 def _constant(n: NodeView) -> None:
     """Constants fold; one reaches lowering only when it mixes Inf with other values."""
     raise n.refuse("a constant mixing Inf with other values is not supported")
 
 
-@_converter("Dropout")
+@_converter("Dropout", attrs=("seed",))
 def _dropout(n: NodeView) -> None:
     _no_extra_outputs(n)
     training = n.const(2) if n.input(2) else np.array(False)
@@ -115,7 +123,7 @@ def _dropout(n: NodeView) -> None:
     n.emit("identity", [n.inputs[0]])
 
 
-@_converter("Cast", "CastLike")
+@_converter("Cast", "CastLike", attrs=("to", "saturate"))
 def _cast(n: NodeView) -> None:
     to = n.type(n.outputs[0]).dtype
     if to not in DTYPES:
@@ -129,7 +137,7 @@ def _clip(n: NodeView) -> None:
 
 
 # ---- activations --------------------------------------------------------------------------------
-@_converter("LeakyRelu")
+@_converter("LeakyRelu", attrs=("alpha",))
 def _leaky_relu(n: NodeView) -> None:
     n.emit("leaky_relu", n.inputs, alpha=float(n.attr("alpha", 0.01)))
 
@@ -143,19 +151,19 @@ def _prelu(n: NodeView) -> None:
     n.emit("prelu", n.inputs)
 
 
-@_converter("Gelu")
+@_converter("Gelu", attrs=("approximate",))
 def _gelu(n: NodeView) -> None:
     n.emit("gelu", n.inputs, approximate=n.attr("approximate", "none"))
 
 
-@_converter("Softmax", "LogSoftmax")
+@_converter("Softmax", "LogSoftmax", attrs=("axis",))
 def _softmax(n: NodeView) -> None:
     n.emit("softmax" if n.op_type == "Softmax" else "log_softmax", n.inputs,
            axis=int(n.attr("axis", -1)))
 
 
 # ---- normalisation ------------------------------------------------------------------------------
-@_converter("LayerNormalization")
+@_converter("LayerNormalization", attrs=("axis", "epsilon", "stash_type"))
 def _layer_norm(n: NodeView) -> None:
     axis, eps = int(n.attr("axis", -1)), float(n.attr("epsilon", 1e-5))
     n.emit("layer_norm", n.inputs, axis=axis, epsilon=eps)
@@ -188,13 +196,13 @@ def _layer_norm_statistics(n: NodeView, axis: int, eps: float) -> None:
     n.emit("reciprocal", [root], n.outputs[2])
 
 
-@_converter("RMSNormalization")
+@_converter("RMSNormalization", attrs=("axis", "epsilon", "stash_type"))
 def _rms_norm(n: NodeView) -> None:
     n.emit("rms_norm", n.inputs, axis=int(n.attr("axis", -1)),
            epsilon=float(n.attr("epsilon", 1e-5)))
 
 
-@_converter("BatchNormalization")
+@_converter("BatchNormalization", attrs=("epsilon", "momentum", "training_mode"))
 def _batch_norm(n: NodeView) -> None:
     if n.attr("training_mode", 0):
         raise n.refuse("training_mode=1 is not supported")
@@ -203,7 +211,8 @@ def _batch_norm(n: NodeView) -> None:
 
 
 # ---- reductions ---------------------------------------------------------------------------------
-@_converter("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd")
+@_converter("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd",
+            attrs=("axes", "keepdims", "noop_with_empty_axes"))
 def _reduce(n: NodeView) -> None:
     op = "reduce_" + n.op_type[len("Reduce"):].lower()
     axes = n.attr("axes")
@@ -217,7 +226,7 @@ def _reduce(n: NodeView) -> None:
     n.emit(op, [n.inputs[0]], axes=axes, keepdims=int(n.attr("keepdims", 1)))
 
 
-@_converter("ArgMax")
+@_converter("ArgMax", attrs=("axis", "keepdims", "select_last_index"))
 def _argmax(n: NodeView) -> None:
     if n.attr("select_last_index", 0):
         raise n.refuse("select_last_index=1 is not supported")
@@ -225,22 +234,22 @@ def _argmax(n: NodeView) -> None:
 
 
 # ---- shape and data movement --------------------------------------------------------------------
-@_converter("Transpose")
+@_converter("Transpose", attrs=("perm",))
 def _transpose(n: NodeView) -> None:
     n.emit("transpose", n.inputs, perm=n.attr("perm"))
 
 
-@_converter("Flatten")
+@_converter("Flatten", attrs=("axis",))
 def _flatten(n: NodeView) -> None:
     n.emit("flatten", n.inputs, axis=int(n.attr("axis", 1)))
 
 
-@_converter("Concat")
+@_converter("Concat", attrs=("axis",))
 def _concat(n: NodeView) -> None:
     n.emit("concat", n.inputs, axis=int(n.attr("axis")))
 
 
-@_converter("Split")
+@_converter("Split", attrs=("axis", "num_outputs"))
 def _split(n: NodeView) -> None:
     attrs = {"axis": int(n.attr("axis", 0))}
     if not n.input(1):
@@ -248,7 +257,7 @@ def _split(n: NodeView) -> None:
     n.emit("split", n.inputs, n.outputs, **attrs)
 
 
-@_converter("Gather", "GatherElements")
+@_converter("Gather", "GatherElements", attrs=("axis",))
 def _gather(n: NodeView) -> None:
     n.emit("gather" if n.op_type == "Gather" else "gather_elements", n.inputs,
            axis=int(n.attr("axis", 0)))
@@ -259,7 +268,7 @@ def _squeeze(n: NodeView) -> None:
     n.emit(n.op_type.lower(), n.inputs)
 
 
-@_converter("Shape")
+@_converter("Shape", attrs=("start", "end"))
 def _shape(n: NodeView) -> None:
     n.emit("shape", n.inputs, start=int(n.attr("start", 0)), end=n.attr("end"))
 
@@ -270,7 +279,7 @@ def _size(n: NodeView) -> None:
     n.emit("reduce_prod", [shape], axes=None, keepdims=0)
 
 
-@_converter("ConstantOfShape")
+@_converter("ConstantOfShape", attrs=("value",))
 def _constant_of_shape(n: NodeView) -> None:
     value = n.attr("value")
     arr = onnx.numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
@@ -282,12 +291,12 @@ def _constant_of_shape(n: NodeView) -> None:
            dtype=arr.dtype.name)
 
 
-@_converter("Trilu")
+@_converter("Trilu", attrs=("upper",))
 def _trilu(n: NodeView) -> None:
     n.emit("trilu", n.inputs, upper=int(n.attr("upper", 1)))
 
 
-@_converter("Pad")
+@_converter("Pad", attrs=("mode",))
 def _pad(n: NodeView) -> None:
     mode = n.attr("mode", "constant")
     if mode not in ("constant", "reflect", "edge", "wrap"):
@@ -306,7 +315,7 @@ def _pad(n: NodeView) -> None:
 
 
 # ---- linear algebra, convolution, pooling -------------------------------------------------------
-@_converter("Gemm")
+@_converter("Gemm", attrs=("alpha", "beta", "transA", "transB"))
 def _gemm(n: NodeView) -> None:
     """alpha * A' @ B' + beta * C. A constant float B becomes a linear weight [N, K] (alpha folded
     in) with a bias when C broadcasts along N; otherwise matmul, mul and add."""
@@ -377,7 +386,8 @@ def _window_attrs(n: NodeView, kernel: list[int]) -> dict:
             "pads": _spatial_pads(n, kernel, strides, dilations)}
 
 
-@_converter("Conv")
+@_converter("Conv", attrs=("auto_pad", "dilations", "group", "kernel_shape", "pads",
+                           "strides"))
 def _conv(n: NodeView) -> None:
     w_shape = n.type(n.inputs[1]).shape
     kernel = [int(k) for k in n.attr("kernel_shape", w_shape[2:])]
@@ -386,7 +396,9 @@ def _conv(n: NodeView) -> None:
     n.emit("conv", n.inputs, group=int(n.attr("group", 1)), **_window_attrs(n, kernel))
 
 
-@_converter("MaxPool", "AveragePool")
+@_converter("MaxPool", "AveragePool", attrs=(
+    "auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads",
+    "storage_order", "strides"))
 def _pool(n: NodeView) -> None:
     _no_extra_outputs(n)
     if n.attr("storage_order", 0):
@@ -399,7 +411,28 @@ def _pool(n: NodeView) -> None:
 
 
 # ---- attention ----------------------------------------------------------------------------------
-@_converter("GatedLinearAttention", domain=CUSTOM_DOMAIN)
+@_converter("Attention", attrs=("is_causal", "scale", "softcap", "qk_matmul_output_mode",
+                                   "softmax_precision", "q_num_heads", "kv_num_heads"))
+def _attention(n: NodeView) -> None:
+    """The ONNX Attention op (opset 23) on 4-D q/k/v without a KV cache or softcap."""
+    _no_extra_outputs(n)
+    if any(n.input(i) for i in range(4, 7)):
+        raise n.refuse("past key/value inputs are not supported")
+    if float(n.attr("softcap", 0.0)) != 0.0:
+        raise n.refuse("softcap is not supported")
+    q, k = n.type(n.inputs[0]).shape, n.type(n.inputs[1]).shape
+    if len(q) != 4 or len(k) != 4:
+        raise n.refuse("only 4-D [B, H, T, D] q/k/v are supported")
+    causal = int(n.attr("is_causal", 0))
+    if causal and (q[2] != k[2] or not isinstance(q[2], int)):
+        # ONNX aligns the causal band top-left, the IR bottom-right: equal only when Tq == Tk
+        raise n.refuse("is_causal with query and key lengths that differ is not supported")
+    scale = n.attr("scale")
+    n.emit("attention", n.inputs[:4], scale=None if scale is None else float(scale),
+           causal=causal)
+
+
+@_converter("GatedLinearAttention", attrs=("scale",), domain=CUSTOM_DOMAIN)
 def _gla(n: NodeView) -> None:
     scale = n.attr("scale")
     n.emit("gla", n.inputs, scale=None if scale is None else float(scale))

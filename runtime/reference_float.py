@@ -15,7 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import special
 
 
-# ---- helpers --------------------------------------------------------------------------------------
+# ---- helpers ------------------------------------------------------------------------------------
 def _wide(x: np.ndarray) -> np.ndarray:
     """float64 for float inputs (one rounding at the end), unchanged otherwise."""
     return x.astype(np.float64) if x.dtype.kind == "f" else x
@@ -35,7 +35,7 @@ def _axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
-# ---- linear algebra -------------------------------------------------------------------------------
+# ---- linear algebra -----------------------------------------------------------------------------
 def conv_nd(x, w, b, strides, pads, dilations, group):
     """N-d cross-correlation, NC* layout, via windows + tensordot. Exact for integer dtypes."""
     n_sp = x.ndim - 2
@@ -82,7 +82,7 @@ def _matmul(a, x, y):
     return _like(np.matmul(_wide(x), _wide(y)), x)
 
 
-# ---- pooling --------------------------------------------------------------------------------------
+# ---- pooling ------------------------------------------------------------------------------------
 def _pool_geometry(spatial, kernel, strides, pads, dilations, ceil_mode):
     """Per spatial axis: (begin pad, end pad incl. ceil_mode overhang, output size). Under
     ceil_mode a window that would start inside the end pad is dropped (the ONNX rule)."""
@@ -154,7 +154,7 @@ def _global_pool(reduce):
     return lambda a, x: _like(reduce(_wide(x), axis=tuple(range(2, x.ndim)), keepdims=True), x)
 
 
-# ---- elementwise ----------------------------------------------------------------------------------
+# ---- elementwise --------------------------------------------------------------------------------
 def _div(a, x, y):
     if x.dtype.kind in "iu":
         q = np.abs(x) // np.where(y == 0, 1, np.abs(y))
@@ -198,7 +198,7 @@ def _clip(a, x, lo=None, hi=None):
     return _like(y, x)
 
 
-# ---- activations ----------------------------------------------------------------------------------
+# ---- activations --------------------------------------------------------------------------------
 def _sigmoid64(x):
     return special.expit(x)
 
@@ -224,7 +224,7 @@ def _log_softmax(a, x):
     return _like(s - np.log(np.exp(s).sum(axis=a["axis"], keepdims=True)), x)
 
 
-# ---- normalisation --------------------------------------------------------------------------------
+# ---- normalisation ------------------------------------------------------------------------------
 def _norm_axes(axis: int, rank: int) -> tuple[int, ...]:
     return tuple(range(_axis(axis, rank), rank))
 
@@ -252,7 +252,7 @@ def _batch_norm(a, x, scale, bias, mean, var):
     return _like(y, x)
 
 
-# ---- reductions -----------------------------------------------------------------------------------
+# ---- reductions ---------------------------------------------------------------------------------
 def _reduce(fn, widen=True):
     """A reduction over `axes`; sums, means and products accumulate in float64 / int64."""
     def kernel(a, x):
@@ -271,7 +271,7 @@ def _argmax(a, x):
     return np.asarray(y, dtype=np.int64)
 
 
-# ---- shape and data movement ----------------------------------------------------------------------
+# ---- shape and data movement --------------------------------------------------------------------
 def _reshape(a, x, shape):
     shape = [int(s) for s in shape]
     if not a["allowzero"]:
@@ -300,7 +300,7 @@ def _slice(a, x, starts, ends, axes=None, steps=None):
     steps = [1] * len(starts) if steps is None else steps
     index = [slice(None)] * x.ndim
     for start, end, axis, step in zip(starts, ends, axes, steps):
-        axis, dim, start, end, step = _axis(int(axis), x.ndim), None, int(start), int(end), int(step)
+        axis, start, end, step = _axis(int(axis), x.ndim), int(start), int(end), int(step)
         dim = x.shape[axis]
         start = start + dim if start < 0 else start
         end = end + dim if end < 0 else end
@@ -370,7 +370,7 @@ def _pad(a, x, pads, value=None):
     return np.pad(x_c, widths, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
 
 
-# ---- attention ------------------------------------------------------------------------------------
+# ---- attention ----------------------------------------------------------------------------------
 def _attention(a, q, k, v, mask=None):
     """softmax(q k^T * scale + masks) v with GQA, causal and sliding-window masks; a row whose every
     key is masked yields zeros."""
@@ -407,7 +407,8 @@ def _gla(a, q, k, v, g):
     state = np.zeros((b, h, dk, v.shape[-1]))
     y = np.empty(v.shape[:3] + (v.shape[-1],))
     for step in range(t):
-        state = np.exp(gw[:, step])[..., None] * state + kw[:, step, :, :, None] * vw[:, step, :, None, :]
+        decay = np.exp(gw[:, step])[..., None]
+        state = decay * state + kw[:, step, :, :, None] * vw[:, step, :, None, :]
         y[:, step] = scale * np.einsum("bhk,bhkv->bhv", qw[:, step], state)
     return _like(y, q)
 

@@ -71,7 +71,8 @@ def test_gemm_with_transposed_input_and_full_c():
 
 
 def test_matmul_add_becomes_linear_on_3d_input():
-    model = _model([h.make_node("MatMul", ["x", "w"], ["t"]), h.make_node("Add", ["b", "t"], ["y"])],
+    model = _model([h.make_node("MatMul", ["x", "w"], ["t"]),
+                    h.make_node("Add", ["b", "t"], ["y"])],
                    [("x", T.FLOAT, ["batch", 4, 8])], [("y", T.FLOAT, ["batch", 4, 6])],
                    [_init("w", _randn(8, 6)), _init("b", _randn(6))])
     graph = load_onnx(model)
@@ -82,7 +83,8 @@ def test_matmul_add_becomes_linear_on_3d_input():
 
 
 def _bn_inits(prefix: str, channels: int) -> list:
-    return [_init(f"{prefix}_s", 1 + 0.2 * _randn(channels)), _init(f"{prefix}_b", _randn(channels)),
+    return [_init(f"{prefix}_s", 1 + 0.2 * _randn(channels)),
+            _init(f"{prefix}_b", _randn(channels)),
             _init(f"{prefix}_m", 0.3 * _randn(channels)),
             _init(f"{prefix}_v", 0.5 + RNG.random(channels).astype(np.float32))]
 
@@ -203,7 +205,8 @@ def _attention_model(mask: np.ndarray | None, scale_on: str = "scores") -> onnx.
     inits = [_init("c", np.float32(math.sqrt(d)))]
     nodes = [h.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2])]
     if scale_on == "scores":
-        nodes += [h.make_node("MatMul", ["q", "kt"], ["qk"]), h.make_node("Div", ["qk", "c"], ["s"])]
+        nodes += [h.make_node("MatMul", ["q", "kt"], ["qk"]),
+                  h.make_node("Div", ["qk", "c"], ["s"])]
     else:  # torch's SDPA decomposition: sqrt(scale) on q and on k^T
         inits.append(_init("r", np.float32(d ** -0.25)))
         nodes += [h.make_node("Mul", ["q", "r"], ["qs"]), h.make_node("Mul", ["kt", "r"], ["ks"]),
@@ -252,7 +255,8 @@ def test_repeated_kv_heads_become_gqa_attention():
     reads the 2 kv heads directly."""
     nodes = [h.make_node("Transpose", ["kr"], ["kt"], perm=[0, 1, 3, 2]),
              h.make_node("MatMul", ["q", "kt"], ["s"]),
-             h.make_node("Softmax", ["s"], ["p"], axis=-1), h.make_node("MatMul", ["p", "vr"], ["y"])]
+             h.make_node("Softmax", ["s"], ["p"], axis=-1),
+             h.make_node("MatMul", ["p", "vr"], ["y"])]
     for name in "kv":
         nodes = [h.make_node("Unsqueeze", [name, "ax"], [f"{name}u"]),
                  h.make_node("Expand", [f"{name}u", "rep"], [f"{name}e"]),
