@@ -1,7 +1,7 @@
 """``export(artifact, format, path)``: the compiled spiking graph in an exchange format.
 
-Each format module offers ``inexpressible(graph) -> [(node, reason)]`` and
-``to_bytes(graph) -> bytes``. A graph the format cannot hold fully is refused with one error
+Each format module offers ``inexpressible(graph) -> [(node, reason)]``,
+``to_bytes(graph) -> bytes`` and ``notes(graph) -> [str]`` (how a peer must run the file). A graph the format cannot hold fully is refused with one error
 listing every such node, unless ``allow_partial`` exports the expressible prefix: the nodes before
 the first inexpressible one, with the values they hand on as outputs. Files are written
 atomically.
@@ -38,8 +38,8 @@ def export(artifact: Artifact | str | Path, format: str, path: str | Path,
         graph, left_out = expressible_prefix(graph, problems[0][0])
     data = module.to_bytes(graph)
     write_atomic(Path(path), lambda f: f.write(data))
-    notes = module.notes(graph) if hasattr(module, "notes") else []
-    return {"format": format, "path": str(path), "left_out": left_out, "notes": notes}
+    return {"format": format, "path": str(path), "left_out": left_out,
+            "notes": module.notes(graph)}
 
 
 def expressible_prefix(graph: Graph, first_bad: str) -> tuple[Graph, list[str]]:

@@ -1,7 +1,7 @@
 """The spiking IR as a standard ONNX graph (opset 23) that onnxruntime runs to our numbers.
 
-- A static threshold is ``QuantizeLinear(x, scale=vth)`` (int8 or int16 as the count range
-  needs; round half to even), cast to int32 and ``Clip(+-max_count)``; a dynamic one is ``Clip(ReduceMean(Abs(x)) / k)``, then
+- A static threshold is ``QuantizeLinear(x, scale=vth)`` (per tensor, or per channel of the
+  last axis; int8 or int16 as the count range needs; round half to even), cast to int32 and ``Clip(+-max_count)``; a dynamic one is ``Clip(ReduceMean(Abs(x)) / k)``, then
   ``Round(x / vth)`` (half to even) and ``Clip``.
 - The integer product keeps int8 weights as initializers, cast to float, and runs as an ordinary
   MatMul/Conv on integer-valued float32 tensors. It is exact because every partial sum stays
@@ -49,7 +49,9 @@ def _encode(b: OnnxBuilder, node: Node, a: dict) -> None:
         qtype = np.int8 if limit <= 127 else np.int16 if limit <= 32767 else None
         if qtype is not None:
             zero = b.const(np.zeros((), qtype), f"{node.name}.zero_point")
-            q = b.add("QuantizeLinear", [b.value(x), threshold, zero], f"{node.name}.q")
+            per_channel = len(b.graph.values[node.inputs[1]].shape) == 1
+            q = b.add("QuantizeLinear", [b.value(x), threshold, zero], f"{node.name}.q",
+                      axis=-1 if per_channel else None)
             q = b.add("Cast", [q], f"{node.name}.q", to=INT32)
             bounds = [b.const(np.int32(s * limit), f"{node.name}.limit") for s in (-1, 1)]
             b.add("Clip", [q, *bounds], node.name, [counts])
@@ -205,6 +207,13 @@ def to_onnx(graph: Graph, keep: Iterable[str] = ()) -> onnx.ModelProto:
         producer_version=__version__)
     onnx.checker.check_model(model)
     return model
+
+
+def notes(graph: Graph) -> list[str]:
+    dynamic = any(n.op == "spike_encode" and node_attrs(n)["policy"] == "dynamic"
+                  for n in graph.nodes)
+    return ["dynamic thresholds: onnxruntime's ReduceMean may differ from the reference's mean "
+            "in the last bit"] if dynamic else []
 
 
 def to_bytes(graph: Graph) -> bytes:
