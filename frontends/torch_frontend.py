@@ -10,6 +10,7 @@ Constant nodes, RoPE tables and masks folded) and is the only one that emits the
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import warnings
@@ -29,11 +30,21 @@ ExampleInputs = torch.Tensor | np.ndarray | Sequence | Mapping
 
 def import_module(module: nn.Module, example_inputs: ExampleInputs,
                   input_names: Sequence[str] | None = None,
-                  output_names: Sequence[str] | None = None) -> Graph:
+                  output_names: Sequence[str] | None = None,
+                  dynamic_axes: Mapping[str, Mapping[int, str]] | None = None) -> Graph:
     """The module as a validated IR graph, traced on ``example_inputs`` (see ``export_module``).
     Raises SbcError when the module cannot be exported or holds what sbcompile does not
     support."""
-    return load_onnx(export_module(module, example_inputs, input_names, output_names))
+    return load_onnx(export_module(module, example_inputs, input_names, output_names,
+                                   dynamic_axes))
+
+
+def batch_axes(module: nn.Module, example_inputs: ExampleInputs) -> dict[str, dict[int, str]]:
+    """{forward parameter: {0: "batch"}} for every example input: axis 0 left symbolic, so the
+    compiled model takes any batch size (calibration and evaluation sets differ in size)."""
+    args, kwargs = _example_arguments(example_inputs)
+    names = [p for p in inspect.signature(module.forward).parameters][:len(args)]
+    return {name: {0: "batch"} for name in [*names, *kwargs]}
 
 
 def export_module(module: nn.Module, example_inputs: ExampleInputs,

@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class Artifact:
         manifest = {"format_version": FORMAT_VERSION, "sbcompile_version": __version__,
                     "config": self.config,
                     "members": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}}
+        manifest["manifest_sha256"] = _manifest_digest(manifest)
         write_atomic(Path(path), lambda f: _write_zip(f, manifest, members))
 
     @classmethod
@@ -57,6 +59,10 @@ class Artifact:
         try:
             with zipfile.ZipFile(path) as z:
                 manifest = json.loads(z.read("manifest.json"))
+                if not isinstance(manifest, dict) or \
+                        manifest.get("manifest_sha256") != _manifest_digest(manifest):
+                    raise ArtifactError(f"{path}: member 'manifest.json' fails its checksum "
+                                        "(corrupted)")
                 if manifest.get("format_version") != FORMAT_VERSION:
                     raise ArtifactError(f"{path}: format version {manifest.get('format_version')}"
                                         f" is not {FORMAT_VERSION}")
@@ -76,7 +82,8 @@ class Artifact:
                     data[name] = blob
         except ArtifactError:
             raise
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, zlib.error,
+                NotImplementedError, RuntimeError) as e:  # damaged zip structure or data
             raise ArtifactError(f"{path}: not a readable sbcompile artifact ({e})") from None
         for name in _CORE:
             if name not in data:
@@ -99,10 +106,20 @@ def _union_params(*graphs: Graph) -> dict[str, np.ndarray]:
     union: dict[str, np.ndarray] = {}
     for g in graphs:
         for k, v in g.params.items():
-            if k in union and union[k] is not v and not np.array_equal(union[k], v):
+            if k in union and union[k] is not v and not _same_array(union[k], v):
                 raise ValueError(f"parameter '{k}' differs between graphs")
-            union[k] = np.ascontiguousarray(v)
-    return union
+            union[k] = v
+    return {k: np.asarray(v, order="C") for k, v in union.items()}  # keeps 0-d arrays 0-d
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+
+
+def _manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest without its own digest field (protects config and versions)."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(_json_bytes(body)).hexdigest()
 
 
 def _json_bytes(obj) -> bytes:

@@ -68,9 +68,14 @@ def compile_model(model: Any, preset: str = "spikingbrain",
 
 def compile(module, example_inputs, preset: str = "spikingbrain",
             calib: dict[str, np.ndarray] | None = None, overrides: dict[str, str] | None = None,
-            exclude: list[str] | None = None, input_names: list[str] | None = None) -> Artifact:
-    """Compile a PyTorch module (exported through the PyTorch frontend)."""
-    from sbcompile.frontends.torch_frontend import import_module
+            exclude: list[str] | None = None, input_names: list[str] | None = None,
+            dynamic_axes: dict | None = None) -> Artifact:
+    """Compile a PyTorch module (exported through the PyTorch frontend). Axis 0 of every input
+    is left symbolic unless ``dynamic_axes`` says otherwise."""
+    from sbcompile.frontends.torch_frontend import batch_axes, import_module
 
-    graph = import_module(module, example_inputs, input_names=input_names)
+    if dynamic_axes is None:
+        dynamic_axes = batch_axes(module, example_inputs)
+    graph = import_module(module, example_inputs, input_names=input_names,
+                          dynamic_axes=dynamic_axes)
     return compile_graph(graph, make_config(preset, overrides, exclude), calib)

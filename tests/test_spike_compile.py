@@ -132,3 +132,22 @@ def test_k_trades_accuracy_for_sparsity():
         cosines.append(rep["outputs_fidelity"]["logits"]["cosine"])
     assert zeros[0] > zeros[1] > zeros[2]
     assert cosines[0] < cosines[2]
+
+
+def test_pytorch_api_compiles_a_module_with_any_batch():
+    import torch
+
+    import sbcompile
+
+    torch.manual_seed(3)
+    module = torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.GELU(),
+                                 torch.nn.Linear(32, 5)).eval()
+    x = np.random.default_rng(3).standard_normal((40, 12)).astype(np.float32)
+    art = sbcompile.compile(module, (torch.from_numpy(x[:2]),), calib={"x": x},
+                            input_names=["x"])
+    assert art.graph.values["x"].shape[0] == "batch"
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    got = reference.run(art.baseline, {"x": x})
+    np.testing.assert_allclose(next(iter(got.values())), expected, rtol=1e-5, atol=1e-6)
+    assert next(iter(art.report["outputs_fidelity"].values()))["cosine"] > 0.99
