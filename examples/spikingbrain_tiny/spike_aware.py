@@ -1,0 +1,25 @@
+"""Spike-aware fine-tuning: the compiler's spike coding simulated in training.
+
+Every ``nn.Linear`` but the lm_head reads ``V_th * round(x / V_th)`` with SpikingBrain's
+per-token threshold ``V_th = clip(mean|x| / k, 1e-5, 1e4)`` (the ``spike_encode`` of the
+``spikingbrain`` preset), with a straight-through gradient. Forward pre-hooks do it, so the
+model's own code, and its export, stay float.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def spike_round(x: torch.Tensor, k: float) -> torch.Tensor:
+    """x reconstructed from its integer spike counts; the gradient passes straight through."""
+    vth = (x.abs().mean(-1, keepdim=True) / k).clamp(1e-5, 1e4)
+    return x + (torch.round(x / vth) * vth - x).detach()
+
+
+def attach(model: nn.Module, k: float, skip: tuple[str, ...] = ("lm_head",)) -> list:
+    """Hook every linear layer not named in ``skip``; returns the hook handles (``.remove()``
+    each to go back to float)."""
+    return [module.register_forward_pre_hook(lambda _, args: (spike_round(args[0], k),))
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and name not in skip]
