@@ -61,12 +61,10 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
     onnx_model.check_structure(proto, label)
     onnx_model.apply_input_shapes(proto, input_shapes, label)
     consts = initializers(proto, label)
-    proto = onnx_model.infer_shapes(proto, label)
-    types = onnx_model.value_types(proto)
+    types = _inferred_types(proto, list(proto.graph.node), consts, label)
     nodes, folded = fold_constants(proto, consts, types, opsets)
     if folded:  # infer again: computed shapes are known now
-        reduced = onnx_model.infer_shapes(onnx_model.with_constants(proto, nodes, consts), label)
-        types.update(onnx_model.value_types(reduced))
+        types.update(_inferred_types(proto, nodes, consts, label))
 
     lw = Lowering(proto.graph.name or "model", consts, types, _use_counts(proto, nodes))
     for info in onnx_model.runtime_inputs(proto):
@@ -78,6 +76,12 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
         _typed(lw, name, f"graph output '{name}'")
     canonicalise(lw.graph, lw.origins)
     return _Result(lw.graph, _rows(proto, lw.graph, lw.origins, {**folded, **reasons}, folded))
+
+
+def _inferred_types(proto: onnx.ModelProto, nodes: list[onnx.NodeProto],
+                    consts: dict, label: str) -> dict:
+    light = onnx_model.inference_model(proto, nodes, consts)
+    return onnx_model.value_types(onnx_model.infer_shapes(light, label))
 
 
 def _use_counts(proto: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> dict[str, int]:

@@ -146,16 +146,20 @@ def infer_shapes(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
     return proto
 
 
-def with_constants(proto: onnx.ModelProto, nodes: list[onnx.NodeProto],
-                   consts: dict[str, np.ndarray], small: int = 4096) -> onnx.ModelProto:
-    """The model reduced to ``nodes`` with the folded constants they read: small ones as
-    initializers (so shape inference sees their data, e.g. computed shapes), large ones as typed
-    graph inputs (their shape is all inference needs)."""
+def inference_model(proto: onnx.ModelProto, nodes: list[onnx.NodeProto],
+                    consts: dict[str, np.ndarray], small: int = 4096) -> onnx.ModelProto:
+    """A light copy of the model for shape inference: ``nodes`` and the constants they read,
+    small ones as initializers (inference sees their data, e.g. computed shapes), large ones as
+    typed graph inputs (their shape is all inference needs). Weights are never copied, so this
+    stays small (and under protobuf's 2 GB limit) for large models."""
     reduced = onnx.ModelProto()
-    reduced.CopyFrom(proto)
-    reduced.ir_version = max(reduced.ir_version, 4)  # initializers need not be inputs from 4 on
+    reduced.ir_version = max(proto.ir_version, 4)  # initializers need not be inputs from 4 on
+    reduced.opset_import.extend(proto.opset_import)
+    reduced.functions.extend(proto.functions)
     graph = reduced.graph
-    del graph.node[:], graph.initializer[:], graph.sparse_initializer[:], graph.value_info[:]
+    graph.name = proto.graph.name
+    graph.input.extend(proto.graph.input)
+    graph.output.extend(proto.graph.output)
     graph.node.extend(nodes)
     inputs = {v.name for v in graph.input}
     read = {i for n in nodes for i in names_read(n)} | {o.name for o in graph.output}
@@ -211,8 +215,6 @@ def value_types(proto: onnx.ModelProto) -> dict[str, Value | str]:
         if info.name in types and isinstance(types[info.name], Value):
             continue
         types[info.name] = _value_of(info)
-    for t in proto.graph.initializer:
-        types[t.name] = _value_type(t.name, t.data_type, list(t.dims))
     return types
 
 
