@@ -169,9 +169,12 @@ def _mod(a, x, y):
 
 
 def _pow(a, x, y):
-    if x.dtype.kind in "iu" and y.dtype.kind in "iu":
+    """Exact for integers with non-negative integer exponents; otherwise through float64
+    (an integer result truncates toward zero)."""
+    if x.dtype.kind in "iu" and y.dtype.kind in "iu" and np.all(y >= 0):
         return _like(np.power(x.astype(np.int64), y.astype(np.int64)), x)
-    return _like(np.power(x.astype(np.float64), y.astype(np.float64)), x)
+    y64 = np.power(x.astype(np.float64), y.astype(np.float64))
+    return _like(np.trunc(y64) if x.dtype.kind in "iu" else y64, x)
 
 
 def _binary(fn):

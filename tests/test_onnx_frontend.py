@@ -330,6 +330,16 @@ def test_gla_custom_op_matches_the_parallel_form():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_integer_division_truncates_like_onnxruntime():
+    model = _model([h.make_node("Div", ["a", "b"], ["y"])],
+                   [("a", T.INT64, [6]), ("b", T.INT64, [6])], [("y", T.INT64, [6])])
+    feeds = {"a": np.array([-7, 7, -7, 7, -1, 6]), "b": np.array([2, -2, -2, 2, 3, -3])}
+    got = run(load_onnx(model), feeds)["y"]
+    want = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, [-3, -3, 3, 3, 0, -2])
+
+
 # ---- folding and the support table --------------------------------------------------------------
 def test_shape_arithmetic_folds_and_dynamic_batch_survives():
     """Reshape to [batch, -1] computed from Shape: the static part folds, the batch stays."""
@@ -348,14 +358,19 @@ def test_shape_arithmetic_folds_and_dynamic_batch_survives():
 
 def test_support_table_rows():
     nodes, inits = _erf_gelu_nodes("torch")
-    nodes.append(h.make_node("Celu", ["y"], ["z"]))
-    model = _model(nodes, [("x", T.FLOAT, [4, 16])], [("z", T.FLOAT, [4, 16])], inits, opset=18)
-    rows = {r["name"] or r["op_type"]: r for r in support_table(model)}
-    assert len(rows) == 6
-    celu = next(r for r in rows.values() if r["op_type"] == "Celu")
-    assert celu["status"] == "unsupported" and "Celu" in celu["reason"]
-    erf = next(r for r in rows.values() if r["op_type"] == "Erf")
-    assert erf["status"] == "supported" and erf["ir_ops"] == ["gelu"]
+    nodes = [h.make_node("Constant", [], ["c"], value=_init("c", np.float32(2)), name="two"),
+             h.make_node("Mul", ["c", "c"], ["c4"], name="four"), *nodes,
+             h.make_node("Add", ["y", "c4"], ["s"]), h.make_node("Celu", ["s"], ["z"])]
+    model = _model(nodes, [("x", T.FLOAT, [4, 16])], [("z", T.FLOAT, [4, 16])], inits)
+    rows = support_table(model)
+    assert len(rows) == 9 and len({r["name"] for r in rows}) == 9
+    by_op = {r["op_type"]: r for r in rows}
+    assert by_op["Celu"]["status"] == "unsupported" and "Celu" in by_op["Celu"]["reason"]
+    assert by_op["Erf"]["status"] == "supported" and by_op["Erf"]["ir_ops"] == ["gelu"]
+    folded = next(r for r in rows if r["name"] == "four")
+    assert folded["status"] == "supported" and folded["reason"] == "folded to a constant"
+    with pytest.raises(UnsupportedError, match="Celu"):
+        load_onnx(model)
 
 
 # ---- bad input ----------------------------------------------------------------------------------

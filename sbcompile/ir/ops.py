@@ -126,13 +126,15 @@ _op("pad", "shape", "x pads value?", "y",
 # ---- attention ----------------------------------------------------------------------------------
 _op("attention", "attention", "q k v mask?", "y",
     "softmax(q k^T * scale + mask + causal/window masks) v; q [B, Hq, Tq, D], k/v [B, Hkv, Tk, D] "
-    "with Hq a multiple of Hkv (GQA: each kv head serves Hq/Hkv query heads); mask is additive "
-    "float or bool (True keeps) broadcast to [B, Hq, Tq, Tk]; causal keeps j <= i + (Tk - Tq); "
-    "window w > 0 also drops j <= i + (Tk - Tq) - w", scale=None, causal=0, window=0)
+    "with Hq a multiple of Hkv (GQA: query head h reads kv head h // (Hq/Hkv)); scale null: "
+    "1/sqrt(D); mask is additive float or bool (True keeps) broadcast to [B, Hq, Tq, Tk]; causal "
+    "keeps j <= i + (Tk - Tq); window w > 0 also drops j <= i + (Tk - Tq) - w; a row with every "
+    "key masked yields zeros; v may have its own last dim Dv", scale=None, causal=0, window=0)
 _op("gla", "attention", "q k v g", "y",
     "gated linear attention, recurrent form, layout [B, T, H, D]: S_0 = 0, "
     "S_t = diag(exp g_t) S_{t-1} + k_t^T v_t (S is K x V per head), y_t = scale * q_t S_t; "
-    "g is log-space decay [B, T, H, K]", scale=None)
+    "q, k, g [B, T, H, K], v and y [B, T, H, V]; g is the log-space decay; scale null: K^-0.5",
+    scale=None)
 # ---- spiking ------------------------------------------------------------------------------------
 _op("spike_encode", "spike", "x threshold?", "counts vth",
     "integer spike counts under an adaptive threshold. dynamic: vth = clip(mean(|x|) / k, vth_min,"
