@@ -1,8 +1,10 @@
 """Converters from ONNX nodes (opset 13 and newer) to IR ops, mostly one to one.
 
-``CONVERTERS[op_type](view)`` emits the IR node(s) of one ONNX node through a ``NodeView``, or
-raises UnsupportedError naming the node and what is not supported (an attribute value, a
-non-constant operand the IR needs as an attribute, an optional output in use).
+``converter_for(domain, op_type)(view)`` emits the IR node(s) of one ONNX node through a
+``NodeView``, or raises UnsupportedError naming the node and what is not supported (an attribute
+or attribute value, a non-constant operand the IR needs as an attribute, an optional output in
+use). Constant nodes fold (``onnx_fold``); only one mixing Inf with other values reaches its
+converter, which refuses it.
 Fusions across nodes (linear, GELU, norms, attention) happen later in ``onnx_patterns``.
 """
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _no_extra_outputs(n: NodeView, keep: int = 1) -> None:
             raise n.refuse(f"output {i} ('{n.outputs[i]}') is not supported")
 
 
-# ---- one to one, no attributes ------------------------------------------------------------------
+# ---- one to one ---------------------------------------------------------------------------------
 _SIMPLE = {
     "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow", "Equal": "equal",
     "Less": "less", "Greater": "greater", "And": "and", "Or": "or", "Where": "where",
