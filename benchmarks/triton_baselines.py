@@ -37,7 +37,7 @@ def w8a16_gemv_kernel(x_ptr, w_ptr, s_ptr, y_ptr, M, N, K, k_per_split,
         tl.store(y_ptr + rm[:, None] * N + rn[None, :], y, mask=mask)
 
 
-W8_CONFIGS = [(bn, bk, split) for bn in (32, 64, 128) for bk in (128, 256) for split in (1, 4)]
+W8_CONFIGS = [(bn, bk, split) for bn in (32, 64) for bk in (128, 256) for split in (1, 4)]
 
 
 def w8a16_linear(x_bf16: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor,

@@ -32,6 +32,8 @@ BATCHES = [1, 4, 16, 512, 2048]
 SYNTHETIC = [1.0, 0.5, 0.3, 0.1]
 GROUP = 128
 K_VALUES = (2, 3, 4)
+TUNE_SHAPES = [(3584, 18944), (18944, 3584)]  # where the encoder form and GEMV tiles are tuned
+TUNE_BATCH = 2048
 DEV = "cuda"
 ENC = dict(policy="dynamic", granularity="token", vth_min=1e-5, vth_max=1e4, max_count=None,
            safety_count=2 ** 20)
@@ -83,10 +85,35 @@ class Layer:
         self.w_host = w.cpu().numpy()
 
 
+TUNED = {"split": {}, "event": {}}  # filled by profile() and sweep() on the device
+
+
+def split_for(k_in: int, m: int) -> bool:
+    """The faster encoder form measured for the nearest profiled (K, batch class)."""
+    if not TUNED["split"]:
+        return True
+    key = min(TUNED["split"], key=lambda km: (abs(km[0] - k_in), abs(km[1] - m)))
+    return TUNED["split"][key]
+
+
+def event_cfg_for(n_out: int):
+    if not TUNED["event"]:
+        return None
+    return TUNED["event"][min(TUNED["event"], key=lambda n: abs(n - n_out))]
+
+
+def encode_only(kern, x, k_in, path, split, k=3.0, group=GROUP):
+    return launch.encode(kern, x, k_in, dynamic=True, k=k, vth_min=1e-5, vth_max=1e4,
+                         limit=2 ** 20, threshold=None, path=path, unit=min(group or 128, 128),
+                         split=split)
+
+
 def ours(kern, x: torch.Tensor, layer: Layer, copy: int, path: str, cfg=None, group=GROUP,
          k: float = 3.0):
-    enc = launch.encode(kern, x, layer.k, dynamic=True, k=k, vth_min=1e-5, vth_max=1e4,
-                        limit=2 ** 20, threshold=None, path=path, unit=min(group or 128, 128))
+    m = x.shape[0]
+    enc = encode_only(kern, x, layer.k, path, split_for(layer.k, m), k, group)
+    if cfg is None and path == "event":
+        cfg = event_cfg_for(layer.n)
     scale = layer.scale if group else layer.scale[:1]
     if path == "event":
         return launch.event_linear(kern, enc, layer.wt[copy], group, scale, None,
@@ -165,7 +192,7 @@ def bench_shape(kern, k_in, n_out, batches, densities, bw, rng, rows_out, quick)
                                           for i in range(copies)]), weight_bytes=2 * k_in * n_out)
         if m <= 16:
             best = None
-            for cfg in (W8_CONFIGS if not quick else W8_CONFIGS[:4]):
+            for cfg in (W8_CONFIGS if not quick else W8_CONFIGS[:4]):  # best of, a fair baseline
                 us = graph_time_us([lambda i=i, c=cfg: w8a16_linear(xbf[i], layer.w[i],
                                                                     layer.chan_scale, c)
                                     for i in range(copies)])
@@ -178,7 +205,7 @@ def bench_shape(kern, k_in, n_out, batches, densities, bw, rng, rows_out, quick)
                                                   for i in range(copies)]),
             weight_bytes=k_in * n_out, note=f"rows padded to {pad_rows(m)}")
         if m <= launch.EVENT_MAX_ROWS:
-            for d in densities:
+            for d in (densities if m == 1 else [1.0, 0.3, 0.1]):
                 if isinstance(d, tuple):  # (distribution, k): the encoder's own density
                     (dist, k), xs = d, x32
                     label = f"{dist}_k{k}"
@@ -204,49 +231,85 @@ def bench_shape(kern, k_in, n_out, batches, densities, bw, rng, rows_out, quick)
     torch.cuda.empty_cache()
 
 
-def sweep(kern, bw, rng) -> list[dict]:
-    """Launch configurations of the event GEMV (M=1) and the int8 GEMM (M=2048)."""
+def profile(kern, rng) -> list[dict]:
+    """Where the time goes: each encoder form alone, then the event GEMV and the int8 GEMM alone
+    on inputs encoded beforehand."""
     out = []
-    for k_in, n_out in [(3584, 18944), (18944, 3584)]:
+    for k_in, n_out in TUNE_SHAPES:
+        layer = Layer(k_in, n_out, 2, rng)
+        for m in (1, TUNE_BATCH):
+            xs = [torch.from_numpy(activations("gaussian", (m, k_in), rng)).to(DEV)
+                  for _ in range(4)]
+            paths = ("none", "event", "gemm") if m == 1 else ("none", "gemm")
+            best = {}
+            for path in paths:
+                for split in (True, False):
+                    us = graph_time_us([lambda i=i: encode_only(kern, xs[i], k_in, path, split)
+                                        for i in range(4)], replays=10)
+                    best.setdefault(path, []).append((us, split))
+                    out.append({"stage": f"encode_{path}", "k": k_in, "m": m, "split": split,
+                                "us": round(us, 2)})
+                    print(f"profile encode {path:5s} K={k_in} M={m} split={split}: {us:.2f} us",
+                          flush=True)
+            TUNED["split"][(k_in, m)] = min(best["event" if m == 1 else "gemm"])[1]
+        for d in (0.3, 1.0):
+            xs = [torch.from_numpy(synthetic_rows(1, k_in, d, rng)).to(DEV) for _ in range(2)]
+            encs = [encode_only(kern, x, k_in, "event", True) for x in xs]
+            us = graph_time_us([lambda i=i: launch.event_linear(
+                kern, encs[i], layer.wt[i], GROUP, layer.scale, None, store_acc=False,
+                decode=True) for i in range(2)], replays=10)
+            out.append({"stage": "event_gemv_only", "k": k_in, "n": n_out, "density": d,
+                        "us": round(us, 2)})
+            print(f"profile event gemv only {k_in}->{n_out} d={d}: {us:.2f} us", flush=True)
+        xs = [torch.from_numpy(activations("gaussian", (TUNE_BATCH, k_in), rng)).to(DEV)
+              for _ in range(2)]
+        encs = [encode_only(kern, x, k_in, "gemm", True) for x in xs]
+        for group in (GROUP, None):
+            scale = layer.scale if group else layer.scale[:1]
+            us = graph_time_us([lambda i=i: launch.gemm_linear(
+                kern, encs[i], layer.w[i], group, scale, None, store_acc=False, decode=True)
+                for i in range(2)], replays=5)
+            out.append({"stage": "int8_gemm_only", "k": k_in, "n": n_out, "m": TUNE_BATCH,
+                        "group": group, "us": round(us, 2),
+                        "tops": round(2 * TUNE_BATCH * k_in * n_out / us / 1e6, 1)})
+            print(f"profile int8 gemm only {k_in}->{n_out} M={TUNE_BATCH} group={group}: "
+                  f"{us:.2f} us",
+                  flush=True)
+        del layer
+        torch.cuda.empty_cache()
+    return out
+
+
+def sweep(kern, bw, rng) -> list[dict]:
+    """Launch configurations of the event GEMV alone (M=1, density 0.3), best kept per shape."""
+    out = []
+    for k_in, n_out in TUNE_SHAPES:
         copies = copies_for(k_in * n_out)
         layer = Layer(k_in, n_out, copies, rng)
-        for d in (0.3, 1.0):
-            xs = [torch.from_numpy(synthetic_rows(1, k_in, d, rng)).to(DEV) for _ in range(copies)]
-            for bn in (64, 128, 256):
-                for e in (32, 64):
-                    for gps in (4, 8):
-                        for nw, ns in ((4, 2), (8, 2)):
-                            cfg = launch.EventConfig(bn=bn, e=e, gps=gps, num_warps=nw,
-                                                     num_stages=ns)
-                            try:
-                                us = graph_time_us([lambda i=i: ours(kern, xs[i], layer, i,
-                                                                     "event", cfg)
-                                                    for i in range(copies)], replays=10)
-                            except Exception as exc:  # a config that does not compile
-                                print("event cfg failed", cfg, repr(exc)[:200])
-                                continue
-                            out.append({"kind": "event", "k": k_in, "n": n_out, "density": d,
-                                        "cfg": cfg.__dict__, "us": round(us, 2),
-                                        "floor_us": round(d * k_in * n_out / bw / 1e3, 2)})
-                            print("event", k_in, n_out, d, cfg, f"{us:.2f}", flush=True)
-        x = [torch.randn(2048, k_in, device=DEV) for _ in range(2)]
-        for group in (GROUP, None):
-            for bm, bn, bk, sub, nw, ns in [(128, 128, 64, 2, 8, 3), (128, 128, 32, 4, 8, 4),
-                                            (128, 256, 64, 2, 8, 3), (64, 128, 64, 2, 4, 3)]:
-                if group is None:
-                    sub = 1 if bk == 128 else sub
-                cfg = launch.GemmConfig(bm=bm, bn=bn, bk=bk, sub=sub, num_warps=nw,
-                                        num_stages=ns)
-                try:
-                    us = graph_time_us([lambda i=i: ours(kern, x[i], layer, i, "gemm", cfg,
-                                                         group) for i in range(2)], replays=5)
-                except Exception as exc:
-                    print("gemm cfg failed", cfg, repr(exc)[:200])
-                    continue
-                out.append({"kind": "gemm", "k": k_in, "n": n_out, "group": group,
-                            "cfg": cfg.__dict__, "us": round(us, 2),
-                            "tflops": round(2 * 2048 * k_in * n_out / us / 1e6, 1)})
-                print("gemm", k_in, n_out, group, cfg, f"{us:.2f}", flush=True)
+        xs = [torch.from_numpy(synthetic_rows(1, k_in, 0.3, rng)).to(DEV) for _ in range(copies)]
+        encs = [encode_only(kern, x, k_in, "event", True) for x in xs]
+        best = None
+        for bn in (64, 128, 256):
+            for e in (64, 128):
+                for gps in (4, 8):
+                    for nw, ns in ((4, 2), (8, 3)):
+                        cfg = launch.EventConfig(bn=bn, e=e, gps=gps, num_warps=nw,
+                                                 num_stages=ns)
+                        try:
+                            us = graph_time_us([lambda i=i: launch.event_linear(
+                                kern, encs[i], layer.wt[i], GROUP, layer.scale, None,
+                                store_acc=False, decode=True, cfg=cfg)
+                                for i in range(copies)], replays=10)
+                        except Exception as exc:  # a config that does not compile
+                            print("event cfg failed", cfg, repr(exc)[:200])
+                            continue
+                        out.append({"k": k_in, "n": n_out, "density": 0.3, "cfg": cfg.__dict__,
+                                    "us": round(us, 2),
+                                    "floor_us": round(0.3 * k_in * n_out / bw / 1e3, 2)})
+                        print("sweep event", k_in, n_out, cfg, f"{us:.2f}", flush=True)
+                        if best is None or us < best[0]:
+                            best = (us, cfg)
+        TUNED["event"][n_out] = best[1]
         del layer
         torch.cuda.empty_cache()
     return out
@@ -257,6 +320,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer shapes and configurations")
     ap.add_argument("--sweep", action="store_true", help="also sweep launch configurations")
     ap.add_argument("--skip-check", action="store_true")
+    ap.add_argument("--check-only", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
     kern = kernels(interpret=DEV != "cuda")
@@ -275,7 +339,17 @@ def main() -> None:
         (out / "triton_linear.json").write_text(json.dumps(result, indent=1))
 
     if not args.skip_check:
+        result["numpy"] = np.__version__
         result["exactness"] = check_exact(kern, rng)
+        save()
+    if args.check_only:
+        return
+    if args.sweep:
+        result["profile"] = profile(kern, rng)
+        save()
+        result["sweep"] = sweep(kern, result["copy_gbs"], rng)
+        result["tuned"] = {"split": {f"{k}x{m}": v for (k, m), v in TUNED["split"].items()},
+                           "event": {n: c.__dict__ for n, c in TUNED["event"].items()}}
         save()
     densities = SYNTHETIC + [("gaussian", k) for k in K_VALUES]
     result["rows"] = []
@@ -284,9 +358,6 @@ def main() -> None:
     for k_in, n_out in shapes:
         bench_shape(kern, k_in, n_out, batches, densities, result["copy_gbs"], rng,
                     result["rows"], args.quick)
-        save()
-    if args.sweep:
-        result["sweep"] = sweep(kern, result["copy_gbs"], rng)
         save()
     print(f"done in {result['seconds']} s")
 

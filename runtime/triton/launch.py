@@ -18,13 +18,15 @@ from sbcompile.runtime.triton.pairwise import slot_tables
 
 EVENT_MAX_ROWS = 4  # the event GEMV packs rows x blocks x 4 digits into one int8 dot tile
 EVENT_BLOCK = 128  # channels per block when a layer has one weight group
+QUANT_BLOCK = 1024  # channels per program of the split encoder
 
 
 @dataclass
 class Encoded:
     """Counts of ``rows`` tokens of ``channels`` inputs, plus what the chosen path needs."""
     counts: torch.Tensor  # int32 [rows, channels]
-    vth: torch.Tensor  # float32 [rows], one threshold per count row
+    vth: torch.Tensor  # float32: one threshold per encoded row (dynamic) or the static one
+    vth_rows: torch.Tensor  # float32 [rows]: the threshold of each count row
     events: tuple | None = None  # (idx, ev, bptr, m_pad, unit)
     digits: tuple | None = None  # (planes [n, rows, channels] int8, peak int32 [1], n)
 
@@ -69,10 +71,12 @@ def _dummy(device, dtype=torch.int32):
 
 def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k: float,
            vth_min: float, vth_max: float, limit: int, threshold: torch.Tensor | None,
-           path: str, unit: int = EVENT_BLOCK) -> Encoded:
-    """Spike-encode ``x`` (float32 [R, L], one threshold per row of L) into counts viewed as
-    [R * L / channels, channels]. ``path``: 'event' also compacts the nonzero channels (union
-    over rows; unit = channels per block pointer), 'gemm' also writes int8 digit planes."""
+           path: str, unit: int = EVENT_BLOCK, split: bool = True) -> Encoded:
+    """Spike-encode ``x`` (float32 [R, L], one threshold per row of L; ``threshold``: a float32
+    tensor of one element when static) into counts viewed as [R * L / channels, channels]. ``path``: 'event' also compacts the nonzero channels (union
+    over rows; unit = channels per block pointer), 'gemm' also writes int8 digit planes.
+    ``split``: buffer sums, then quantisation, in parallel programs (two launches, plus the
+    compaction); otherwise one program per row does everything (one launch)."""
     dev = x.device
     n_rows, row_len = x.shape
     counts = torch.empty((n_rows, row_len), dtype=torch.int32, device=dev)
@@ -94,20 +98,35 @@ def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k
         n_digits = digits_for(limit)
         planes = torch.empty((n_digits, m, channels), dtype=torch.int8, device=dev)
         peak = torch.zeros(1, dtype=torch.int32, device=dev)
-    kern.encode.encode_rows_kernel[(n_rows,)](
-        x, vth, counts, planes, peak, idx, ev, bptr, n_units,
-        starts, lengths, starts.shape[0], row_len, float(k), float(vth_min), float(vth_max),
-        float(limit), DYNAMIC=dynamic, S=starts.shape[1], D=depth,
-        BLOCK=2048 if fused_compact else 1024, N_DIGITS=n_digits, COMPACT=fused_compact,
-        BLOCK_CH=unit, num_warps=8)
-    if path == "event" and not fused_compact:
+    if split:
+        partial = torch.empty((n_rows, starts.shape[0]), dtype=torch.float32, device=dev) \
+            if dynamic else dummy
+        if dynamic:
+            kern.encode.buffer_sums_kernel[(n_rows, starts.shape[0])](
+                x, partial, starts, lengths, starts.shape[0], row_len, S=starts.shape[1],
+                D=depth, num_warps=4)
+        kern.encode.quantize_kernel[(n_rows, math.ceil(row_len / QUANT_BLOCK))](
+            x, partial, vth, counts, planes, peak, starts.shape[0], row_len, float(k),
+            float(vth_min), float(vth_max), float(limit), DYNAMIC=dynamic, BLOCK=QUANT_BLOCK,
+            N_DIGITS=n_digits, num_warps=4)
+    else:
+        kern.encode.encode_rows_kernel[(n_rows,)](
+            x, vth, counts, planes, peak, idx, ev, bptr, n_units,
+            starts, lengths, starts.shape[0], row_len, float(k), float(vth_min),
+            float(vth_max), float(limit), DYNAMIC=dynamic, S=starts.shape[1], D=depth,
+            BLOCK=2048 if fused_compact else 1024, N_DIGITS=n_digits, COMPACT=fused_compact,
+            BLOCK_CH=unit, num_warps=8)
+    if path == "event" and not (fused_compact and not split):
         kern.encode.compact_kernel[(1,)](
             counts, m, channels, idx, ev, bptr, n_units, M_PAD=m_pad,
-            BLOCK=max(128, 2048 // m_pad), BLOCK_CH=unit, num_warps=8)
-    rows_per_vth = m // n_rows if dynamic else None
-    vth_rows = vth.repeat_interleave(rows_per_vth) if dynamic and rows_per_vth > 1 else \
-        (vth if dynamic else vth.expand(m))
-    enc = Encoded(counts.view(m, channels), vth_rows.contiguous())
+            BLOCK=4096 // m_pad, BLOCK_CH=unit, num_warps=8)
+    if not dynamic:
+        vth_rows = vth.reshape(1).expand(m).contiguous()
+    elif m > n_rows:
+        vth_rows = vth.repeat_interleave(m // n_rows)
+    else:
+        vth_rows = vth
+    enc = Encoded(counts.view(m, channels), vth, vth_rows)
     if path == "event":
         enc.events = (idx, ev, bptr, m_pad, unit)
     elif path == "gemm":
@@ -175,7 +194,7 @@ def event_linear(kern: ModuleType, enc: Encoded, wt: torch.Tensor, group_size: i
                                                              device=dev)) if split else _dummy(dev)
     kern.event_gemv.event_gemv_kernel[(n_tiles, n_slices)](
         idx, ev, bptr, wt, scale if scale is not None else _dummy(dev, torch.float32),
-        enc.vth, bias if bias is not None else _dummy(dev, torch.float32),
+        enc.vth_rows, bias if bias is not None else _dummy(dev, torch.float32),
         acc, y, part, locks, enc.rows, n_out, n_blocks, n_units, n_slices,
         BLOCK_CH=block, UPB=block // unit, GPS=cfg.gps, M_PAD=m_pad, BN=cfg.bn, E=cfg.e,
         GROUPED=grouped, DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
@@ -221,9 +240,10 @@ def gemm_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: int
         _dummy(dev, torch.float32)
     grid = (math.ceil(enc.rows / cfg.bm) * math.ceil(n_out / cfg.bn),)
     kern.int8_gemm.int8_gemm_kernel[grid](
-        planes, w, peak, scale if scale is not None else _dummy(dev, torch.float32), enc.vth,
-        bias if bias is not None else _dummy(dev, torch.float32), acc, y,
+        planes, w, peak, scale if scale is not None else _dummy(dev, torch.float32),
+        enc.vth_rows, bias if bias is not None else _dummy(dev, torch.float32), acc, y,
         enc.rows, n_out, channels, n_groups, enc.rows * channels,
-        BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, SUB=cfg.sub, GROUPED=grouped, N_DIGITS=n_digits, DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
+        BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, SUB=cfg.sub, GROUPED=grouped, N_DIGITS=n_digits,
+        DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
         GROUP_M=cfg.group_m, NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
     return (acc if store_acc else None), (y if decode else None)

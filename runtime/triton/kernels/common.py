@@ -19,32 +19,46 @@ def pairwise_pairs(v):
 
 
 @triton.jit
-def row_abs_sum(row_ptr, starts_ptr, lengths_ptr, n_buffers, S: tl.constexpr, D: tl.constexpr):
-    """sum(|row|) in float32, in exactly numpy's order (see ``pairwise.py``): leaves in parallel
-    over S = 2**D slots, 8 lanes each, then pairwise over slots; buffers added in order."""
+def buffer_abs_sum(row_ptr, starts_ptr, lengths_ptr, b, S: tl.constexpr, D: tl.constexpr):
+    """numpy's pairwise float32 sum of |x| over buffer b of a row (see ``pairwise.py``): leaves
+    in parallel over S = 2**D slots, 8 lanes each, then pairwise over slots."""
     slot = tl.arange(0, S)
     lane = tl.arange(0, 8)
+    start = tl.load(starts_ptr + b * S + slot)
+    length = tl.load(lengths_ptr + b * S + slot)
+    n_blocks = length // 8
+    lanes = tl.zeros([S, 8], tl.float32)
+    for i in tl.static_range(16):
+        m = (i < n_blocks)[:, None]
+        v = tl.load(row_ptr + start[:, None] + i * 8 + lane[None, :], mask=m, other=0.0)
+        lanes += tl.abs(v)
+    for _ in tl.static_range(3):
+        lanes = pairwise_pairs(lanes)
+    leaf = tl.reshape(lanes, [S])
+    tail = start + n_blocks * 8
+    for t in tl.static_range(7):
+        v = tl.load(row_ptr + tail + t, mask=t < length - n_blocks * 8, other=0.0)
+        leaf = leaf + tl.abs(v)
+    for _ in tl.static_range(D):
+        leaf = pairwise_pairs(leaf)
+    return tl.sum(leaf, axis=0)  # one element left: the sum is exact
+
+
+@triton.jit
+def row_abs_sum(row_ptr, starts_ptr, lengths_ptr, n_buffers, S: tl.constexpr, D: tl.constexpr):
+    """sum(|row|) in float32 in exactly numpy's order: buffer sums added in order from 0."""
     total = tl.zeros([], tl.float32)
     for b in range(n_buffers):
-        start = tl.load(starts_ptr + b * S + slot)
-        length = tl.load(lengths_ptr + b * S + slot)
-        n_blocks = length // 8
-        lanes = tl.zeros([S, 8], tl.float32)
-        for i in tl.static_range(16):
-            m = (i < n_blocks)[:, None]
-            v = tl.load(row_ptr + start[:, None] + i * 8 + lane[None, :], mask=m, other=0.0)
-            lanes += tl.abs(v)
-        for _ in tl.static_range(3):
-            lanes = pairwise_pairs(lanes)
-        leaf = tl.reshape(lanes, [S])
-        tail = start + n_blocks * 8
-        for t in tl.static_range(7):
-            v = tl.load(row_ptr + tail + t, mask=t < length - n_blocks * 8, other=0.0)
-            leaf = leaf + tl.abs(v)
-        for _ in tl.static_range(D):
-            leaf = pairwise_pairs(leaf)
-        total = total + tl.sum(leaf, axis=0)  # one element left: the sum is exact
+        total = total + buffer_abs_sum(row_ptr, starts_ptr, lengths_ptr, b, S, D)
     return total
+
+
+@triton.jit
+def vth_of_sum(total, row_len, k, vth_min, vth_max):
+    """clip(total / row_len / k, vth_min, vth_max) with correctly rounded float32 divisions."""
+    mean = tl.math.div_rn(total, row_len.to(tl.float32))
+    vth = tl.math.div_rn(mean, k)
+    return tl.minimum(tl.maximum(vth, vth_min), vth_max)
 
 
 @triton.jit
@@ -52,9 +66,7 @@ def dynamic_vth(row_ptr, row_len, starts_ptr, lengths_ptr, n_buffers, k, vth_min
                 S: tl.constexpr, D: tl.constexpr):
     """clip(mean(|row|) / k, vth_min, vth_max) with correctly rounded float32 divisions."""
     total = row_abs_sum(row_ptr, starts_ptr, lengths_ptr, n_buffers, S, D)
-    mean = tl.math.div_rn(total, row_len.to(tl.float32))
-    vth = tl.math.div_rn(mean, k)
-    return tl.minimum(tl.maximum(vth, vth_min), vth_max)
+    return vth_of_sum(total, row_len, k, vth_min, vth_max)
 
 
 @triton.jit

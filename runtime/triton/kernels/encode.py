@@ -4,7 +4,7 @@ an event list (for the event GEMV). Nothing here synchronises with the host."""
 import triton
 import triton.language as tl
 
-from .common import dynamic_vth, low_digit, quantize
+from .common import buffer_abs_sum, dynamic_vth, low_digit, quantize, vth_of_sum
 
 
 @triton.jit
@@ -23,6 +23,59 @@ def compact_block(c, chan, valid, running, idx_ptr, ev_ptr, bptr_ptr,
     tl.store(ev_ptr + pos[None, :] * M_PAD + rows[:, None], c, mask=keep[None, :])
     tl.store(bptr_ptr + chan // BLOCK_CH, pos, mask=valid & (chan % BLOCK_CH == 0))
     return running + tl.sum(nz, axis=0)
+
+
+@triton.jit
+def quantize_block(x_ptr, counts_ptr, digits_ptr, offs, valid, vth, limit, total,
+                   N_DIGITS: tl.constexpr):
+    """Counts of one block of a row (and their int8 digit planes); returns them."""
+    x = tl.load(x_ptr + offs, mask=valid, other=0.0)
+    c = quantize(x, vth, limit)
+    tl.store(counts_ptr + offs, c, mask=valid)
+    rest = c
+    for p in tl.static_range(N_DIGITS):
+        if p == N_DIGITS - 1:
+            digit = rest
+        else:
+            digit = low_digit(rest)
+        tl.store(digits_ptr + p * total + offs, digit.to(tl.int8), mask=valid)
+        rest = (rest - digit) >> 7
+    return c
+
+
+@triton.jit
+def buffer_sums_kernel(x_ptr, partial_ptr, starts_ptr, lengths_ptr, n_buffers, row_len,
+                       S: tl.constexpr, D: tl.constexpr):
+    """Program (row, b): numpy's pairwise sum of |x| over buffer b of the row."""
+    row = tl.program_id(0)
+    b = tl.program_id(1)
+    s = buffer_abs_sum(x_ptr + row.to(tl.int64) * row_len, starts_ptr, lengths_ptr, b, S, D)
+    tl.store(partial_ptr + row * n_buffers + b, s)
+
+
+@triton.jit
+def quantize_kernel(x_ptr, partial_ptr, vth_ptr, counts_ptr, digits_ptr, peak_ptr,
+                    n_buffers, row_len, k, vth_min, vth_max, limit,
+                    DYNAMIC: tl.constexpr, BLOCK: tl.constexpr, N_DIGITS: tl.constexpr):
+    """Program (row, block): the row's vth from its buffer sums (added in order, as numpy
+    does; block 0 stores it), then the counts and digit planes of one block of the row."""
+    row = tl.program_id(0)
+    blk = tl.program_id(1)
+    if DYNAMIC:
+        total = tl.zeros([], tl.float32)
+        for b in range(n_buffers):
+            total = total + tl.load(partial_ptr + row * n_buffers + b)
+        vth = vth_of_sum(total, row_len, k, vth_min, vth_max)
+        if blk == 0:
+            tl.store(vth_ptr + row, vth)
+    else:
+        vth = tl.load(vth_ptr)
+    offs = row.to(tl.int64) * row_len + blk * BLOCK + tl.arange(0, BLOCK)
+    valid = blk * BLOCK + tl.arange(0, BLOCK) < row_len
+    c = quantize_block(x_ptr, counts_ptr, digits_ptr, offs, valid, vth, limit,
+                       row_len.to(tl.int64) * tl.num_programs(0), N_DIGITS)
+    if N_DIGITS > 1:
+        tl.atomic_max(peak_ptr, tl.max(tl.abs(c), axis=0))
 
 
 @triton.jit
@@ -49,23 +102,13 @@ def encode_rows_kernel(x_ptr, vth_ptr, counts_ptr, digits_ptr, peak_ptr,
     for start in range(0, row_len, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         valid = offs < row_len
-        x = tl.load(x_ptr + base + offs, mask=valid, other=0.0)
-        c = quantize(x, vth, limit)
-        tl.store(counts_ptr + base + offs, c, mask=valid)
-        if N_DIGITS > 0:
-            peak = tl.maximum(peak, tl.abs(c))
-            rest = c
-            for p in tl.static_range(N_DIGITS):
-                if p == N_DIGITS - 1:
-                    digit = rest
-                else:
-                    digit = low_digit(rest)
-                tl.store(digits_ptr + p * total + base + offs, digit.to(tl.int8), mask=valid)
-                rest = (rest - digit) >> 7
+        c = quantize_block(x_ptr, counts_ptr, digits_ptr, base + offs, valid, vth, limit, total,
+                           N_DIGITS)
+        peak = tl.maximum(peak, tl.abs(c))
         if COMPACT:
             running = compact_block(c[None, :], offs, valid, running, idx_ptr, ev_ptr, bptr_ptr,
                                     BLOCK_CH, 1)
-    if N_DIGITS > 0:
+    if N_DIGITS > 1:
         tl.atomic_max(peak_ptr, tl.max(peak, axis=0))
     if COMPACT:
         tl.store(bptr_ptr + n_blocks, running)

@@ -1,0 +1,140 @@
+"""Triton backend: lower the spiking IR to a kernel plan with packed weights, and run it.
+
+Every ``spike_encode`` -> ``spike_linear`` (-> ``spike_decode``) chain becomes one encoder launch
+(shared by all layers reading the same counts) and one matrix launch per layer with the decode
+fused in: the event GEMV for up to ``EVENT_MAX_ROWS`` count rows, the int8 tensor-core GEMM
+above that (docs/TRITON.md has the dispatch rules). Everything else runs through PyTorch or the
+numpy reference kernels (``runtime/triton/executor.py``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sbcompile.artifact import Artifact
+from sbcompile.ir.graph import Graph
+from sbcompile.ir.validate import validate
+from sbcompile.runtime.reference import node_attrs
+from sbcompile.runtime.triton import launch
+from sbcompile.runtime.triton.executor import run as _run
+from sbcompile.runtime.triton.program import EncodeStep, LinearStep, TritonProgram
+
+__all__ = ["TritonProgram", "lower", "program_of", "run_triton"]
+
+DEFAULT_DENSITY = 0.8  # count-level density of SpikingBrain-7B (18.4 % zeros, FACTS.md)
+MAX_UNION_DENSITY = 0.95  # above this expected union density the GEMM is the better path
+SAFETY_LIMIT = 2 ** 20  # counts beyond this do not fit the kernels' three base-128 digits
+
+
+def lower(graph: Graph, config=None) -> TritonProgram:
+    """The Triton program of a spiking IR graph. ``config`` (a dict or an object with a
+    ``triton`` mapping) may give ``density``: the expected fraction of nonzero counts, which
+    sets how many tokens still take the event GEMV."""
+    graph = graph.copy()
+    validate(graph)
+    density = float(_setting(config, "density", DEFAULT_DENSITY))
+    program = TritonProgram(graph)
+    producers = graph.producers()
+    consumers = graph.consumers()
+    for node in graph.nodes:
+        if node.op != "spike_linear":
+            continue
+        enc = producers.get(node.inputs[0])
+        if enc is None or enc.op != "spike_encode" or not _encoder_ok(graph, enc) or \
+                node.inputs[1] not in graph.params:
+            continue  # counts from elsewhere: the reference kernel runs this layer
+        weight = graph.params[node.inputs[1]]
+        n_out, channels = weight.shape
+        group = node_attrs(node)["group_size"]
+        grouped = group is not None and group < channels
+        block = group if grouped else launch.EVENT_BLOCK
+        decode = _fusable_decode(graph, node, enc, consumers)
+        name = node.name
+        program.tensors[f"{name}/wt"] = np.ascontiguousarray(weight.T)
+        scale = None
+        if decode is not None:
+            scale = f"{name}/scale"
+            g = channels // group if grouped else 1
+            program.tensors[scale] = np.ascontiguousarray(
+                graph.params[decode.inputs[2]].astype(np.float32).reshape(g, n_out))
+        bias = decode.inputs[3] if decode is not None and len(decode.inputs) > 3 and \
+            decode.inputs[3] else None
+        program.linears[name] = LinearStep(
+            node=name, decode=decode.name if decode else None, weight=node.inputs[1],
+            wt=f"{name}/wt", scale=scale, bias=bias, group_size=group if grouped else None,
+            gemm=launch.gemm_step(channels, group if grouped else None) is not None)
+        step = program.encodes.get(enc.name)
+        unit = math.gcd(block, launch.EVENT_BLOCK)
+        rows = _event_rows(density)
+        if step is None:
+            program.encodes[enc.name] = EncodeStep(enc.name, channels, unit, rows)
+        else:
+            step.unit = math.gcd(step.unit, unit)
+    return program
+
+
+def run_triton(program_or_graph: TritonProgram | Graph | Artifact,
+               feeds: dict[str, np.ndarray], interpret: bool = False,
+               keep_integers: bool = True) -> dict[str, np.ndarray]:
+    """Run on the GPU (or Triton's CPU interpreter when ``interpret``); return the graph
+    outputs plus, with ``keep_integers``, the counts and acc of every spiked layer."""
+    return _run(program_of(program_or_graph), feeds, interpret=interpret,
+                keep_integers=keep_integers)
+
+
+def program_of(source: TritonProgram | Graph | Artifact) -> TritonProgram:
+    """The Triton program of a program, graph or artifact (its stored program if it has one)."""
+    if isinstance(source, TritonProgram):
+        return source
+    if isinstance(source, Artifact):
+        if any(k.startswith("triton/") for k in source.programs):
+            return TritonProgram.from_members(source.programs, source.graph)
+        return lower(source.graph, source.config)
+    return lower(source)
+
+
+def _setting(config, key, default):
+    section = config.get("triton", {}) if isinstance(config, dict) else \
+        getattr(config, "triton", None) or {}
+    return section.get(key, default)
+
+
+def _event_rows(density: float) -> int:
+    """The most count rows whose expected union density 1 - (1 - d)^M stays under the GEMM
+    crossover (at least 1, at most what the event kernel packs)."""
+    rows = 1
+    while rows < launch.EVENT_MAX_ROWS and 1 - (1 - density) ** (rows + 1) <= MAX_UNION_DENSITY:
+        rows += 1
+    return rows
+
+
+def _encoder_ok(graph: Graph, enc) -> bool:
+    a = node_attrs(enc)
+    limit = a["max_count"] if a["max_count"] is not None else a["safety_count"]
+    if min(limit, a["safety_count"]) > SAFETY_LIMIT:
+        return False
+    if a["policy"] == "static":
+        t = graph.params.get(enc.inputs[1]) if len(enc.inputs) > 1 else None
+        return t is not None and t.size == 1 and float(t.reshape(())) > 0
+    return a["policy"] == "dynamic" and a["granularity"] in ("token", "sample")
+
+
+def _fusable_decode(graph: Graph, linear, enc, consumers):
+    """The spike_decode that only reads this layer's acc with its encoder's vth, a [G, N] scale
+    parameter and an optional bias parameter, or None."""
+    users = consumers.get(linear.outputs[0], [])
+    if len(users) != 1 or users[0].op != "spike_decode":
+        return None
+    dec = users[0]
+    if node_attrs(dec)["layout"] != "linear" or dec.inputs[1] != enc.outputs[1] or \
+            len(dec.inputs) < 3 or dec.inputs[2] not in graph.params:
+        return None
+    if len(dec.inputs) > 3 and dec.inputs[3] and dec.inputs[3] not in graph.params:
+        return None
+    n_out, channels = graph.params[linear.inputs[1]].shape
+    group = node_attrs(linear)["group_size"]
+    g = channels // group if group else 1
+    if graph.params[dec.inputs[2]].size != g * n_out:
+        return None
+    return dec
