@@ -289,10 +289,10 @@ def sweep(kern, bw, rng) -> list[dict]:
         xs = [torch.from_numpy(synthetic_rows(1, k_in, 0.3, rng)).to(DEV) for _ in range(copies)]
         encs = [encode_only(kern, x, k_in, "event", True) for x in xs]
         best = None
-        for bn in (64, 128, 256):
+        for bn in (128, 256):
             for e in (64, 128):
                 for gps in (4, 8):
-                    for nw, ns in ((4, 2), (8, 3)):
+                    for nw, ns in ((4, 2),):
                         cfg = launch.EventConfig(bn=bn, e=e, gps=gps, num_warps=nw,
                                                  num_stages=ns)
                         try:
