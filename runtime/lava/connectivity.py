@@ -20,15 +20,6 @@ class Csr:
     indices: np.ndarray  # int64 [nnz]
     data: np.ndarray     # int8 [nnz]
 
-    @classmethod
-    def from_entries(cls, rows: int, cols: int, r: np.ndarray, c: np.ndarray,
-                     v: np.ndarray) -> "Csr":
-        order = np.lexsort((c, r))
-        r, c, v = r[order], c[order], v[order]
-        indptr = np.zeros(rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(r, minlength=rows), out=indptr[1:])
-        return cls(rows, cols, indptr, c.astype(np.int64), v.astype(np.int8))
-
     def row_ids(self) -> np.ndarray:
         return np.repeat(np.arange(self.rows, dtype=np.int64), np.diff(self.indptr))
 
@@ -51,12 +42,15 @@ class Csr:
     def split_fan_in(self, parts: int) -> "Csr":
         """Row r becomes rows r*parts + p, p over ``parts`` contiguous slices of the columns, so
         that each new row sums a share of the inputs (partial sums stay within a narrow
-        accumulator; their total is the original row)."""
+        accumulator; their total is the original row). Columns are sorted within each row, so
+        the entries keep their order."""
         if parts == 1:
             return self
         width = -(-self.cols // parts)
-        r = self.row_ids() * parts + self.indices // width
-        return Csr.from_entries(self.rows * parts, self.cols, r, self.indices, self.data)
+        new_rows = self.row_ids() * parts + self.indices // width
+        indptr = np.zeros(self.rows * parts + 1, dtype=np.int64)
+        np.cumsum(np.bincount(new_rows, minlength=self.rows * parts), out=indptr[1:])
+        return Csr(self.rows * parts, self.cols, indptr, self.indices, self.data)
 
 
 def linear_connectivity(weight: np.ndarray, group_size: int | None) -> Csr:
@@ -65,17 +59,18 @@ def linear_connectivity(weight: np.ndarray, group_size: int | None) -> Csr:
     n, k = weight.shape
     group = group_size or k
     g = k // group
-    gi, ni, ii = np.meshgrid(np.arange(g), np.arange(n), np.arange(group), indexing="ij")
-    cols = gi * group + ii
-    rows = gi * n + ni
-    return Csr.from_entries(g * n, k, rows.ravel(), cols.ravel(), weight[ni, cols].ravel())
+    data = weight.reshape(n, g, group).transpose(1, 0, 2).ravel()
+    indices = np.broadcast_to(np.arange(k, dtype=np.int64).reshape(g, 1, group),
+                              (g, n, group)).ravel()
+    indptr = np.arange(g * n + 1, dtype=np.int64) * group
+    return Csr(g * n, k, indptr, indices, data.astype(np.int8))
 
 
 def conv_connectivity(weight: np.ndarray, in_shape: tuple[int, ...], strides, pads, dilations,
                       group: int) -> tuple[Csr, tuple[int, ...]]:
     """The unrolled N-d convolution of one sample [C, *spatial] with weight [O, C/group, *k]
-    (pads [begin..., end...]): rows are output neurons [O, *out], columns input neurons.
-    Returns the matrix and the output shape [O, *out]."""
+    (pads [begin..., end...]): rows are output neurons [O, *out], columns input neurons, sorted
+    within each row. Returns the matrix and the output shape [O, *out]."""
     o_ch, c_per_group = weight.shape[:2]
     kernel = weight.shape[2:]
     spatial = tuple(in_shape[1:])
@@ -83,29 +78,26 @@ def conv_connectivity(weight: np.ndarray, in_shape: tuple[int, ...], strides, pa
     strides = np.asarray(strides or [1] * nd)
     dilations = np.asarray(dilations or [1] * nd)
     pads = list(pads or [0] * (2 * nd))
-    begin = np.asarray(pads[:nd])
     out = tuple(int((spatial[i] + pads[i] + pads[i + nd] - dilations[i] * (kernel[i] - 1) - 1)
                     // strides[i] + 1) for i in range(nd))
     positions = np.indices(out).reshape(nd, -1)  # [nd, P]
+    taps = np.array(list(np.ndindex(*kernel))).T  # [nd, n_taps], row-major tap order
+    # input coordinates of every (position, tap): [nd, P, n_taps]
+    where = (positions * strides[:, None] - np.asarray(pads[:nd])[:, None])[:, :, None] \
+        + (taps * dilations[:, None])[:, None, :]
+    valid = np.all((where >= 0) & (where < np.asarray(spatial)[:, None, None]), axis=0)
+    in_flat = np.ravel_multi_index(tuple(np.where(valid, where, 0)), spatial)  # [P, n_taps]
     n_pos, n_in = positions.shape[1], int(np.prod(spatial))
-    o_per_group = o_ch // group
-    o_idx = np.arange(o_ch)
-    c_abs = (o_idx // o_per_group)[:, None] * c_per_group + np.arange(c_per_group)[None, :]
-    rows, cols, vals = [], [], []
-    for tap in np.ndindex(*kernel):
-        where = positions * strides[:, None] - begin[:, None] + (np.asarray(tap)
-                                                                 * dilations)[:, None]
-        valid = np.all((where >= 0) & (where < np.asarray(spatial)[:, None]), axis=0)
-        pos_ids = np.nonzero(valid)[0]
-        in_flat = np.ravel_multi_index(tuple(where[:, valid]), spatial)
-        # broadcast over [O, C/group, valid positions]
-        r = o_idx[:, None, None] * n_pos + pos_ids[None, None, :]
-        c = c_abs[:, :, None] * n_in + in_flat[None, None, :]
-        v = weight[(slice(None), slice(None)) + tap][:, :, None]
-        shape = (o_ch, c_per_group, pos_ids.size)
-        rows.append(np.broadcast_to(r, shape).ravel())
-        cols.append(np.broadcast_to(c, shape).ravel())
-        vals.append(np.broadcast_to(v, shape).ravel())
-    csr = Csr.from_entries(o_ch * n_pos, int(in_shape[0]) * n_in, np.concatenate(rows),
-                           np.concatenate(cols), np.concatenate(vals))
+    c_abs = ((np.arange(o_ch) // (o_ch // group))[:, None] * c_per_group
+             + np.arange(c_per_group)[None, :])  # [O, C/group]
+    # entries in row order (o, position) and, within a row, column order (channel, tap)
+    shape = (o_ch, n_pos, c_per_group, taps.shape[1])
+    mask = np.broadcast_to(valid[None, :, None, :], shape)
+    cols = c_abs[:, None, :, None] * n_in + in_flat[None, :, None, :]
+    vals = np.broadcast_to(weight.reshape(o_ch, 1, c_per_group, -1), shape)
+    per_row = np.tile(valid.sum(axis=1) * c_per_group, o_ch)
+    indptr = np.zeros(o_ch * n_pos + 1, dtype=np.int64)
+    np.cumsum(per_row, out=indptr[1:])
+    csr = Csr(o_ch * n_pos, int(in_shape[0]) * n_in, indptr, cols[mask].astype(np.int64),
+              vals[mask].astype(np.int8))
     return csr, (o_ch,) + out

@@ -74,31 +74,32 @@ def fan_in_split(csr: Csr, count_bound: int, sum_bound: float | None, name: str)
         parts += 1
 
 
-def pack_cores(csr: Csr) -> int:
-    """Cores for the accumulator rows (with their synapses), packed greedily in row order."""
+def pack_cores(csr: Csr) -> list[int]:
+    """The first accumulator row of each core: rows (with their synapses) are packed greedily in
+    row order, a core taking rows until its neuron, synapse or distinct-input limit would be
+    exceeded."""
     lim_n = LOIHI2["neurons_per_core"].value
     lim_s = LOIHI2["synapses_per_core"].value
     lim_f = LOIHI2["fan_in_per_core"].value
-    fan_in = csr.fan_in()
     if csr.is_full():  # dense rows: every row reads every input
         per_core = max(1, min(lim_n, lim_s // max(csr.cols, 1)))
-        return -(-csr.rows // per_core)
-    cores, n, syn = 1, 0, 0
+        return list(range(0, csr.rows, per_core))
     seen = np.zeros(csr.cols, dtype=bool)
-    distinct = 0
+    touched: list[np.ndarray] = []
+    starts, rows, synapses, inputs = [0], 0, 0, 0
     for r in range(csr.rows):
         cols = csr.indices[csr.indptr[r]:csr.indptr[r + 1]]
         new = cols[~seen[cols]]
-        if n + 1 > lim_n or syn + fan_in[r] > lim_s or distinct + new.size > lim_f:
-            cores += 1
-            n, syn, distinct = 0, 0, 0
-            seen[:] = False
-            new = cols
+        if rows + 1 > lim_n or synapses + cols.size > lim_s or inputs + new.size > lim_f:
+            for t in touched:
+                seen[t] = False
+            touched.clear()
+            starts.append(r)
+            rows, synapses, inputs, new = 0, 0, 0, cols
         seen[new] = True
-        distinct += new.size
-        n += 1
-        syn += int(fan_in[r])
-    return cores
+        touched.append(new)
+        rows, synapses, inputs = rows + 1, synapses + cols.size, inputs + new.size
+    return starts
 
 
 def encoder_mapping(name: str, neurons: int, payload_bits: int) -> dict:
@@ -116,7 +117,7 @@ def layer_mapping(csr: Csr, parts: int) -> dict:
     split into ``parts``)."""
     return {"accumulator_neurons": int(csr.rows), "synapses": int(csr.indices.size),
             "fan_in": int(csr.fan_in().max(initial=0)), "fan_in_split": int(parts),
-            "cores": int(pack_cores(csr))}
+            "cores": len(pack_cores(csr))}
 
 
 def chip_summary(encoders: dict[str, dict], layers: dict[str, dict],

@@ -24,6 +24,7 @@ from scipy.sparse import csr_matrix
 
 from sbcompile.runtime.lava.procs import models as M
 from sbcompile.runtime.lava.procs import processes as P
+from sbcompile.runtime.lava.opcounts import compute_flops
 from sbcompile.runtime.lava.program import LavaProgram
 from sbcompile.runtime.lava.topology import ProcSpec, build_topology, resolve_shapes
 
@@ -200,7 +201,9 @@ class LavaNetwork:
                 self._collect_level(spec, results, layers)
             elif spec.kind == "encoder":
                 self._collect_split(spec, results, layers)
-        return results, {"layers": layers, "steps": self.steps}
+        compute = {n["name"]: compute_flops(n, self.shapes) for spec in self.specs
+                   for n in [*spec.nodes, *(d for ly in spec.layers for d in ly["decodes"])]}
+        return results, {"layers": layers, "compute_flops": compute, "steps": self.steps}
 
     def _unpack(self, flat: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         out, offset = {}, 0

@@ -35,12 +35,14 @@ POLL_S = 0.05
 
 class LavaRun(dict):
     """Graph outputs plus the counts and acc of every spike layer, keyed by IR value name.
-    ``op_counts`` holds per-layer counts measured from the simulated spikes; ``steps`` the
-    simulated time steps; ``timing_s`` build and run seconds inside the child."""
+    ``op_counts``: per spike layer, the counts measured from the simulated spikes (see
+    ``opcounts``); ``compute_flops``: per compute node (embedded-processor work), estimated
+    float operations; ``steps``: simulated time steps; ``timing_s``: build and run seconds."""
 
     def __init__(self, arrays: dict[str, np.ndarray], info: dict) -> None:
         super().__init__(arrays)
         self.op_counts: dict = info["layers"]
+        self.compute_flops: dict = info["compute_flops"]
         self.steps: int = info["steps"]
         self.timing_s: dict = info.get("timing_s", {})
 

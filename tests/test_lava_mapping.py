@@ -1,0 +1,171 @@
+"""Loihi 2 mapping under per-core limits, lowering errors, and the program's serialised form."""
+import json
+
+import numpy as np
+import pytest
+
+from sbcompile.artifact import Artifact
+from sbcompile.backends.lava import lower
+from sbcompile.errors import ArtifactError, SbcError
+from sbcompile.ir.graph import Graph, Node, Value
+from sbcompile.runtime.lava import mapping
+from sbcompile.runtime.lava.connectivity import conv_connectivity, linear_connectivity
+from sbcompile.runtime.lava.program import PLAN_MEMBER, LavaProgram
+from sbcompile.runtime.lava.topology import build_topology, resolve_shapes
+
+
+def spiked_linear_graph(k=16, n=8, max_count=None, policy="dynamic", seed=0) -> Graph:
+    """x [batch, k] -> spike_encode -> spike_linear -> spike_decode -> relu -> y."""
+    rng = np.random.default_rng(seed)
+    g = Graph("lin", ["x"], ["y"], {"x": Value("x", ("batch", k), "float32")}, [])
+    w = g.add_param("w", rng.integers(-127, 128, size=(n, k)).astype(np.int8))
+    scale = g.add_param("scale", np.full((1, n), 0.01, np.float32))
+    enc_in = ["x"]
+    if policy == "static":
+        enc_in.append(g.add_param("vth", np.float32(0.1)))
+    for name, shape, dtype in [("c", ("batch", k), "int32"), ("v", ("batch", 1), "float32"),
+                               ("acc", ("batch", 1, n), "int32"), ("d", ("batch", n), "float32"),
+                               ("y", ("batch", n), "float32")]:
+        g.add_value(name, shape, dtype)
+    if policy == "static":
+        g.values["v"] = Value("v", (), "float32")
+    g.nodes = [Node("enc", "spike_encode", enc_in, ["c", "v"],
+                    {"policy": policy, "max_count": max_count}),
+               Node("lin", "spike_linear", ["c", w], ["acc"]),
+               Node("dec", "spike_decode", ["acc", "v", scale], ["d"]),
+               Node("act", "relu", ["d"], ["y"])]
+    return g
+
+
+def test_limits_cite_their_sources():
+    for name, limit in mapping.LOIHI2.items():
+        assert limit.value > 0 and len(limit.source) > 20, name
+
+
+def test_small_layer_maps_to_one_core_each():
+    program = lower(spiked_linear_graph(), mode="graded")
+    m = program.plan["mapping"]
+    assert m["layers"]["lin"] == {"accumulator_neurons": 8, "synapses": 128, "fan_in": 16,
+                                  "fan_in_split": 1, "cores": 1}
+    assert m["encoders"]["enc"]["cores"] == 1
+    assert m["neuro_cores"] == 2 and m["chips"] == 1
+    assert m["embedded_processes"] == ["dec", "act"]
+    # dynamic threshold: |count| <= k * K + 1 -> 49 fits 7 bits, plus the sign
+    assert m["encoders"]["enc"]["message_bits"] == 7
+
+
+def test_wide_fan_in_is_split_so_partial_sums_fit_the_neuron_state():
+    # static counts up to 127, int8 weights up to 127, 2048 inputs: 33M worst case > 2^23
+    csr = linear_connectivity(np.full((4, 2048), 127, np.int8), None)
+    parts = mapping.fan_in_split(csr, count_bound=127, sum_bound=None, name="wide")
+    width = -(-2048 // parts)
+    assert parts > 1
+    assert 127 * 127 * width <= mapping.STATE_MAX < 127 * 127 * -(-2048 // (parts - 1))
+    split = csr.split_fan_in(parts)
+    assert split.rows == 4 * parts and split.fan_in().max() == width
+    np.testing.assert_array_equal(split.fan_out(), csr.fan_out())
+
+
+def test_fan_in_beyond_one_core_is_split_and_packed():
+    csr = linear_connectivity(np.ones((10, 10000), np.int8), None)
+    parts = mapping.fan_in_split(csr, count_bound=1, sum_bound=None, name="long")
+    assert parts == 3  # 10000 inputs over cores of 4096 input axons
+    entry = mapping.layer_mapping(csr.split_fan_in(parts), parts)
+    assert entry["cores"] >= 3 and entry["fan_in"] <= mapping.LOIHI2["fan_in_per_core"].value
+
+
+def test_dense_layer_core_count_follows_synaptic_memory():
+    csr = linear_connectivity(np.ones((10000, 1000), np.int8), None)
+    per_core = min(8192, 937_500 // 1000)
+    assert len(mapping.pack_cores(csr)) == -(-10000 // per_core)
+
+
+def _core_load(csr, a, b):
+    cols = csr.indices[csr.indptr[a]:csr.indptr[b]]
+    return b - a, cols.size, np.unique(cols).size
+
+
+def test_conv_layer_packing_respects_every_limit_and_fills_cores():
+    weight = np.ones((16, 32, 3, 3), np.int8)
+    csr, _ = conv_connectivity(weight, (32, 24, 24), [1, 1], [1, 1, 1, 1], [1, 1], 1)
+    starts = mapping.pack_cores(csr) + [csr.rows]
+    limits = [mapping.LOIHI2[k].value for k in ("neurons_per_core", "synapses_per_core",
+                                                "fan_in_per_core")]
+    assert len(starts) > 2
+    for a, b in zip(starts[:-1], starts[1:]):
+        assert all(x <= lim for x, lim in zip(_core_load(csr, a, b), limits))
+        if b < csr.rows:  # greedy: one more row would break a limit
+            assert any(x > lim for x, lim in zip(_core_load(csr, a, b + 1), limits))
+
+
+def test_what_cannot_map_is_refused_with_the_layer_named():
+    with pytest.raises(SbcError, match="layer 'huge'.*overflows the 24-bit"):
+        mapping.fan_in_split(linear_connectivity(np.full((1, 4), 127, np.int8), None),
+                             count_bound=1 << 20, sum_bound=None, name="huge")
+    with pytest.raises(SbcError, match="encoder 'e'.*25-bit payloads"):
+        mapping.encoder_mapping("e", 16, payload_bits=25)
+    # through lowering: static thresholds without max_count leave counts unbounded
+    with pytest.raises(SbcError, match="layer 'lin'"):
+        lower(spiked_linear_graph(policy="static"), mode="graded")
+
+
+def test_lowering_names_what_it_cannot_handle():
+    g = spiked_linear_graph()
+    g.nodes[1].inputs[0] = "x"  # counts not from an encoder
+    g.values["x"] = Value("x", ("batch", 16), "int32")
+    with pytest.raises(SbcError):
+        lower(g, mode="graded")
+    with pytest.raises(SbcError, match="unknown Lava signalling mode 'analog'"):
+        lower(spiked_linear_graph(), mode="analog")
+    with pytest.raises(SbcError, match="coding 'twos_complement'"):
+        lower(spiked_linear_graph(), {"coding": "twos_complement"})
+
+
+def test_program_round_trips_through_an_artifact(tmp_path):
+    g = spiked_linear_graph(policy="static", max_count=7)
+    program = lower(g, mode="unary")
+    art = Artifact(g, {}, {}, program.to_members())
+    art.save(tmp_path / "m.sbc")
+    loaded = LavaProgram.from_members(Artifact.load(tmp_path / "m.sbc").programs)
+    assert loaded.plan == json.loads(json.dumps(program.plan))
+    assert loaded.mode == "unary" and set(loaded.arrays) == set(program.arrays)
+    for key, arr in program.arrays.items():
+        np.testing.assert_array_equal(loaded.arrays[key], arr)
+
+
+def test_malformed_program_members_are_artifact_errors():
+    members = lower(spiked_linear_graph(), mode="graded").to_members()
+    with pytest.raises(ArtifactError, match="malformed"):
+        LavaProgram.from_members({**members, PLAN_MEMBER: b"{not json"})
+    plan = json.loads(members[PLAN_MEMBER])
+    del plan["synapses"]
+    with pytest.raises(ArtifactError, match="lacks 'synapses'"):
+        LavaProgram.from_members({**members, PLAN_MEMBER: json.dumps(plan).encode()})
+    with pytest.raises(ArtifactError, match="missing"):
+        LavaProgram.from_members({PLAN_MEMBER: members[PLAN_MEMBER]})
+
+
+def test_symbolic_dims_resolve_from_the_inputs_without_eval():
+    plan = {"inputs": ["x"], "values": {"x": [["batch", "sequence", 4], "float32"],
+                                        "p": [["Min(16, sequence)", 4], "float32"],
+                                        "q": [["batch*sequence", "sequence//2 + 1"], "int32"]}}
+    shapes = resolve_shapes(plan, {"x": np.zeros((2, 20, 4), np.float32)})
+    assert shapes == {"x": (2, 20, 4), "p": (16, 4), "q": (40, 11)}
+    plan["values"]["r"] = [["__import__('os').getpid()"], "int32"]
+    with pytest.raises(SbcError, match="value 'r'"):
+        resolve_shapes(plan, {"x": np.zeros((2, 20, 4), np.float32)})
+
+
+@pytest.mark.parametrize("form", ["fused", "split"])
+def test_topology_wires_every_read_to_one_producer(form):
+    plan = lower(spiked_linear_graph(), mode="bitwise").plan
+    specs = build_topology(plan, form)
+    produced = [v for s in specs for v in s.produces]
+    assert len(produced) == len(set(produced))
+    for spec in specs:
+        for v in spec.inputs:
+            assert any(v in s.outputs for s in specs if s is not spec)
+    kinds = sorted(s.kind for s in specs)
+    assert kinds == (["level", "level"] if form == "fused"
+                     else ["accumulator", "compute", "encoder"])
+    assert [s for s in specs if s.records][0].records == ["y"]
