@@ -15,7 +15,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
@@ -29,19 +28,24 @@ SIZES = [  # (label, hidden, layers, heads, kv_heads, intermediate)
 TOKENS, SEQS = 64, 4
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 from sbcompile.pipeline import compile_model
+
+def high_water_mb():  # VmHWM: this process's own peak (ru_maxrss survives exec on Linux)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 path, seqs, tokens, hidden = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 calib = {"hidden_states": np.random.default_rng(0).standard_normal(
     (seqs, tokens, hidden)).astype(np.float32)}
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = high_water_mb()
 t0 = time.perf_counter()
 art = compile_model(path, "spikingbrain", calib=calib)
 seconds = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "peak_rss_mb": peak / 1024,
-                  "compile_rss_mb": (peak - base) / 1024,
+peak = high_water_mb()
+print(json.dumps({"seconds": seconds, "peak_rss_mb": peak,
+                  "compile_rss_mb": peak - base,
                   "params": art.baseline.param_count(),
                   "layers_spiked": art.report["totals"]["layers_spiked"],
                   "cosine": art.report["outputs_fidelity"]["output"]["cosine"]}))

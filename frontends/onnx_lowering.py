@@ -33,7 +33,7 @@ class Lowering:
         if name in self.graph.values:
             return self.graph.values[name]
         if name in self.consts:
-            arr = _contiguous(self.consts[name])
+            arr = np.asarray(self.consts[name], order="C")
             if arr.dtype.name not in DTYPES:
                 raise UnsupportedError(f"constant '{name}' has dtype {arr.dtype.name}, which "
                                        "sbcompile does not support")
@@ -53,7 +53,7 @@ class Lowering:
     def _uniform_constant(self, name: str, arr: np.ndarray) -> None:
         """A constant filled with one +-Inf (parameters must be finite): a constant_of_shape
         node."""
-        shape = add_param(self.graph, f"{name}/shape", np.array(arr.shape, dtype=np.int64))
+        shape = self.graph.add_param(f"{name}/shape", np.array(arr.shape, dtype=np.int64))
         self.graph.nodes.append(Node(self.graph.fresh_name(f"{name}/fill"), "constant_of_shape",
                                      [shape], [name], {"value": fill_value(arr.flat[0]),
                                                        "dtype": arr.dtype.name}))
@@ -110,7 +110,7 @@ class NodeView:
         return self.lw.graph.add_value(f"{self.name}/t", shape, dtype)
 
     def param(self, array: np.ndarray, suffix: str) -> str:
-        return add_param(self.lw.graph, f"{self.name}/{suffix}", array)
+        return self.lw.graph.add_param(f"{self.name}/{suffix}", array)
 
     def emit(self, op: str, inputs: list[str], outputs: list[str] | str | None = None,
              **attrs) -> str:
@@ -137,21 +137,6 @@ def fill_value(x) -> int | float | bool | str:
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
     return value
-
-
-def _contiguous(array) -> np.ndarray:
-    """A C-contiguous array of the same shape (numpy's ascontiguousarray turns 0-d into 1-d)."""
-    array = np.asarray(array)
-    return array if array.flags.c_contiguous else array.copy(order="C")
-
-
-def add_param(graph: Graph, base: str, array) -> str:
-    """A new parameter (fresh name from ``base``) that keeps 0-d arrays 0-d."""
-    name = graph.fresh_name(base)
-    array = _contiguous(array)
-    graph.params[name] = array
-    graph.values[name] = Value(name, tuple(array.shape), array.dtype.name)
-    return name
 
 
 def _plain(value):

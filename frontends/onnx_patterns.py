@@ -12,7 +12,6 @@ from typing import Callable
 
 import numpy as np
 
-from sbcompile.frontends.onnx_lowering import add_param
 from sbcompile.ir.graph import Graph, Node
 
 
@@ -90,7 +89,7 @@ class Rewriter:
         self.refresh()
 
     def add_param(self, base: str, array: np.ndarray) -> str:
-        return add_param(self.graph, base, array)
+        return self.graph.add_param(base, array)
 
 
 Pattern = Callable[[Rewriter, Node], bool]

@@ -124,7 +124,6 @@ def test_real_process_exit_code_and_stderr(tmp_path):
 
 
 def _onnx_file(path, nodes, initializers=(), inputs=("x",), shape=(2, 4)):
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(

@@ -124,7 +124,7 @@ class Graph:
 
     def add_param(self, base: str, array: np.ndarray) -> str:
         name = self.fresh_name(base)
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # ascontiguousarray makes 0-d arrays 1-d
         self.params[name] = array
         self.values[name] = Value(name, tuple(array.shape), array.dtype.name)
         return name
