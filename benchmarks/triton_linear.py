@@ -319,6 +319,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer shapes and configurations")
     ap.add_argument("--sweep", action="store_true", help="also sweep launch configurations")
+    ap.add_argument("--profile", action="store_true", help="also time each stage alone")
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--check-only", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -344,9 +345,10 @@ def main() -> None:
         save()
     if args.check_only:
         return
-    if args.sweep:
+    if args.sweep or args.profile:
         result["profile"] = profile(kern, rng)
         save()
+    if args.sweep:
         result["sweep"] = sweep(kern, result["copy_gbs"], rng)
         result["tuned"] = {"split": {f"{k}x{m}": v for (k, m), v in TUNED["split"].items()},
                            "event": {n: c.__dict__ for n, c in TUNED["event"].items()}}

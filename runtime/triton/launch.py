@@ -136,7 +136,7 @@ def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k
 
 @dataclass(frozen=True)
 class EventConfig:
-    bn: int = 128
+    bn: int = 256
     e: int = 64
     gps: int = 4
     num_warps: int = 4
@@ -154,18 +154,13 @@ class GemmConfig:
     num_stages: int = 3
 
 
-def event_config(channels: int, n_out: int, rows: int, block: int) -> EventConfig:
-    """Tiles for the event GEMV: about 8 programs per SM of a 132-SM GPU, blocks x digits x
-    rows >= 16 (the smallest int8 dot)."""
+def event_config(n_out: int, rows: int) -> EventConfig:
+    """Tiles for the event GEMV, from the H200 sweep (benchmarks/triton_linear.py --sweep): wide
+    column tiles (the A tile's cost is shared by more weight bytes) and the smallest A tile,
+    rows x blocks x 4 digits = 16 (the smallest int8 dot)."""
     m_pad = 1 << (rows - 1).bit_length()
-    bn = 128 if n_out >= 2048 else 64 if n_out >= 512 else 32
-    n_tiles = math.ceil(n_out / bn)
-    n_blocks = math.ceil(channels / block)
-    gps_min = max(1, 4 // m_pad)
-    gps = gps_min
-    while gps * 2 <= 16 // m_pad and n_tiles * math.ceil(n_blocks / (gps * 2)) >= 1024:
-        gps *= 2
-    return EventConfig(bn=bn, gps=gps)
+    bn = 256 if n_out >= 2048 else 64 if n_out >= 512 else 32
+    return EventConfig(bn=bn, e=64, gps=max(1, 4 // m_pad))
 
 
 def event_linear(kern: ModuleType, enc: Encoded, wt: torch.Tensor, group_size: int | None,
@@ -178,7 +173,7 @@ def event_linear(kern: ModuleType, enc: Encoded, wt: torch.Tensor, group_size: i
     dev = wt.device
     grouped = group_size is not None and group_size < channels
     block = group_size if grouped else EVENT_BLOCK
-    cfg = cfg or event_config(channels, n_out, enc.rows, block)
+    cfg = cfg or event_config(n_out, enc.rows)
     n_blocks = math.ceil(channels / block)
     n_units = math.ceil(channels / unit)
     n_tiles = math.ceil(n_out / cfg.bn)

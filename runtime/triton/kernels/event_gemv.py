@@ -5,8 +5,8 @@ Program (pn, ps) owns BN outputs and GPS consecutive blocks of BLOCK_CH channels
 weight group, or 128 channels when the layer has one group); the event list marks where each
 unit of BLOCK_CH / UPB channels starts (``bptr``, n_units + 1 entries). It walks its blocks'
 events in chunks of E and builds an int8 A tile whose rows are (token m, block j, digit p): row
-(m, j, p) holds digit p of token m's count for events of block j and 0 elsewhere, so one ``tl.dot`` sorts
-the chunk's products into per-block, per-digit int32 sums. Digits (base 128, see
+(m, j, p) holds digit p of token m's count for events of block j and 0 elsewhere, so one
+``tl.dot`` sorts the chunk's products into per-block, per-digit int32 sums. Digits (base 128, see
 ``common.low_digit``) make any count up to 2**20 exact on int8 units. Per-block sums become the
 group accumulators; partial outputs of the slices of one column tile are combined by the last
 slice to finish (an atomic ticket), in slice order, so the result does not depend on timing."""
@@ -17,13 +17,19 @@ from .common import low_digit
 
 
 @triton.jit
-def _digit_rows(c, p):
-    """Digit p (0, 1, 2; 3 gives 0) of the counts c, elementwise, as int32."""
+def _a_tile(c, block, GPS: tl.constexpr, M_PAD: tl.constexpr, E: tl.constexpr):
+    """The int8 A tile [M_PAD * GPS * 4, E] of one chunk: row (m, j, p) holds base-128 digit p
+    of token m's counts ``c`` [M_PAD, E] where the event is in block j (``block`` [E])."""
     d0 = low_digit(c)
     rest = (c - d0) >> 7
     d1 = low_digit(rest)
     d2 = (rest - d1) >> 7
-    return tl.where(p == 0, d0, tl.where(p == 1, d1, tl.where(p == 2, d2, 0)))
+    q = tl.arange(0, GPS * 4)
+    p = (q % 4)[None, :, None]
+    digit = tl.where(p == 0, d0[:, None, :], tl.where(p == 1, d1[:, None, :],
+                                                       tl.where(p == 2, d2[:, None, :], 0)))
+    a = tl.where((q // 4)[None, :, None] == block[None, None, :], digit, 0)
+    return tl.reshape(a, [M_PAD * GPS * 4, E]).to(tl.int8)
 
 
 @triton.jit
@@ -62,10 +68,7 @@ def event_gemv_kernel(idx_ptr, ev_ptr, bptr_ptr, wt_ptr, scale_ptr, vth_ptr, bia
     cols = pn * BN + tl.arange(0, BN)
     cmask = cols < N
     ROWS: tl.constexpr = M_PAD * GPS * 4
-    r = tl.arange(0, ROWS)
-    r_m = r // (GPS * 4)
-    r_j = (r // 4) % GPS
-    r_p = r % 4
+    rows_m = tl.arange(0, M_PAD)
     b0 = ps * GPS
     e_lo = tl.load(bptr_ptr + b0 * UPB)
     e_hi = tl.load(bptr_ptr + tl.minimum((b0 + GPS) * UPB, n_units))
@@ -74,18 +77,15 @@ def event_gemv_kernel(idx_ptr, ev_ptr, bptr_ptr, wt_ptr, scale_ptr, vth_ptr, bia
         ev = e0 + tl.arange(0, E)
         emask = ev < e_hi
         ch = tl.load(idx_ptr + ev, mask=emask, other=0)
-        c = tl.load(ev_ptr + ev[None, :] * M_PAD + r_m[:, None], mask=emask[None, :], other=0)
-        block = ch // BLOCK_CH - b0
-        a = tl.where(block[None, :] == r_j[:, None], _digit_rows(c, r_p[:, None]), 0)
+        c = tl.load(ev_ptr + ev[None, :] * M_PAD + rows_m[:, None], mask=emask[None, :], other=0)
         w = tl.load(wt_ptr + ch[:, None].to(tl.int64) * N + cols[None, :],
                     mask=emask[:, None] & cmask[None, :], other=0)
-        sums += tl.dot(a.to(tl.int8), w, out_dtype=tl.int32)
+        sums += tl.dot(_a_tile(c, ch // BLOCK_CH - b0, GPS, M_PAD, E), w, out_dtype=tl.int32)
     # combine digits: acc = d0 + 128 d1 + 16384 d2 (int32, wrapping is exact when the sum fits)
     p4 = tl.arange(0, 4)
     weights = tl.where(p4 == 0, 1, tl.where(p4 == 1, 128, tl.where(p4 == 2, 16384, 0)))
     acc = tl.sum(tl.reshape(sums, [M_PAD * GPS, 4, BN]) * weights[None, :, None], axis=1)
     acc = tl.reshape(acc, [M_PAD, GPS, BN])
-    rows_m = tl.arange(0, M_PAD)
     blocks = b0 + tl.arange(0, GPS)
     if GROUPED:
         if STORE_ACC:
