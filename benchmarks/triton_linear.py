@@ -347,6 +347,7 @@ def main() -> None:
         return
     if args.sweep or args.profile:
         result["profile"] = profile(kern, rng)
+        result["encoder_split"] = {f"{k}x{m}": v for (k, m), v in TUNED["split"].items()}
         save()
     if args.sweep:
         result["sweep"] = sweep(kern, result["copy_gbs"], rng)
