@@ -154,7 +154,7 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     global_T = max([st.steps_max for st in stats.values()] or [0])
     layer_reports = [_layer_report(name, st, config, global_T, samples, enc_attrs)
                      for name, st in stats.items()]
-    totals = _totals(layer_reports, stats, config, global_T, samples)
+    totals = _totals(layer_reports, stats, config, global_T)
     first = layer_reports[0]["ops"] if layer_reports else None
     outputs_fidelity = {o: {**out_fid[o].result(),
                             **({"argmax_agreement": agree[o][0] / agree[o][1]}
@@ -167,24 +167,33 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     return graph
 
 
-def _sparsity(st: LayerStats, config: CompileConfig, global_T: int) -> dict:
-    n = max(st.n, 1)
+def _slot_denominator(st: LayerStats, config: CompileConfig, global_T: int) -> float:
+    """T * N of the spike-slot figure: per token, each token's own T times its channels."""
     if config.t_mode == "token":
-        channels = st.n / max(st.rows, 1)
-        slot_den = st.row_steps * channels
-        T = st.row_steps / max(st.rows, 1)  # mean T per token
-    else:
-        T = global_T if config.t_mode == "global" else st.steps_max
-        slot_den = T * st.n
+        return st.row_steps * (st.n / max(st.rows, 1))
+    return (global_T if config.t_mode == "global" else st.steps_max) * st.n
+
+
+def _sparsity_figures(n: int, zeros: int, events: int, slot_den: float, T,
+                      channel_spikes: np.ndarray, config: CompileConfig) -> dict:
+    n = max(n, 1)
     return {"coding": config.coding, "t_mode": config.t_mode,
-            "count_zero": st.zeros / n,
-            "spike_slot": 1 - st.events / slot_den if slot_den else 1.0,
-            "spike_slot_window3": 1 - st.events / (config.window * n),
+            "count_zero": zeros / n,
+            "spike_slot": 1 - events / slot_den if slot_den else 1.0,
+            "spike_slot_window3": 1 - events / (config.window * n),
             "window": config.window,
-            "mean_spikes_per_channel": st.events / n,
-            "silent_channels": float(np.mean(st.channel_spikes == 0))
-            if st.channel_spikes is not None else 0.0,
+            "mean_spikes_per_channel": events / n,
+            "silent_channels": float(np.mean(channel_spikes == 0)) if channel_spikes.size
+            else 0.0,
             "T": T}
+
+
+def _sparsity(st: LayerStats, config: CompileConfig, global_T: int) -> dict:
+    T = {"global": global_T, "tensor": st.steps_max}.get(config.t_mode,
+                                                          st.row_steps / max(st.rows, 1))
+    channels = st.channel_spikes if st.channel_spikes is not None else np.zeros(0)
+    return _sparsity_figures(st.n, st.zeros, st.events, _slot_denominator(st, config, global_T),
+                             T, channels, config)
 
 
 def _ops(st: LayerStats, config: CompileConfig, samples: int, enc: dict) -> dict:
@@ -213,28 +222,18 @@ def _layer_report(name: str, st: LayerStats, config: CompileConfig, global_T: in
             "raster_first_sample": st.raster}
 
 
-def _totals(layer_reports: list[dict], stats: dict, config: CompileConfig, global_T: int,
-            samples: int) -> dict:
-    """Whole-model figures: sums of counts and events over layers, ops summed."""
-    total = LayerStats({})
-    for st in stats.values():
-        total.n += st.n
-        total.zeros += st.zeros
-        total.events += st.events
-        total.rows += st.rows
-        total.row_steps += st.row_steps * (st.n / max(st.rows, 1))
-        total.steps_max = max(total.steps_max, st.steps_max)
-    spars = _sparsity(total, config, global_T)
-    if config.t_mode == "token":
-        spars["spike_slot"] = 1 - total.events / total.row_steps if total.row_steps else 1.0
-        spars["T"] = None
-    if config.t_mode == "tensor":
-        den = sum(st.steps_max * st.n for st in stats.values())
-        spars["spike_slot"] = 1 - total.events / den if den else 1.0
-        spars["T"] = None
-    channels = np.concatenate([st.channel_spikes for st in stats.values()
+def _totals(layer_reports: list[dict], stats: dict, config: CompileConfig,
+            global_T: int) -> dict:
+    """Whole-model figures: counts, events and slots summed over layers, ops summed. T is
+    reported only when one T serves every layer (t_mode global)."""
+    layers = list(stats.values())
+    channels = np.concatenate([st.channel_spikes for st in layers
                                if st.channel_spikes is not None] or [np.zeros(0)])
-    spars["silent_channels"] = float(np.mean(channels == 0)) if channels.size else 0.0
+    spars = _sparsity_figures(
+        sum(st.n for st in layers), sum(st.zeros for st in layers),
+        sum(st.events for st in layers),
+        sum(_slot_denominator(st, config, global_T) for st in layers),
+        global_T if config.t_mode == "global" else None, channels, config)
     ops: dict[str, float] = {}
     for rep in layer_reports:
         for k, v in rep["ops"].items():

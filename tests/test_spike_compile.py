@@ -151,3 +151,16 @@ def test_pytorch_api_compiles_a_module_with_any_batch():
     got = reference.run(art.baseline, {"x": x})
     np.testing.assert_allclose(next(iter(got.values())), expected, rtol=1e-5, atol=1e-6)
     assert next(iter(art.report["outputs_fidelity"].values()))["cosine"] > 0.99
+
+
+def test_expansion_length_policy_orders_spike_slot_sparsity():
+    """A longer shared T only adds empty slots: global >= tensor >= token; counts unchanged."""
+    zoo = build_mlp()
+    reps = {mode: compile_model(zoo.onnx_bytes(), "spikingbrain", calib=zoo.inputs,
+                                overrides={"t_mode": mode}).report["totals"]["sparsity"]
+            for mode in ("global", "tensor", "token")}
+    assert reps["global"]["spike_slot"] >= reps["tensor"]["spike_slot"] \
+        >= reps["token"]["spike_slot"]
+    assert reps["global"]["spike_slot"] > reps["token"]["spike_slot"]
+    assert len({r["count_zero"] for r in reps.values()}) == 1
+    assert isinstance(reps["global"]["T"], int) and reps["token"]["T"] is None
