@@ -26,7 +26,8 @@ from sbcompile.runtime.lava.procs import models as M
 from sbcompile.runtime.lava.procs import processes as P
 from sbcompile.runtime.lava.opcounts import compute_flops
 from sbcompile.runtime.lava.program import LavaProgram
-from sbcompile.runtime.lava.topology import ProcSpec, build_topology, resolve_shapes
+from sbcompile.runtime.lava.shapes import infer_shapes
+from sbcompile.runtime.lava.topology import ProcSpec, build_topology
 
 
 class LavaNetwork:
@@ -39,7 +40,7 @@ class LavaNetwork:
         self.form = form
         self.run_dir = run_dir
         self.feeds = feeds
-        self.shapes = resolve_shapes(self.plan, feeds)
+        self.shapes = infer_shapes(self.plan, program.params(), feeds)
         self.dtypes = {k: dtype for k, (_, dtype) in self.plan["values"].items()}
         self.specs = build_topology(self.plan, form)
         self.procs: dict[str, object] = {}           # spec name -> our process

@@ -56,7 +56,7 @@ class LavaProgram:
 
     # ---- artifact members -----------------------------------------------------------------
     def to_members(self) -> dict[str, bytes]:
-        arrays = {k: np.ascontiguousarray(v) for k, v in self.arrays.items()}
+        arrays = {k: np.array(v, order="C") for k, v in self.arrays.items()}  # keeps 0-d shapes
         return {PLAN_MEMBER: json.dumps(self.plan, sort_keys=True, allow_nan=False).encode(),
                 ARRAYS_MEMBER: st_save(arrays)}
 

@@ -19,12 +19,7 @@ travels on a tensor port (``procs.processes``).
 """
 from __future__ import annotations
 
-import ast
-import math
-import operator
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from sbcompile.errors import SbcError
 
@@ -154,52 +149,3 @@ def _wire(specs: list[ProcSpec], plan: dict) -> None:
         for v in spec.inputs:
             if v not in producer[v].outputs:
                 producer[v].outputs.append(v)
-# ---- shapes -------------------------------------------------------------------------------------
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-_CALLS = {"Min": min, "Max": max, "floor": math.floor, "ceiling": math.ceil, "Abs": abs,
-          "FloorDiv": operator.floordiv, "Mod": operator.mod, "CeilToInt": math.ceil,
-          "FloorToInt": math.floor}
-
-
-def resolve_shapes(plan: dict, feeds: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    """Every value's shape, with symbolic dims bound from the input feeds. A symbolic dim is a
-    name or an expression of names (ONNX dim_params such as ``Min(16, sequence)``), evaluated
-    by a whitelist of arithmetic, never by ``eval``."""
-    bound: dict[str, int] = {}
-    for name in plan["inputs"]:
-        for dim, size in zip(plan["values"][name][0], feeds[name].shape):
-            if isinstance(dim, str):
-                bound[dim] = int(size)
-    shapes = {}
-    for name, (shape, _) in plan["values"].items():
-        try:
-            shapes[name] = tuple(d if isinstance(d, int) else _evaluate_dim(d, bound)
-                                 for d in shape)
-        except (KeyError, ValueError, SyntaxError, TypeError, ZeroDivisionError):
-            raise SbcError(f"value '{name}' has a dimension in {list(shape)} that the inputs "
-                           "do not fix") from None
-    return shapes
-
-
-def _evaluate_dim(text: str, bound: dict[str, int]) -> int:
-    if text in bound:
-        return bound[text]
-
-    def ev(node):
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, ast.Name):
-            return bound[node.id]
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -ev(node.operand)
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            return _BINARY[type(node.op)](ev(node.left), ev(node.right))
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in _CALLS and not node.keywords):
-            return _CALLS[node.func.id](*[ev(a) for a in node.args])
-        raise ValueError(text)
-
-    return int(ev(ast.parse(text, mode="eval")))
