@@ -49,9 +49,12 @@ def _encode(b: OnnxBuilder, node: Node, a: dict) -> None:
         qtype = np.int8 if limit <= 127 else np.int16 if limit <= 32767 else None
         if qtype is not None:
             zero = b.const(np.zeros((), qtype), f"{node.name}.zero_point")
-            per_channel = len(b.graph.values[node.inputs[1]].shape) == 1
-            q = b.add("QuantizeLinear", [b.value(x), threshold, zero], f"{node.name}.q",
-                      axis=-1 if per_channel else None)
+            scale = b.param(node.inputs[1])
+            per_channel = scale is None or scale.size > 1
+            if not per_channel:  # QuantizeLinear reads a 1-element scale as per axis
+                scale = b.const(scale.reshape(()), f"{node.name}.scale")
+            q = b.add("QuantizeLinear", [b.value(x), threshold if per_channel else scale, zero],
+                      f"{node.name}.q", axis=-1 if per_channel else None)
             q = b.add("Cast", [q], f"{node.name}.q", to=INT32)
             bounds = [b.const(np.int32(s * limit), f"{node.name}.limit") for s in (-1, 1)]
             b.add("Clip", [q, *bounds], node.name, [counts])

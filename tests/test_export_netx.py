@@ -48,11 +48,12 @@ def binary_cnn() -> nn.Module:
                          nn.Linear(32, 10)).eval()
 
 
-def _compiled(build, shape, preset="ternary"):
+def _compiled(build, shape, preset="ternary", overrides=None):
     rng = np.random.default_rng(7)
     calib = {"x": rng.standard_normal((8,) + shape).astype(np.float32)}
     feeds = {"x": rng.standard_normal((8,) + shape).astype(np.float32)}
-    return compile(build(), (calib["x"],), preset=preset, calib=calib, input_names=["x"]), feeds
+    return compile(build(), (calib["x"],), preset=preset, calib=calib, overrides=overrides,
+                   input_names=["x"]), feeds
 
 
 def _whc(a: np.ndarray) -> np.ndarray:
@@ -93,10 +94,12 @@ def _run_lava(path, counts0: np.ndarray):
     return traces, len(net.layers)
 
 
-@pytest.mark.parametrize("build,shape", [(binary_mlp, (16,)), (binary_cnn, (1, 8, 8))],
+@pytest.mark.parametrize("build,shape,granularity", [(binary_mlp, (16,), "tensor"),
+                                                     (binary_cnn, (1, 8, 8), "channel")],
                          ids=["mlp", "cnn"])
-def test_netx_runs_in_lava_to_the_reference(build, shape, tmp_path):
-    art, feeds = _compiled(build, shape)
+def test_netx_runs_in_lava_to_the_reference(build, shape, granularity, tmp_path):
+    """The CNN's per-channel thresholds after flattening give every conv neuron its own bias."""
+    art, feeds = _compiled(build, shape, overrides={"threshold_granularity": granularity})
     layers = list(art.graph.meta["layers"].values())
     keep = [v for info in layers for v in (info["counts"], info["acc"])]
     want = reference.evaluate(art.graph, feeds, keep=keep)
