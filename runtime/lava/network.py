@@ -65,7 +65,7 @@ class LavaNetwork:
         return {"in_specs": self._triples(spec.inputs), "out_specs": self._triples(spec.outputs),
                 "record_specs": self._triples(spec.records),
                 "preloaded": {v: self.feeds[v] for v in spec.preloaded}, "params": params,
-                "nodes": spec.nodes, "run_dir": self.run_dir, "label": spec.name,
+                "nodes": spec.nodes, "run_dir": self.run_dir, "label": spec.label,
                 "mode": self.plan["mode"]}
 
     def _size(self, value: str) -> int:

@@ -37,6 +37,14 @@ class ProcSpec:
     outputs: list[str] = field(default_factory=list)    # tensors sent, out-port order
     preloaded: list[str] = field(default_factory=list)  # graph inputs it reads
     records: list[str] = field(default_factory=list)    # graph outputs it produces
+    level: int = -1                                     # of level and compute processes
+
+    @property
+    def label(self) -> str:
+        """How errors name this process: its node, or its kind and level."""
+        if self.kind in ("level", "compute"):
+            return f"{'fused' if self.kind == 'level' else 'compute'} level {self.level}"
+        return self.name
 
     def reads(self) -> set[str]:
         """Values this process reads (an accumulator reads only its synapse's spikes)."""
@@ -62,14 +70,14 @@ def build_topology(plan: dict, form: str) -> list[ProcSpec]:
         for level in sorted(set(node_level.values()) | set(layer_level.values())):
             nodes = [n for n in compute if node_level[n["name"]] == level]
             here = [ly for ly in layers if layer_level[ly["encoder"]["name"]] == level]
+            produces = _outputs(nodes) | {v for ly in here for v in _layer_values(ly)}
             specs.append(ProcSpec("level", f"#level{level}", nodes=nodes, layers=here,
-                                  produces=_outputs(nodes) | {v for ly in here
-                                                              for v in _layer_values(ly)}))
+                                  produces=produces, level=level))
     else:
         for level in sorted(set(node_level.values())):
             nodes = [n for n in compute if node_level[n["name"]] == level]
             specs.append(ProcSpec("compute", f"#compute{level}", nodes=nodes,
-                                  produces=_outputs(nodes)))
+                                  produces=_outputs(nodes), level=level))
         for layer in layers:
             enc = layer["encoder"]
             specs.append(ProcSpec("encoder", enc["name"], layers=[layer],

@@ -1,0 +1,128 @@
+"""Faults on the Lava target end in one clear error within the timeout, with no simulation
+process and no /dev/shm/psm_* segment left behind: a process model that raises, a run past its
+timeout, a corrupted artifact; and the CLI runs an artifact on Lava."""
+import contextlib
+import glob
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sbcompile.artifact import Artifact
+from sbcompile.backends.lava import lower, program_of, run_lava
+from sbcompile.cli import main
+from sbcompile.demo import EXAMPLE
+from sbcompile.errors import ArtifactError, SbcError
+from sbcompile.npz import load_npz, save_npz
+from sbcompile.pipeline import compile_model
+from sbcompile.runtime import reference
+
+CHILD = "sbcompile.runtime.lava.child"
+
+
+def simulation_processes() -> set[int]:
+    """Live processes started by the Lava runner (the child and Lava's own processes)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and CHILD.encode() in (entry / "cmdline").read_bytes():
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    pids.add(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return pids
+
+
+@contextlib.contextmanager
+def leaves_nothing_behind(within_s: float):
+    segments, processes = set(glob.glob("/dev/shm/psm_*")), simulation_processes()
+    start = time.monotonic()
+    yield
+    assert time.monotonic() - start < within_s
+    assert simulation_processes() <= processes
+    assert set(glob.glob("/dev/shm/psm_*")) <= segments
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_npz(EXAMPLE / "calib.npz")["image"][:4]
+
+
+@pytest.mark.parametrize("form", ["split", "fused"])
+def test_a_raising_process_model_ends_the_run(images, form):
+    art = compile_model(EXAMPLE / "model.onnx", "spikingbrain", calib={"image": images})
+    # activations so large that the adaptive threshold saturates at vth_max: counts outgrow the
+    # bound the synapses were sized for, and the encoder neuron's model raises
+    huge = {"image": np.full_like(images, 1e9)}
+    with leaves_nothing_behind(within_s=40), pytest.raises(
+            SbcError, match=r"^Lava simulation failed in (node_Conv_19\.encode|fused level 0): "
+                            r"encoder 'node_Conv_19\.encode': a count of 100000 exceeds the "
+                            r"bound 193"):
+        run_lava(art.graph, huge, form=form, timeout=60)
+
+
+def test_a_run_past_its_timeout_is_stopped(images):
+    art = compile_model(EXAMPLE / "model.onnx", "ternary", calib={"image": images},
+                        overrides={"max_count": "20000"})
+    program = lower(art.graph)  # unary trains of up to 20000 spikes per count: minutes to run
+    assert program.mode == "unary"
+    with leaves_nothing_behind(within_s=8 + 10), pytest.raises(
+            SbcError, match=r"^Lava simulation exceeded its timeout of 8 s( after \d+ steps)?$"):
+        run_lava(program, {"image": images}, form="split", timeout=8)
+
+
+def _rewrite_member(path: Path, member: str, data: bytes) -> None:
+    """Replace one member of the artifact zip, keeping the manifest (and its checksums)."""
+    with zipfile.ZipFile(path) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    members[member] = data
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, blob in members.items():
+            z.writestr(name, blob)
+    path.write_bytes(buf.getvalue())
+
+
+def test_a_corrupted_artifact_is_refused_before_any_simulation(tmp_path, images):
+    art = compile_model(EXAMPLE / "model.onnx", "loihi2", calib={"image": images})
+    art.programs.update(lower(art.graph).to_members())
+    path = tmp_path / "digits.sbc"
+    art.save(path)
+    plan = json.loads(zipfile.ZipFile(path).read("programs/lava/plan.json"))
+    plan["synapses"][0]["rows"] += 1
+    _rewrite_member(path, "programs/lava/plan.json", json.dumps(plan).encode())
+    with leaves_nothing_behind(within_s=5), pytest.raises(ArtifactError, match="checksum"):
+        run_lava(Artifact.load(path), {"image": images})
+    # malformed program content behind valid checksums
+    art.programs["lava/plan.json"] = b'{"format": 1}'
+    art.save(path)
+    with leaves_nothing_behind(within_s=5), pytest.raises(ArtifactError, match="lacks 'name'"):
+        program_of(Artifact.load(path))
+
+
+def test_cli_runs_an_artifact_on_lava(tmp_path, images):
+    art = compile_model(EXAMPLE / "model.onnx", "loihi2", calib={"image": images})
+    art.save(tmp_path / "digits.sbc")
+    save_npz(tmp_path / "x.npz", {"image": images})
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "digits.sbc"), "--target", "lava",
+                                       "--input", str(tmp_path / "x.npz"), "-o",
+                                       str(tmp_path / "y.npz")])
+    assert result.exit_code == 0, result.output
+    expected = reference.run(art.graph, {"image": images})
+    got = load_npz(tmp_path / "y.npz")
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6)
+    bad = CliRunner().invoke(main, ["run", str(tmp_path / "digits.sbc"), "--target", "lava",
+                                    "--input", str(tmp_path / "missing.npz")])
+    assert bad.exit_code == 2 and "error:" in bad.output and "Traceback" not in bad.output
+
+
+def test_unknown_form_is_a_clear_error(images):
+    art = compile_model(EXAMPLE / "model.onnx", "loihi2", calib={"image": images})
+    with leaves_nothing_behind(within_s=5), pytest.raises(SbcError, match="form 'serial'"):
+        run_lava(art.graph, {"image": images}, form="serial")
