@@ -3,7 +3,8 @@
 Each format module offers ``inexpressible(graph) -> [(node, reason)]``,
 ``to_bytes(graph) -> bytes`` and ``notes(graph) -> [str]`` (how a peer must run the file). A graph the format cannot hold fully is refused with one error
 listing every such node, unless ``allow_partial`` exports the expressible prefix: the nodes before
-the first inexpressible one, with the values they hand on as outputs. Files are written
+the first inexpressible one, with the values they hand on as outputs (cut again while the
+prefix itself ends in something the format cannot hold). Files are written
 atomically.
 """
 from __future__ import annotations
@@ -30,12 +31,16 @@ def export(artifact: Artifact | str | Path, format: str, path: str | Path,
     graph = artifact.graph
     problems = module.inexpressible(graph)
     left_out: list[str] = []
-    if problems:
-        if not allow_partial:
-            raise UnsupportedError(f"{format} cannot hold {len(problems)} node(s): "
-                                   + "; ".join(reason for _, reason in problems)
-                                   + " (allow_partial exports the prefix before them)")
-        graph, left_out = expressible_prefix(graph, problems[0][0])
+    if problems and not allow_partial:
+        raise UnsupportedError(f"{format} cannot hold {len(problems)} node(s): "
+                               + "; ".join(reason for _, reason in problems)
+                               + " (allow_partial exports the prefix before them)")
+    while problems:  # a cut can leave a prefix that ends badly (a ReLU without its layer)
+        if not problems[0][0]:
+            raise UnsupportedError(f"{format} cannot hold the graph: {problems[0][1]}")
+        graph, dropped = expressible_prefix(graph, problems[0][0])
+        left_out = dropped + left_out
+        problems = module.inexpressible(graph)
     data = module.to_bytes(graph)
     write_atomic(Path(path), lambda f: f.write(data))
     return {"format": format, "path": str(path), "left_out": left_out,

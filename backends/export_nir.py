@@ -11,7 +11,7 @@ and the neuron fires iff it exceeds v_threshold = 1. Per layer:
   integer-valued terms are exact while |acc| < 2^23 (checked per layer).
 - output layer: ``Linear`` (or ``Conv2d`` without bias) gives the accumulator; the decode follows
   in the reference's float32 order as ``Linear(diag(scale))``, ``Linear(diag(vth))`` (left out
-  when vth is 1) and ``Affine(I, bias)`` (1x1 depthwise ``Conv2d`` for conv maps): one
+  when vth is 1) and ``Affine(I, bias)`` (diagonal 1x1 ``Conv2d`` for conv maps): one
   rounding each, as the reference rounds.
 - ``Flatten`` (start_dim 0 over the unbatched shape) where the IR reshapes conv maps for a dense
   layer.
@@ -66,7 +66,7 @@ def _conv(graph: Graph, layer: Layer, weight: np.ndarray, bias: np.ndarray) -> n
 
 def _decode(graph: Graph, layer: Layer, shape: tuple) -> list[tuple[str, nir.NIRNode]]:
     """The reference's float32 decode steps, each rounded once: * scale, * vth (when not 1),
-    + bias; as diagonal Linear / identity Affine nodes (1x1 depthwise Conv2d for conv maps)."""
+    + bias; as diagonal Linear / identity Affine nodes (diagonal 1x1 Conv2d for conv maps)."""
     dec = layer.decode.inputs
     scale = graph.params[dec[2]].reshape(-1).astype(np.float32)
     vth = graph.params.get(dec[1], graph.params[layer.encode.inputs[1]]).reshape(())
@@ -82,8 +82,9 @@ def _decode(graph: Graph, layer: Layer, shape: tuple) -> list[tuple[str, nir.NIR
             node = (nir.Linear(weight=np.diag(factor)) if add is None
                     else nir.Affine(weight=np.diag(factor), bias=add))
         else:
-            node = nir.Conv2d(input_shape=tuple(shape[1:]), weight=factor.reshape(n, 1, 1, 1),
-                              stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=n,
+            node = nir.Conv2d(input_shape=tuple(shape[1:]),
+                              weight=np.diag(factor).reshape(n, n, 1, 1), stride=(1, 1),
+                              padding=(0, 0), dilation=(1, 1), groups=1,
                               bias=np.zeros(n, np.float32) if add is None else add)
         nodes.append((name, node))
     return nodes

@@ -29,8 +29,9 @@ class Layer:
 
 
 def binary_chain(graph: Graph, fmt: str) -> tuple[list[Layer], list[tuple[str, str]]]:
-    """The layers of a binary spiking chain and (node, reason) for every node that keeps the
-    graph from being one (``fmt`` names the format in the reasons)."""
+    """The layers of a binary spiking chain, or (node, reason) for the nodes that keep the graph
+    from being one: first the nodes of ops or attributes a chain cannot have, else the nodes
+    out of the chain's structure (``fmt`` names the format in the reasons)."""
     problems = []
     producers, consumers = graph.producers(), graph.consumers()
 
@@ -56,6 +57,8 @@ def binary_chain(graph: Graph, fmt: str) -> tuple[list[Layer], list[tuple[str, s
         elif node.op not in ("spike_decode", "relu", "reshape", "flatten", "spike_linear"):
             refuse(node, f"no {fmt} layer holds it (binary chains of dense/conv layers, ReLU "
                          "and flatten)")
+    if problems:  # the structure checks below would only repeat their consequences
+        return [], problems
     layers = []
     for node in graph.nodes:
         if node.op not in ("spike_linear", "spike_conv"):

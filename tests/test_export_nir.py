@@ -63,6 +63,30 @@ def test_snntorch_reproduces_the_reference(model, tmp_path):
     assert compile_model(graph, "float").graph.nodes
 
 
+def pooled_cnn() -> torch.nn.Module:
+    torch.manual_seed(5)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+                               torch.nn.Linear(64, 10)).eval()
+
+
+def test_partial_export_ends_in_a_conv_output_layer(tmp_path):
+    """Pooling has no place in a binary chain: allow_partial cuts before the pool, and before the
+    ReLU that no longer feeds a layer, leaving the conv as the output layer."""
+    art, feeds = _compiled(pooled_cnn, (1, 8, 8))
+    path = tmp_path / "part.nir"
+    with pytest.raises(SbcError, match="node 'node_max_pool2d' \\(max_pool\\)"):
+        export(art, "nir", path)
+    result = export(art, "nir", path, allow_partial=True)
+    relu = next(n for n in art.graph.nodes if n.op == "relu")
+    assert result["left_out"][0] == relu.name
+    layers = list(art.graph.meta["layers"].values())
+    want = reference.evaluate(art.graph, feeds, keep=[layers[0]["counts"], relu.inputs[0]])
+    y, spikes = _snntorch_run(path, want[layers[0]["counts"]])
+    assert spikes == []
+    np.testing.assert_array_equal(y, want[relu.inputs[0]])
+
+
 def test_what_nir_cannot_hold_is_listed(tmp_path):
     art, _ = _compiled(binary_mlp, (16,), "spikingbrain")
     encoders = [n.name for n in art.graph.nodes if n.op == "spike_encode"]

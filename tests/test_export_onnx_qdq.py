@@ -74,6 +74,20 @@ def test_onnxruntime_matches_reference(source, tmp_path):
             assert {"ReduceMean", "Round"} <= ops
 
 
+def test_weight_groups_sum_in_the_reference_order():
+    """group_size 8: per-group scales, the groups' products summed in order."""
+    model, calib, feeds = _zoo(build_mlp)
+    art = compile_model(model, "spikingbrain", calib=calib, overrides={"group_size": "8"})
+    assert {n.attrs.get("group_size") for n in art.graph.nodes if n.op == "spike_linear"} == {8}
+    keep = _integer_values(art.graph)
+    want = reference.evaluate(art.graph, feeds, keep=keep)
+    got = _ort(to_onnx(art.graph, keep), feeds)
+    for name in keep:
+        np.testing.assert_array_equal(got[name], want[name])
+    np.testing.assert_allclose(got["logits"], want["logits"], rtol=1e-5,
+                               atol=1e-6 * np.abs(want["logits"]).max())
+
+
 def _encode_graph(policy: str, max_count, x_shape=(2, 8), k=3.0, vth=0.25) -> Graph:
     """x -> spike_encode -> counts, and their reconstruction."""
     values = {"x": Value("x", x_shape, "float32"), "counts": Value("counts", x_shape, "int32"),
