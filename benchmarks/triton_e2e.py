@@ -125,8 +125,6 @@ def main() -> None:
     x_bf = torch.randn(1, HIDDEN, device="cuda", dtype=torch.bfloat16)
     bf_us = graph_time_us([lambda: decode_step(bf, x_bf, lambda h, layer, name: F.linear(
         h, layer[name + "_bf16"]))], replays=20)
-    del bf
-    torch.cuda.empty_cache()
 
     sp = Stack(args.layers, args.context, torch.float32, gen)
     for layer in sp.layers:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -81,7 +80,8 @@ class Layer:
         self.wt = [w.t().contiguous() for _ in range(copies)]  # input-major W^T
         self.scale = torch.rand(g, n_out, device=DEV) * 1e-2
         self.chan_scale = self.scale[0].contiguous()
-        self.w_bf16 = [(w.float() * self.scale[0][:, None]).to(torch.bfloat16) for _ in range(copies)]
+        self.w_bf16 = [(w.float() * self.scale[0][:, None]).to(torch.bfloat16)
+                       for _ in range(copies)]
         self.w_host = w.cpu().numpy()
 
 
@@ -184,8 +184,9 @@ def bench_shape(kern, k_in, n_out, batches, densities, bw, rng, rows_out, quick)
             if m >= 512:
                 r["tflops"] = round(flops / us / 1e6, 1)
             rows_out.append(r)
-            print(f"{k_in:>5}->{n_out:<5} M={m:<4} {method:<22} d={density if density is not None else '-':<6} "
-                  f"{us:9.2f} us  {r.get('x_floor', '')} {r.get('tflops', '')} {note}", flush=True)
+            shown = density if density is not None else "-"
+            print(f"{k_in:>5}->{n_out:<5} M={m:<4} {method:<22} d={shown:<6} {us:9.2f} us  "
+                  f"{r.get('x_floor', '')} {r.get('tflops', '')} {note}", flush=True)
             return us
 
         row("bf16_cublas", graph_time_us([lambda i=i: bf16_linear(xbf[i], layer.w_bf16[i])
@@ -227,7 +228,6 @@ def bench_shape(kern, k_in, n_out, batches, densities, bw, rng, rows_out, quick)
             row("ours_int8_gemm_perchannel",
                 graph_time_us([lambda i=i: ours(kern, x32[i], layer, i, "gemm", group=None)
                                for i in range(copies)]), weight_bytes=k_in * n_out)
-    del layer
     torch.cuda.empty_cache()
 
 
@@ -275,7 +275,6 @@ def profile(kern, rng) -> list[dict]:
             print(f"profile int8 gemm only {k_in}->{n_out} M={TUNE_BATCH} group={group}: "
                   f"{us:.2f} us",
                   flush=True)
-        del layer
         torch.cuda.empty_cache()
     return out
 
@@ -310,7 +309,6 @@ def sweep(kern, bw, rng) -> list[dict]:
                         if best is None or us < best[0]:
                             best = (us, cfg)
         TUNED["event"][n_out] = best[1]
-        del layer
         torch.cuda.empty_cache()
     return out
 

@@ -122,9 +122,10 @@ def activations(rng, shape, zero_row=True):
 
 # ---- kernels, in the child ------------------------------------------------------------------
 @child_only
-@pytest.mark.parametrize("rows,row_len,seed", [(1, 1000, 0), (3, 513, 1), (2, 1024, 2),
-                                               (5, 7, 3), (2, 8200, 4)])
-def test_encoder_equals_reference(rows, row_len, seed):
+@pytest.mark.parametrize("rows,row_len,seed,path,split", [
+    (1, 1000, 0, "event", False), (1, 1000, 0, "gemm", True), (3, 513, 1, "event", True),
+    (4, 7, 3, "gemm", False), (2, 8200, 4, "gemm", True)])
+def test_encoder_equals_reference(rows, row_len, seed, path, split):
     import torch
 
     from sbcompile.runtime.triton import launch
@@ -133,37 +134,36 @@ def test_encoder_equals_reference(rows, row_len, seed):
     x = activations(rng, (rows, row_len))
     x[-1, -4:] = [1e30, -3e38, 3e38, 0.0]  # threshold saturates at vth_max, counts clamp
     counts, vth = rs.spike_encode(DYNAMIC, x)
-    for path in ("gemm", "event", "none"):
-        enc = launch.encode(kernels(True), torch.from_numpy(x), row_len, dynamic=True, k=3.0,
-                            vth_min=1e-5, vth_max=1e4, limit=2 ** 20, threshold=None, path=path)
-        np.testing.assert_array_equal(enc.vth.numpy(), vth[:, 0])
-        np.testing.assert_array_equal(enc.counts.numpy(), counts)
-        if path == "gemm":  # digit planes reassemble the counts; peak is max |count|
-            planes, peak, n = enc.digits
-            rebuilt = sum(planes[p].numpy().astype(np.int64) * 128 ** p for p in range(n))
-            np.testing.assert_array_equal(rebuilt, counts)
-            assert int(peak) == np.abs(counts).max()
-        if path == "event" and rows <= launch.EVENT_MAX_ROWS:  # the compacted union
-            idx, ev, bptr, m_pad, unit = enc.events
-            union = np.flatnonzero(np.any(counts != 0, axis=0))
-            nnz = int(bptr[-1])
-            np.testing.assert_array_equal(idx[:nnz].numpy(), union)
-            np.testing.assert_array_equal(ev[:nnz, :rows].numpy(), counts[:, union].T)
-            starts = np.searchsorted(union, np.arange(0, row_len, unit))
-            np.testing.assert_array_equal(bptr[:-1].numpy(), starts)
+    enc = launch.encode(kernels(True), torch.from_numpy(x), row_len, dynamic=True, k=3.0,
+                        vth_min=1e-5, vth_max=1e4, limit=2 ** 20, threshold=None, path=path,
+                        split=split)
+    np.testing.assert_array_equal(enc.vth.numpy(), vth[:, 0])
+    np.testing.assert_array_equal(enc.counts.numpy(), counts)
+    if path == "gemm":  # digit planes reassemble the counts; peak is max |count|
+        planes, peak, n = enc.digits
+        rebuilt = sum(planes[p].numpy().astype(np.int64) * 128 ** p for p in range(n))
+        np.testing.assert_array_equal(rebuilt, counts)
+        assert int(peak) == np.abs(counts).max()
+    else:  # the compacted union of nonzero channels, in order, with block pointers
+        idx, ev, bptr, m_pad, unit = enc.events
+        union = np.flatnonzero(np.any(counts != 0, axis=0))
+        nnz = int(bptr[-1])
+        np.testing.assert_array_equal(idx[:nnz].numpy(), union)
+        np.testing.assert_array_equal(ev[:nnz, :rows].numpy(), counts[:, union].T)
+        starts = np.searchsorted(union, np.arange(0, row_len, unit))
+        np.testing.assert_array_equal(bptr[:-1].numpy(), starts)
 
 
 @child_only
 @pytest.mark.parametrize("rows,n_in,n_out,group,seed", [
-    (1, 384, 96, 128, 0), (2, 1000, 70, None, 1), (4, 256, 300, 64, 2), (1, 512, 40, None, 3),
-    (3, 256, 33, 32, 4)])
+    (1, 384, 96, 128, 0), (2, 1000, 70, None, 1), (4, 256, 300, 64, 2), (3, 256, 33, 32, 4)])
 def test_event_linear_equals_reference(rows, n_in, n_out, group, seed):
     check_linear("event", rows, n_in, n_out, group, seed)
 
 
 @child_only
 @pytest.mark.parametrize("rows,n_in,n_out,group,seed", [
-    (5, 384, 96, 128, 0), (40, 256, 130, None, 1), (70, 512, 64, 64, 2), (17, 96, 50, 32, 3)])
+    (5, 384, 96, 128, 0), (40, 256, 130, None, 1), (17, 96, 50, 32, 3)])
 def test_int8_gemm_equals_reference(rows, n_in, n_out, group, seed):
     check_linear("gemm", rows, n_in, n_out, group, seed)
 
@@ -202,9 +202,9 @@ def check_linear(path, rows, n_in, n_out, group, seed):
 
 # ---- the executor, in the child -----------------------------------------------------------
 @child_only
-@pytest.mark.parametrize("batch", [1, 3, 40])
+@pytest.mark.parametrize("batch", [1, 20])
 def test_mlp_event_and_gemm_paths(batch):
-    graph = mlp_graph(256, [128, 96, 64])
+    graph = mlp_graph(256, [128, 64])
     x = activations(np.random.default_rng(batch), (batch, 256))
     check_against_reference(graph, {"x": x})
 
@@ -217,8 +217,7 @@ def test_static_threshold_ternary_and_sample_granularity():
     sample = {**DYNAMIC, "granularity": "sample"}
     graph = mlp_graph(128, [48], enc=sample, lead=("batch", 3), group=None)
     x = activations(np.random.default_rng(1), (2, 3, 128))
-    got = check_against_reference(graph, {"x": x})
-    assert got["l0_vth"].shape if "l0_vth" in got else True
+    check_against_reference(graph, {"x": x})
 
 
 @child_only
@@ -231,7 +230,7 @@ def test_shared_counts_odd_widths_and_reference_fallback():
     acc2 = g.add_value("acc2", ("batch", 1, 16), "int32")
     g.nodes.append(Node("second", "spike_linear", [enc_counts, w2], [acc2], {"group_size": None}))
     g.outputs.append(acc2)
-    for batch in (2, 40):
+    for batch in (2, 20):
         check_against_reference(g, {"x": activations(rng, (batch, 100))})
 
 

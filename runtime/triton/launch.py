@@ -14,7 +14,7 @@ from types import ModuleType
 
 import torch
 
-from sbcompile.runtime.triton.pairwise import slot_tables
+from sbcompile.runtime.triton.pairwise import BUFFER, slot_tables
 
 EVENT_MAX_ROWS = 4  # the event GEMV packs rows x blocks x 4 digits into one int8 dot tile
 EVENT_BLOCK = 128  # channels per block when a layer has one weight group
@@ -71,14 +71,18 @@ def _dummy(device, dtype=torch.int32):
 
 def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k: float,
            vth_min: float, vth_max: float, limit: int, threshold: torch.Tensor | None,
-           path: str, unit: int = EVENT_BLOCK, split: bool = True) -> Encoded:
+           path: str, unit: int = EVENT_BLOCK, split: bool | None = None) -> Encoded:
     """Spike-encode ``x`` (float32 [R, L], one threshold per row of L; ``threshold``: a float32
-    tensor of one element when static) into counts viewed as [R * L / channels, channels]. ``path``: 'event' also compacts the nonzero channels (union
-    over rows; unit = channels per block pointer), 'gemm' also writes int8 digit planes.
+    tensor of one element when static) into counts viewed as [R * L / channels, channels].
+    ``path``: 'event' also compacts the nonzero channels (union over rows; unit = channels per
+    block pointer), 'gemm' also writes int8 digit planes.
     ``split``: buffer sums, then quantisation, in parallel programs (two launches, plus the
-    compaction); otherwise one program per row does everything (one launch)."""
+    compaction); otherwise one program per row does everything (one launch). By default split
+    unless there is a single row of at most one numpy buffer (faster so on the H200)."""
     dev = x.device
     n_rows, row_len = x.shape
+    if split is None:
+        split = n_rows > 1 or row_len > BUFFER
     counts = torch.empty((n_rows, row_len), dtype=torch.int32, device=dev)
     vth = torch.empty(n_rows, dtype=torch.float32, device=dev) if dynamic else threshold
     starts, lengths, depth = _tables(dev, row_len)
