@@ -12,6 +12,7 @@ from sbcompile.backends.lava import lower, run_lava
 from sbcompile.demo import EXAMPLE
 from sbcompile.npz import load_npz
 from sbcompile.pipeline import compile_model
+from sbcompile.runtime.lava.opcounts import compare_with_report
 from sbcompile.runtime.reference import evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -73,6 +74,8 @@ def test_lava_matches_reference_and_compile_time_counts(compiled, model, mode, f
         assert sim["synaptic_ops"] == round(ops[SYNAPTIC_CLASS[mode]] * samples), name
         assert sim["spike_messages"] == round(ops["spike_messages"] * samples), name
         assert sim["neuron_updates"] == round(ops["neuron_updates"] * samples), name
+    comparison = compare_with_report(run.op_counts, art.report, mode)
+    assert all(c["equal"] for layer in comparison.values() for c in layer.values())
     assert run.steps > 0
     assert run.compute_flops and all(v >= 0 for v in run.compute_flops.values())
 

@@ -23,9 +23,6 @@ import numpy as np
 from sbcompile.passes.analyse import events_per_count
 from sbcompile.runtime.lava.coding import MODE_CODING, window_steps
 
-COUNTED = ("synaptic_ops", "spike_messages", "neuron_updates")
-
-
 def expected_layer_counts(counts: np.ndarray, fan_out: np.ndarray, mode: str) -> dict[str, int]:
     """The op counts of one spike layer from its integer counts (the IR value) and the fan-out
     of each input neuron (one entry per neuron of a token, or of a sample for convolutions)."""
@@ -35,11 +32,26 @@ def expected_layer_counts(counts: np.ndarray, fan_out: np.ndarray, mode: str) ->
             "neuron_updates": int(counts.size * window_steps(counts, mode))}
 
 
-def compare(simulated: dict[str, dict], expected: dict[str, dict]) -> dict[str, dict]:
-    """Per layer and count: simulated, compile-time, and whether they agree."""
-    return {layer: {k: {"simulated": simulated[layer][k], "compile_time": expected[layer][k],
-                        "equal": simulated[layer][k] == expected[layer][k]} for k in COUNTED}
-            for layer in expected}
+# the op class under which the compile-time analysis reports each mode's synaptic operations
+SYNAPTIC_CLASS = {"graded": "int8_mac_graded", "unary": "signed_ac", "bitwise": "shift_add"}
+
+
+def compare_with_report(simulated: dict[str, dict], report: dict, mode: str) -> dict[str, dict]:
+    """Per layer of a compile report and per count: the simulated value, the compile-time one
+    (the report's per-inference figure times its calibration samples, so the simulation must
+    have run on the calibration inputs) and whether they are equal."""
+    samples = report["calibration_samples"]
+    result = {}
+    for layer in report["layers"]:
+        ops = layer["ops"]
+        compile_time = {"synaptic_ops": ops.get(SYNAPTIC_CLASS[mode], 0.0),
+                        "spike_messages": ops["spike_messages"],
+                        "neuron_updates": ops["neuron_updates"]}
+        sim = simulated.get(layer["name"], {})
+        result[layer["name"]] = {
+            k: {"simulated": sim.get(k), "compile_time": round(v * samples),
+                "equal": sim.get(k) == round(v * samples)} for k, v in compile_time.items()}
+    return result
 
 
 # float operations per output element of the compute ops without a closed formula below

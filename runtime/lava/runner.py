@@ -9,6 +9,7 @@ and can hang, and the results are already on disk. Lava is never imported here.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -59,13 +60,26 @@ def simulate(program: LavaProgram, feeds: dict[str, np.ndarray], form: str = "fu
             (run / child.PROGRAM_FILES[member]).write_bytes(data)
         np.savez(run / child.FEEDS_FILE, **feeds)
         (run / child.OPTIONS_FILE).write_text(json.dumps({"form": form}))
-        outcome = _supervise(run, timeout, progress)
+        with _terminal_progress(progress) as report:
+            outcome = _supervise(run, timeout, report)
         if outcome != "done":
             raise SbcError(_failure_message(run, outcome, timeout))
         with np.load(run / child.RESULT_ARRAYS, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         info = json.loads((run / child.RESULT_INFO).read_text())
     return LavaRun(arrays, info)
+
+
+@contextlib.contextmanager
+def _terminal_progress(progress: Callable[[int], None] | None):
+    """The caller's progress callback, else a status line on a terminal, else none."""
+    if progress is not None or not sys.stderr.isatty():
+        yield progress
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status("simulating on Lava (starting)") as status:
+        yield lambda steps: status.update(f"simulating on Lava: {steps} steps")
 
 
 def _supervise(run: Path, timeout: float, progress: Callable[[int], None] | None) -> str:

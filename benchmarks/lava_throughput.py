@@ -1,0 +1,148 @@
+"""Lava simulation speed: our spiking graph against a network of Lava's built-in LIF + Dense
+processes of the same shape, and start-up time against the number of layers.
+
+Shape: L fully connected layers of N neurons, one token. Ours: spike_encode -> spike_linear ->
+spike_decode per layer with a static threshold and max_count = W, fed with inputs that saturate
+every count, so in unary mode each encoder neuron fires on every step of its W-step window
+(bitwise: log2 W steps); levels run one after another. Built-in: a LIF layer driven by its bias
+(the input) and L Dense + LIF layers, every neuron firing on every step (the densest activity
+the network can have). Steps/s: simulated time steps per wall second over a fixed
+run after warm-up; synaptic events/s: spikes x fan-out delivered per wall second (ours measured
+from the simulation, the LIF network's from its deterministic firing: N x N per Dense per step).
+Start-up: building the processes plus Lava's compile and process launch (the first step), in
+this process; ``run_lava`` adds the supervised child's interpreter start and imports.
+
+    python benchmarks/lava_throughput.py [--width 256] [--layers 3] [--window 64]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+import sbcompile.runtime.lava  # noqa: F401  (the Python 3.11 import hook, before Lava)
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.dense.process import Dense
+from lava.proc.lif.process import LIF
+
+from sbcompile.backends.lava import lower, run_lava
+from sbcompile.ir.graph import Graph, Node, Value
+from sbcompile.runtime.lava.network import LavaNetwork
+
+RESULTS = Path(__file__).resolve().parent / "results" / "lava_throughput.json"
+
+
+def spiking_chain(width: int, layers: int, window: int) -> Graph:
+    """x [1, width] through ``layers`` spiked linear layers (static threshold, max_count)."""
+    rng = np.random.default_rng(0)
+    g = Graph("chain", ["x"], [], {"x": Value("x", (1, width), "float32")}, [])
+    x = "x"
+    for i in range(layers):
+        w = g.add_param(f"w{i}", rng.integers(1, 128, size=(width, width)).astype(np.int8))
+        vth = g.add_param(f"vth{i}", np.float32(1e-3))
+        scale = g.add_param(f"s{i}", np.full((1, width), 1e-3, np.float32))
+        counts, v, acc, y = (g.add_value(f"{n}{i}", s, d) for n, s, d in [
+            ("c", (1, width), "int32"), ("v", (), "float32"), ("acc", (1, 1, width), "int32"),
+            ("y", (1, width), "float32")])
+        g.nodes += [Node(f"enc{i}", "spike_encode", [x, vth], [counts, v],
+                         {"policy": "static", "max_count": window}),
+                    Node(f"lin{i}", "spike_linear", [counts, w], [acc]),
+                    Node(f"dec{i}", "spike_decode", [acc, v, scale], [y])]
+        x = y
+    g.outputs = [x]
+    return g
+
+
+def measure_ours(width: int, layers: int, window: int, mode: str, form: str) -> dict:
+    program = lower(spiking_chain(width, layers, window), mode=mode)
+    feeds = {"x": np.full((1, width), 1.0, np.float32)}  # saturates every count at the window
+    t0 = time.perf_counter()
+    net = LavaNetwork(program, feeds, form)
+    net.run_steps(1)
+    startup = time.perf_counter() - t0
+    steps = net.run() - 1  # until the outputs are recorded
+    elapsed = time.perf_counter() - t0 - startup
+    results, info = net.collect()
+    net.stop()
+    events = sum(layer["synaptic_ops"] for layer in info["layers"].values())
+    return {"graph": f"ours ({form}, {mode})", "startup_s": startup, "steps": steps,
+            "steps_per_s": steps / elapsed, "synaptic_events_per_s": events / elapsed,
+            "processes": len(net.models)}
+
+
+def measure_lif_dense(width: int, layers: int, steps: int) -> dict:
+    t0 = time.perf_counter()
+    lifs = [LIF(shape=(width,), du=4095, dv=0, vth=1, bias_mant=65 if i == 0 else 0)
+            for i in range(layers + 1)]
+    for i in range(layers):
+        dense = Dense(weights=np.ones((width, width), dtype=np.int32))
+        lifs[i].s_out.connect(dense.s_in)
+        dense.a_out.connect(lifs[i + 1].a_in)
+    lifs[0].run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    startup = time.perf_counter() - t0
+    lifs[-1].run(condition=RunSteps(num_steps=steps))
+    elapsed = time.perf_counter() - t0 - startup
+    lifs[0].stop()
+    # bias 65 over a threshold of 64 (Lava shifts vth by 6): every neuron fires on every step
+    # once the pipeline has filled (checked with a Monitor), so each Dense delivers N x N events
+    events = width * width * layers * steps
+    return {"graph": "LIF + Dense (built-in)", "startup_s": startup, "steps": steps,
+            "steps_per_s": steps / elapsed, "synaptic_events_per_s": events / elapsed,
+            "processes": 2 * layers + 1}
+
+
+def time_run_lava(width: int, layers: int) -> float:
+    """Wall seconds of a whole supervised run (child start, imports, compile, graded run,
+    teardown) of the fused chain."""
+    program = lower(spiking_chain(width, layers, 4), mode="graded")
+    t0 = time.perf_counter()
+    run_lava(program, {"x": np.full((1, width), 1.0, np.float32)}, form="fused")
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--window", type=int, default=64)
+    ap.add_argument("--startup-layers", default="1,2,4,8")
+    args = ap.parse_args()
+    w, L, T = args.width, args.layers, args.window
+    rows = [measure_ours(w, L, T, "unary", "fused"), measure_ours(w, L, T, "unary", "split")]
+    rows.append(measure_lif_dense(w, L, rows[0]["steps"]))
+    base = rows[-1]["steps_per_s"]
+    for r in rows:
+        r["steps_ratio_vs_lif_dense"] = r["steps_per_s"] / base
+    startup = [{"layers": n, "ours_fused_s": measure_ours(w, n, 4, "graded", "fused")["startup_s"],
+                "ours_split_s": measure_ours(w, n, 4, "graded", "split")["startup_s"],
+                "lif_dense_s": measure_lif_dense(w, n, 1)["startup_s"],
+                "run_lava_total_s": time_run_lava(w, n)}
+               for n in (int(x) for x in args.startup_layers.split(","))]
+    print(f"{L} layers x {w} neurons, window {T}, {os.cpu_count()} CPUs")
+    print(f"{'graph':28} {'procs':>5} {'steps':>6} {'steps/s':>9} {'syn ev/s':>11} "
+          f"{'ratio':>6} {'start s':>7}")
+    for r in rows:
+        print(f"{r['graph']:28} {r['processes']:5d} {r['steps']:6d} {r['steps_per_s']:9.1f} "
+              f"{r['synaptic_events_per_s']:11.3g} {r['steps_ratio_vs_lif_dense']:6.2f} "
+              f"{r['startup_s']:7.2f}")
+    print(f"\n{'layers':>6} {'ours fused s':>12} {'ours split s':>12} {'LIF+Dense s':>11} "
+          f"{'run_lava s':>10}")
+    for s in startup:
+        print(f"{s['layers']:6d} {s['ours_fused_s']:12.2f} {s['ours_split_s']:12.2f} "
+              f"{s['lif_dense_s']:11.2f} {s['run_lava_total_s']:10.2f}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "date": date.today().isoformat(), "machine": f"{platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {platform.python_version()}", "width": w, "layers": L,
+        "window": T, "throughput": rows, "startup": startup}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
