@@ -70,7 +70,8 @@ def run_lava(program_or_graph: LavaProgram | Graph | Artifact, feeds: dict[str, 
              progress: Callable[[int], None] | None = None) -> LavaRun:
     """Simulate on Lava; return the graph outputs plus the counts and acc of every spike layer
     (keyed by IR value name) with ``.op_counts`` measured from the simulated spikes.
-    ``form``: fused (one process per layer) or split (encoder, Lava synapse, accumulator)."""
+    ``form``: fused (one process per level of layers) or split (encoder, Lava synapse and
+    accumulator processes per layer)."""
     program = program_of(program_or_graph, mode)
     return simulate(program, feeds, form=form, timeout=timeout, progress=progress)
 
@@ -78,8 +79,10 @@ def run_lava(program_or_graph: LavaProgram | Graph | Artifact, feeds: dict[str, 
 def program_of(source: LavaProgram | Graph | Artifact, mode: str | None = None) -> LavaProgram:
     """The Lava program of a program, graph or artifact (its stored program when it has one)."""
     if isinstance(source, Artifact):
-        if PLAN_MEMBER in source.programs and mode in (None, _stored_mode(source)):
-            return LavaProgram.from_members(source.programs)
+        if PLAN_MEMBER in source.programs:
+            stored = LavaProgram.from_members(source.programs)
+            if mode in (None, stored.mode):
+                return stored
         return lower(source.graph, source.config, mode)
     if isinstance(source, Graph):
         return lower(source, None, mode)
@@ -90,10 +93,6 @@ def program_of(source: LavaProgram | Graph | Artifact, mode: str | None = None) 
         return source
     raise SbcError(f"cannot run {type(source).__name__} on Lava (expected a LavaProgram, IR "
                    "graph or artifact)")
-
-
-def _stored_mode(art: Artifact) -> str:
-    return LavaProgram.from_members(art.programs).mode
 
 
 def _default_mode(graph: Graph, config) -> str:
