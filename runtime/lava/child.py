@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -24,7 +25,7 @@ FEEDS_FILE, OPTIONS_FILE = "feeds.npz", "options.json"
 RESULT_ARRAYS, RESULT_INFO, PROGRESS_FILE = "result.npz", "result.json", "progress"
 
 
-def main(run_dir: str) -> int:
+def main(run_dir: str) -> NoReturn:
     run = Path(run_dir)
     try:
         from sbcompile.runtime.lava.network import LavaNetwork  # imports Lava (slow)
@@ -55,4 +56,4 @@ def _write_progress(run: Path, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    main(sys.argv[1])
