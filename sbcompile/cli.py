@@ -170,9 +170,12 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
 @click.option("--target", type=click.Choice(["reference", "lava", "triton"]), default="reference",
               show_default=True)
 @click.option("--float", "use_float", is_flag=True, help="Run the un-spiked baseline graph.")
+@click.option("--interpret", is_flag=True,
+              help="Triton target: run the kernels on Triton's CPU interpreter (no GPU).")
 @click.option("-o", "--output", default=None, help="Write outputs (.npz).")
 @guarded
-def run(artifact: str, input_path: str, target: str, use_float: bool, output: str | None) -> None:
+def run(artifact: str, input_path: str, target: str, use_float: bool, interpret: bool,
+        output: str | None) -> None:
     """Run a compiled ARTIFACT on inputs."""
     from sbcompile.artifact import Artifact
     from sbcompile.npz import load_npz, save_npz
@@ -180,7 +183,7 @@ def run(artifact: str, input_path: str, target: str, use_float: bool, output: st
 
     art = Artifact.load(artifact)
     feeds = load_npz(input_path)
-    outputs = run_target(art, feeds, target, use_float)
+    outputs = run_target(art, feeds, target, use_float, interpret)
     for name, arr in outputs.items():
         console.print(f"{name}: {arr.dtype}{list(arr.shape)}  mean {float(arr.mean()):.6g}")
     if output:

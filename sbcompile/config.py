@@ -27,6 +27,7 @@ class CompileConfig:
     exclude: list[str] = field(default_factory=list)  # fnmatch patterns of layers kept in float
     calib_batch: int = 64               # calibration/analysis batch size (bounds memory)
     spike_conv: bool = True             # spike conv inputs too (not only linear projections)
+    targets: list[str] = field(default_factory=lambda: ["lava", "triton"])  # programs to store
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -60,6 +61,9 @@ class CompileConfig:
             raise SbcError(f"window must be >= 1, got {self.window}")
         if self.group_size is not None and self.group_size < 1:
             raise SbcError(f"group_size must be >= 1, got {self.group_size}")
+        unknown = [t for t in self.targets if t not in ("lava", "triton")]
+        if unknown:
+            raise SbcError(f"unknown target '{unknown[0]}' in targets (known: lava, triton)")
         if self.calib_batch < 1:
             raise SbcError(f"calib_batch must be >= 1, got {self.calib_batch}")
         return self

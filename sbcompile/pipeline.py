@@ -54,7 +54,29 @@ def compile_graph(graph: Graph, config: CompileConfig,
     if calib is not None:
         g = analyse.run(g, config, float_graph, calib)
     g.meta.pop("calibration", None)  # histograms served the thresholds; the report keeps results
-    return Artifact(g, config.to_json(), build_report(g, float_graph, config), {}, float_graph)
+    report = build_report(g, float_graph, config)
+    programs, report["targets"] = lower_targets(g, config)
+    return Artifact(g, config.to_json(), report, programs, float_graph)
+
+
+def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes], dict]:
+    """Programs of the configured targets as artifact members, and per target whether it
+    lowered (a model one target cannot hold still compiles for the others; running it there
+    repeats the reason)."""
+    from sbcompile.backends import lava, triton
+
+    lowerers = {"lava": lava.lower, "triton": triton.lower}
+    programs: dict[str, bytes] = {}
+    status = {}
+    for target in config.targets:
+        try:
+            members = lowerers[target](graph, config).to_members()
+        except SbcError as e:
+            status[target] = {"lowered": False, "reason": str(e)}
+            continue
+        programs.update(members)
+        status[target] = {"lowered": True, "members": sorted(members)}
+    return programs, status
 
 
 def compile_model(model: Any, preset: str = "spikingbrain",

@@ -185,3 +185,21 @@ def test_export_onnx_qdq_runs_in_onnxruntime(compiled, tmp_path):
 def _npz(path, **arrays):
     np.savez(path, **arrays)
     return path
+
+
+def test_every_target_runs_the_stored_programs(tmp_path):
+    """The artifact carries Lava and Triton programs; all targets give the reference's logits."""
+    from sbcompile.artifact import Artifact
+
+    out = tmp_path / "digits.sbc"
+    assert invoke("compile", MODEL, "--calib", CALIB, "-o", out).exit_code == 0
+    assert {"lava/plan.json", "triton/plan.json"} <= set(Artifact.load(out).programs)
+    x = _npz(tmp_path / "x.npz", image=np.load(EXAMPLE / "heldout.npz")["image"][:4])
+    results = {}
+    for target, extra in (("reference", []), ("lava", []), ("triton", ["--interpret"])):
+        r = invoke("run", out, "--input", x, "--target", target, *extra, "-o",
+                   tmp_path / f"{target}.npz")
+        assert r.exit_code == 0, r.output
+        results[target] = np.load(tmp_path / f"{target}.npz")["logits"]
+    np.testing.assert_allclose(results["lava"], results["reference"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(results["triton"], results["reference"], rtol=1e-5, atol=1e-5)

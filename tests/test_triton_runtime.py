@@ -240,7 +240,7 @@ def test_program_round_trips_through_the_artifact(tmp_path):
     from sbcompile.backends.triton import lower, run_triton
     graph = mlp_graph(256, [64])
     program = lower(graph)
-    art = Artifact(graph, {}, programs=program.members())
+    art = Artifact(graph, {}, programs=program.to_members())
     art.save(tmp_path / "m.sbc")
     loaded = Artifact.load(tmp_path / "m.sbc")
     x = activations(np.random.default_rng(5), (2, 256))
@@ -248,7 +248,7 @@ def test_program_round_trips_through_the_artifact(tmp_path):
     b = run_triton(loaded, {"x": x}, interpret=True)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
-    assert set(program.members()) == {"triton/plan.json", "triton/weights.safetensors"}
+    assert set(program.to_members()) == {"triton/plan.json", "triton/weights.safetensors"}
 
 
 @child_only

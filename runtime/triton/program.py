@@ -53,7 +53,7 @@ class TritonProgram:
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     device_cache: dict = field(default_factory=dict, repr=False)
 
-    def members(self) -> dict[str, bytes]:
+    def to_members(self) -> dict[str, bytes]:
         plan = {"format": FORMAT, "graph": self.graph.name,
                 "encodes": [asdict(e) for e in self.encodes.values()],
                 "linears": [asdict(s) for s in self.linears.values()]}
