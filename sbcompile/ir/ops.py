@@ -139,8 +139,10 @@ _op("gla", "attention", "q k v g", "y",
 _op("spike_encode", "spike", "x threshold?", "counts vth",
     "integer spike counts under an adaptive threshold. dynamic: vth = clip(mean(|x|) / k, vth_min,"
     " vth_max) over the last axis (granularity token) or all but axis 0 (sample), kept as size-1 "
-    "dims; static: vth = threshold (a parameter, scalar). counts = round_half_even(x / vth) "
-    "clipped to +-max_count (null: +-safety_count), int32; vth float32",
+    "dims, the float32 mean summed in numpy 1.26's order (blocks of 8192, pairwise within; GPU "
+    "kernels follow it so counts stay bit-exact); static: vth = threshold (a parameter: scalar, "
+    "or one per input channel). counts = round_half_even(x / vth) clipped to +-max_count (null: "
+    "+-safety_count), int32; vth float32",
     policy="dynamic", granularity="token", k=3.0, vth_min=1e-5, vth_max=1e4, max_count=None,
     safety_count=2 ** 20)
 _op("spike_linear", "spike", "counts weight", "acc",
