@@ -159,13 +159,19 @@ def _cast(b: OnnxBuilder, node: Node, a: dict) -> None:
 
 @_emitter("mod")
 def _mod(b: OnnxBuilder, node: Node, a: dict) -> None:
-    """ONNX Mod requires fmod=1 on floats: a float mod with the sign of b is a - floor(a/b)*b."""
+    """ONNX Mod requires fmod=1 on floats: a float mod with the sign of b is fmod(a, b), plus b
+    where that is nonzero and of the other sign (numpy's definition)."""
     x, y = (b.value(i) for i in node.inputs)
     if a["fmod"] or b.graph.values[node.inputs[0]].dtype[0] not in "f":
         b.add("Mod", [x, y], node.name, list(node.outputs), fmod=int(a["fmod"]))
         return
-    q = b.add("Floor", [b.add("Div", [x, y], node.name)], node.name)
-    b.add("Sub", [x, b.add("Mul", [q, y], node.name)], node.name, list(node.outputs))
+    r = b.add("Mod", [x, y], node.name, fmod=1)
+    zero = b.add("CastLike", [b.const(np.float32(0), f"{node.name}.zero"), r], node.name)
+    other_sign = b.add("Xor", [b.add("Less", [r, zero], node.name),
+                               b.add("Less", [y, zero], node.name)], node.name)
+    fix = b.add("And", [other_sign, b.add("Not", [b.add("Equal", [r, zero], node.name)],
+                                          node.name)], node.name)
+    b.add("Where", [fix, b.add("Add", [r, y], node.name), r], node.name, list(node.outputs))
 
 
 @_emitter("silu")
@@ -211,6 +217,11 @@ def _attention(b: OnnxBuilder, node: Node, a: dict) -> None:
     mask input."""
     q, k, v = (b.value(i) for i in node.inputs[:3])
     mask = b.value(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else ""
+    if mask and _mask_needs_expand(b, node):  # onnxruntime wants its last dims [Tq, Tk]
+        shape = tuple(b.graph.values[node.inputs[3]].shape)
+        lengths = tuple(b.static_shape(node.inputs[i], node)[2] for i in (0, 1))
+        target = np.array((1,) * (2 - len(shape)) + shape[:-2] + lengths, np.int64)
+        mask = b.add("Expand", [mask, b.const(target, f"{node.name}.mask_shape")], node.name)
     if a["causal"] or a["window"] > 0:
         tq = b.static_shape(node.inputs[0], node)[2]
         tk = b.static_shape(node.inputs[1], node)[2]
@@ -230,6 +241,12 @@ def _attention(b: OnnxBuilder, node: Node, a: dict) -> None:
             mask = b.add("Add", [mask, b.const(bias, f"{node.name}.keep")], node.name)
     b.add("Attention", [q, k, v, mask] if mask else [q, k, v], node.name, list(node.outputs),
           scale=None if a["scale"] is None else float(a["scale"]))
+
+
+def _mask_needs_expand(b: OnnxBuilder, node: Node) -> bool:
+    shape = b.graph.values[node.inputs[3]].shape
+    lengths = (b.graph.values[node.inputs[0]].shape[2], b.graph.values[node.inputs[1]].shape[2])
+    return len(shape) < 2 or tuple(shape[-2:]) != lengths
 
 
 def emit_node(b: OnnxBuilder, node: Node, attrs: dict) -> None:

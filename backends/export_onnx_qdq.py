@@ -182,6 +182,9 @@ def _build(graph: Graph) -> tuple[OnnxBuilder, list[tuple[str, str]]]:
                 emit_node(b, node, attrs)
         except UnsupportedError as e:
             problems.append((node.name, str(e)))
+    for name in graph.outputs:  # an ONNX graph output must be a node's output
+        if name in graph.params:
+            b.add("Identity", [b.const(graph.params[name], f"{name}.value")], name, [name])
     return b, problems
 
 

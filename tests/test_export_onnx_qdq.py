@@ -88,6 +88,42 @@ def test_weight_groups_sum_in_the_reference_order():
                                atol=1e-6 * np.abs(want["logits"]).max())
 
 
+def _one_node_graph(op: str, inputs: dict, outputs: dict, **attrs) -> Graph:
+    """A graph of one IR node; ``inputs``/``outputs`` map names to (shape, dtype)."""
+    values = {n: Value(n, shape, dtype) for n, (shape, dtype) in {**inputs, **outputs}.items()}
+    return Graph(op, list(inputs), list(outputs), values,
+                 [Node(op, op, list(inputs), list(outputs), attrs)])
+
+
+@pytest.mark.parametrize("op,inputs,outputs,attrs", [
+    ("attention", {"q": ((1, 4, 5, 8), "float32"), "k": ((1, 2, 7, 8), "float32"),
+                   "v": ((1, 2, 7, 8), "float32"), "mask": ((7,), "float32")},
+     {"y": ((1, 4, 5, 8), "float32")}, {"causal": 1, "window": 3}),
+    ("attention", {"q": ((2, 2, 6, 4), "float32"), "k": ((2, 2, 6, 4), "float32"),
+                   "v": ((2, 2, 6, 4), "float32"), "mask": ((2, 1, 6, 6), "bool")},
+     {"y": ((2, 2, 6, 4), "float32")}, {"scale": 0.3}),
+    ("mod", {"a": ((3, 4), "float32"), "b": ((3, 4), "float32")}, {"y": ((3, 4), "float32")},
+     {}),
+    ("rms_norm", {"x": ((3, 4, 6), "float32")}, {"y": ((3, 4, 6), "float32")}, {"axis": -2}),
+    ("reduce_sum", {"x": ((3, 4), "float32")}, {"y": ((1, 1), "float32")}, {}),
+    ("split", {"x": ((7, 2), "float32")}, {"y0": ((4, 2), "float32"), "y1": ((3, 2), "float32")},
+     {"num_outputs": 2}),
+    ("silu", {"x": ((3, 4), "float32")}, {"y": ((3, 4), "float32")}, {}),
+], ids=["gqa-causal-window-mask", "bool-mask", "mod", "rms-norm", "reduce-all", "split", "silu"])
+def test_float_ops_map_back(op, inputs, outputs, attrs):
+    """IR ops whose ONNX form is more than a rename, against the reference."""
+    rng = np.random.default_rng(1)
+    graph = _one_node_graph(op, inputs, outputs, **attrs)
+    feeds = {n: (rng.standard_normal(s).astype(np.float32) * 3 if d == "float32"
+                 else rng.random(s) > 0.3) for n, (s, d) in inputs.items()}
+    if op == "mod":
+        feeds["b"][0] = [-2.0, 2.0, 0.5, -0.5]  # both signs of divisor and remainder
+    want = reference.run(graph, feeds)
+    got = _ort(to_onnx(graph), feeds)
+    for name in outputs:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+
+
 def _encode_graph(policy: str, max_count, x_shape=(2, 8), k=3.0, vth=0.25) -> Graph:
     """x -> spike_encode -> counts, and their reconstruction."""
     values = {"x": Value("x", x_shape, "float32"), "counts": Value("counts", x_shape, "int32"),
