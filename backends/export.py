@@ -1,11 +1,11 @@
 """``export(artifact, format, path)``: the compiled spiking graph in an exchange format.
 
 Each format module offers ``inexpressible(graph) -> [(node, reason)]``,
-``to_bytes(graph) -> bytes`` and ``notes(graph) -> [str]`` (how a peer must run the file). A graph the format cannot hold fully is refused with one error
-listing every such node, unless ``allow_partial`` exports the expressible prefix: the nodes before
-the first inexpressible one, with the values they hand on as outputs (cut again while the
-prefix itself ends in something the format cannot hold). Files are written
-atomically.
+``to_bytes(graph) -> bytes`` and ``notes(graph) -> [str]`` (how a peer must run the file). A
+graph the format cannot hold fully is refused with one error listing every such node, unless
+``allow_partial`` exports the expressible prefix: the nodes before the first inexpressible one,
+with the values they hand on as outputs (cut again while the prefix itself ends in something the
+format cannot hold). Files are written atomically.
 """
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """The spiking IR as a standard ONNX graph (opset 23) that onnxruntime runs to our numbers.
 
 - A static threshold is ``QuantizeLinear(x, scale=vth)`` (per tensor, or per channel of the
-  last axis; int8 or int16 as the count range needs; round half to even), cast to int32 and ``Clip(+-max_count)``; a dynamic one is ``Clip(ReduceMean(Abs(x)) / k)``, then
-  ``Round(x / vth)`` (half to even) and ``Clip``.
+  last axis; int8 or int16 as the count range needs; round half to even), cast to int32 and
+  ``Clip(+-max_count)``; a dynamic one is ``Clip(ReduceMean(Abs(x)) / k)``, then
+  ``Round(x / vth)`` (half to even) and ``Clip``. onnxruntime's ReduceMean sums in another order
+  than the reference's numpy mean, so a dynamic vth can differ in its last bit.
 - The integer product keeps int8 weights as initializers, cast to float, and runs as an ordinary
   MatMul/Conv on integer-valued float32 tensors. It is exact because every partial sum stays
   below 2^24; the bound is checked per layer at export (max_count, or (k + 1/2) times the
