@@ -119,7 +119,8 @@ def check(model: str, preset: str) -> None:
 @guarded
 def compile(model: str, calib: str | None, preset: str, sets: tuple, exclude: tuple,
             output: str) -> None:
-    """Compile MODEL (.onnx) into a spiking artifact."""
+    """Compile MODEL (.onnx, or .nir for the NIR primitives sbcompile reads) into a spiking
+    artifact."""
     from sbcompile.config import make_config, parse_set_options
     from sbcompile.npz import load_npz
     from sbcompile.pipeline import compile_graph, load_model

@@ -21,9 +21,14 @@ from sbcompile.report import build_report
 
 
 def load_model(model: Any) -> Graph:
-    """An ONNX path / bytes / ModelProto, or an IR Graph, as a validated IR graph."""
+    """An ONNX path / bytes / ModelProto, a NIR file (.nir), or an IR Graph, as a validated IR
+    graph."""
     if isinstance(model, Graph):
         graph = model.copy()
+    elif isinstance(model, (str, Path)) and str(model).endswith(".nir"):
+        from sbcompile.frontends.nir_frontend import load_nir
+
+        graph = load_nir(model)
     else:
         from sbcompile.frontends.onnx_frontend import load_onnx
 
