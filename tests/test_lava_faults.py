@@ -1,6 +1,6 @@
 """Faults on the Lava target end in one clear error within the timeout, with no simulation
 process and no /dev/shm/psm_* segment left behind: a process model that raises, a run past its
-timeout, a corrupted artifact; and the CLI runs an artifact on Lava."""
+timeout, a corrupted artifact; and the CLI runs an artifact on Lava, leaving nothing either."""
 import contextlib
 import glob
 import io
@@ -109,9 +109,10 @@ def test_cli_runs_an_artifact_on_lava(tmp_path, images):
     art = compile_model(EXAMPLE / "model.onnx", "loihi2", calib={"image": images})
     art.save(tmp_path / "digits.sbc")
     save_npz(tmp_path / "x.npz", {"image": images})
-    result = CliRunner().invoke(main, ["run", str(tmp_path / "digits.sbc"), "--target", "lava",
-                                       "--input", str(tmp_path / "x.npz"), "-o",
-                                       str(tmp_path / "y.npz")])
+    with leaves_nothing_behind(within_s=60):  # a run that succeeds cleans up too
+        result = CliRunner().invoke(main, ["run", str(tmp_path / "digits.sbc"), "--target",
+                                           "lava", "--input", str(tmp_path / "x.npz"), "-o",
+                                           str(tmp_path / "y.npz")])
     assert result.exit_code == 0, result.output
     expected = reference.run(art.graph, {"image": images})
     got = load_npz(tmp_path / "y.npz")
