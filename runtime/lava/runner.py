@@ -1,7 +1,7 @@
 """The supervised runner: simulate a Lava program in a child process group with a timeout.
 
-The child (``python -m sbcompile.runtime.lava.child``) starts a new session, so Lava's processes
-all share its process group. The runner watches for a result, a failure record, the child's exit
+The child (``python -m sbcompile.runtime.lava.child``) leads its own process group, which Lava's
+processes inherit. The runner watches for a result, a failure record, the child's exit
 or the timeout; whatever happens it then kills the group and removes the ``/dev/shm/psm_*``
 shared-memory segments that the group had mapped (seen by polling ``/proc``), so no process and no
 segment outlives the run. This is also how a successful run ends: Lava's own ``stop()`` is slow
