@@ -1,8 +1,10 @@
 """The compile driver: model -> IR -> passes -> spiking IR -> artifact (with its report).
 
-Pass order: calibrate -> spike_quantize -> weight_quantize -> expand -> analyse. Calibration data
-is optional for the dynamic (SpikingBrain) policy, required for static thresholds; without it the
-report holds the structure but no measured sparsity, energy or fidelity.
+Pass order: calibrate -> spike_quantize -> weight_quantize -> expand -> analyse, then lowering to
+the configured targets. Calibration data is optional for the dynamic (SpikingBrain) policy, whose
+thresholds need no statistics (calibrate runs for static thresholds only), and required for static
+thresholds; without it the report holds the structure but no measured sparsity, energy or
+fidelity.
 """
 from __future__ import annotations
 
@@ -51,7 +53,9 @@ def compile_graph(graph: Graph, config: CompileConfig,
     if config.policy == "static" and calib is None:
         raise SbcError(f"preset '{config.preset}' uses static thresholds: pass calibration data "
                        "(--calib X.npz)")
-    g = calibrate.run(graph, config, calib) if calib is not None else graph
+    # thresholds need statistics only when static; dynamic ones are computed per token
+    g = calibrate.run(graph, config, calib) if calib is not None and config.policy == "static" \
+        else graph
     g = spike_quantize.run(g, config)
     g = weight_quantize.run(g, config)
     g = expand.run(g, config)
