@@ -21,7 +21,7 @@ from sbcompile.ir.graph import Graph, Node
 from sbcompile.ir.validate import validate
 from sbcompile.runtime.lava import mapping
 from sbcompile.runtime.lava.coding import check_mode, message_bits, mode_for_coding
-from sbcompile.runtime.lava.connectivity import conv_connectivity, linear_connectivity
+from sbcompile.runtime.lava.connectivity import layer_connectivity
 from sbcompile.runtime.lava.program import FORMAT, PLAN_MEMBER, LavaProgram
 from sbcompile.runtime.lava.runner import LavaRun, simulate
 from sbcompile.runtime.reference import KERNELS, node_attrs
@@ -39,18 +39,16 @@ def lower(graph: Graph, config=None, mode: str | None = None) -> LavaProgram:
     graph = graph.copy()
     validate(graph)
     mode = check_mode(mode or _default_mode(graph, config))
-    arrays: dict[str, np.ndarray] = {}
     encoders = {n.outputs[0]: _encoder(graph, n, mode) for n in graph.nodes
                 if n.op == "spike_encode"}
-    synapses = [_synapse(graph, n, encoders, arrays) for n in graph.nodes if n.op in SYNAPSE_OPS]
+    synapses = [_synapse(graph, n, encoders) for n in graph.nodes if n.op in SYNAPSE_OPS]
     _check_axes(graph, encoders, synapses)
     compute = [n for n in graph.nodes if n.op not in SYNAPSE_OPS + ("spike_encode",)]
     for n in compute:
         if n.op not in KERNELS:
             raise SbcError(f"node '{n.name}': op '{n.op}' has no compute kernel for Lava")
     used = {i for n in graph.nodes for i in n.inputs if i} | set(graph.outputs)
-    for name in sorted(used & set(graph.params)):
-        arrays[f"param/{name}"] = graph.params[name]
+    arrays = {f"param/{name}": graph.params[name] for name in sorted(used & set(graph.params))}
     values = {k: [list(v.shape), v.dtype] for k, v in graph.values.items()
               if k not in graph.params}
     enc_map = {e["name"]: mapping.encoder_mapping(e["name"], e["neurons"], e["message_bits"])
@@ -148,8 +146,7 @@ def _neurons(graph: Graph, where: str, value: str, axis: str) -> int:
 
 
 # ---- synapse layers ---------------------------------------------------------------------------
-def _synapse(graph: Graph, node: Node, encoders: dict[str, dict],
-             arrays: dict[str, np.ndarray]) -> dict:
+def _synapse(graph: Graph, node: Node, encoders: dict[str, dict]) -> dict:
     counts, weight_name = node.inputs
     enc = encoders.get(counts)
     if enc is None:
@@ -158,32 +155,27 @@ def _synapse(graph: Graph, node: Node, encoders: dict[str, dict],
     if weight_name not in graph.params or graph.params[weight_name].dtype != np.int8:
         raise SbcError(f"node '{node.name}': the weight '{weight_name}' must be an int8 "
                        "parameter")
-    weight = graph.params[weight_name]
     attrs = node_attrs(node)
     cshape = graph.values[counts].shape
+    in_shape = tuple(cshape[1:]) if node.op == "spike_conv" else ()
+    if not all(isinstance(d, int) for d in in_shape):
+        raise SbcError(f"node '{node.name}': the Lava target needs static conv input shapes, "
+                       f"got {list(cshape)}")
+    csr, token_shape = layer_connectivity(node.op, graph.params[weight_name], attrs, in_shape)
     acc_shape = graph.values[node.outputs[0]].shape
-    if node.op == "spike_linear":
-        csr = linear_connectivity(weight, attrs["group_size"])
-        token_shape = (csr.rows // weight.shape[0], weight.shape[0])
-    else:
-        if not all(isinstance(d, int) for d in cshape[1:]):
-            raise SbcError(f"node '{node.name}': the Lava target needs static conv input "
-                           f"shapes, got {list(cshape)}")
-        csr, token_shape = conv_connectivity(weight, tuple(cshape[1:]), attrs["strides"],
-                                             attrs["pads"], attrs["dilations"], attrs["group"])
     static_acc = tuple(acc_shape[-len(token_shape):])
     if all(isinstance(d, int) for d in static_acc) and static_acc != tuple(token_shape):
         raise SbcError(f"node '{node.name}': acc shape {list(acc_shape)} disagrees with the "
                        f"synapses' {list(token_shape)}")
     parts = mapping.fan_in_split(csr, enc["count_bound"], enc["sum_bound"], node.name)
     lava_csr = csr.split_fan_in(parts)
-    base = f"synapse/{node.name}/"
-    arrays.update({base + "indptr": lava_csr.indptr, base + "indices": lava_csr.indices,
-                   base + "data": lava_csr.data})
     layer = next((name for name, info in graph.meta.get("layers", {}).items()
                   if info.get("acc") == node.outputs[0]), node.name)
     return {"name": node.name, "layer": layer, "op": node.op, "counts": counts,
-            "encoder": enc["name"], "acc": node.outputs[0], "rows": lava_csr.rows,
-            "cols": lava_csr.cols, "acc_rows": csr.rows, "fan_in_split": parts,
-            "token_shape": list(token_shape), "dense": bool(parts == 1 and csr.is_full()),
+            "encoder": enc["name"], "acc": node.outputs[0], "weight": weight_name,
+            "attrs": {k: v for k, v in attrs.items() if k in ("group_size", "strides", "pads",
+                                                              "dilations", "group")},
+            "in_shape": list(in_shape), "rows": lava_csr.rows, "cols": lava_csr.cols,
+            "acc_rows": csr.rows, "fan_in_split": parts, "token_shape": list(token_shape),
+            "dense": bool(parts == 1 and csr.is_full()),
             "mapping": mapping.layer_mapping(lava_csr, parts)}

@@ -60,6 +60,7 @@ def test_encoder_and_accumulators_recover_counts_and_acc(mode, parallel):
     np.testing.assert_array_equal(vth, ref_vth)
     weight = rng.integers(-127, 128, size=(6, 12)).astype(np.int8)
     matrix = linear_connectivity(weight, 4).split_fan_in(2)  # groups and a fan-in split
+    assert matrix.rows == 3 * 6 * 2 and matrix.fan_in().max() == 2
     acc = AccumulatorCore("layer", matrix.rows, 2, tokens=15)
     _drive(core, [(matrix.to_dense().astype(np.int64), acc)])
     got = acc.acc().reshape(3, 5, 3, 6)

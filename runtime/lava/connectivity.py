@@ -40,14 +40,15 @@ class Csr:
         return out
 
     def split_fan_in(self, parts: int) -> "Csr":
-        """Row r becomes rows r*parts + p, p over ``parts`` contiguous slices of the columns, so
-        that each new row sums a share of the inputs (partial sums stay within a narrow
-        accumulator; their total is the original row). Columns are sorted within each row, so
-        the entries keep their order."""
+        """Row r becomes rows r*parts + p: partial p sums the p-th contiguous share of the row's
+        own inputs (columns are sorted within each row), so each partial sum stays within a
+        narrow accumulator and their total is the original row."""
         if parts == 1:
             return self
-        width = -(-self.cols // parts)
-        new_rows = self.row_ids() * parts + self.indices // width
+        rows = self.row_ids()
+        position = np.arange(self.indices.size, dtype=np.int64) - self.indptr[rows]
+        width = np.maximum(-(-self.fan_in() // parts), 1)[rows]
+        new_rows = rows * parts + position // width
         indptr = np.zeros(self.rows * parts + 1, dtype=np.int64)
         np.cumsum(np.bincount(new_rows, minlength=self.rows * parts), out=indptr[1:])
         return Csr(self.rows * parts, self.cols, indptr, self.indices, self.data)
@@ -101,3 +102,14 @@ def conv_connectivity(weight: np.ndarray, in_shape: tuple[int, ...], strides, pa
     csr = Csr(o_ch * n_pos, int(in_shape[0]) * n_in, indptr, cols[mask].astype(np.int64),
               vals[mask].astype(np.int8))
     return csr, (o_ch,) + out
+
+
+def layer_connectivity(op: str, weight: np.ndarray, attrs: dict,
+                       in_shape: tuple[int, ...]) -> tuple[Csr, tuple[int, ...]]:
+    """The synapse matrix of a spike_linear or spike_conv node (``attrs`` with the op's
+    defaults, ``in_shape`` the per-sample input of a conv) and the acc shape of one token."""
+    if op == "spike_linear":
+        csr = linear_connectivity(weight, attrs["group_size"])
+        return csr, (csr.rows // weight.shape[0], weight.shape[0])
+    return conv_connectivity(weight, in_shape, attrs["strides"], attrs["pads"],
+                             attrs["dilations"], attrs["group"])

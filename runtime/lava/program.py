@@ -2,14 +2,15 @@
 ``lava/...``.
 
 The plan is self-contained: graph inputs and outputs, value types, the spike encoders and their
-synapse layers (connectivity as CSR arrays of exact int8 weights), the compute nodes (IR node JSON,
-run by the reference kernels) and the Loihi 2 mapping. Arrays live in one safetensors member
-under ``param/<graph param>`` and ``synapse/<layer>/<part>``; nothing is ever unpickled.
+synapse layers (the int8 weight parameter, the node's attributes and its fan-in split), the
+compute nodes (IR node JSON, run by the reference kernels) and the Loihi 2 mapping. Arrays are
+the graph parameters the program reads, in one safetensors member under ``param/<name>``; the
+synapse matrices are rebuilt from them when needed. Nothing is ever unpickled.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from safetensors.numpy import load as st_load
@@ -17,7 +18,7 @@ from safetensors.numpy import save as st_save
 
 from sbcompile.errors import ArtifactError
 from sbcompile.ir.graph import Graph, Value
-from sbcompile.runtime.lava.connectivity import Csr
+from sbcompile.runtime.lava.connectivity import Csr, layer_connectivity
 
 FORMAT = 1
 PLAN_MEMBER = "lava/plan.json"
@@ -30,6 +31,7 @@ _PLAN_KEYS = ("format", "name", "mode", "inputs", "outputs", "values", "encoders
 class LavaProgram:
     plan: dict
     arrays: dict[str, np.ndarray]
+    _matrices: dict[str, Csr] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def mode(self) -> str:
@@ -42,9 +44,14 @@ class LavaProgram:
         return {k[len("param/"):]: v for k, v in self.arrays.items() if k.startswith("param/")}
 
     def synapse_matrix(self, layer: dict) -> Csr:
-        base = f"synapse/{layer['name']}/"
-        return Csr(layer["rows"], layer["cols"], self.arrays[base + "indptr"],
-                   self.arrays[base + "indices"], self.arrays[base + "data"])
+        """The layer's synapse matrix as simulated: rows are its accumulator neurons (outputs x
+        fan-in split), columns its input neurons; built once per program."""
+        name = layer["name"]
+        if name not in self._matrices:
+            csr, _ = layer_connectivity(layer["op"], self.param(layer["weight"]), layer["attrs"],
+                                        tuple(layer["in_shape"]))
+            self._matrices[name] = csr.split_fan_in(layer["fan_in_split"])
+        return self._matrices[name]
 
     def interface(self) -> Graph:
         """A node-less graph with the program's inputs, outputs and value types (for checking
@@ -82,8 +89,7 @@ class LavaProgram:
             raise ArtifactError(f"Lava program plan lacks '{missing[0]}'")
         if plan["format"] != FORMAT:
             raise ArtifactError(f"Lava program format {plan['format']} is not {FORMAT}")
-        needed = [f"synapse/{s['name']}/{part}" for s in plan["synapses"]
-                  for part in ("indptr", "indices", "data")]
+        needed = [f"param/{s['weight']}" for s in plan["synapses"]]
         needed += [f"param/{e['threshold']}" for e in plan["encoders"] if e["threshold"]]
         for key in needed:
             if key not in self.arrays:
