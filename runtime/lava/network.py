@@ -4,7 +4,7 @@ fixed-point CPU simulation of Loihi 2. Runs inside the supervised child process 
 Synapses of the split form are Lava's own Dense (fully connected layers) or Sparse (convolutions,
 weight groups, fan-in splits) with their bit-accurate models; fixed-point Lava drops the lowest bit
 of odd weights, so they hold 2 * W with weight_exp = -1, which is exact. The run proceeds in
-chunks of steps until the sink has every graph output (windows depend on the counts, so the
+chunks of steps until every graph output is recorded (windows depend on the counts, so the
 length is known only as the simulation goes).
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ from lava.proc.sparse.process import Sparse
 from lava.utils.weightutils import SignMode
 from scipy.sparse import csr_matrix
 
+from sbcompile.runtime.lava.opcounts import compute_flops
 from sbcompile.runtime.lava.procs import models as M
 from sbcompile.runtime.lava.procs import processes as P
-from sbcompile.runtime.lava.opcounts import compute_flops
 from sbcompile.runtime.lava.program import LavaProgram
 from sbcompile.runtime.lava.shapes import infer_shapes
 from sbcompile.runtime.lava.topology import ProcSpec, build_topology
@@ -57,11 +57,7 @@ class LavaNetwork:
         return [(v, list(self.shapes[v]), self.dtypes[v]) for v in names]
 
     def _common(self, spec: ProcSpec) -> dict:
-        params = {i: self.program.param(i) for n in spec.nodes for i in n["inputs"]
-                  if i and i not in self.plan["values"]}
-        for layer in spec.layers:
-            params.update({i: self.program.param(i) for n in layer["decodes"]
-                           for i in n["inputs"] if i and i not in self.plan["values"]})
+        params = {i: self.program.param(i) for i in spec.reads() if i not in self.plan["values"]}
         return {"in_specs": self._triples(spec.inputs), "out_specs": self._triples(spec.outputs),
                 "record_specs": self._triples(spec.records),
                 "preloaded": {v: self.feeds[v] for v in spec.preloaded}, "params": params,
