@@ -173,10 +173,12 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
 @click.option("--float", "use_float", is_flag=True, help="Run the un-spiked baseline graph.")
 @click.option("--interpret", is_flag=True,
               help="Triton target: run the kernels on Triton's CPU interpreter (no GPU).")
+@click.option("--timeout", default=120.0, show_default=True,
+              help="Lava target: seconds the simulation may take.")
 @click.option("-o", "--output", default=None, help="Write outputs (.npz).")
 @guarded
 def run(artifact: str, input_path: str, target: str, use_float: bool, interpret: bool,
-        output: str | None) -> None:
+        timeout: float, output: str | None) -> None:
     """Run a compiled ARTIFACT on inputs."""
     from sbcompile.artifact import Artifact
     from sbcompile.npz import load_npz, save_npz
@@ -184,12 +186,28 @@ def run(artifact: str, input_path: str, target: str, use_float: bool, interpret:
 
     art = Artifact.load(artifact)
     feeds = load_npz(input_path)
-    outputs = run_target(art, feeds, target, use_float, interpret)
+    outputs = run_target(art, feeds, target, use_float, interpret, timeout)
     for name, arr in outputs.items():
         console.print(f"{name}: {arr.dtype}{list(arr.shape)}  mean {float(arr.mean()):.6g}")
+    if getattr(outputs, "op_counts", None) and art.report.get("measured"):
+        _print_op_counts(outputs.op_counts, art.report, len(next(iter(feeds.values()))))
     if output:
         save_npz(output, outputs)
         console.print(f"wrote {output}")
+
+
+def _print_op_counts(op_counts: dict, report: dict, samples: int) -> None:
+    """Op counts measured on the simulated chip beside the compile-time estimate."""
+    from sbcompile.targets import simulated_vs_compiled
+
+    t = Table("layer", "synaptic ops sim / est", "spike messages sim / est",
+              "neuron updates sim / est", show_edge=False,
+              title=f"simulated vs compile-time estimate (calibration average x {samples})")
+    for row in simulated_vs_compiled(op_counts, report, samples):
+        t.add_row(row["layer"], *(f"{row[k]['simulated']:,} / {row[k]['compile_time']:,}"
+                                  for k in ("synaptic_ops", "spike_messages",
+                                            "neuron_updates")))
+    console.print(t)
 
 
 @main.command()

@@ -203,3 +203,23 @@ def test_every_target_runs_the_stored_programs(tmp_path):
         results[target] = np.load(tmp_path / f"{target}.npz")["logits"]
     np.testing.assert_allclose(results["lava"], results["reference"], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(results["triton"], results["reference"], rtol=1e-5, atol=1e-5)
+
+
+def test_lava_op_counts_equal_the_compile_time_counts(tmp_path):
+    """On the calibration inputs, the ops measured on the simulated chip are the report's."""
+    from sbcompile.npz import load_npz
+    from sbcompile.pipeline import compile_model
+    from sbcompile.targets import run_target, simulated_vs_compiled
+
+    calib = {"image": load_npz(CALIB)["image"][:24]}
+    art = compile_model(MODEL, "loihi2", calib=calib)
+    out = run_target(art, calib, "lava")
+    rows = simulated_vs_compiled(out.op_counts, art.report, 24)
+    assert len(rows) == 4
+    for row in rows:
+        for key in ("synaptic_ops", "spike_messages", "neuron_updates"):
+            assert row[key]["simulated"] == row[key]["compile_time"] > 0, row
+    x = _npz(tmp_path / "c.npz", **calib)
+    art.save(tmp_path / "l.sbc")
+    r = invoke("run", tmp_path / "l.sbc", "--input", x, "--target", "lava", "--timeout", "60")
+    assert r.exit_code == 0 and "simulated vs compile-time" in r.output
