@@ -223,3 +223,12 @@ def test_lava_op_counts_equal_the_compile_time_counts(tmp_path):
     art.save(tmp_path / "l.sbc")
     r = invoke("run", tmp_path / "l.sbc", "--input", x, "--target", "lava", "--timeout", "60")
     assert r.exit_code == 0 and "simulated vs compile-time" in r.output
+
+
+def test_demo_runs_the_whole_path(tmp_path):
+    r = invoke("demo", "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    assert "float accuracy 99.44%" in r.output
+    assert "logits equal to the reference: True" in r.output.replace("\n", " ")
+    assert (tmp_path / "digits_spikingbrain_report.html").is_file()
+    assert (tmp_path / "digits_spikingbrain.sbc").is_file()
