@@ -23,7 +23,7 @@ from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
 from sbcompile.passes.calibrate import batches, check_calibration, num_batches
 from sbcompile.passes.energy import energy_table, synaptic_ops
-from sbcompile.passes.expand import steps_needed, steps_per_row
+from sbcompile.passes.expand import events_per_count, steps_needed, steps_per_row
 from sbcompile.passes.metrics import Fidelity
 from sbcompile.progress import track
 from sbcompile.runtime.reference import evaluate
@@ -33,30 +33,6 @@ OP_CLASS = {"graded": "int8_mac_graded", "binary": "binary_ac", "ternary": "sign
             "bitwise": "shift_add", "bitwise_bidirectional": "shift_add",
             "twos_complement": "shift_add"}
 HIST_RANGE = 16  # count histogram bins -16..16 plus two overflow bins
-
-
-def events_per_count(counts: np.ndarray, coding: str, T: int | None = None) -> np.ndarray:
-    """Events each count emits in ``coding`` (int64, same shape)."""
-    c = counts.astype(np.int64)
-    a = np.abs(c)
-    if coding == "graded":
-        return (c != 0).astype(np.int64)
-    if coding in ("binary", "ternary"):
-        return a
-    if coding in ("bitwise", "bitwise_bidirectional"):
-        return _popcount(a)
-    if coding == "twos_complement":
-        return _popcount(np.where(c < 0, c + (1 << int(T)), c))
-    raise ValueError(coding)
-
-
-def _popcount(a: np.ndarray) -> np.ndarray:
-    a = a.astype(np.uint64)
-    total = np.zeros(a.shape, dtype=np.int64)
-    while np.any(a):
-        total += (a & np.uint64(1)).astype(np.int64)
-        a = a >> np.uint64(1)
-    return total
 
 
 class LayerStats:

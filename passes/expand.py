@@ -97,12 +97,28 @@ def event_linear(events: np.ndarray, weight: np.ndarray, coding: str) -> np.ndar
     return acc
 
 
-def spike_events(counts: np.ndarray, coding: str) -> int:
-    """Number of nonzero events after expansion (a graded spike counts once)."""
-    counts = np.asarray(counts, dtype=np.int64)
+def events_per_count(counts: np.ndarray, coding: str, T: int | None = None) -> np.ndarray:
+    """Events each count emits in ``coding`` (int64, same shape)."""
+    c = counts.astype(np.int64)
+    a = np.abs(c)
     if coding == "graded":
-        return int(np.count_nonzero(counts))
-    return int(np.count_nonzero(expand(counts, coding)))
+        return (c != 0).astype(np.int64)
+    if coding in ("binary", "ternary"):
+        return a
+    if coding in ("bitwise", "bitwise_bidirectional"):
+        return _popcount(a)
+    if coding == "twos_complement":
+        return _popcount(np.where(c < 0, c + (1 << int(T)), c))
+    raise SbcError(f"unknown coding '{coding}'")
+
+
+def _popcount(a: np.ndarray) -> np.ndarray:
+    a = a.astype(np.uint64)
+    total = np.zeros(a.shape, dtype=np.int64)
+    while np.any(a):
+        total += (a & np.uint64(1)).astype(np.int64)
+        a = a >> np.uint64(1)
+    return total
 
 
 def _bit_length(a: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ import numpy as np
 
 from sbcompile.artifact import Artifact
 from sbcompile.errors import SbcError
+from sbcompile.passes.energy import synaptic_ops
 from sbcompile.runtime import reference
 
 TARGETS = ("reference", "lava", "triton")
@@ -24,9 +25,7 @@ def simulated_vs_compiled(op_counts: dict, report: dict, samples: int) -> list[d
     for layer in report.get("layers", []):
         sim = op_counts.get(layer["name"], {})
         ops = layer.get("ops", {})
-        synaptic = sum(v for k, v in ops.items()
-                       if k in ("binary_ac", "signed_ac", "shift_add", "int8_mac_graded"))
-        estimate = {"synaptic_ops": synaptic, "spike_messages": ops.get("spike_messages", 0),
+        estimate = {"synaptic_ops": synaptic_ops(ops), "spike_messages": ops.get("spike_messages", 0),
                     "neuron_updates": ops.get("neuron_updates", 0)}
         rows.append({"layer": layer["name"],
                      **{k: {"simulated": sim.get(k), "compile_time": round(v * samples)}

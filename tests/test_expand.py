@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from sbcompile.errors import SbcError
-from sbcompile.passes.expand import (decode, event_linear, expand, spike_events, steps_needed,
-                                     steps_per_row)
+from sbcompile.passes.expand import (decode, event_linear, events_per_count, expand,
+                                     steps_needed, steps_per_row)
 
 SIGNED = ["graded", "ternary", "bitwise_bidirectional", "twos_complement"]
 UNSIGNED = ["binary", "bitwise"]
@@ -49,8 +49,8 @@ def test_lengths_and_bit_order():
     np.testing.assert_array_equal(ev[:, 0], [0, 1, 1])  # LSB first: 6 = 0b110
     ev = expand(np.array([-5]), "bitwise_bidirectional")
     np.testing.assert_array_equal(ev[:, 0], [-1, 0, -1])
-    assert spike_events(s, "bitwise_bidirectional") == 2 + 2
-    assert spike_events(s, "graded") == 2
+    assert events_per_count(s, "bitwise_bidirectional").sum() == 2 + 2
+    assert events_per_count(s, "graded").sum() == 2
 
 
 def test_longer_window_pads_with_silence():
@@ -71,3 +71,11 @@ def test_unsigned_coding_refuses_negative_counts():
 def test_steps_per_row_matches_steps_needed(counts, coding):
     expected = [steps_needed(row, coding) for row in counts]
     np.testing.assert_array_equal(steps_per_row(counts, coding), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts_signed, st.sampled_from(SIGNED))
+def test_events_per_count_counts_the_expanded_spikes(counts, coding):
+    events = expand(counts, coding)
+    expected = np.count_nonzero(events, axis=0) if coding != "graded" else counts != 0
+    np.testing.assert_array_equal(events_per_count(counts, coding, T=events.shape[0]), expected)
