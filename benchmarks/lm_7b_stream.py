@@ -3,7 +3,9 @@ head dim 128, intermediate 18944; random weights made per layer, never stored) u
 ``spikingbrain``, with ``sbcompile.streaming``: time per layer and peak memory against the goal
 "peak RSS < 1.5 x int8 weight bytes + 2 GiB" (of the whole 28-layer stack), time linear in
 layers. Calibration: ``--batch`` sequences of ``--tokens`` tokens of random hidden states. Each
-spiking layer is written to a temporary directory (removed at the end unless ``--keep``).
+spiking layer is written to a temporary directory (removed at the end unless ``--keep``); no
+target programs are stored in it (``targets=``), as the Lava and Triton programs of a layer
+this size are a deployment step of their own.
 Prints a table and merges the run into benchmarks/results/lm_7b_stream.json (keyed by layers).
 
     python benchmarks/lm_7b_stream.py --layers 2
@@ -53,7 +55,7 @@ def main() -> None:
     try:
         records = compile_stream((lambda i=i: decoder_layer(shape, i, args.tokens)
                                   for i in range(args.layers)), calib,
-                                 make_config("spikingbrain"), out_dir, on_layer=show)
+                                 make_config("spikingbrain", {"targets": ""}), out_dir, on_layer=show)
         disk = sum(p.stat().st_size for p in out_dir.glob("layer*.sbc"))
     finally:
         if args.keep is None:

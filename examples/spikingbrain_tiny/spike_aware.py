@@ -2,12 +2,15 @@
 
 Every ``nn.Linear`` but the lm_head reads ``V_th * round(x / V_th)`` with SpikingBrain's
 per-token threshold ``V_th = clip(mean|x| / k, 1e-5, 1e4)`` (the ``spike_encode`` of the
-``spikingbrain`` preset), with a straight-through gradient. Forward pre-hooks do it, so the
-model's own code, and its export, stay float.
+``spikingbrain`` preset), with a straight-through gradient, while inside ``spiking(model, k)``.
+Forward pre-hooks do it, so the model's own code, and its export, stay float.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -17,9 +20,32 @@ def spike_round(x: torch.Tensor, k: float) -> torch.Tensor:
     return x + (torch.round(x / vth) * vth - x).detach()
 
 
-def attach(model: nn.Module, k: float, skip: tuple[str, ...] = ("lm_head",)) -> list:
-    """Hook every linear layer not named in ``skip``; returns the hook handles (``.remove()``
-    each to go back to float)."""
-    return [module.register_forward_pre_hook(lambda _, args: (spike_round(args[0], k),))
-            for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and name not in skip]
+@contextlib.contextmanager
+def spiking(model: nn.Module, k: float, skip: tuple[str, ...] = ("lm_head",)):
+    """Within the block, every linear layer not named in ``skip`` reads spike-rounded inputs."""
+    handles = [module.register_forward_pre_hook(lambda _, args: (spike_round(args[0], k),))
+               for name, module in model.named_modules()
+               if isinstance(module, nn.Linear) and name not in skip]
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def step_loss(model: nn.Module, ids: torch.Tensor, k: float, consistency: float) -> torch.Tensor:
+    """Next-token loss of ``ids`` [B, T+1]: float when k <= 0; else of the spiking forward,
+    plus, when ``consistency`` > 0, the float loss and ``consistency`` times the KL divergence
+    of the spiking from the (detached) float next-token distribution."""
+    x, y = ids[:, :-1], ids[:, 1:].reshape(-1)
+    if k <= 0:
+        return F.cross_entropy(model(x).flatten(0, 1), y)
+    with spiking(model, k):
+        spiked = model(x).flatten(0, 1)
+    loss = F.cross_entropy(spiked, y)
+    if consistency > 0:
+        plain = model(x).flatten(0, 1)
+        loss = loss + F.cross_entropy(plain, y) + consistency * F.kl_div(
+            F.log_softmax(spiked, -1), F.log_softmax(plain.detach(), -1), log_target=True,
+            reduction="batchmean")
+    return loss

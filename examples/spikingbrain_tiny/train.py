@@ -12,6 +12,7 @@ led to the weights). The shipped weights came from two runs:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 from data import corpus, windows
 from model import TinyConfig, TinySpikingBrain
-from spike_aware import attach
+from spike_aware import spiking, step_loss
 from weights import load_model, save_weights
 
 HERE = Path(__file__).resolve().parent
@@ -36,8 +37,9 @@ def lr_at(step: int, steps: int, peak: float, warmup: int = 100) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
 
 
-def eval_loss(model: TinySpikingBrain, held: dict, device: str) -> float:
-    with torch.no_grad():
+def eval_loss(model: TinySpikingBrain, held: dict, device: str, k: float = 0.0) -> float:
+    """Held-out loss of the float forward, or of the spiking one when k > 0."""
+    with torch.no_grad(), (spiking(model, k) if k > 0 else contextlib.nullcontext()):
         logits = model(torch.from_numpy(held["input_ids"]).to(device))
         labels = torch.from_numpy(held["labels"]).to(device)
         return float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)))
@@ -53,6 +55,8 @@ def main() -> None:
     parser.add_argument("--init", type=Path, help="start from these weights")
     parser.add_argument("--spike-k", type=float, default=0.0,
                         help="> 0: spike-aware training with this threshold divisor")
+    parser.add_argument("--consistency", type=float, default=0.0,
+                        help="with --spike-k: weight of the spiking-vs-float KL term")
     parser.add_argument("--corpus", type=Path, help="a corpus written by data.py, to train "
                         "under another Python version on the same text")
     args = parser.parse_args()
@@ -66,9 +70,8 @@ def main() -> None:
     held_win = windows(held_ids, cfg.context + 1, EVAL_WINDOWS)
     held = {"input_ids": held_win[:, :-1].copy(), "labels": held_win[:, 1:].copy()}
     calib = {"input_ids": windows(train_ids, cfg.context, CALIB_WINDOWS)}
-    model = (load_model(args.init).train() if args.init else TinySpikingBrain(cfg)).to(args.device)
-    if args.spike_k > 0:
-        attach(model, args.spike_k)
+    model = load_model(args.init).train() if args.init else TinySpikingBrain(cfg)
+    model.to(args.device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1,
                             betas=(0.9, 0.95))
     rng = np.random.default_rng(0)
@@ -80,8 +83,7 @@ def main() -> None:
         batch = train_t[starts[:, None] + offsets].to(args.device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr)
-        logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, cfg.vocab), batch[:, 1:].reshape(-1))
+        loss = step_loss(model, batch, args.spike_k, args.consistency)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -90,6 +92,7 @@ def main() -> None:
             model.eval()
             entry = {"step": step, "train_loss": loss.item(),
                      "eval_loss": eval_loss(model, held, args.device),
+                     "eval_loss_spiking": eval_loss(model, held, args.device, args.spike_k or 3.0),
                      "seconds": time.perf_counter() - start}
             model.train()
             log.append(entry)
@@ -100,7 +103,8 @@ def main() -> None:
     np.savez_compressed(args.out / "heldout.npz", **held)
     np.savez_compressed(args.out / "calib.npz", **calib)
     run = {"config": cfg.to_json(), "init": args.init.name if args.init else None,
-           "spike_k": args.spike_k, "steps": args.steps, "batch": args.batch, "lr": args.lr,
+           "spike_k": args.spike_k,
+           "consistency": args.consistency, "steps": args.steps, "batch": args.batch, "lr": args.lr,
            "device": args.device, "torch_threads": torch.get_num_threads(),
            "train_tokens": int(len(train_ids)), "heldout_tokens": int(len(held_ids)),
            "log": log}
