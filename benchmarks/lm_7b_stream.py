@@ -53,9 +53,10 @@ def main() -> None:
               flush=True)
 
     try:
+        config = make_config("spikingbrain", {"targets": ""})
         records = compile_stream((lambda i=i: decoder_layer(shape, i, args.tokens)
-                                  for i in range(args.layers)), calib,
-                                 make_config("spikingbrain", {"targets": ""}), out_dir, on_layer=show)
+                                  for i in range(args.layers)), calib, config, out_dir,
+                                 on_layer=show)
         disk = sum(p.stat().st_size for p in out_dir.glob("layer*.sbc"))
     finally:
         if args.keep is None:

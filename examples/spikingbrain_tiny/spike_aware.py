@@ -33,19 +33,9 @@ def spiking(model: nn.Module, k: float, skip: tuple[str, ...] = ("lm_head",)):
             handle.remove()
 
 
-def step_loss(model: nn.Module, ids: torch.Tensor, k: float, consistency: float) -> torch.Tensor:
-    """Next-token loss of ``ids`` [B, T+1]: float when k <= 0; else of the spiking forward,
-    plus, when ``consistency`` > 0, the float loss and ``consistency`` times the KL divergence
-    of the spiking from the (detached) float next-token distribution."""
+def step_loss(model: nn.Module, ids: torch.Tensor, k: float) -> torch.Tensor:
+    """Next-token loss of ``ids`` [B, T+1]: of the float forward when k <= 0, else of the
+    spiking one."""
     x, y = ids[:, :-1], ids[:, 1:].reshape(-1)
-    if k <= 0:
+    with spiking(model, k) if k > 0 else contextlib.nullcontext():
         return F.cross_entropy(model(x).flatten(0, 1), y)
-    with spiking(model, k):
-        spiked = model(x).flatten(0, 1)
-    loss = F.cross_entropy(spiked, y)
-    if consistency > 0:
-        plain = model(x).flatten(0, 1)
-        loss = loss + F.cross_entropy(plain, y) + consistency * F.kl_div(
-            F.log_softmax(spiked, -1), F.log_softmax(plain.detach(), -1), log_target=True,
-            reduction="batchmean")
-    return loss
