@@ -5,7 +5,9 @@ of accuracy against sparsity beside SpikingBrain-7B's published sweep (FACTS.md 
 Data: the shipped held-out set (128 windows of 64 characters from standard-library modules the
 model never saw in training, 8192 predictions). Sparsity figures come from the compile report
 (analyse pass) run on those same inputs; with dynamic thresholds nothing is fitted to them.
-Agreement is also split by the float model's margin between its two most likely tokens.
+Agreement is also split by the float model's margin between its two most likely tokens. One more
+row adds SpikingBrain's attention numerics at k = 3 (passes/attention_quantize.py: spiked SWA
+query, INT8 K/V per token and head).
 Writes benchmarks/results/lm_tiny_fidelity.json and lm_tiny_k_sweep.png.
 
     python benchmarks/lm_tiny_fidelity.py
@@ -24,7 +26,9 @@ sys.path.insert(0, str(ROOT / "examples" / "spikingbrain_tiny"))
 from data import decode, encode  # noqa: E402
 from spiking import compile_tiny, data, float_graph  # noqa: E402
 
-from sbcompile.lm import generate, next_token_metrics  # noqa: E402
+from sbcompile.lm import generate, lm_head, next_token_metrics  # noqa: E402
+from sbcompile.config import make_config  # noqa: E402
+from sbcompile.passes import attention_quantize  # noqa: E402
 from sbcompile.runtime import reference  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -70,10 +74,15 @@ def main() -> None:
                      "margins": margin_split(float_logits, logits)})
         artifacts[k] = art
     art = artifacts[3.0]
+    config = make_config("spikingbrain", exclude=[lm_head(graph)])
+    logits = reference.run(attention_quantize.run(art.graph, config), feeds)["logits"]
+    m = next_token_metrics(logits, float_logits, held["labels"])
+    attention = {"k": 3.0, **m, "loss_rel": m["loss"] / base["loss"] - 1,
+                 "accuracy_rel": m["accuracy"] / base["accuracy"] - 1}
     samples = {p: {"float": decode(generate(reference.run, art.baseline, encode(p), 40)),
                    "spiking": decode(generate(reference.run, art.graph, encode(p), 40))}
                for p in PROMPTS}
-    result = {"float": base, "sweep": rows, "published": {
+    result = {"float": base, "sweep": rows, "k3_attention_int8": attention, "published": {
         "float_accuracy": PUBLISHED["float_accuracy"],
         "k": {str(k): {"accuracy": a, "sparsity": s} for k, (a, s) in PUBLISHED["k"].items()}},
         "greedy_40_k3": samples, "eval_predictions": int(held["labels"].size),
@@ -91,6 +100,9 @@ def main() -> None:
               f"{r['mean_spikes_per_channel']:>6.3f}   "
               + (f"{pub[0]:.4f} ({pub[0] / PUBLISHED['float_accuracy'] - 1:+.2%}), {pub[1]:.3f}"
                  if pub else "-"))
+    print(f"k=3 with spiked SWA query and int8 K/V: agreement {attention['agreement']:.4f}, "
+          f"loss {attention['loss']:.4f} ({attention['loss_rel']:+.2%}), accuracy "
+          f"{attention['accuracy']:.4f} ({attention['accuracy_rel']:+.2%})")
     for p, s in samples.items():
         print(f"{p!r}: float {s['float']!r} | spiking {s['spiking']!r}")
     plot(rows, RESULTS / "lm_tiny_k_sweep.png")

@@ -1,0 +1,53 @@
+"""The attention_quantize pass (spiked SWA query, INT8 K/V per token and head) on a
+SpikingBrain-shaped SWA layer: exact counts against numpy, the int8 bound, fidelity, exclusion."""
+import numpy as np
+
+from sbcompile.config import make_config
+from sbcompile.ir.validate import validate
+from sbcompile.passes import attention_quantize
+from sbcompile.runtime import reference
+from sbcompile.streaming import StackShape, decoder_layer
+
+SHAPE = StackShape(layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=96,
+                   window=4)
+
+
+def _layer_and_input(index: int = 1):
+    graph = decoder_layer(SHAPE, index, 8)
+    x = np.random.default_rng(7).standard_normal((2, 8, SHAPE.hidden)).astype(np.float32)
+    return graph, {"hidden_in": x}
+
+
+def test_counts_exact_and_output_close():
+    graph, feeds = _layer_and_input()
+    att = next(n for n in graph.nodes if n.op == "attention")
+    q, k, v = att.inputs
+    out = attention_quantize.run(graph, make_config("spikingbrain"))
+    validate(out)
+    names = out.meta["attention_quantize"][att.name]
+    env = reference.evaluate(out, feeds, keep=[q, k, v, *names.values()])
+    vth = np.clip(np.abs(env[q]).mean(-1, keepdims=True, dtype=np.float32) / np.float32(3.0),
+                  1e-5, 1e4).astype(np.float32)
+    np.testing.assert_array_equal(env[names["q"]], np.rint(env[q] / vth).astype(np.int32))
+    for value, counts in ((k, names["k"]), (v, names["v"])):
+        x, c = env[value], env[counts]
+        scale = np.maximum(np.abs(x).max(-1, keepdims=True) / np.float32(127), np.float32(1e-8))
+        np.testing.assert_array_equal(c, np.rint(x / scale).astype(np.int32))
+        assert np.abs(c).max() == 127  # each token's largest |x| maps to the int8 limit
+        assert np.all(np.abs(c * scale - x) <= scale / 2 + 1e-6)
+    want = reference.run(graph, feeds)["hidden_out"]
+    got = env["hidden_out"]
+    cos = float(np.sum(got * want) / np.linalg.norm(got) / np.linalg.norm(want))
+    assert 0.99 < cos < 1.0
+
+
+def test_excluded_and_attention_free_graphs_are_left_alone():
+    graph, feeds = _layer_and_input()
+    att = next(n for n in graph.nodes if n.op == "attention")
+    kept = attention_quantize.run(graph, make_config("spikingbrain", exclude=[att.name]))
+    assert [n.op for n in kept.nodes] == [n.op for n in graph.nodes]
+    gla, gla_feeds = _layer_and_input(index=0)
+    same = attention_quantize.run(gla, make_config("spikingbrain"))
+    assert same.meta["attention_quantize"] == {}
+    np.testing.assert_array_equal(reference.run(same, gla_feeds)["hidden_out"],
+                                  reference.run(gla, gla_feeds)["hidden_out"])
