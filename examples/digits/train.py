@@ -59,6 +59,18 @@ def train(seed: int = 0, epochs: int = 30) -> tuple[DigitsCNN, float]:
     return model, float(acc)
 
 
+def strip_metadata(path: Path) -> None:
+    """Drop the exporter's per-value metadata (source stack traces with local paths)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for item in [*model.graph.node, *model.graph.input, *model.graph.output,
+                 *model.graph.value_info, *model.graph.initializer]:
+        del item.metadata_props[:]
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
+
+
 def main() -> None:
     model, acc = train()
     x_tr, x_te, _, y_te = load_split()
@@ -66,6 +78,7 @@ def main() -> None:
     torch.onnx.export(model, (torch.from_numpy(x_te[:4]),), str(HERE / "model.onnx"),
                       input_names=["image"], output_names=["logits"], dynamo=True,
                       dynamic_shapes={"image": {0: batch}}, external_data=False)
+    strip_metadata(HERE / "model.onnx")
     np.savez(HERE / "calib.npz", image=x_tr[:256])
     np.savez(HERE / "heldout.npz", image=x_te, label=y_te)
     print(f"held-out accuracy (torch, float): {acc:.4f}; wrote model.onnx, calib.npz, heldout.npz")
