@@ -110,6 +110,8 @@ def _lower_node(lw: Lowering, node: onnx.NodeProto) -> str:
     except UnsupportedError as e:
         prefix = f"node '{node.name}' ({node.op_type}): "
         return str(e)[len(prefix):] if str(e).startswith(prefix) else str(e)
+    except ValueError as e:  # operands the model's data makes inconsistent (a bias of size 0)
+        return f"inconsistent operands ({str(e).splitlines()[0]})"
     return ""
 
 

@@ -5,6 +5,7 @@ Every failure is an SbcError naming the file, node or value at fault.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import networkx as nx
@@ -37,15 +38,48 @@ def read_model(model: str | Path | bytes | onnx.ModelProto) -> tuple[onnx.ModelP
         raise SbcError(f"expected an ONNX file, bytes or ModelProto, got {type(model).__name__}")
     if proto.ir_version <= 0 or not proto.HasField("graph") or not proto.opset_import:
         raise SbcError(f"{label}: not an ONNX model (no IR version, graph or opset import)")
+    check_model_file(proto, label)
     return proto, label
 
 
 def _parse(load, label: str) -> onnx.ModelProto:
+    """onnx's reader; its refusals (bad bytes, external data that is missing or outside the
+    model's folder, a symlink or device file) become one SbcError naming the file."""
     try:
         return load()
-    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+    except (DecodeError, ValueError, RuntimeError, OSError, onnx.checker.ValidationError) as e:
         raise SbcError(f"{label}: not a valid ONNX model ({str(e).splitlines()[0] or 'truncated'})"
                        ) from None
+
+
+MAX_ELEMENTS = 2 ** 31 - 1  # a tensor past this cannot be indexed by int32 kernels
+
+
+def check_model_file(proto: onnx.ModelProto, label: str) -> None:
+    """What onnxruntime refuses too: an IR version newer than onnx knows, duplicate node names,
+    initializers whose data disagrees with their declared shape, inputs past MAX_ELEMENTS."""
+    if proto.ir_version > onnx.IR_VERSION:
+        raise UnsupportedError(f"{label}: IR version {proto.ir_version} is newer than the "
+                               f"newest onnx knows ({onnx.IR_VERSION})")
+    seen: set[str] = set()
+    for node in proto.graph.node:
+        if node.name and node.name in seen:
+            raise SbcError(f"{label}: two nodes are named '{node.name}'")
+        seen.add(node.name)
+    for tensor in proto.graph.initializer:
+        if any(d < 0 for d in tensor.dims) or math.prod(tensor.dims) > MAX_ELEMENTS:
+            raise SbcError(f"{label}: initializer '{tensor.name}' declares shape "
+                           f"{list(tensor.dims)}")
+        try:
+            onnx.numpy_helper.to_array(tensor)
+        except (ValueError, TypeError, onnx.checker.ValidationError) as e:
+            raise SbcError(f"{label}: initializer '{tensor.name}' has data that does not match "
+                           f"its shape {list(tensor.dims)} ({str(e).splitlines()[0]})") from None
+    for info in proto.graph.input:
+        dims = [d.dim_value for d in info.type.tensor_type.shape.dim if d.HasField("dim_value")]
+        if math.prod(dims) > MAX_ELEMENTS:
+            raise SbcError(f"{label}: input '{info.name}' has {math.prod(dims):,} elements, more "
+                           f"than {MAX_ELEMENTS:,}")
 
 
 def check_opsets(proto: onnx.ModelProto, label: str) -> dict[str, int]:

@@ -46,10 +46,33 @@ def check_feeds(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndar
         want = np.dtype(v.dtype)
         if arr.dtype != want and not np.can_cast(arr.dtype, want, casting="same_kind"):
             raise SbcError(f"input '{name}' has dtype {arr.dtype}, the model expects {want}")
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise SbcError(f"input '{name}' contains NaN or Inf")
-        checked[name] = arr.astype(want, copy=False)
+        if arr.size == 0:
+            raise SbcError(f"input '{name}' is empty (shape {list(arr.shape)}): nothing to run")
+        checked[name] = _cast_checked(name, arr, want)
     return checked
+
+
+def _cast_checked(name: str, arr: np.ndarray, want: np.dtype) -> np.ndarray:
+    """``arr`` as ``want``, refusing values the cast would change: NaN or Inf, floats beyond
+    the target's range (1e300 becomes inf in float32), integers that would wrap."""
+    if want.kind in "iub" and arr.dtype.kind in "iu" and arr.dtype != want:
+        info = np.iinfo(want) if want.kind != "b" else None
+        if info is not None and (arr.min() < info.min or arr.max() > info.max):
+            raise SbcError(f"input '{name}' holds integers outside {want} "
+                           f"[{info.min}, {info.max}]")
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = arr.astype(want, copy=False)
+    if cast.dtype.kind == "f" and not np.all(np.isfinite(cast)):
+        where = "contains NaN or Inf" if not np.all(np.isfinite(arr)) else \
+            f"holds values beyond the range of {want} (they would become Inf)"
+        raise SbcError(f"input '{name}' {where}")
+    return cast
+
+
+def range_error(node: Node, e: OverflowError) -> SbcError:
+    """The error for an integer accumulator past int32 (inputs far beyond the thresholds)."""
+    return SbcError(f"node '{node.name}' ({node.op}): {e} (the inputs are beyond the range this "
+                    "compiled model can represent)")
 
 
 def evaluate(graph: Graph, feeds: dict[str, np.ndarray],
@@ -65,7 +88,10 @@ def evaluate(graph: Graph, feeds: dict[str, np.ndarray],
         if kernel is None:
             raise SbcError(f"node '{node.name}': op '{node.op}' has no reference kernel")
         args = [env[i] if i else None for i in node.inputs]
-        out = kernel(node_attrs(node), *args)
+        try:
+            out = kernel(node_attrs(node), *args)
+        except OverflowError as e:
+            raise range_error(node, e) from None
         outs = out if isinstance(out, tuple) else (out,)
         for name, arr in zip(node.outputs, outs):
             env[name] = arr

@@ -1,12 +1,12 @@
 """The `.sbc` artifact: a zip of manifest.json, graph.json, tensors.safetensors, report.json and
-per-target program members. Every member's sha256 is in the manifest and checked on load; writes
+per-target program members. Loading refuses a member whose declared size breaks the caps before
+inflating it, checks every member's sha256 (listed in the manifest), the format version, every
+JSON member against its schema and each program against the graph (``artifact_checks``); writes
 go to a temporary file renamed into place; nothing is ever unpickled."""
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -17,10 +17,21 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from sbcompile import __version__
-from sbcompile.errors import ArtifactError
+from sbcompile.artifact_checks import check_lava_program, check_member, check_triton_program
+from sbcompile.config import CompileConfig
+from sbcompile.errors import ArtifactError, SbcError
 from sbcompile.ir.graph import Graph
+from sbcompile.ir.validate import validate
+from sbcompile.output_path import write_atomic
 
 FORMAT_VERSION = 1
+# Caps checked on the zip's directory before a member is inflated: peak memory while loading is
+# bounded by the sum of the declared sizes, each at most its cap and at most MAX_RATIO times its
+# compressed size (so a small file cannot claim a huge member).
+MEMBER_CAPS = {"manifest": 1 << 20, "json": 256 << 20, "binary": 16 << 30}
+MAX_RATIO = 100
+RATIO_SLACK = 1 << 16
+MAX_MEMBERS = 64
 _CORE = ("graph.json", "float_graph.json", "tensors.safetensors", "report.json")
 
 
@@ -53,21 +64,21 @@ class Artifact:
 
     @classmethod
     def load(cls, path: str | Path) -> "Artifact":
+        """Read and check an artifact: member sizes against the caps before anything is
+        inflated, every checksum, the format version, every JSON member against its schema,
+        the graphs' validity and each stored program against the graph."""
         path = Path(path)
         if not path.is_file():
             raise ArtifactError(f"{path}: no such artifact file")
         try:
             with zipfile.ZipFile(path) as z:
-                manifest = json.loads(z.read("manifest.json"))
-                if not isinstance(manifest, dict) or \
-                        manifest.get("manifest_sha256") != _manifest_digest(manifest):
+                infos = _checked_members(z, path)
+                manifest = _parse_json(path, "manifest.json", z.read(infos["manifest.json"]))
+                if manifest.get("manifest_sha256") != _manifest_digest(manifest):
                     raise ArtifactError(f"{path}: member 'manifest.json' fails its checksum "
                                         "(corrupted)")
-                if manifest.get("format_version") != FORMAT_VERSION:
-                    raise ArtifactError(f"{path}: format version {manifest.get('format_version')}"
-                                        f" is not {FORMAT_VERSION}")
                 listed = manifest["members"]
-                present = set(z.namelist()) - {"manifest.json"}
+                present = set(infos) - {"manifest.json"}
                 if present - set(listed):
                     raise ArtifactError(f"{path}: member '{sorted(present - set(listed))[0]}' "
                                         "is not in the manifest")
@@ -75,7 +86,7 @@ class Artifact:
                 for name, digest in listed.items():
                     if name not in present:
                         raise ArtifactError(f"{path}: member '{name}' is missing")
-                    blob = z.read(name)
+                    blob = z.read(infos[name])
                     if hashlib.sha256(blob).hexdigest() != digest:
                         raise ArtifactError(f"{path}: member '{name}' fails its checksum "
                                             "(corrupted)")
@@ -88,17 +99,80 @@ class Artifact:
         for name in _CORE:
             if name not in data:
                 raise ArtifactError(f"{path}: member '{name}' is missing")
+        docs = {name: _parse_json(path, name, blob) for name, blob in data.items()
+                if name.endswith(".json")}
         try:
+            config = CompileConfig.from_json(manifest["config"]).check().to_json()
             params = st_load(data["tensors.safetensors"])
-            graph = Graph.from_json(json.loads(data["graph.json"]), params)
-            float_graph = Graph.from_json(json.loads(data["float_graph.json"]), params)
-            report = json.loads(data["report.json"])
-        except ArtifactError:
-            raise
-        except Exception as e:  # malformed content behind a valid checksum
+            graph = Graph.from_json(docs["graph.json"], params)
+            float_graph = Graph.from_json(docs["float_graph.json"], params)
+        except SbcError as e:
+            raise ArtifactError(f"{path}: {e}") from None
+        except Exception as e:  # malformed binary content behind a valid checksum
             raise ArtifactError(f"{path}: malformed artifact content ({e})") from None
+        for name, g in (("graph.json", graph), ("float_graph.json", float_graph)):
+            try:
+                validate(g)
+            except SbcError as e:
+                raise ArtifactError(f"{path}: member '{name}': {e}") from None
         programs = {k[len("programs/"):]: v for k, v in data.items() if k.startswith("programs/")}
-        return cls(graph, manifest["config"], report, programs, float_graph)
+        art = cls(graph, config, docs["report.json"], programs, float_graph)
+        _check_programs(path, art)
+        return art
+
+
+def _checked_members(z: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
+    """The zip's entries by name, refused before any is inflated if there are too many, a name
+    repeats, or a member's declared size exceeds its cap or its compression ratio exceeds
+    MAX_RATIO (zipfile never inflates past the declared size)."""
+    entries = z.infolist()
+    if len(entries) > MAX_MEMBERS:
+        raise ArtifactError(f"{path}: {len(entries)} members, more than {MAX_MEMBERS}")
+    infos: dict[str, zipfile.ZipInfo] = {}
+    for info in entries:
+        if info.filename in infos:
+            raise ArtifactError(f"{path}: member '{info.filename}' appears twice")
+        cap = member_cap(info.filename)
+        if info.file_size > cap:
+            raise ArtifactError(f"{path}: member '{info.filename}' declares {info.file_size:,} "
+                                f"bytes, over its cap of {cap:,}")
+        if info.file_size > MAX_RATIO * info.compress_size + RATIO_SLACK:
+            raise ArtifactError(f"{path}: member '{info.filename}' would inflate "
+                                f"{info.file_size:,} bytes from {info.compress_size:,} (more "
+                                f"than {MAX_RATIO}x)")
+        infos[info.filename] = info
+    if "manifest.json" not in infos:
+        raise ArtifactError(f"{path}: member 'manifest.json' is missing")
+    return infos
+
+
+def member_cap(name: str) -> int:
+    """The largest size a member may declare (see MEMBER_CAPS)."""
+    if name == "manifest.json":
+        return MEMBER_CAPS["manifest"]
+    return MEMBER_CAPS["json"] if name.endswith(".json") else MEMBER_CAPS["binary"]
+
+
+def _parse_json(path: Path, member: str, blob: bytes):
+    try:
+        doc = json.loads(blob)
+    except (ValueError, RecursionError) as e:
+        raise ArtifactError(f"{path}: member '{member}' is not valid JSON ({e})") from None
+    check_member(str(path), member, doc)
+    return doc
+
+
+def _check_programs(path: Path, art: "Artifact") -> None:
+    """Each stored program parses and agrees with the compiled graph."""
+    from sbcompile.runtime.lava.program import LavaProgram
+    from sbcompile.runtime.triton.program import TritonProgram
+
+    lava = {k: v for k, v in art.programs.items() if k.startswith("lava/")}
+    triton = {k: v for k, v in art.programs.items() if k.startswith("triton/")}
+    if lava:
+        check_lava_program(str(path), art.graph, LavaProgram.from_members(lava))
+    if triton:
+        check_triton_program(str(path), art.graph, TritonProgram.from_members(triton, art.graph))
 
 
 def _union_params(*graphs: Graph) -> dict[str, np.ndarray]:
@@ -127,22 +201,19 @@ def _json_bytes(obj) -> bytes:
 
 
 def _write_zip(f, manifest: dict, members: dict[str, bytes]) -> None:
-    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-        z.writestr("manifest.json", _json_bytes(manifest))
-        for name, data in members.items():
-            z.writestr(name, data)
-
-
-def write_atomic(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place; on any
-    failure the temporary file is removed and ``path`` is left untouched."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Deflate every member, except one that would inflate more than MAX_RATIO times (an
+    all-zero tensor): it is stored, so that our own artifacts always pass the loader's caps."""
+    stored: set[str] = set()
+    for _ in range(2):
+        f.seek(0)
+        f.truncate()
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            z.writestr("manifest.json", _json_bytes(manifest))
+            for name, data in members.items():
+                z.writestr(name, data, compress_type=zipfile.ZIP_STORED if name in stored
+                           else zipfile.ZIP_DEFLATED)
+            too_dense = {i.filename for i in z.infolist()
+                         if i.file_size > MAX_RATIO * i.compress_size + RATIO_SLACK}
+        if not too_dense:
+            return
+        stored |= too_dense

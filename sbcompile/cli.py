@@ -5,44 +5,120 @@ Errors a user can act on print one line `error: ...` on stderr and exit 2; anyth
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
+import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sbcompile.errors import SbcError
+from sbcompile.output_path import check_output_path
 
 console = Console()
 err_console = Console(stderr=True)
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like KeyboardInterrupt, so every ``finally`` (the Lava
+    runner's group and temp-folder cleanup, write_atomic's temporary file) runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
 def guarded(fn):
-    """Turn SbcError into `error: ...` + exit 2, other exceptions into exit 1."""
+    """Turn SbcError into `error: ...` + exit 2, a signal into `error: interrupted` + exit
+    128 + signal, other exceptions into exit 1 (a bug)."""
     @functools.wraps(fn)
     def wrapper(*args, debug: bool = False, **kwargs):
+        previous = _catch_signals()
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():  # numpy's overflow notes are not one-line errors
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return fn(*args, **kwargs)
         except SbcError as e:
             if debug:
                 traceback.print_exc()
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_one_line(str(e))}", err=True)
             sys.exit(2)
+        except (KeyboardInterrupt, Interrupted) as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            click.echo(f"error: interrupted by {signal.Signals(signum).name}", err=True)
+            sys.exit(128 + signum)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as e:  # a bug in sbcompile
             if debug:
                 traceback.print_exc()
-            click.echo(f"internal error: {type(e).__name__}: {e} (rerun with --debug)", err=True)
+            click.echo(f"internal error: {type(e).__name__}: {_one_line(str(e))} (rerun with "
+                       "--debug)", err=True)
             sys.exit(1)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return click.option("--debug", is_flag=True, help="Show tracebacks.")(wrapper)
 
 
-@click.group()
+def _catch_signals() -> dict:
+    """Route SIGTERM and SIGHUP through Interrupted; returns the handlers to restore (none when
+    not on the main thread, where Python cannot set handlers)."""
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, _raise_interrupted)
+        except ValueError:
+            break
+    return previous
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "(no message)"
+
+
+class OneLineErrors(click.Group):
+    """click's own usage errors (unknown option, missing argument, bad choice) as one line
+    `error: ...` and exit 2, like every other bad input."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            where = f"{e.ctx.command_path}: " if e.ctx is not None else ""
+            click.echo(f"error: {where}{_one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"error: {_one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(130)
+        sys.exit(0)
+
+
+def _seconds(ctx, param, value):
+    """--timeout: a finite number of seconds > 0 (nan, inf, 0 and negatives are refused)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a finite number of seconds > 0, not {value}")
+    return value
+
+
+@click.group(cls=OneLineErrors)
 @click.version_option(package_name="sbcompile")
 def main() -> None:
     """sbcompile: compile models into SpikingBrain-style spiking form."""
@@ -65,14 +141,14 @@ def inspect(model: str) -> None:
 
     graph = load_model(_model_path(model))
     summary = model_summary(graph)
-    console.print(f"[bold]{summary['name']}[/]: {summary['nodes']} IR nodes, "
+    console.print(f"[bold]{escape(summary['name'])}[/]: {summary['nodes']} IR nodes, "
                   f"{summary['parameters']:,} parameters")
     for kind in ("inputs", "outputs"):
         for name, v in summary[kind].items():
-            console.print(f"  {kind[:-1]} {name}: {v['dtype']}{v['shape']}")
+            console.print(escape(f"  {kind[:-1]} {name}: {v['dtype']}{v['shape']}"))
     t = Table("IR op", "count", show_edge=False)
     for op, count in summary["ops"].items():
-        t.add_row(op, str(count))
+        t.add_row(escape(op), str(count))
     console.print(t)
 
 
@@ -97,12 +173,13 @@ def check(model: str, preset: str) -> None:
     for r in rows:
         ir_ops = r.get("ir_ops") or []
         is_spiked = r["name"] in spiked or any(n in spiked for n in r.get("ir_nodes", []))
-        t.add_row(r["name"], r["op_type"], r["status"] if r["status"] == "supported"
-                  else f"[red]{r['status']}: {r.get('reason', '')}[/]",
-                  ",".join(ir_ops), "yes" if is_spiked else "")
+        t.add_row(escape(r["name"]), escape(r["op_type"]), r["status"]
+                  if r["status"] == "supported"
+                  else f"[red]{escape(r['status'])}: {escape(r.get('reason', ''))}[/]",
+                  escape(",".join(ir_ops)), "yes" if is_spiked else "")
     console.print(t)
     console.print(f"{len(rows) - len(unsupported)}/{len(rows)} nodes supported, "
-                  f"{len(spiked)} layers spiked under preset {preset}")
+                  f"{len(spiked)} layers spiked under preset {escape(preset)}")
     if unsupported:
         first = unsupported[0]
         raise SbcError(f"{model}: {len(unsupported)} unsupported node(s), first '{first['name']}'"
@@ -127,11 +204,9 @@ def compile(model: str, calib: str | None, preset: str, sets: tuple, exclude: tu
     from sbcompile.report import print_terminal
 
     config = make_config(preset, parse_set_options(list(sets)), list(exclude))
+    out = check_output_path(output, "-o")
     graph = load_model(_model_path(model))
     calib_data = load_npz(calib) if calib else None
-    out = Path(output)
-    if not out.parent.exists():
-        raise SbcError(f"{output}: folder {out.parent} does not exist")
     artifact = compile_graph(graph, config, calib_data)
     artifact.save(out)
     print_terminal(artifact.report, console=console)
@@ -146,23 +221,27 @@ def compile(model: str, calib: str | None, preset: str, sets: tuple, exclude: tu
 @guarded
 def report(artifact: str, json_out: str | None, html_out: str | None, energy_preset: str) -> None:
     """Show the report of a compiled ARTIFACT; write it as JSON and/or HTML."""
-    from sbcompile.artifact import Artifact, write_atomic
+    from sbcompile.artifact import Artifact
+    from sbcompile.output_path import write_atomic
     from sbcompile.report import print_terminal, render_html
 
+    for path, flag in ((json_out, "--json"), (html_out, "--html")):
+        if path is not None:
+            check_output_path(path, flag)
     art = Artifact.load(artifact)
     rep = art.report
     if rep.get("measured") and energy_preset not in rep["energy"]:
         raise SbcError(f"unknown energy preset '{energy_preset}' (known: "
                        f"{', '.join(rep['energy'])})")
     print_terminal(rep, energy_preset, console=console)
-    if json_out:
+    if json_out is not None:
         data = json.dumps(rep, indent=1).encode()
         write_atomic(Path(json_out), lambda f: f.write(data))
-        console.print(f"wrote {json_out}")
-    if html_out:
+        console.print(f"wrote {escape(json_out)}")
+    if html_out is not None:
         page = render_html(rep, energy_preset).encode()
         write_atomic(Path(html_out), lambda f: f.write(page))
-        console.print(f"wrote {html_out}")
+        console.print(f"wrote {escape(html_out)}")
 
 
 @main.command()
@@ -173,27 +252,58 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
 @click.option("--float", "use_float", is_flag=True, help="Run the un-spiked baseline graph.")
 @click.option("--interpret", is_flag=True,
               help="Triton target: run the kernels on Triton's CPU interpreter (no GPU).")
-@click.option("--timeout", default=120.0, show_default=True,
-              help="Lava target: seconds the simulation may take.")
+@click.option("--timeout", type=float, default=None, callback=_seconds,
+              help="Seconds the run may take [default: 120 on lava and triton, none on "
+                   "reference].")
 @click.option("-o", "--output", default=None, help="Write outputs (.npz).")
 @guarded
 def run(artifact: str, input_path: str, target: str, use_float: bool, interpret: bool,
-        timeout: float, output: str | None) -> None:
+        timeout: float | None, output: str | None) -> None:
     """Run a compiled ARTIFACT on inputs."""
     from sbcompile.artifact import Artifact
     from sbcompile.npz import load_npz, save_npz
     from sbcompile.targets import run_target
 
+    if output is not None:
+        check_output_path(output, "-o")
+    if timeout is None and target != "reference":
+        timeout = DEFAULT_TIMEOUT_S
     art = Artifact.load(artifact)
     feeds = load_npz(input_path)
-    outputs = run_target(art, feeds, target, use_float, interpret, timeout)
+    with deadline(timeout if target != "lava" else None, f"the {target} run"):
+        outputs = run_target(art, feeds, target, use_float, interpret,
+                             timeout or DEFAULT_TIMEOUT_S)
     for name, arr in outputs.items():
-        console.print(f"{name}: {arr.dtype}{list(arr.shape)}  mean {float(arr.mean()):.6g}")
+        console.print(escape(f"{name}: {arr.dtype}{list(arr.shape)}  mean "
+                             f"{float(arr.mean()):.6g}"))
     if getattr(outputs, "op_counts", None) and art.report.get("measured"):
         _print_op_counts(outputs.op_counts, art.report, len(next(iter(feeds.values()))))
-    if output:
+    if output is not None:
         save_npz(output, outputs)
-        console.print(f"wrote {output}")
+        console.print(f"wrote {escape(output)}")
+
+
+DEFAULT_TIMEOUT_S = 120.0
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None, what: str):
+    """Raise SbcError if the block runs longer than ``seconds`` (SIGALRM; the Lava runner keeps
+    its own timeout, enforced on its child)."""
+    if seconds is None:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise SbcError(f"{what} exceeded its timeout of {seconds:g} s (--timeout)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _print_op_counts(op_counts: dict, report: dict, samples: int) -> None:
@@ -204,7 +314,7 @@ def _print_op_counts(op_counts: dict, report: dict, samples: int) -> None:
               "neuron updates sim / est", show_edge=False,
               title=f"simulated vs compile-time estimate (calibration average x {samples})")
     for row in simulated_vs_compiled(op_counts, report, samples):
-        t.add_row(row["layer"], *(f"{row[k]['simulated']:,} / {row[k]['compile_time']:,}"
+        t.add_row(escape(row["layer"]), *(f"{row[k]['simulated']:,} / {row[k]['compile_time']:,}"
                                   for k in ("synaptic_ops", "spike_messages",
                                             "neuron_updates")))
     console.print(t)
@@ -221,13 +331,14 @@ def export(artifact: str, fmt: str, output: str, allow_partial: bool) -> None:
     """Export a compiled ARTIFACT as NIR, lava-dl netx or ONNX QDQ."""
     from sbcompile.backends.export import export as export_artifact
 
+    check_output_path(output, "-o")
     result = export_artifact(artifact, fmt, output, allow_partial)
     for note in result["notes"]:
-        console.print(f"note: {note}")
+        console.print(escape(f"note: {note}"))
     if result["left_out"]:
-        console.print(f"left out {len(result['left_out'])} node(s) from "
-                      f"'{result['left_out'][0]}' on")
-    console.print(f"wrote {output}")
+        console.print(escape(f"left out {len(result['left_out'])} node(s) from "
+                             f"'{result['left_out'][0]}' on"))
+    console.print(f"wrote {escape(output)}")
 
 
 @main.command()

@@ -5,8 +5,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from sbcompile.errors import SbcError
 
+INT32 = np.iinfo(np.int32)
 CODINGS = ("graded", "binary", "ternary", "bitwise", "bitwise_bidirectional", "twos_complement")
 
 
@@ -37,7 +40,18 @@ class CompileConfig:
         return cls(**d)
 
     def check(self) -> "CompileConfig":
-        """Raise SbcError on an out-of-range or unknown value; return self."""
+        """Raise SbcError on an out-of-range or unknown value; return self. Numbers are checked
+        as the compiled graph stores them: floats finite and nonzero where they divide in
+        float32 (k = 1e-300 is 0 there), integers inside int32."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not _finite_float32(value):
+                raise SbcError(f"{f.name} must be finite in float32, got {value}")
+            if isinstance(value, int) and not isinstance(value, bool) and \
+                    not INT32.min <= value <= INT32.max:
+                raise SbcError(f"{f.name} must fit int32, got {value}")
+        if not np.float32(self.k) > 0:
+            raise SbcError(f"k must be > 0 in float32, got {self.k}")
         if self.policy not in ("dynamic", "static"):
             raise SbcError(f"policy must be dynamic or static, not '{self.policy}'")
         if not self.k > 0:
@@ -67,6 +81,11 @@ class CompileConfig:
         if self.calib_batch < 1:
             raise SbcError(f"calib_batch must be >= 1, got {self.calib_batch}")
         return self
+
+
+def _finite_float32(value: float) -> bool:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.float32(value)))
 
 
 PRESETS: dict[str, dict[str, Any]] = {

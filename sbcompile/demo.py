@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sbcompile.artifact import write_atomic
+from sbcompile.config import make_config
 from sbcompile.errors import SbcError
 from sbcompile.npz import load_npz
+from sbcompile.output_path import check_output_dir, write_atomic
 from sbcompile.pipeline import compile_model
 from sbcompile.report import print_terminal, render_html
 from sbcompile.runtime import reference
@@ -33,7 +34,8 @@ def run_demo(preset: str, out_dir: Path, console) -> dict:
         if not (EXAMPLE / name).is_file():
             raise SbcError(f"the bundled example is missing {name}: run "
                            "python examples/digits/train.py")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_config(preset)  # a bad preset is refused before anything is created
+    out_dir = check_output_dir(out_dir, "--out folder")
     held = load_npz(EXAMPLE / "heldout.npz")
     art = compile_model(EXAMPLE / "model.onnx", preset=preset,
                         calib=load_npz(EXAMPLE / "calib.npz"))

@@ -1,5 +1,8 @@
 """The compile report: report.json's structure (DESIGN.md), a compact terminal table and a
-self-contained HTML page with plots."""
+self-contained HTML page with plots.
+
+Names (of models, layers, outputs) are data, never markup: they are escaped for rich
+(``[bold]`` stays text), for matplotlib (``$...$`` stays text, not mathtext) and for HTML."""
 from __future__ import annotations
 
 import base64
@@ -43,14 +46,16 @@ def build_report(graph: Graph, float_graph: Graph, config: CompileConfig) -> dic
 # ---- terminal ----------------------------------------------------------------------------------
 def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
     cfg = report["config"]
-    console.print(f"[bold]{report['model']['name']}[/]  preset [cyan]{cfg['preset']}[/]  "
-                  f"coding {cfg['coding']}  params {report['model']['parameters']:,}")
+    console.print(f"[bold]{escape(report['model']['name'])}[/]  preset "
+                  f"[cyan]{escape(cfg['preset'])}[/]  coding {escape(cfg['coding'])}  "
+                  f"params {report['model']['parameters']:,}")
     if not report.get("measured"):
-        console.print(report.get("note", "no measurements"))
+        console.print(escape(report.get("note", "no measurements")))
         return
     t = Table(show_edge=False, header_style="bold")
     for col in ("layer", "op", "in->out", "zero", "slot", "spk/ch", "T", "cos out", "pJ"):
@@ -58,24 +63,25 @@ def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=No
     for layer in report["layers"]:
         s = layer["sparsity"]
         energy = _layer_energy(layer, report, energy_preset)
-        t.add_row(layer["name"], layer["op"], f"{layer['fan_in']}->{layer['fan_out']}",
+        t.add_row(escape(layer["name"]), escape(layer["op"]), f"{layer['fan_in']}->{layer['fan_out']}",
                   f"{s['count_zero']:.1%}", f"{s['spike_slot']:.1%}",
                   f"{s['mean_spikes_per_channel']:.2f}", _fmt(s["T"]),
                   f"{layer['fidelity']['output']['cosine']:.4f}", f"{energy:,.0f}")
     console.print(t)
     tot = report["totals"]["sparsity"]
     e = report["energy"][energy_preset]
-    console.print(f"total: count-zero {tot['count_zero']:.1%}, spike-slot {tot['spike_slot']:.1%}"
+    console.print(escape(f"total: count-zero {tot['count_zero']:.1%}, spike-slot {tot['spike_slot']:.1%}"
                   f" (window {tot['window']}: {tot['spike_slot_window3']:.1%}), "
-                  f"{tot['mean_spikes_per_channel']:.2f} spikes/channel")
-    console.print(f"energy ({energy_preset}): {e['spiking_pJ'] / 1e3:,.2f} nJ spiking vs "
+                  f"{tot['mean_spikes_per_channel']:.2f} spikes/channel"))
+    console.print(escape(f"energy ({energy_preset}): {e['spiking_pJ'] / 1e3:,.2f} nJ spiking vs "
                   f"{e['dense_fp16_pJ'] / 1e3:,.2f} nJ dense FP16 "
                   f"({e['reduction_vs_fp16']:.1%} less), {e['reduction_vs_int8']:.1%} less than "
-                  "INT8")
+                  "INT8"))
     for out, f in report["outputs_fidelity"].items():
         extra = (f", argmax agreement {f['argmax_agreement']:.1%}"
                  if "argmax_agreement" in f else "")
-        console.print(f"output {out}: cosine {f['cosine']:.4f}, SNR {_fmt(f['snr_db'])} dB{extra}")
+        console.print(escape(f"output {out}: cosine {f['cosine']:.4f}, SNR {_fmt(f['snr_db'])} dB"
+                             f"{extra}"))
 
 
 def _fmt(x) -> str:
@@ -182,9 +188,18 @@ def _save(fig) -> bytes:
     return buf.getvalue()
 
 
+def plain_text(name: str) -> str:
+    """A name as matplotlib draws it literally: every ``$`` escaped, so no mathtext parse."""
+    return str(name).replace("$", r"\$")
+
+
+def _layer_names(report: dict) -> list[str]:
+    return [plain_text(layer["name"]) for layer in report["layers"]]
+
+
 def _plot_sparsity_energy(report: dict, preset: str) -> bytes:
     fig, (a, b) = _figure()
-    names = [layer["name"] for layer in report["layers"]]
+    names = _layer_names(report)
     x = range(len(names))
     a.bar([i - 0.2 for i in x], [layer["sparsity"]["count_zero"] for layer in report["layers"]],
           0.4, label="count zero")
@@ -195,13 +210,13 @@ def _plot_sparsity_energy(report: dict, preset: str) -> bytes:
     a.legend()
     b.bar(x, [_layer_energy(layer, report, preset) / 1e3 for layer in report["layers"]])
     b.set_xticks(list(x), names, rotation=60, fontsize=7)
-    b.set_ylabel(f"spiking energy, nJ ({preset})")
+    b.set_ylabel(f"spiking energy, nJ ({plain_text(preset)})")
     return _save(fig)
 
 
 def _plot_fidelity(report: dict) -> bytes:
     fig, (a, b) = _figure()
-    names = [layer["name"] for layer in report["layers"]]
+    names = _layer_names(report)
     x = list(range(len(names)))
     a.plot(x, [layer["fidelity"]["encode"]["cosine"] for layer in report["layers"]], "o-",
            label="encode (x_hat vs x)")
@@ -222,7 +237,7 @@ def _plot_histograms(report: dict) -> bytes:
         h = layer["count_histogram"]
         r = h["range"]
         ax.bar(range(-r - 1, r + 2), h["counts"])
-        ax.set_title(f"{layer['name']} (edges: overflow)", fontsize=9)
+        ax.set_title(f"{plain_text(layer['name'])} (edges: overflow)", fontsize=9)
         ax.set_xlabel("count")
     return _save(fig)
 
@@ -242,5 +257,5 @@ def _plot_raster(report: dict) -> bytes:
         ax.imshow(ev, aspect="auto", cmap="bwr", vmin=-1, vmax=1, interpolation="nearest")
         ax.set_xlabel("channel (conv: flattened C x H x W)")
         ax.set_ylabel("step t (LSB first)")
-        ax.set_title(f"{layer['name']} ({coding})", fontsize=9)
+        ax.set_title(f"{plain_text(layer['name'])} ({plain_text(coding)})", fontsize=9)
     return _save(fig)

@@ -1,32 +1,42 @@
-"""The simulation child: ``python -m sbcompile.runtime.lava.child RUN_DIR``.
+"""The simulation child: ``python -m sbcompile.runtime.lava.child RUN_DIR LIFELINE_FD``.
 
 Reads the program, feeds and options the runner left in RUN_DIR, simulates, and writes
 ``result.npz`` (arrays) and ``result.json`` (op counts, steps; written last), or a failure record.
 It never stops Lava itself (``stop()`` is slow, and can hang after a model raised): the runner
 kills the whole process group and removes its shared-memory segments once either file appears.
+Until then the child watches LIFELINE_FD, the read end of a pipe only the runner can write: end of
+file means the runner died without cleaning up, and the child ends its group, unlinks the
+group's segments and removes RUN_DIR itself.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 
-from sbcompile.artifact import write_atomic
+from sbcompile.output_path import write_atomic
 from sbcompile.runtime.lava.failure import record_failure
+from sbcompile.runtime.lava.group import end_group, group_segments
 from sbcompile.runtime.lava.program import ARRAYS_MEMBER, PLAN_MEMBER, LavaProgram
 
 PROGRAM_FILES = {PLAN_MEMBER: "plan.json", ARRAYS_MEMBER: "arrays.safetensors"}
 FEEDS_FILE, OPTIONS_FILE = "feeds.npz", "options.json"
 RESULT_ARRAYS, RESULT_INFO, PROGRESS_FILE = "result.npz", "result.json", "progress"
+TMP_DIR = "tmp"  # the child's TMPDIR (multiprocessing's pymp-* folders land here)
+ORPHANED_EXIT = 4
 
 
-def main(run_dir: str) -> NoReturn:
+def main(run_dir: str, lifeline_fd: int) -> NoReturn:
     run = Path(run_dir)
+    watcher = threading.Thread(target=watch_parent, args=(run, lifeline_fd), daemon=True)
+    watcher.start()
     try:
         from sbcompile.runtime.lava.network import LavaNetwork  # imports Lava (slow)
 
@@ -41,14 +51,32 @@ def main(run_dir: str) -> NoReturn:
         network.run(progress=lambda steps: _write_progress(run, steps))
         ran = time.perf_counter()
         results, counts = network.collect()
+        counts["timing_s"] = {"build": built - started, "run": ran - built}
+        write_atomic(run / RESULT_ARRAYS, lambda f: np.savez(f, **results))
+        write_atomic(run / RESULT_INFO, lambda f: f.write(json.dumps(counts).encode()))
     except BaseException as exc:
         record_failure(run, "the Lava simulation", exc)
-        sys.stdout.flush()
-        os._exit(3)
-    counts["timing_s"] = {"build": built - started, "run": ran - built}
-    write_atomic(run / RESULT_ARRAYS, lambda f: np.savez(f, **results))
-    write_atomic(run / RESULT_INFO, lambda f: f.write(json.dumps(counts).encode()))
-    os._exit(0)  # leave Lava's processes to the runner
+    sys.stdout.flush()
+    watcher.join()  # the runner ends the group (and this process) once it has read the result
+    os._exit(ORPHANED_EXIT)
+
+
+def watch_parent(run: Path, lifeline_fd: int) -> None:
+    """Block until the runner's end of the lifeline closes; then, if the runner did not end the
+    group first, end it (every member but this process), unlink its segments, remove the run
+    folder and exit."""
+    while True:
+        try:
+            if not os.read(lifeline_fd, 1):
+                break
+        except InterruptedError:
+            continue
+        except OSError:
+            break
+    group = os.getpgrp()
+    end_group(group, group_segments(group), spare=os.getpid())
+    shutil.rmtree(run, ignore_errors=True)
+    os._exit(ORPHANED_EXIT)
 
 
 def _write_progress(run: Path, steps: int) -> None:
@@ -56,4 +84,4 @@ def _write_progress(run: Path, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]))

@@ -5,17 +5,19 @@ processes inherit. The runner watches for a result, a failure record, the child'
 or the timeout; whatever happens it then kills the group and removes the ``/dev/shm/psm_*``
 shared-memory segments that the group had mapped (seen by polling ``/proc``), so no process and no
 segment outlives the run. This is also how a successful run ends: Lava's own ``stop()`` is slow
-and can hang, and the results are already on disk. Lava is never imported here.
+and can hang, and the results are already on disk. If this process dies first (even by SIGKILL),
+the child notices through a pipe and ends the group itself; the run folder (which also holds the
+child's temp dir) is removed on every path, and each run starts by sweeping what a run killed
+together with its child left (``group.sweep_orphans``). Lava is never imported here.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,13 +27,12 @@ import numpy as np
 from sbcompile.errors import SbcError
 from sbcompile.runtime.lava import child
 from sbcompile.runtime.lava.failure import read_failure
+from sbcompile.runtime.lava.group import POLL_S, end_group, group_segments, new_run_dir, \
+    sweep_orphans
 from sbcompile.runtime.lava.program import LavaProgram
 from sbcompile.runtime.lava.topology import FORMS
 from sbcompile.runtime.reference import check_feeds
 
-SHM_DIR = Path("/dev/shm")
-SHM_PREFIX = "psm_"
-POLL_S = 0.05
 
 
 class LavaRun(dict):
@@ -54,12 +55,15 @@ def simulate(program: LavaProgram, feeds: dict[str, np.ndarray], form: str = "fu
     if form not in FORMS:
         raise SbcError(f"unknown Lava graph form '{form}' (known: {', '.join(FORMS)})")
     feeds = check_feeds(program.interface(), feeds)
-    with tempfile.TemporaryDirectory(prefix="sbc-lava-") as tmp:
-        run = Path(tmp)
+    sweep_orphans()
+    run = new_run_dir()
+    try:
         for member, data in program.to_members().items():
             (run / child.PROGRAM_FILES[member]).write_bytes(data)
-        np.savez(run / child.FEEDS_FILE, **feeds)
+        with open(run / child.FEEDS_FILE, "wb") as f:
+            np.savez(f, **feeds)
         (run / child.OPTIONS_FILE).write_text(json.dumps({"form": form}))
+        (run / child.TMP_DIR).mkdir()
         with _terminal_progress(progress) as report:
             outcome = _supervise(run, timeout, report)
         if outcome != "done":
@@ -67,6 +71,10 @@ def simulate(program: LavaProgram, feeds: dict[str, np.ndarray], form: str = "fu
         with np.load(run / child.RESULT_ARRAYS, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         info = json.loads((run / child.RESULT_INFO).read_text())
+    except OSError as e:  # the temp folder itself failed (a full or read-only disk)
+        raise SbcError(f"Lava run folder {run}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
     return LavaRun(arrays, info)
 
 
@@ -84,12 +92,18 @@ def _terminal_progress(progress: Callable[[int], None] | None):
 
 def _supervise(run: Path, timeout: float, progress: Callable[[int], None] | None) -> str:
     """Start the child and wait; returns done | failed | exited | timeout. The child's group is
-    gone and its segments removed when this returns."""
-    log = open(run / "child.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "sbcompile.runtime.lava.child", str(run)],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    log.close()
+    gone and its segments removed when this returns, however it returns (an exception, or a
+    signal the CLI turned into one). The child holds the read end of a pipe whose write end only
+    this process has: when this process dies, even by SIGKILL, the child sees end-of-file and ends
+    the group itself (``child.watch_parent``)."""
+    lifeline_r, lifeline_w = os.pipe()
+    env = {**os.environ, "TMPDIR": str(run / child.TMP_DIR)}  # multiprocessing's pymp-* folders
+    with open(run / "child.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sbcompile.runtime.lava.child", str(run),
+                                 str(lifeline_r)], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                pass_fds=(lifeline_r,), env=env)
+    os.close(lifeline_r)
     group = proc.pid
     segments: set[str] = set()
     deadline = time.monotonic() + timeout
@@ -108,7 +122,9 @@ def _supervise(run: Path, timeout: float, progress: Callable[[int], None] | None
             reported = _report_progress(run, progress, reported)
             time.sleep(POLL_S)
     finally:
-        _end_group(proc, group, segments)
+        end_group(group, segments)
+        proc.wait()
+        os.close(lifeline_w)
 
 
 def _report_progress(run: Path, progress: Callable[[int], None] | None, reported: int) -> int:
@@ -121,59 +137,6 @@ def _report_progress(run: Path, progress: Callable[[int], None] | None, reported
     if steps != reported:
         progress(steps)
     return steps
-
-
-def _end_group(proc: subprocess.Popen, group: int, segments: set[str]) -> None:
-    """Freeze the group, note its last segments, kill it, reap the child, unlink the segments."""
-    _signal_group(group, signal.SIGSTOP)
-    segments |= group_segments(group)
-    _signal_group(group, signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 5.0
-    while group_processes(group) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-    for name in segments:
-        try:
-            (SHM_DIR / name).unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _signal_group(group: int, sig: int) -> None:
-    try:
-        os.killpg(group, sig)
-    except ProcessLookupError:
-        pass
-
-
-def group_processes(group: int) -> list[int]:
-    """Live processes of a process group (zombies excluded)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
-def group_segments(group: int) -> set[str]:
-    """Names of the /dev/shm/psm_* segments the group's processes have mapped or open."""
-    found = set()
-    for pid in group_processes(group):
-        try:
-            maps = Path(f"/proc/{pid}/maps").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        for line in maps.splitlines():
-            path = line.rsplit(" ", 1)[-1]
-            if path.startswith(f"{SHM_DIR}/{SHM_PREFIX}"):
-                found.add(path.rsplit("/", 1)[1])
-    return found
 
 
 def _failure_message(run: Path, outcome: str, timeout: float) -> str:

@@ -16,6 +16,7 @@ from sbcompile.runtime.triton.program import TritonProgram
 from sbcompile.runtime.triton.torch_ops import torch_kernel
 
 INTEGER_OPS = ("spike_encode", "spike_linear", "spike_conv")
+INT32_MAX = np.iinfo(np.int32).max
 
 
 def device_for(interpret: bool) -> torch.device:
@@ -37,6 +38,7 @@ class _Run:
         self.encoded: dict[str, launch.Encoded] = {}  # counts value -> encoder outputs
         self.done: set[str] = set()  # decode nodes fused into their layer
         self.readers = {}  # counts value -> the fast layers reading it
+        self.peaks: list[tuple] = []  # (node, peak |count| on the device) per kernel layer
         for step in program.linears.values():
             counts = self.g.node(step.node).inputs[0]
             self.readers.setdefault(counts, []).append(step)
@@ -93,6 +95,7 @@ class _Run:
             acc, y = launch.gemm_linear(self.kern, enc, self.value(step.weight),
                                         step.group_size, scale, bias, store_acc=store_acc,
                                         decode=decode is not None)
+        self.peaks.append((node, enc.counts.abs().amax()))
         lead = tuple(counts_shape[:-1])
         if acc is not None:
             self.env[node.outputs[0]] = acc.view(lead + tuple(acc.shape[1:]))
@@ -109,13 +112,36 @@ class _Run:
             kernel = reference.KERNELS.get(node.op)
             if kernel is None:
                 raise SbcError(f"node '{node.name}': op '{node.op}' has no kernel")
-            outs = kernel(node_attrs(node), *[a.cpu().numpy() if a is not None else None
-                                               for a in args])
+            try:
+                outs = kernel(node_attrs(node), *[a.cpu().numpy() if a is not None else None
+                                                   for a in args])
+            except OverflowError as e:
+                raise reference.range_error(node, e) from None
         outs = outs if isinstance(outs, tuple) else (outs,)
         for name, out in zip(node.outputs, outs):
             if isinstance(out, np.ndarray) or np.isscalar(out):
                 out = torch.from_numpy(np.ascontiguousarray(out)).to(self.dev)
             self.env[name] = out
+
+    def check_accumulators(self) -> None:
+        """The kernels accumulate in int32 and would wrap where the reference refuses: with one
+        host sync for all layers, a layer whose peak count times its largest row of |W| could
+        pass int32 is recomputed exactly by the reference kernel, which raises as it would."""
+        if not self.peaks:
+            return
+        peaks = torch.stack([p for _, p in self.peaks]).cpu().numpy()
+        for (node, _), peak in zip(self.peaks, peaks):
+            key = ("row_abs_sum", node.name)
+            if key not in self.p.device_cache:
+                w = self.g.params[node.inputs[1]]
+                self.p.device_cache[key] = int(np.abs(w.astype(np.int64)).sum(axis=1).max())
+            if int(peak) * self.p.device_cache[key] > INT32_MAX:
+                counts = self.env[node.inputs[0]].cpu().numpy()
+                try:
+                    reference.KERNELS[node.op](node_attrs(node), counts,
+                                               self.g.params[node.inputs[1]])
+                except OverflowError as e:
+                    raise reference.range_error(node, e) from None
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, arr in reference.check_feeds(self.g, feeds).items():
@@ -131,6 +157,7 @@ class _Run:
                 self.linear(node, step, self.encoded[node.inputs[0]])
             else:
                 self.generic(node)
+        self.check_accumulators()
         wanted = list(self.g.outputs)
         if self.keep_integers:
             wanted += [n.outputs[0] for n in self.g.nodes if n.op in INTEGER_OPS]
