@@ -77,6 +77,9 @@ class Artifact:
                 if manifest.get("manifest_sha256") != _manifest_digest(manifest):
                     raise ArtifactError(f"{path}: member 'manifest.json' fails its checksum "
                                         "(corrupted)")
+                if manifest["format_version"] != FORMAT_VERSION:
+                    raise ArtifactError(f"{path}: format version {manifest['format_version']}"
+                                        f" is not {FORMAT_VERSION}")
                 listed = manifest["members"]
                 present = set(infos) - {"manifest.json"}
                 if present - set(listed):

@@ -350,7 +350,7 @@ def demo(preset: str, out_dir: str) -> None:
     """The whole path on the bundled digits CNN."""
     from sbcompile.demo import run_demo
 
-    run_demo(preset, Path(out_dir), console)
+    run_demo(preset, out_dir, console)
 
 
 if __name__ == "__main__":

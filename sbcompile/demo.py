@@ -29,7 +29,7 @@ def accuracy(graph, images: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(logits.argmax(-1) == labels))
 
 
-def run_demo(preset: str, out_dir: Path, console) -> dict:
+def run_demo(preset: str, out_dir: str | Path, console) -> dict:
     for name in ("model.onnx", "calib.npz", "heldout.npz"):
         if not (EXAMPLE / name).is_file():
             raise SbcError(f"the bundled example is missing {name}: run "

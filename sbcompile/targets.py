@@ -33,6 +33,22 @@ def simulated_vs_compiled(op_counts: dict, report: dict, samples: int) -> list[d
     return rows
 
 
+def refuse_saturated(graph, values: dict[str, np.ndarray]) -> None:
+    """Refuse a run whose encoders saturated (``reference_spike.saturation``), as the reference
+    does, from the counts (and dynamic thresholds) a target returned."""
+    from sbcompile.runtime.reference import node_attrs, range_error
+    from sbcompile.runtime.reference_spike import saturation
+
+    for node in graph.nodes:
+        if node.op != "spike_encode" or node.outputs[0] not in values:
+            continue
+        vth = values.get(node.outputs[1])
+        reason = saturation(node_attrs(node), 0.0 if vth is None else np.max(vth, initial=0),
+                            np.abs(values[node.outputs[0]]).max(initial=0))
+        if reason:
+            raise range_error(node, OverflowError(reason))
+
+
 def run_target(art: Artifact, feeds: dict[str, np.ndarray], target: str = "reference",
                use_float: bool = False, interpret: bool = False,
                timeout: float = 120.0) -> dict[str, np.ndarray]:
@@ -50,6 +66,7 @@ def run_target(art: Artifact, feeds: dict[str, np.ndarray], target: str = "refer
         from sbcompile.backends.lava import run_lava
 
         result = run_lava(art, feeds, timeout=timeout)
+        refuse_saturated(graph, result)
         outputs = OutputsWithOps({k: result[k] for k in graph.outputs})
         outputs.op_counts = result.op_counts
         return outputs

@@ -10,6 +10,7 @@ import torch
 from sbcompile.errors import SbcError
 from sbcompile.runtime import reference
 from sbcompile.runtime.reference import node_attrs
+from sbcompile.runtime.reference_spike import saturation
 from sbcompile.runtime.triton import launch
 from sbcompile.runtime.triton.loader import kernels
 from sbcompile.runtime.triton.program import TritonProgram
@@ -39,6 +40,7 @@ class _Run:
         self.done: set[str] = set()  # decode nodes fused into their layer
         self.readers = {}  # counts value -> the fast layers reading it
         self.peaks: list[tuple] = []  # (node, peak |count| on the device) per kernel layer
+        self.encoder_peaks: list[tuple] = []  # (node, peak vth or None, peak |count|)
         for step in program.linears.values():
             counts = self.g.node(step.node).inputs[0]
             self.readers.setdefault(counts, []).append(step)
@@ -73,6 +75,8 @@ class _Run:
                             limit=int(min(limit, a["safety_count"])), threshold=threshold,
                             path=path, unit=step.unit)
         self.encoded[node.outputs[0]] = enc
+        self.encoder_peaks.append((node, enc.vth.amax() if dynamic else None,
+                                   enc.counts.abs().amax()))
         self.env[node.outputs[0]] = enc.counts.view(shape)
         if dynamic:
             kept = shape[:-1] + (1,) if a["granularity"] == "token" else \
@@ -123,13 +127,22 @@ class _Run:
                 out = torch.from_numpy(np.ascontiguousarray(out)).to(self.dev)
             self.env[name] = out
 
-    def check_accumulators(self) -> None:
-        """The kernels accumulate in int32 and would wrap where the reference refuses: with one
-        host sync for all layers, a layer whose peak count times its largest row of |W| could
-        pass int32 is recomputed exactly by the reference kernel, which raises as it would."""
-        if not self.peaks:
+    def check_ranges(self) -> None:
+        """Refuse what the reference refuses, with one host sync for all layers: an encoder that
+        saturates (``reference_spike.saturation``), and int32 accumulators that would wrap in
+        the kernels: a layer whose peak count times its largest row of |W| could pass int32 is
+        recomputed exactly by the reference kernel, which raises as it would."""
+        device_peaks = [p for _, v, c in self.encoder_peaks for p in (v, c) if p is not None]
+        device_peaks += [p for _, p in self.peaks]
+        if not device_peaks:
             return
-        peaks = torch.stack([p for _, p in self.peaks]).cpu().numpy()
+        host = iter(torch.stack([p.float() for p in device_peaks]).cpu().numpy().tolist())
+        for node, vth, _ in self.encoder_peaks:
+            vth_peak = next(host) if vth is not None else 0.0
+            reason = saturation(node_attrs(node), vth_peak, next(host))
+            if reason:
+                raise reference.range_error(node, OverflowError(reason))
+        peaks = list(host)
         for (node, _), peak in zip(self.peaks, peaks):
             key = ("row_abs_sum", node.name)
             if key not in self.p.device_cache:
@@ -157,7 +170,7 @@ class _Run:
                 self.linear(node, step, self.encoded[node.inputs[0]])
             else:
                 self.generic(node)
-        self.check_accumulators()
+        self.check_ranges()
         wanted = list(self.g.outputs)
         if self.keep_integers:
             wanted += [n.outputs[0] for n in self.g.nodes if n.op in INTEGER_OPS]
