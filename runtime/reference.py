@@ -92,6 +92,9 @@ def evaluate(graph: Graph, feeds: dict[str, np.ndarray],
             out = kernel(node_attrs(node), *args)
         except OverflowError as e:
             raise range_error(node, e) from None
+        except (ValueError, IndexError, ZeroDivisionError) as e:  # attributes validate() passed
+            raise SbcError(f"node '{node.name}' ({node.op}) cannot be evaluated with its "
+                           f"attributes ({type(e).__name__}: {e})") from None
         outs = out if isinstance(out, tuple) else (out,)
         for name, arr in zip(node.outputs, outs):
             env[name] = arr

@@ -38,21 +38,20 @@ def spike_encode(a, x, threshold=None):
         raise ValueError(f"unknown spike_encode policy {a['policy']!r}")
     limit = a["max_count"] if a["max_count"] is not None else a["safety_count"]
     counts = quantize_counts(x, vth, int(min(limit, a["safety_count"])))
-    reason = saturation(a, vth.max(initial=0), np.abs(counts).max(initial=0))
+    reason = saturation(a, np.abs(counts).max(initial=0))
     if reason:
         raise OverflowError(reason)
     return counts, vth
 
 
-def saturation(a: dict, vth_peak, count_peak) -> str:
-    """Why an encoder's result would be a guard's, not the model's ("" if it is not): the
-    dynamic threshold pinned at vth_max, or a count at the safety clamp when max_count does not
-    bound counts by design. Every target refuses such inputs rather than return the clamp."""
-    if a["policy"] == "dynamic" and vth_peak >= np.float32(a["vth_max"]):
-        return (f"the dynamic threshold saturates at vth_max={a['vth_max']:g} (mean |x| / k is "
-                "larger)")
+def saturation(a: dict, count_peak) -> str:
+    """Why an encoder's counts would be its safety clamp's, not the model's ("" if they are
+    not): a count at ``safety_count`` where ``max_count`` does not bound counts by design (the
+    threshold's own guards, vth_min and vth_max, are SpikingBrain's semantics and stay). Every
+    target refuses such inputs rather than return the clamp."""
     if a["max_count"] is None and count_peak >= a["safety_count"]:
-        return f"a count reaches the encoder's safety clamp of {a['safety_count']}"
+        return (f"a count reaches the encoder's safety clamp of {a['safety_count']} (inputs far "
+                "beyond the threshold)")
     return ""
 
 

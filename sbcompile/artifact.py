@@ -105,7 +105,9 @@ class Artifact:
         docs = {name: _parse_json(path, name, blob) for name, blob in data.items()
                 if name.endswith(".json")}
         try:
-            config = CompileConfig.from_json(manifest["config"]).check().to_json()
+            config = manifest["config"]
+            if config:
+                CompileConfig.from_json(config).check()
             params = st_load(data["tensors.safetensors"])
             graph = Graph.from_json(docs["graph.json"], params)
             float_graph = Graph.from_json(docs["float_graph.json"], params)

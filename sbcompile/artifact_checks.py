@@ -45,17 +45,35 @@ COUNT = {"type": "integer", "minimum": -COUNT_LIMIT, "maximum": COUNT_LIMIT}
 DIM = {"anyOf": [NAT, STR]}
 NAMES = _array(STR)
 
-CONFIG = _obj({"preset": STR, "spike": BOOL, "policy": {"enum": ["dynamic", "static"]},
-               "k": NUM, "max_count": {"type": ["integer", "null"]}, "calib_method": STR,
-               "threshold_granularity": STR, "percentile": NUM, "coding": STR, "t_mode": STR,
-               "window": POS, "group_size": {"type": ["integer", "null"]}, "exclude": NAMES,
-               "calib_batch": POS, "spike_conv": BOOL, "targets": NAMES})
-MANIFEST = _obj({"format_version": INT, "sbcompile_version": STR, "config": CONFIG,
+# every field typed, none required (an artifact built in code may carry a partial config, read
+# over the defaults); unknown keys refused, as CompileConfig would refuse them
+CONFIG = _obj({}, {"preset": STR, "spike": BOOL, "policy": {"enum": ["dynamic", "static"]},
+                   "k": NUM, "max_count": {"type": ["integer", "null"]}, "calib_method": STR,
+                   "threshold_granularity": STR, "percentile": NUM, "coding": STR,
+                   "t_mode": STR, "window": POS, "group_size": {"type": ["integer", "null"]},
+                   "exclude": NAMES, "calib_batch": POS, "spike_conv": BOOL, "targets": NAMES},
+              extra=False)
+EMPTY = {"type": "object", "maxProperties": 0}  # an artifact built in code without one
+MANIFEST = _obj({"format_version": INT, "sbcompile_version": STR,
+                 "config": CONFIG,
                  "members": _map({"type": "string", "pattern": "^[0-9a-f]{64}$"}),
                  "manifest_sha256": STR})
 
+# the domains of the attributes that size windows, loops and divisions: a forged zero stride or
+# kernel must fail here, not inside a kernel
+_POS_INTS = {"type": ["array", "null"], "items": POS}
+NODE_ATTRS = _obj({}, {"strides": _POS_INTS, "dilations": _POS_INTS, "kernel": _POS_INTS,
+                       "pads": {"type": ["array", "null"], "items": NAT}, "group": POS,
+                       "policy": {"enum": ["dynamic", "static"]},
+                       "granularity": {"enum": ["token", "sample"]},
+                       "k": {"type": "number", "exclusiveMinimum": 0},
+                       "vth_min": {"type": "number", "exclusiveMinimum": 0},
+                       "vth_max": {"type": "number", "exclusiveMinimum": 0},
+                       "max_count": {"type": ["integer", "null"], "minimum": 1},
+                       "safety_count": {"type": "integer", "minimum": 1, "maximum": COUNT_LIMIT},
+                       "group_size": {"type": ["integer", "null"], "minimum": 1}})
 NODE = _obj({"name": STR, "op": {"enum": sorted(OPS)}, "inputs": NAMES, "outputs": NAMES,
-             "attrs": {"type": "object"}}, extra=False)
+             "attrs": NODE_ATTRS}, extra=False)
 GRAPH = _obj({"name": STR, "inputs": NAMES, "outputs": NAMES, "params": NAMES,
               "values": _array(_obj({"name": STR, "shape": _array(DIM),
                                      "dtype": {"enum": list(DTYPES)}}, extra=False)),
@@ -114,7 +132,7 @@ TRITON_PLAN = _obj({
                             "gemm": BOOL}))})
 
 SCHEMAS = {"manifest.json": MANIFEST, "graph.json": GRAPH, "float_graph.json": GRAPH,
-           "report.json": REPORT, "programs/lava/plan.json": LAVA_PLAN,
+           "report.json": {"anyOf": [EMPTY, REPORT]}, "programs/lava/plan.json": LAVA_PLAN,
            "programs/triton/plan.json": TRITON_PLAN}
 _VALIDATORS = {name: Draft202012Validator(s) for name, s in SCHEMAS.items()}
 

@@ -230,6 +230,8 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
             check_output_path(path, flag)
     art = Artifact.load(artifact)
     rep = art.report
+    if not rep:
+        raise SbcError(f"{artifact}: the artifact holds no report")
     if rep.get("measured") and energy_preset not in rep["energy"]:
         raise SbcError(f"unknown energy preset '{energy_preset}' (known: "
                        f"{', '.join(rep['energy'])})")

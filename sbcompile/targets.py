@@ -34,19 +34,17 @@ def simulated_vs_compiled(op_counts: dict, report: dict, samples: int) -> list[d
 
 
 def refuse_saturated(graph, values: dict[str, np.ndarray]) -> None:
-    """Refuse a run whose encoders saturated (``reference_spike.saturation``), as the reference
-    does, from the counts (and dynamic thresholds) a target returned."""
+    """Refuse a run whose encoders reached their safety clamp (``reference_spike.saturation``),
+    as the reference does, from the counts a target returned."""
     from sbcompile.runtime.reference import node_attrs, range_error
     from sbcompile.runtime.reference_spike import saturation
 
     for node in graph.nodes:
-        if node.op != "spike_encode" or node.outputs[0] not in values:
-            continue
-        vth = values.get(node.outputs[1])
-        reason = saturation(node_attrs(node), 0.0 if vth is None else np.max(vth, initial=0),
-                            np.abs(values[node.outputs[0]]).max(initial=0))
-        if reason:
-            raise range_error(node, OverflowError(reason))
+        if node.op == "spike_encode" and node.outputs[0] in values:
+            reason = saturation(node_attrs(node),
+                                np.abs(values[node.outputs[0]]).max(initial=0))
+            if reason:
+                raise range_error(node, OverflowError(reason))
 
 
 def run_target(art: Artifact, feeds: dict[str, np.ndarray], target: str = "reference",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import sys
@@ -110,23 +109,23 @@ def run_case(case: Case, tmp: Path) -> Result:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    code = _wait(pid, case, start)
+    code, peak_kb = _wait(pid, case, start)
     seconds = time.monotonic() - start
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = Result(case, code, out_path.read_text(errors="replace"),
-                    err_path.read_text(errors="replace"), seconds, usage.ru_maxrss / 1024)
+                    err_path.read_text(errors="replace"), seconds, peak_kb / 1024)
     result.leaks = _leaks(case_tmp, segments_before)
     result.outcome = classify(result)
     return result
 
 
-def _wait(pid: int, case: Case, start: float) -> int | None:
+def _wait(pid: int, case: Case, start: float) -> tuple[int | None, int]:
+    """The command's exit code (None: it hung and was killed) and its peak RSS in KiB."""
     signalled = case.signal_after is None
     child_seen = None
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status, usage = os.wait4(pid, os.WNOHANG)
         if done:
-            return os.waitstatus_to_exitcode(status)
+            return os.waitstatus_to_exitcode(status), usage.ru_maxrss
         now = time.monotonic()
         if not signalled:
             if child_seen is None and _simulation_children(pid):
@@ -136,8 +135,8 @@ def _wait(pid: int, case: Case, start: float) -> int | None:
                 signalled = True
         if now - start > case.timeout_s:
             os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return None
+            _, _, usage = os.wait4(pid, 0)
+            return None, usage.ru_maxrss
         time.sleep(0.02)
 
 

@@ -61,8 +61,8 @@ def test_a_raising_process_model_ends_the_run(images, form):
     huge = {"image": np.full_like(images, 1e9)}
     with leaves_nothing_behind(within_s=40), pytest.raises(
             SbcError, match=r"^Lava simulation failed in (node_Conv_19\.encode|fused level 0): "
-                            r"(encoder 'node_Conv_19\.encode': a count of 100000 exceeds the "
-                            r"bound 193|the dynamic threshold saturates at vth_max=10000)"):
+                            r"encoder 'node_Conv_19\.encode': a count of 100000 exceeds the "
+                            r"bound 193"):
         run_lava(art.graph, huge, form=form, timeout=60)
 
 

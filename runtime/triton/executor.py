@@ -40,7 +40,7 @@ class _Run:
         self.done: set[str] = set()  # decode nodes fused into their layer
         self.readers = {}  # counts value -> the fast layers reading it
         self.peaks: list[tuple] = []  # (node, peak |count| on the device) per kernel layer
-        self.encoder_peaks: list[tuple] = []  # (node, peak vth or None, peak |count|)
+        self.encoder_peaks: list[tuple] = []  # (node, peak |count| on the device)
         for step in program.linears.values():
             counts = self.g.node(step.node).inputs[0]
             self.readers.setdefault(counts, []).append(step)
@@ -75,8 +75,7 @@ class _Run:
                             limit=int(min(limit, a["safety_count"])), threshold=threshold,
                             path=path, unit=step.unit)
         self.encoded[node.outputs[0]] = enc
-        self.encoder_peaks.append((node, enc.vth.amax() if dynamic else None,
-                                   enc.counts.abs().amax()))
+        self.encoder_peaks.append((node, enc.counts.abs().amax()))
         self.env[node.outputs[0]] = enc.counts.view(shape)
         if dynamic:
             kept = shape[:-1] + (1,) if a["granularity"] == "token" else \
@@ -132,14 +131,12 @@ class _Run:
         saturates (``reference_spike.saturation``), and int32 accumulators that would wrap in
         the kernels: a layer whose peak count times its largest row of |W| could pass int32 is
         recomputed exactly by the reference kernel, which raises as it would."""
-        device_peaks = [p for _, v, c in self.encoder_peaks for p in (v, c) if p is not None]
-        device_peaks += [p for _, p in self.peaks]
+        device_peaks = [p for _, p in self.encoder_peaks] + [p for _, p in self.peaks]
         if not device_peaks:
             return
         host = iter(torch.stack([p.float() for p in device_peaks]).cpu().numpy().tolist())
-        for node, vth, _ in self.encoder_peaks:
-            vth_peak = next(host) if vth is not None else 0.0
-            reason = saturation(node_attrs(node), vth_peak, next(host))
+        for node, _ in self.encoder_peaks:
+            reason = saturation(node_attrs(node), next(host))
             if reason:
                 raise reference.range_error(node, OverflowError(reason))
         peaks = list(host)

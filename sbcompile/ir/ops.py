@@ -142,8 +142,8 @@ _op("spike_encode", "spike", "x threshold?", "counts vth",
     "dims, the float32 mean summed in numpy 1.26's order (blocks of 8192, pairwise within; GPU "
     "kernels follow it so counts stay bit-exact); static: vth = threshold (a parameter: scalar, "
     "or one per input channel). counts = round_half_even(x / vth) clipped to +-max_count (null: "
-    "+-safety_count), int32; vth float32. Every target refuses an input for which the guards "
-    "decide: vth reaching vth_max (dynamic), or a count reaching safety_count (max_count null)",
+    "+-safety_count), int32; vth float32. With max_count null, every target refuses an input "
+    "whose counts reach safety_count (the clamp is a guard, not the model)",
     policy="dynamic", granularity="token", k=3.0, vth_min=1e-5, vth_max=1e4, max_count=None,
     safety_count=2 ** 20)
 _op("spike_linear", "spike", "counts weight", "acc",
