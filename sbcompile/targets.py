@@ -34,10 +34,10 @@ def simulated_vs_compiled(op_counts: dict, report: dict, samples: int) -> list[d
 
 
 def refuse_saturated(graph, values: dict[str, np.ndarray]) -> None:
-    """Refuse a run whose encoders reached their safety clamp (``reference_spike.saturation``),
+    """Refuse a run whose encoders reached their safety clamp (``ops.saturation``),
     as the reference does, from the counts a target returned."""
-    from sbcompile.runtime.reference import node_attrs, range_error
-    from sbcompile.runtime.reference_spike import saturation
+    from sbcompile.ir.ops import node_attrs, saturation
+    from sbcompile.runtime.reference import range_error
 
     for node in graph.nodes:
         if node.op == "spike_encode" and node.outputs[0] in values:
