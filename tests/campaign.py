@@ -94,6 +94,8 @@ def run_case(case: Case, tmp: Path) -> Result:
             fd_err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.dup2(fd_out, 1)
             os.dup2(fd_err, 2)
+            sys.stdout = open(1, "w", closefd=False)  # not a test runner's capture objects
+            sys.stderr = open(2, "w", closefd=False)
             if case.setup is not None:
                 case.setup()
             try:

@@ -5,10 +5,13 @@ artifacts, and a SIGKILL of a Lava run mid-simulation. Every case must end as th
 written; never exit 1, a traceback, a hang, a wrong answer, or a leaked process, segment or temp
 folder."""
 import signal
+import sys
+from pathlib import Path
 
 import pytest
 
-import campaign
+sys.path.insert(0, str(Path(__file__).parent))
+import campaign  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -19,27 +22,31 @@ def fixtures(tmp_path_factory):
     campaign.unmount_faulty_filesystems(fx)
 
 
+FAST_WRITERS = ("compile", "report --json", "run -o")
+
+
 def _fast(case: campaign.Case) -> bool:
-    """The sample CI runs: one Triton-interpreter case (each costs seconds), no full demo, one
-    SIGKILL trial; everything else."""
+    """The sample CI runs (each case costs a process and, for compile, a compile): one case of
+    each Triton-interpreter kind (seconds each), no demo, the output faults of three commands,
+    one SIGKILL trial mid-simulation; everything else."""
     if "(triton)" in case.name or "--interpret" in case.argv:
         return case.name in ("--input float32 max (triton)", "forged: triton plan a list")
-    if case.argv[:1] == ["demo"] and case.expect == "ok":
+    if case.argv[:1] == ["demo"] or case.family == "lava":
         return False
-    if case.family == "lava":
-        return False
+    if case.family == "outputs":
+        return case.name.split(":")[0] in FAST_WRITERS
     return case.family != "signals" or case.signal_after[0] == signal.SIGKILL
 
 
 def test_the_campaign_sample_ends_every_case_as_the_contract_says(fixtures, tmp_path):
-    cases = [c for c in campaign.build_cases(fixtures, mutants=12, seed=11,
+    cases = [c for c in campaign.build_cases(fixtures, mutants=6, seed=11,
                                              hostile_bytes=1 << 28, lava_trials=1) if _fast(c)]
     results = campaign.run_campaign(cases, tmp_path)
     counts = campaign.tally(results)["classes"]
     failures = [campaign.report_line(r) for r in results if not campaign.passed(r)]
     assert not failures, "\n".join(failures)
     assert all(counts[c] == 0 for c in campaign.BAD)
-    assert counts["refused"] > 100 and counts["ok"] >= 10  # the sample covers both sides
+    assert counts["refused"] > 90 and counts["ok"] >= 8  # the sample covers both sides
     families = {r.case.family for r in results}
     assert {"model", "names", "options", "inputs", "outputs", "artifact", "onnx mutants",
             "artifact mutants", "npz mutants", "signals"} <= families
