@@ -63,20 +63,21 @@ def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=No
     for layer in report["layers"]:
         s = layer["sparsity"]
         energy = _layer_energy(layer, report, energy_preset)
-        t.add_row(escape(layer["name"]), escape(layer["op"]), f"{layer['fan_in']}->{layer['fan_out']}",
+        t.add_row(escape(layer["name"]), escape(layer["op"]),
+                  f"{layer['fan_in']}->{layer['fan_out']}",
                   f"{s['count_zero']:.1%}", f"{s['spike_slot']:.1%}",
                   f"{s['mean_spikes_per_channel']:.2f}", _fmt(s["T"]),
                   f"{layer['fidelity']['output']['cosine']:.4f}", f"{energy:,.0f}")
     console.print(t)
     tot = report["totals"]["sparsity"]
     e = report["energy"][energy_preset]
-    console.print(escape(f"total: count-zero {tot['count_zero']:.1%}, spike-slot {tot['spike_slot']:.1%}"
+    console.print(f"total: count-zero {tot['count_zero']:.1%}, spike-slot {tot['spike_slot']:.1%}"
                   f" (window {tot['window']}: {tot['spike_slot_window3']:.1%}), "
-                  f"{tot['mean_spikes_per_channel']:.2f} spikes/channel"))
-    console.print(escape(f"energy ({energy_preset}): {e['spiking_pJ'] / 1e3:,.2f} nJ spiking vs "
+                  f"{tot['mean_spikes_per_channel']:.2f} spikes/channel")
+    console.print(f"energy ({escape(energy_preset)}): {e['spiking_pJ'] / 1e3:,.2f} nJ spiking vs "
                   f"{e['dense_fp16_pJ'] / 1e3:,.2f} nJ dense FP16 "
                   f"({e['reduction_vs_fp16']:.1%} less), {e['reduction_vs_int8']:.1%} less than "
-                  "INT8"))
+                  "INT8")
     for out, f in report["outputs_fidelity"].items():
         extra = (f", argmax agreement {f['argmax_agreement']:.1%}"
                  if "argmax_agreement" in f else "")
