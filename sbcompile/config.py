@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sbcompile.errors import SbcError
-
-CODINGS = ("graded", "binary", "ternary", "bitwise", "bitwise_bidirectional", "twos_complement")
+from sbcompile.ir.codings import CODINGS
 
 
 @dataclass

@@ -230,7 +230,7 @@ def _plot_histograms(report: dict) -> bytes:
 def _plot_raster(report: dict) -> bytes:
     import numpy as np
 
-    from sbcompile.passes.expand import expand
+    from sbcompile.ir.codings import expand
 
     coding = report["config"]["coding"]
     fig, axes = _figure()

@@ -9,7 +9,7 @@ import pytest
 from sbcompile.artifact import Artifact
 from sbcompile.demo import EXAMPLE, accuracy
 from sbcompile.npz import load_npz
-from sbcompile.passes.expand import event_linear, expand
+from sbcompile.ir.codings import event_linear, expand
 from sbcompile.pipeline import compile_model
 from sbcompile.runtime import reference
 
