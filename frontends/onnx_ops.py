@@ -384,5 +384,6 @@ def _fused_silu(n: NodeView) -> None:
 @_converter("Attention", attrs=("scale", "causal", "window"), domain=FUSED_DOMAIN)
 def _fused_attention(n: NodeView) -> None:
     """scale is a float64 scalar tensor: the product of the model's factors, unrounded."""
+    band = {key: int(n.attr(key)) for key in ("causal", "window") if n.attr(key) is not None}
     n.emit("attention", n.inputs, scale=float(onnx.numpy_helper.to_array(n.attr("scale"))),
-           causal=int(n.attr("causal", 0)), window=int(n.attr("window", 0)))
+           **band)

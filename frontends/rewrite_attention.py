@@ -23,6 +23,21 @@ from sbcompile.frontends.rewrite_base import (FUSED_DOMAIN, MASKED, array, dims,
                                              sourced, typed)
 
 
+def _agree(*pairs: tuple) -> bool:
+    """Each pair of dims equal, where both are known."""
+    return all(a == b or not isinstance(a, int) or not isinstance(b, int) for a, b in pairs)
+
+
+def _factor(spelling: str, value: ir.Value | None) -> float | None:
+    """The factor a scaling Mul/Div by a scalar constant contributes (1 when absent)."""
+    if spelling == "None":
+        return 1.0
+    c = scalar(value)
+    if c is None or c == 0:
+        return None
+    return c if spelling == "Mul" else 1.0 / c
+
+
 def _broadcasts_into(small: tuple, big: tuple) -> bool:
     if len(small) > len(big):
         return False
@@ -31,32 +46,29 @@ def _broadcasts_into(small: tuple, big: tuple) -> bool:
 
 
 class AttentionFromParts(SDPA):
-    """onnxscript's SDPA pattern -> Attention(q, k [B, H, Tk, D], v[, mask], scale)."""
+    """onnxscript's SDPA pattern -> Attention(q, k [B, H, Tk, D], v[, mask], scale). Its own
+    check wants equal batch dims, which shape inference often names apart (unk__1, unk__2 for
+    one dynamic batch); this one asks only what the IR's attention needs."""
 
-    @property
-    def _scale(self) -> float:
-        return self._factor
-
-    @_scale.setter
-    def _scale(self, value: float | None) -> None:
-        """SDPA's check replaces a product equal to 1/sqrt(D) by None; the graph keeps the
-        product itself (the one the model computes, to the last bit)."""
-        if value is not None:
-            self._factor = value
-
-    def check(self, context, **bindings):
-        result = super().check(context, **bindings)
-        q, k, mask = bindings["query"], bindings["key"], bindings.get("mask")
-        if not result or q.dtype is None or not q.dtype.is_floating_point():
+    def check(self, context, query, key, value, mask=None, key_format="BHSd", **bindings):
+        q, v = dims(query), dims(value)
+        k = dims(key)
+        if None in (q, k, v) or not len(q) == len(k) == len(v) == 4:
             return False
-        if mask is not None:
-            kd = dims(k)
-            tk = kd[1] if bindings["key_format"] == "BSHd" else kd[2]
-            scores = (*dims(q)[:3], tk)
-            if mask.dtype != q.dtype or dims(mask) is None or not _broadcasts_into(
-                    dims(mask), scores):
-                return False
-        return result
+        if key_format == "BSHd":
+            k = (k[0], k[2], k[1], k[3])
+        if query.dtype is None or not query.dtype.is_floating_point() or not _agree(
+                (q[1], k[1]), (q[3], k[3]), (k[2], v[2]), (k[1], v[1])):
+            return False
+        if mask is not None and (mask.dtype != query.dtype or dims(mask) is None
+                                 or not _broadcasts_into(dims(mask), (*q[:3], k[2]))):
+            return False
+        factors = [_factor(bindings.get(f"{where}_scaling", "None"), bindings.get(f"{where}_scale"))
+                   for where in ("query", "key", "qk")]
+        if None in factors:
+            return False
+        self._scale = math.prod(factors)
+        return True
 
     def rewrite(self, op, query, key, value, mask, key_format, **_):
         if key_format == "BSHd":  # k^T was Transpose(k [B, T, H, D], [0, 2, 3, 1])

@@ -20,9 +20,6 @@ from sbcompile.frontends.onnx_model import FUSED_DOMAIN
 SOURCES_KEY = "ai.sbcompile.sources"
 MASKED = -1e9  # additive mask entries at or below this are "masked" (exp underflows to 0)
 
-__all__ = ["FUSED_DOMAIN", "MASKED", "SOURCES_KEY", "sourced", "sources_of", "array", "scalar",
-           "close", "dims", "reduced_axes", "trailing_axis", "fits_norm_dims", "typed"]
-
 
 def sources_of(nodes: Sequence[ir.Node]) -> list[str]:
     """The ONNX nodes behind ``nodes``: a fused node's recorded sources, else its own name."""
