@@ -107,7 +107,7 @@ class Artifact:
         try:
             config = manifest["config"]
             if config:
-                CompileConfig.from_json(config).check()
+                CompileConfig.from_json(config)
             params = st_load(data["tensors.safetensors"])
             graph = Graph.from_json(docs["graph.json"], params)
             float_graph = Graph.from_json(docs["float_graph.json"], params)

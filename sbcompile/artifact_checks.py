@@ -45,14 +45,13 @@ COUNT = {"type": "integer", "minimum": -COUNT_LIMIT, "maximum": COUNT_LIMIT}
 DIM = {"anyOf": [NAT, STR]}
 NAMES = _array(STR)
 
-# every field typed, none required (an artifact built in code may carry a partial config, read
-# over the defaults); unknown keys refused, as CompileConfig would refuse them
+# the fields a load reads typed, none required (an artifact built in code may carry a partial
+# config, read over the defaults); CompileConfig.from_json refuses unknown fields
 CONFIG = _obj({}, {"preset": STR, "spike": BOOL, "policy": {"enum": ["dynamic", "static"]},
                    "k": NUM, "max_count": {"type": ["integer", "null"]}, "calib_method": STR,
                    "threshold_granularity": STR, "percentile": NUM, "coding": STR,
                    "t_mode": STR, "window": POS, "group_size": {"type": ["integer", "null"]},
-                   "exclude": NAMES, "calib_batch": POS, "spike_conv": BOOL, "targets": NAMES},
-              extra=False)
+                   "exclude": NAMES, "calib_batch": POS, "spike_conv": BOOL, "targets": NAMES})
 EMPTY = {"type": "object", "maxProperties": 0}  # an artifact built in code without one
 MANIFEST = _obj({"format_version": INT, "sbcompile_version": STR,
                  "config": CONFIG,
