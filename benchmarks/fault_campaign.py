@@ -54,12 +54,12 @@ def main() -> None:
         finally:
             campaign.unmount_faulty_filesystems(fx)
     summary = campaign.tally(results)
-    hostile = next(r for r in results if r.case.name.startswith("hostile"))
-    summary["hostile_artifact"] = {
-        "case": hostile.case.name, "outcome": hostile.outcome, "error": hostile.stderr.strip(),
-        "refuse_s": round(hostile.seconds, 3), "peak_rss_mib": round(hostile.peak_rss_mb, 1),
-        "clean_report_s": round(baseline.seconds, 3),
-        "clean_report_peak_rss_mib": round(baseline.peak_rss_mb, 1)}
+    summary["hostile_artifacts"] = [
+        {"case": r.case.name, "outcome": r.outcome, "error": r.stderr.strip(),
+         "refuse_s": round(r.seconds, 3), "peak_rss_mib": round(r.peak_rss_mb, 1)}
+        for r in results if r.case.name.startswith("hostile")]
+    summary["clean_report"] = {"s": round(baseline.seconds, 3),
+                               "peak_rss_mib": round(baseline.peak_rss_mb, 1)}
     summary["broken"] = [campaign.report_line(r) for r in results if not campaign.passed(r)]
     summary["signal_trials"] = [campaign.report_line(r) for r in results
                                 if r.case.family == "signals"]
@@ -80,10 +80,11 @@ def main() -> None:
     print("\nper family:")
     for fam, counts in summary["families"].items():
         print(f"  {fam:<18} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    h = summary["hostile_artifact"]
-    print(f"\nhostile artifact ({h['case']}): {h['outcome']} in {h['refuse_s']} s, peak RSS "
-          f"{h['peak_rss_mib']} MiB (a clean report: {h['clean_report_s']} s, "
-          f"{h['clean_report_peak_rss_mib']} MiB)")
+    clean = summary["clean_report"]
+    for h in summary["hostile_artifacts"]:
+        print(f"\n{h['case']}: {h['outcome']} in {h['refuse_s']} s, peak RSS "
+              f"{h['peak_rss_mib']} MiB ({h['error']})")
+    print(f"a clean report: {clean['s']} s, peak RSS {clean['peak_rss_mib']} MiB")
     print(f"wrote {args.out}")
 
 

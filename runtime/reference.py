@@ -41,8 +41,6 @@ def check_feeds(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndar
         want = np.dtype(v.dtype)
         if arr.dtype != want and not np.can_cast(arr.dtype, want, casting="same_kind"):
             raise SbcError(f"input '{name}' has dtype {arr.dtype}, the model expects {want}")
-        if arr.size == 0:
-            raise SbcError(f"input '{name}' is empty (shape {list(arr.shape)}): nothing to run")
         checked[name] = _cast_checked(name, arr, want)
     return checked
 

@@ -133,6 +133,10 @@ def run_artifact(art, target: str, feeds: dict[str, np.ndarray], *, use_float: b
         raise SbcError(f"unknown target '{target}' (known: {', '.join(TARGETS)})")
     if use_float and target != "reference":
         raise SbcError(f"--float runs on the reference target only, not '{target}'")
+    empty = [k for k, v in feeds.items() if np.asarray(v).size == 0]
+    if empty:  # every target refuses it alike (an empty batch has no samples to run)
+        raise SbcError(f"input '{empty[0]}' is empty (shape {list(np.shape(feeds[empty[0]]))}):"
+                       " nothing to run")
     start = time.perf_counter()
     if target == "reference":
         result = run_reference(art.baseline if use_float else art.graph, feeds, not use_float)

@@ -89,11 +89,11 @@ class Artifact:
                 for name, digest in listed.items():
                     if name not in present:
                         raise ArtifactError(f"{path}: member '{name}' is missing")
-                    blob = z.read(infos[name])
+                    blob = _inflate(z, infos[name], path)
                     if hashlib.sha256(blob).hexdigest() != digest:
                         raise ArtifactError(f"{path}: member '{name}' fails its checksum "
                                             "(corrupted)")
-                    data[name] = blob
+                    data[name] = bytes(blob)
         except ArtifactError:
             raise
         except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, zlib.error,
@@ -137,6 +137,8 @@ def _checked_members(z: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInf
     for info in entries:
         if info.filename in infos:
             raise ArtifactError(f"{path}: member '{info.filename}' appears twice")
+        if not _known_member(info.filename):
+            raise ArtifactError(f"{path}: member '{info.filename}' is not one sbcompile writes")
         cap = member_cap(info.filename)
         if info.file_size > cap:
             raise ArtifactError(f"{path}: member '{info.filename}' declares {info.file_size:,} "
@@ -149,6 +151,31 @@ def _checked_members(z: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInf
     if "manifest.json" not in infos:
         raise ArtifactError(f"{path}: member 'manifest.json' is missing")
     return infos
+
+
+def _inflate(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytearray:
+    """The member's bytes in one buffer of its declared size (read in 1 MiB pieces), so that a
+    member failing its checksum never costs more than its declared size."""
+    blob = bytearray(info.file_size)
+    view, pos = memoryview(blob), 0
+    with z.open(info) as f:
+        while piece := f.read(min(1 << 20, info.file_size - pos) or 1):
+            if pos + len(piece) > info.file_size:
+                raise ArtifactError(f"{path}: member '{info.filename}' is longer than it "
+                                    "declares")
+            view[pos:pos + len(piece)] = piece
+            pos += len(piece)
+    if pos != info.file_size:
+        raise ArtifactError(f"{path}: member '{info.filename}' is shorter than it declares")
+    return blob
+
+
+def _known_member(name: str) -> bool:
+    """The manifest, the core members, and program members of a target that stores programs."""
+    from sbcompile.runtime.targets import PROGRAM_TARGETS
+
+    target = name.split("/")[1] if name.startswith("programs/") and name.count("/") >= 2 else None
+    return name == "manifest.json" or name in _CORE or target in PROGRAM_TARGETS
 
 
 def member_cap(name: str) -> int:

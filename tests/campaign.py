@@ -433,10 +433,13 @@ def _write_zip(dst: Path, members: dict[str, bytes]) -> None:
             z.writestr(n, b)
 
 
-def hostile_artifact(src: str, dst: Path, member_bytes: int) -> str:
-    """``src`` plus a member of ``member_bytes`` zeros (listed in the manifest with its real
-    checksum, so only the caps can refuse it before it is inflated): deflate shrinks it about
-    1000-fold."""
+def hostile_artifact(src: str, dst: Path, member_bytes: int, member: str = "programs/bomb.bin",
+                     random_per_mib: int = 0) -> str:
+    """``src`` with ``member`` (added, or replacing one) of ``member_bytes`` bytes: zeros,
+    deflating about 1000-fold, or with ``random_per_mib`` random bytes per MiB to set the ratio
+    (8192: about 100-fold). An added member is listed with its real checksum, so only the caps
+    can refuse it before it is inflated; a replaced one keeps the old checksum, so it fails that
+    after inflating (which the caps bound)."""
     import hashlib
 
     from sbcompile.artifact import _manifest_digest
@@ -444,19 +447,22 @@ def hostile_artifact(src: str, dst: Path, member_bytes: int) -> str:
     with zipfile.ZipFile(src) as z:
         members = {n: z.read(n) for n in z.namelist()}
     manifest = json.loads(members.pop("manifest.json"))
-    digest, chunk = hashlib.sha256(), bytes(1 << 24)
-    for _ in range(member_bytes // len(chunk)):
-        digest.update(chunk)
-    manifest["members"]["programs/bomb.bin"] = digest.hexdigest()
-    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    members.pop(member, None)
+    chunk = random.Random(5).randbytes(random_per_mib) + bytes((1 << 20) - random_per_mib)
+    if member not in manifest["members"]:
+        digest = hashlib.sha256()
+        for _ in range(member_bytes >> 20):
+            digest.update(chunk)
+        manifest["members"][member] = digest.hexdigest()
+        manifest["manifest_sha256"] = _manifest_digest(manifest)
     with zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("manifest.json", json.dumps(manifest))
         for n, b in members.items():
             z.writestr(n, b)
-        info = zipfile.ZipInfo("programs/bomb.bin")
+        info = zipfile.ZipInfo(member)
         info.compress_type = zipfile.ZIP_DEFLATED
         with z.open(info, "w", force_zip64=True) as f:
-            for _ in range(member_bytes // len(chunk)):
+            for _ in range(member_bytes >> 20):
                 f.write(chunk)
     return str(dst)
 
@@ -561,6 +567,8 @@ def build_cases(fx: Fixtures, mutants: int = 200, seed: int = 0, hostile_bytes: 
                  ["report", sbc, "--html", html], "ok",
                  lambda r, html=html, n=names[0]: _html_has(html, n)))
         add(Case(f"markup names {i} inspect", "names", ["inspect", model], "ok"))
+        add(Case(f"markup names {i} check", "names", ["check", model], "ok",
+                 stdout_has(names[1])))
 
     # options
     for value in ("inf", "-inf", "nan", "1e-300", "0", "-1", "1e39"):
@@ -738,10 +746,16 @@ def build_cases(fx: Fixtures, mutants: int = 200, seed: int = 0, hostile_bytes: 
     forged_case("report for html: layers dropped", fx.mlp_sbc,
                 lambda m: m["report.json"]["layers"][0].pop("sparsity"),
                 ["--input", fx.mlp_inputs])
-    hostile = hostile_artifact(fx.mlp_sbc, forged / "hostile.sbc", hostile_bytes)
+    hostile = hostile_artifact(fx.mlp_sbc, forged / "hostile.sbc", hostile_bytes,
+                               "programs/lava/bomb.bin")
     add(Case(f"hostile: a {hostile_bytes >> 20} MiB member in a "
              f"{os.path.getsize(hostile) >> 10} KiB artifact", "artifact",
              ["report", hostile], timeout_s=60))
+    within = hostile_artifact(fx.mlp_sbc, forged / "within_caps.sbc", hostile_bytes // 16,
+                              "tensors.safetensors", random_per_mib=12000)
+    add(Case(f"hostile within the caps: a {hostile_bytes >> 24} MiB tensors member in a "
+             f"{os.path.getsize(within) >> 10} KiB artifact", "artifact", ["report", within],
+             timeout_s=60))
 
     # random byte flips: ONNX, artifacts, npz inputs
     mutant_dir = work / "mutants"
@@ -810,3 +824,46 @@ def report_line(r: Result) -> str:
     return (f"{r.outcome:>14}  {r.case.family:<17} {r.case.name[:60]:<60} exit={r.code} "
             f"{r.seconds:5.1f}s  {(err[-1] if err else '')[:110]}")
 
+
+
+# ---- the CI sample, in a fresh process ---------------------------------------------------------
+FAST_WRITERS = ("compile", "report --json", "run -o")
+
+
+def fast_sample(case: Case) -> bool:
+    """The sample CI runs (each case costs a process and, for compile, a compile): one case of
+    each Triton-interpreter kind (seconds each), no demo, the output faults of three commands,
+    one SIGKILL trial mid-simulation; everything else."""
+    if "(triton)" in case.name or "--interpret" in case.argv:
+        return case.name in ("--input float32 max (triton)", "forged: triton plan a list")
+    if case.argv[:1] == ["demo"] or case.family == "lava":
+        return False
+    if case.family == "outputs":
+        return case.name.split(":")[0] in FAST_WRITERS
+    return case.family != "signals" or case.signal_after[0] == signal.SIGKILL
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python tests/campaign.py ROOT``: the CI sample in this (fresh) process; prints a JSON
+    object with the tally and the lines of the cases that broke the contract."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("root", type=Path)
+    ap.add_argument("--mutants", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args(argv)
+    fx = build_fixtures(args.root / "fixtures")
+    mount_faulty_filesystems(fx)
+    try:
+        cases = [c for c in build_cases(fx, args.mutants, args.seed, 1 << 28, 1)
+                 if fast_sample(c)]
+        results = run_campaign(cases, args.root)
+    finally:
+        unmount_faulty_filesystems(fx)
+    print(json.dumps({**tally(results),
+                      "broken": [report_line(r) for r in results if not passed(r)]}))
+
+
+if __name__ == "__main__":
+    main()
