@@ -33,35 +33,25 @@ class DropoutInference(pattern.RewriteRuleClassBase):
         return op.Identity(x)
 
 
-class SingleOperand(pattern.RewriteRuleClassBase):
-    """Sum, Max, Min or Mean of one input -> Identity."""
+class PassThrough(pattern.RewriteRuleClassBase):
+    """Sum, Max, Min or Mean of one input, and a Reduce* with noop_with_empty_axes=1 and no
+    axes -> Identity."""
 
     def __init__(self, op_type: str):
-        super().__init__(f"SingleOperand[{op_type}]")
+        super().__init__(f"PassThrough[{op_type}]")
         self._op_type = op_type
 
     def pattern(self, op, x):
-        return getattr(op, self._op_type)(x)
-
-    def rewrite(self, op, x):
-        return op.Identity(x)
-
-
-class EmptyReduction(pattern.RewriteRuleClassBase):
-    """A Reduce* with noop_with_empty_axes=1 and no axes -> Identity."""
-
-    def __init__(self, op_type: str):
-        super().__init__(f"EmptyReduction[{op_type}]")
-        self._op_type = op_type
-
-    def pattern(self, op, x):
-        return getattr(op, self._op_type)(x, _allow_other_inputs=True, _outputs=["y"])
+        return getattr(op, self._op_type)(x, _allow_other_inputs=self._op_type in REDUCTIONS,
+                                          _outputs=["y"])
 
     def check(self, context, y, **_):
+        if self._op_type in VARIADIC:
+            return True
         node = y.producer()
         noop = node.attributes.get("noop_with_empty_axes")
-        axes = array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None
         given = "axes" in node.attributes or (len(node.inputs) > 1 and node.inputs[1] is not None)
+        axes = array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None
         return (noop is not None and noop.as_int() == 1
                 and (not given or (axes is not None and axes.size == 0)))
 
@@ -69,5 +59,4 @@ class EmptyReduction(pattern.RewriteRuleClassBase):
         return op.Identity(x)
 
 
-RULES = [sourced(DropoutInference), *(sourced(SingleOperand, t) for t in VARIADIC),
-         *(sourced(EmptyReduction, t) for t in REDUCTIONS)]
+RULES = [sourced(DropoutInference), *(sourced(PassThrough, t) for t in VARIADIC + REDUCTIONS)]
