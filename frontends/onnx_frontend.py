@@ -43,16 +43,27 @@ def load_onnx(model: ModelSource, input_shapes: dict | None = None) -> Graph:
         more = f" (and {len(bad) - 1} more unsupported nodes)" if len(bad) > 1 else ""
         raise UnsupportedError(f"node '{bad[0]['name']}' ({bad[0]['op_type']}): "
                                f"{bad[0]['reason']}{more}")
-    graph = result.graph
-    graph.remove_unused()
-    validate(graph)
-    return graph
+    return _finished(result.graph)
 
 
 def support_table(model: ModelSource, input_shapes: dict | None = None) -> list[dict]:
     """One row per ONNX node: name, op_type, status ("supported"/"unsupported"), ir_ops (the IR
     ops it became), reason."""
     return _lower(model, input_shapes).rows
+
+
+def lower_with_support(model: ModelSource,
+                       input_shapes: dict | None = None) -> tuple[list[dict], Graph | None]:
+    """The support table and, when every node is supported, the validated IR graph, from one
+    lowering of the model."""
+    result = _lower(model, input_shapes)
+    return result.rows, None if result.unsupported else _finished(result.graph)
+
+
+def _finished(graph: Graph) -> Graph:
+    graph.remove_unused()
+    validate(graph)
+    return graph
 
 
 def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
