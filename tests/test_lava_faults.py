@@ -5,6 +5,7 @@ import contextlib
 import glob
 import io
 import json
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -22,17 +23,22 @@ from sbcompile.npz import load_npz, save_npz
 from sbcompile.pipeline import compile_model
 from sbcompile.runtime import reference
 from sbcompile.runtime.lava.runner import simulate
+from sbcompile.runtime.lava.group import RUN_PREFIX, mapped_segments
 from sbcompile.runtime.targets import stored_program
 
 CHILD = "sbcompile.runtime.lava.child"
 
 
 def simulation_processes() -> set[int]:
-    """Live processes started by the Lava runner (the child and Lava's own processes)."""
+    """Live processes of the simulations this process supervises (the child and Lava's own
+    processes: their command line names a run folder ``sbc-lava-<this pid>-...``), so that
+    simulations other processes run on the same machine do not count."""
+    mark = f"{RUN_PREFIX}{os.getpid()}-".encode()
     pids = set()
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and CHILD.encode() in (entry / "cmdline").read_bytes():
+            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+            if CHILD.encode() in cmdline and mark in cmdline:
                 if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                     pids.add(int(entry.name))
         except (FileNotFoundError, ProcessLookupError, PermissionError):
@@ -40,14 +46,22 @@ def simulation_processes() -> set[int]:
     return pids
 
 
+def orphan_segments(before: set[str]) -> set[str]:
+    """New /dev/shm/psm_* segments that no live process maps (another process's live
+    simulation maps its own)."""
+    new = {Path(p).name for p in glob.glob("/dev/shm/psm_*")} - before
+    return new - mapped_segments(int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit())
+
+
 @contextlib.contextmanager
 def leaves_nothing_behind(within_s: float):
-    segments, processes = set(glob.glob("/dev/shm/psm_*")), simulation_processes()
+    segments = {Path(p).name for p in glob.glob("/dev/shm/psm_*")}
+    processes = simulation_processes()
     start = time.monotonic()
     yield
     assert time.monotonic() - start < within_s
     assert simulation_processes() <= processes
-    assert set(glob.glob("/dev/shm/psm_*")) <= segments
+    assert not orphan_segments(segments)
 
 
 @pytest.fixture(scope="module")
