@@ -1,4 +1,5 @@
-"""The ONNX frontend: an ONNX model (opset 13 and newer) -> a validated IR Graph.
+"""The ONNX frontend: an ONNX model (opset 13 and newer; older ones upgraded) -> a validated IR
+Graph.
 
 Steps: parse, check opsets and structure, pin user input shapes, infer shapes (onnx, strict), fold
 constants, lower every node to IR ops (``onnx_ops``), canonicalise common spellings into single
@@ -57,7 +58,9 @@ def support_table(model: ModelSource, input_shapes: dict | None = None) -> list[
 
 def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
     proto, label = onnx_model.read_model(model)
+    proto = onnx_model.upgrade_opset(proto, label)
     opsets = onnx_model.check_opsets(proto, label)
+    onnx_model.mark_dynamic_dims(proto)
     onnx_model.check_structure(proto, label)
     onnx_model.apply_input_shapes(proto, input_shapes, label)
     consts = initializers(proto, label)
