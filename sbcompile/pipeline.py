@@ -22,9 +22,10 @@ from sbcompile.passes import analyse, calibrate, expand, spike_quantize, weight_
 from sbcompile.report import build_report
 
 
-def load_model(model: Any) -> Graph:
+def load_model(model: Any, input_shapes: dict | None = None) -> Graph:
     """An ONNX path / bytes / ModelProto, a NIR file (.nir), or an IR Graph, as a validated IR
-    graph."""
+    graph. ``input_shapes`` pins ONNX input dims ({name: [dims]}, a string for a dim left
+    symbolic)."""
     if isinstance(model, Graph):
         graph = model.copy()
     elif isinstance(model, (str, Path)) and str(model).endswith(".nir"):
@@ -36,7 +37,7 @@ def load_model(model: Any) -> Graph:
 
         if isinstance(model, (str, Path)) and str(model).endswith(".npz"):
             raise SbcError(f"{model}: expected an .onnx model, got an .npz file")
-        graph = load_onnx(model)
+        graph = load_onnx(model, input_shapes)
     validate(graph)
     return graph
 
@@ -91,10 +92,12 @@ def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes]
 def compile_model(model: Any, preset: str = "spikingbrain",
                   calib: dict[str, np.ndarray] | None = None,
                   overrides: dict[str, str] | None = None,
-                  exclude: list[str] | None = None) -> Artifact:
-    """Compile an ONNX model (path, bytes, ModelProto) or IR graph under a preset."""
+                  exclude: list[str] | None = None,
+                  input_shapes: dict | None = None) -> Artifact:
+    """Compile an ONNX model (path, bytes, ModelProto) or IR graph under a preset;
+    ``input_shapes`` pins input dims as in ``load_model``."""
     config = make_config(preset, overrides, exclude)
-    return compile_graph(load_model(model), config, calib)
+    return compile_graph(load_model(model, input_shapes), config, calib)
 
 
 def compile(module, example_inputs, preset: str = "spikingbrain",
