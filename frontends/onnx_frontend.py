@@ -8,6 +8,7 @@ node, whether it is supported and which IR ops it became.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,27 @@ def support_table(model: ModelSource, input_shapes: dict | None = None) -> list[
     return _lower(model, input_shapes).rows
 
 
+def inspect_onnx(model: ModelSource, input_shapes: dict | None = None) -> dict:
+    """What ``sbcompile inspect`` shows, whatever the model holds: ``rows`` (as support_table),
+    ``parameters`` (each initializer counted once), ``inputs``/``outputs`` ({name: (shape,
+    dtype)}), ``ir_ops`` (IR op counts of the lowered graph; only when every node lowers)."""
+    proto, _ = onnx_model.read_model(model)
+    result = _lower(proto, input_shapes)
+    graph = result.graph
+
+    def typed(names):
+        return {n: (list(graph.values[n].shape), graph.values[n].dtype) for n in names
+                if n in graph.values}
+
+    info = {"name": graph.name, "rows": result.rows,
+            "parameters": onnx_model.parameter_count(proto),
+            "inputs": typed(graph.inputs), "outputs": typed(graph.outputs), "ir_ops": None}
+    if not result.unsupported:
+        graph.remove_unused()
+        info["ir_ops"] = dict(sorted(Counter(n.op for n in graph.nodes).items()))
+    return info
+
+
 def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
     proto, label = onnx_model.read_model(model)
     proto = onnx_model.upgrade_opset(proto, label)
@@ -76,7 +98,11 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
     reasons = {node.name: _lower_node(lw, node) for node in nodes}
     lw.graph.outputs = [o.name for o in proto.graph.output]
     for name in lw.graph.outputs:
-        _typed(lw, name, f"graph output '{name}'")
+        try:
+            _typed(lw, name, f"graph output '{name}'")
+        except UnsupportedError:
+            if not any(reasons.values()):  # else an unsupported node upstream says why
+                raise
     canonicalise(lw.graph, lw.origins)
     return _Result(lw.graph, _rows(proto, lw.graph, lw.origins, {**folded, **reasons}, folded))
 

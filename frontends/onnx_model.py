@@ -130,6 +130,17 @@ def check_structure(proto: onnx.ModelProto, label: str) -> None:
     graph.node.extend(sorted_nodes)
 
 
+def parameter_count(proto: onnx.ModelProto) -> int:
+    """Elements the file stores as weights, each initializer (or Constant node tensor) counted
+    once however many nodes read it."""
+    count = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+    count += sum(int(np.prod(s.dims)) for s in proto.graph.sparse_initializer)
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            count += sum(int(np.prod(a.t.dims)) for a in node.attribute if a.name == "value")
+    return count
+
+
 def runtime_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     """Graph inputs that are not initializers (old models list initializers as inputs too)."""
     init = {t.name for t in proto.graph.initializer}
