@@ -12,6 +12,10 @@
   layer that could exceed it is refused.
 - Decoding repeats the reference's float32 operations in the reference's order, so outputs agree
   bit for bit unless an upstream float op (erf, exp, ...) rounds differently.
+- Every integer product's float result is read only by its int32 Cast, and decoding starts from
+  that int32 tensor: no onnxruntime rewrite can fold a decode scale or bias into the integer
+  weights (its Conv+Mul / Conv+Add fusions did, at the basic level and above, and counts
+  downstream flipped), so every optimisation level gives the same bits.
 Every integer IR value (counts, accumulators) keeps its name and int32 type; ``keep`` adds any IR
 value as an extra graph output.
 """
@@ -122,19 +126,17 @@ def _linear(b: OnnxBuilder, node: Node, a: dict) -> None:
     y = b.add("MatMul", [counts, b.add("Cast", [wq], f"{wq}.f", to=FLOAT)], node.name)
     shape = b.const(np.array(lead + [g, n], np.int64), f"{node.name}.acc_shape")
     acc = node.outputs[0]
-    b.floats[acc] = b.add("Reshape", [y, shape], f"{acc}.f")
-    b.add("Cast", [b.floats[acc]], node.name, [acc], to=INT32)
+    b.add("Cast", [b.add("Reshape", [y, shape], f"{acc}.f")], node.name, [acc], to=INT32)
 
 
 def _conv(b: OnnxBuilder, node: Node, a: dict) -> None:
     weight = _product_weight(b, node, 0)
     wq = b.const(weight, f"{node.inputs[1]}.q")
     acc = node.outputs[0]
-    b.floats[acc] = b.add("Conv", [b.as_float(node.inputs[0]),
-                                   b.add("Cast", [wq], f"{wq}.f", to=FLOAT)], f"{acc}.f",
-                          strides=a["strides"], pads=a["pads"], dilations=a["dilations"],
-                          group=a["group"])
-    b.add("Cast", [b.floats[acc]], node.name, [acc], to=INT32)
+    y = b.add("Conv", [b.as_float(node.inputs[0]), b.add("Cast", [wq], f"{wq}.f", to=FLOAT)],
+              f"{acc}.f", strides=a["strides"], pads=a["pads"], dilations=a["dilations"],
+              group=a["group"])
+    b.add("Cast", [y], node.name, [acc], to=INT32)
 
 
 def _decode(b: OnnxBuilder, node: Node, a: dict) -> None:
