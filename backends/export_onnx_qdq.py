@@ -106,8 +106,19 @@ def _product_weight(b: OnnxBuilder, node: Node, group: int) -> np.ndarray:
     bound = _exact_bound(b, node, weight, group)
     if bound * 1.001 >= EXACT_LIMIT:
         raise UnsupportedError(f"node '{node.name}' ({node.op}): integer partial sums can reach "
-                               f"{bound:.4g} >= 2^24, beyond exact float32 accumulation")
+                               f"{bound:.4g} >= 2^24, beyond exact float32 accumulation; "
+                               f"{_count_advice(weight, group, node.op)}")
     return weight
+
+
+def _count_advice(weight: np.ndarray, group: int, op: str) -> str:
+    """The --set value that keeps every partial sum below 2^24."""
+    w = np.abs(weight.astype(np.int64))
+    rows = w.reshape(w.shape[0], -1, group) if op == "spike_linear" else w.reshape(
+        w.shape[0], 1, -1)
+    fits = int((EXACT_LIMIT - 1) / 1.001 // max(int(rows.sum(axis=2).max(initial=0)), 1))
+    return (f"--set max_count={fits} fits (or compile with --calib so the bound is measured)"
+            if fits >= 1 else "its weights' row sums alone exceed 2^24")
 
 
 def _linear(b: OnnxBuilder, node: Node, a: dict) -> None:

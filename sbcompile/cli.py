@@ -247,11 +247,25 @@ def run(artifact: str, input_path: str, target: str, use_float: bool, interpret:
     outputs = run_target(art, feeds, target, use_float, interpret, timeout)
     for name, arr in outputs.items():
         console.print(f"{name}: {arr.dtype}{list(arr.shape)}  mean {float(arr.mean()):.6g}")
+    if not use_float and art.graph.meta.get("count_bounds"):
+        _print_saturations(art.graph, feeds)
     if getattr(outputs, "op_counts", None) and art.report.get("measured"):
         _print_op_counts(outputs.op_counts, art.report, len(next(iter(feeds.values()))))
     if output:
         save_npz(output, outputs)
         console.print(f"wrote {output}")
+
+
+def _print_saturations(graph, feeds: dict) -> None:
+    """Counts these inputs drove past the bounds measured at compile time (they saturate)."""
+    from sbcompile.passes.count_bounds import saturations
+
+    sat = saturations(graph, feeds)
+    clipped = sum(s["saturated"] for s in sat.values())
+    total = sum(s["counts"] for s in sat.values())
+    worst = max(sat, key=lambda n: sat[n]["saturated"])
+    console.print(f"saturated counts: {clipped:,} of {total:,} beyond the measured bounds"
+                  + (f" (most in '{worst}', bound {sat[worst]['bound']})" if clipped else ""))
 
 
 def _print_op_counts(op_counts: dict, report: dict, samples: int) -> None:

@@ -28,6 +28,8 @@ class CompileConfig:
     calib_batch: int = 64               # calibration/analysis batch size (bounds memory)
     spike_conv: bool = True             # spike conv inputs too (not only linear projections)
     targets: list[str] = field(default_factory=lambda: ["lava", "triton"])  # programs to store
+    count_bound: str = "measured"       # unbounded counts: measured on calibration | worst_case
+    count_margin: float = 2.0           # measured bound = margin x largest |count| seen
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -64,6 +66,11 @@ class CompileConfig:
         unknown = [t for t in self.targets if t not in ("lava", "triton")]
         if unknown:
             raise SbcError(f"unknown target '{unknown[0]}' in targets (known: lava, triton)")
+        if self.count_bound not in ("measured", "worst_case"):
+            raise SbcError("count_bound must be measured or worst_case, not "
+                           f"'{self.count_bound}'")
+        if not self.count_margin >= 1:
+            raise SbcError(f"count_margin must be >= 1, got {self.count_margin}")
         if self.calib_batch < 1:
             raise SbcError(f"calib_batch must be >= 1, got {self.calib_batch}")
         return self

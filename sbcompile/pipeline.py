@@ -1,7 +1,7 @@
 """The compile driver: model -> IR -> passes -> spiking IR -> artifact (with its report).
 
-Pass order: calibrate -> spike_quantize -> weight_quantize -> expand -> analyse, then lowering to
-the configured targets. Calibration data is optional for the dynamic (SpikingBrain) policy, whose
+Pass order: calibrate -> spike_quantize -> weight_quantize -> count_bounds -> expand -> analyse,
+then lowering to the configured targets. Calibration data is optional for the dynamic (SpikingBrain) policy, whose
 thresholds need no statistics (calibrate runs for static thresholds only), and required for static
 thresholds; without it the report holds the structure but no measured sparsity, energy or
 fidelity.
@@ -18,7 +18,8 @@ from sbcompile.config import CompileConfig, make_config
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
-from sbcompile.passes import analyse, calibrate, expand, spike_quantize, weight_quantize
+from sbcompile.passes import (analyse, calibrate, count_bounds, expand, spike_quantize,
+                             weight_quantize)
 from sbcompile.report import build_report
 
 
@@ -59,12 +60,16 @@ def compile_graph(graph: Graph, config: CompileConfig,
         else graph
     g = spike_quantize.run(g, config)
     g = weight_quantize.run(g, config)
+    if calib is not None:
+        g = count_bounds.run(g, config, calib)
     g = expand.run(g, config)
     validate(g)
     if calib is not None:
         g = analyse.run(g, config, float_graph, calib)
     g.meta.pop("calibration", None)  # histograms served the thresholds; the report keeps results
     report = build_report(g, float_graph, config)
+    if g.meta.get("count_bounds"):  # bounds >= the largest count seen: none saturated there
+        report["count_bounds"] = g.meta["count_bounds"]
     programs, report["targets"] = lower_targets(g, config)
     return Artifact(g, config.to_json(), report, programs, float_graph)
 
