@@ -28,7 +28,7 @@ import numpy as np
 from sbcompile.backends.spike_chain import Layer, acc_bound, binary_chain, first_firing
 from sbcompile.errors import UnsupportedError
 from sbcompile.ir.graph import Graph
-from sbcompile.runtime.reference import node_attrs
+from sbcompile.ir.ops import node_attrs
 
 STEP = 1e-4  # seconds: the neurons' tau, equal to the step dt that snnTorch's import assumes
 

@@ -24,7 +24,8 @@ from sbcompile.runtime.lava.coding import check_mode, message_bits, mode_for_cod
 from sbcompile.runtime.lava.connectivity import layer_connectivity
 from sbcompile.runtime.lava.program import FORMAT, PLAN_MEMBER, LavaProgram
 from sbcompile.runtime.lava.runner import LavaRun, simulate
-from sbcompile.runtime.reference import KERNELS, node_attrs
+from sbcompile.ir.ops import count_limit, node_attrs, threshold_axes
+from sbcompile.runtime.reference import KERNELS
 
 SYNAPSE_OPS = ("spike_linear", "spike_conv")
 
@@ -107,7 +108,7 @@ def _default_mode(graph: Graph, config) -> str:
 # ---- encoders ---------------------------------------------------------------------------------
 def _encoder(graph: Graph, node: Node, mode: str) -> dict:
     attrs = node_attrs(node)
-    limit = int(min(attrs["max_count"] or attrs["safety_count"], attrs["safety_count"]))
+    limit = count_limit(attrs)
     sum_bound = None
     if attrs["policy"] == "dynamic":
         n_avg = _neurons(graph, node.name, node.inputs[0], attrs["granularity"])
@@ -138,7 +139,7 @@ def _check_axes(graph: Graph, encoders: dict[str, dict], synapses: list[dict]) -
 def _neurons(graph: Graph, where: str, value: str, axis: str) -> int:
     """Elements of one token (the last axis) or one sample (all axes but the first)."""
     shape = graph.values[value].shape
-    dims = shape[-1:] if axis == "token" else shape[1:]
+    dims = [shape[i] for i in threshold_axes(len(shape), axis)]
     if not all(isinstance(d, int) for d in dims):
         raise SbcError(f"node '{where}': the Lava target needs static {axis} dims, input "
                        f"'{value}' has shape {list(shape)}")

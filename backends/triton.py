@@ -15,7 +15,7 @@ import numpy as np
 from sbcompile.artifact import Artifact
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
-from sbcompile.runtime.reference import node_attrs
+from sbcompile.ir.ops import count_limit, node_attrs
 from sbcompile.runtime.triton import launch
 from sbcompile.runtime.triton.executor import run as _run
 from sbcompile.runtime.triton.program import EncodeStep, LinearStep, TritonProgram
@@ -111,8 +111,7 @@ def _event_rows(density: float) -> int:
 
 def _encoder_ok(graph: Graph, enc) -> bool:
     a = node_attrs(enc)
-    limit = a["max_count"] if a["max_count"] is not None else a["safety_count"]
-    if min(limit, a["safety_count"]) > SAFETY_LIMIT:
+    if count_limit(a) > SAFETY_LIMIT:
         return False
     if a["policy"] == "static":
         t = graph.params.get(enc.inputs[1]) if len(enc.inputs) > 1 else None

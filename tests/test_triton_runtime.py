@@ -15,6 +15,7 @@ import pytest
 
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node, Value
+from sbcompile.ir.ops import threshold_shape
 from sbcompile.runtime import reference
 from sbcompile.runtime import reference_spike as rs
 from sbcompile.runtime.triton.pairwise import emulate_sum, slot_tables
@@ -63,7 +64,9 @@ def spiked_layer(g: Graph, x: str, n_in: int, n_out: int, rng, group, enc_attrs,
     """x -> spike_encode -> spike_linear -> spike_decode; returns the output value."""
     lead = tuple(g.values[x].shape[:-1])
     counts = g.add_value(f"{tag}_counts", lead + (n_in,), "int32")
-    vth = g.add_value(f"{tag}_vth", lead + (1,), "float32")
+    vth_shape = np.shape(threshold) if enc_attrs["policy"] == "static" else \
+        threshold_shape(lead + (n_in,), enc_attrs["granularity"])
+    vth = g.add_value(f"{tag}_vth", vth_shape, "float32")
     inputs = [x]
     if enc_attrs["policy"] == "static":
         inputs.append(g.add_param(f"{tag}_threshold", np.array(threshold, np.float32)))
