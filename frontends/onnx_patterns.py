@@ -22,6 +22,7 @@ class Rewriter:
     def __init__(self, graph: Graph, origins: dict[str, list[str]]):
         self.graph = graph
         self.origins = origins
+        self._transposed: dict[str, str] = {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -91,6 +92,14 @@ class Rewriter:
     def add_param(self, base: str, array: np.ndarray) -> str:
         return self.graph.add_param(base, array)
 
+    def transposed_param(self, name: str) -> str:
+        """The transpose of 2-D parameter ``name``, made once however many nodes read it (a
+        weight shared by the steps of an unrolled recurrence stays one parameter)."""
+        if self._transposed.get(name) not in self.graph.params:
+            self._transposed[name] = self.add_param(
+                f"{name}_t", np.ascontiguousarray(self.param(name).T))
+        return self._transposed[name]
+
 
 Pattern = Callable[[Rewriter, Node], bool]
 
@@ -107,7 +116,7 @@ def linear_from_matmul(rw: Rewriter, node: Node) -> bool:
     w = rw.param(node.inputs[1])
     if w is None or w.ndim != 2 or w.dtype.kind != "f" or rw.rank(node.inputs[0]) < 1:
         return False
-    weight = rw.add_param(f"{node.inputs[1]}_t", np.ascontiguousarray(w.T))
+    weight = rw.transposed_param(node.inputs[1])
     rw.replace([node], Node(node.name, "linear", [node.inputs[0], weight], node.outputs))
     return True
 

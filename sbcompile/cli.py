@@ -226,8 +226,9 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
 @main.command()
 @click.argument("artifact")
 @click.option("--input", "input_path", required=True, help="Inputs (.npz, keyed by input name).")
-@click.option("--target", type=click.Choice(["reference", "lava", "triton"]), default="reference",
-              show_default=True)
+@click.option("--target", type=click.Choice(["reference", "lava", "triton", "onnxruntime"]),
+              default="reference", show_default=True,
+              help="onnxruntime: the QDQ export in batches, for evaluating a data set fast.")
 @click.option("--float", "use_float", is_flag=True, help="Run the un-spiked baseline graph.")
 @click.option("--interpret", is_flag=True,
               help="Triton target: run the kernels on Triton's CPU interpreter (no GPU).")

@@ -1,4 +1,5 @@
-"""Running an artifact on a target: the reference interpreter, Lava or Triton."""
+"""Running an artifact on a target: the reference interpreter, Lava, Triton or onnxruntime (the
+QDQ export, for data-set-scale evaluation on the CPU)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ from sbcompile.errors import SbcError
 from sbcompile.passes.energy import synaptic_ops
 from sbcompile.runtime import reference
 
-TARGETS = ("reference", "lava", "triton")
+TARGETS = ("reference", "lava", "triton", "onnxruntime")
 
 
 class OutputsWithOps(dict):
@@ -44,6 +45,10 @@ def run_target(art: Artifact, feeds: dict[str, np.ndarray], target: str = "refer
     graph = art.baseline if use_float else art.graph
     if target == "reference":
         return reference.run(graph, feeds)
+    if target == "onnxruntime":  # the float baseline runs there too (as its own export)
+        from sbcompile.runtime.onnxruntime_target import run_onnxruntime
+
+        return run_onnxruntime(graph, feeds)
     if use_float:
         raise SbcError(f"--float runs on the reference target only, not '{target}'")
     if target == "lava":

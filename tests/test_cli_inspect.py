@@ -22,15 +22,15 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def _shared_weight_model(path, extra_nodes=(), opset=17):
-    """One 16x16 weight read by three MatMuls (an unrolled recurrence shares its weights so)."""
-    w = numpy_helper.from_array(RNG.standard_normal((16, 16)).astype(np.float32), "w")
+def _shared_weight_model(path, extra_nodes=(), opset=17, size=16):
+    """One weight read by three MatMuls (an unrolled recurrence shares its weights so)."""
+    w = numpy_helper.from_array(RNG.standard_normal((size, size)).astype(np.float32), "w")
     nodes = [h.make_node("MatMul", ["x", "w"], ["a"]), h.make_node("Relu", ["a"], ["b"]),
              h.make_node("MatMul", ["b", "w"], ["c"]), h.make_node("Tanh", ["c"], ["d"]),
              h.make_node("MatMul", ["d", "w"], ["y0"]), *extra_nodes]
     out = "y1" if extra_nodes else "y0"
-    graph = h.make_graph(nodes, "shared", [h.make_tensor_value_info("x", T.FLOAT, [-1, 16])],
-                         [h.make_tensor_value_info(out, T.FLOAT, [-1, 16])], [w])
+    graph = h.make_graph(nodes, "shared", [h.make_tensor_value_info("x", T.FLOAT, [-1, size])],
+                         [h.make_tensor_value_info(out, T.FLOAT, [-1, size])], [w])
     imports = [h.make_opsetid("", opset), h.make_opsetid("com.example", 1)]
     onnx.save(h.make_model(graph, opset_imports=imports, ir_version=8), path)
     return path
@@ -93,3 +93,21 @@ def test_parse_input_shapes_keeps_dynamic_dims():
         "x": ["x_dim0", 3, 48, 320], "h": ["batch", 2]}
     with pytest.raises(SbcError):
         parse_input_shapes(["=1"])
+
+
+def test_shared_weight_stays_one_parameter_through_compile(tmp_path):
+    """A weight read by three MatMuls is one IR parameter and one int8 copy; the artifact (float
+    baseline + int8 weights for the graph, Lava and Triton) stays under 2x the model file (it
+    was one float and one int8 copy per use)."""
+    import os
+
+    from sbcompile.pipeline import compile_model, load_model
+
+    path = _shared_weight_model(tmp_path / "m.onnx", size=256)
+    assert load_model(path).param_count() == 256 * 256
+    art = compile_model(path, "spikingbrain",
+                        calib={"x": RNG.standard_normal((8, 256)).astype(np.float32)})
+    int8 = [p for p in art.graph.params.values() if p.dtype == np.int8]
+    assert len(int8) == 1 and int8[0].shape == (256, 256)
+    art.save(tmp_path / "m.sbc")
+    assert os.path.getsize(tmp_path / "m.sbc") < 2 * os.path.getsize(path)
