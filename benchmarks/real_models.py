@@ -366,6 +366,11 @@ def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
             entry["qdq_default_session"] = result
         except Exception as e:  # noqa: BLE001
             entry["qdq_default_session"] = {"error": _why(e)}
+    for preset, art in arts.items():
+        try:
+            row[preset]["throughput"] = _throughput(graph, art, path, evals, spec.output)
+        except Exception as e:  # noqa: BLE001
+            row[preset]["throughput"] = {"error": _why(e)}
     if "spikingbrain" in arts:
         art = arts["spikingbrain"]
         try:
@@ -381,6 +386,44 @@ def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
             row["lava"] = {"error": _why(e)}
     row["peak_rss_mb"] = round(_high_water_mb())
     return row
+
+
+def _batched(graph, feeds: list[dict]) -> list[dict]:
+    """The evaluation feeds as one batch when every input's batch axis is dynamic."""
+    dynamic = all(graph.values[n].shape and isinstance(graph.values[n].shape[0], str)
+                  for n in graph.inputs)
+    if not dynamic or len(feeds) < 2:
+        return feeds
+    return [{k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}]
+
+
+def _best_time(fn, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _throughput(graph, art, path: Path, evals: list[dict], output: str) -> dict:
+    """Seconds over the evaluation set: onnxruntime on the float model, the onnxruntime target
+    on the spiked export, the reference interpreter; and how far the target's outputs are from
+    the reference's (its counts are checked in the QDQ column: same export, same session)."""
+    from sbcompile.runtime import reference
+    from sbcompile.runtime.onnxruntime_target import OnnxruntimeProgram
+
+    feeds = _batched(graph, evals)
+    session = _ort_session(str(path))
+    program = OnnxruntimeProgram(art.graph)
+    t_float = _best_time(lambda: [session.run(None, f) for f in feeds])
+    t_target = _best_time(lambda: [program.run(f, progress=False) for f in feeds])
+    t_ref = _best_time(lambda: [reference.run(art.graph, f) for f in feeds], repeats=1)
+    rel = max(_max_rel(program.run(f, progress=False), reference.run(art.graph, f))
+              for f in feeds)
+    return {"samples": len(evals), "ort_float_s": t_float, "ort_target_s": t_target,
+            "reference_s": t_ref, "target_vs_float": t_target / t_float,
+            "output_max_rel_vs_reference": rel}
 
 
 # ---- the table -----------------------------------------------------------------------------------
@@ -422,6 +465,21 @@ def table(rows: list[dict]) -> str:
                       f"{_cell_exact(lo.get('qdq_default_session'))} "
                       f"| {sb.get('compile_s', '-')} / {lo.get('compile_s', '-')} "
                       f"| {r.get('peak_rss_mb', '-')} |")
+    return "\n".join(lines)
+
+
+def throughput_table(rows: list[dict]) -> str:
+    lines = ["| model | preset | samples | onnxruntime float ms | onnxruntime target ms | target / "
+             "float | reference ms | outputs vs reference (max rel) |", "|" + "---|" * 8]
+    for r in rows:
+        for preset in PRESETS:
+            t = r.get(preset, {}).get("throughput")
+            if not t or "error" in t:
+                continue
+            lines.append(f"| {r['model']} | {preset} | {t['samples']} | "
+                         f"{1e3 * t['ort_float_s']:.1f} | {1e3 * t['ort_target_s']:.1f} | "
+                         f"{t['target_vs_float']:.2f}x | {1e3 * t['reference_s']:.0f} | "
+                         f"{t['output_max_rel_vs_reference']:.1e} |")
     return "\n".join(lines)
 
 
@@ -473,6 +531,8 @@ def main() -> int:
     RESULTS.write_text(json.dumps({"machine": f"{platform.machine()}, {platform.system()}",
                                    "date": str(date.today()), "rows": ordered}, indent=1))
     print(table(ordered))
+    print()
+    print(throughput_table(ordered))
     return 0
 
 

@@ -2,11 +2,10 @@
 over a data set.
 
 It runs the artifact's onnx-qdq export (backends/export_onnx_qdq.py) in a default onnxruntime
-session, in batches along axis 0 with a progress bar. The export holds under every graph
-optimisation level (tested), so the integer counts equal the reference's wherever the
-reference's float work upstream rounds the same; dynamic thresholds take their mean through
-onnxruntime's ReduceMean, whose summation order can move a threshold by one ulp (a count at an
-exact rounding tie then differs by one; ``benchmarks/real_models.py`` measures how often).
+session, in batches along axis 0 with a progress bar. The export gives the same bits under every
+graph optimisation level (tested) and sums dynamic thresholds in the reference's order, so the
+integer counts equal the reference's wherever the float work upstream rounds the same
+(``benchmarks/real_models.py`` measures it on real models).
 """
 from __future__ import annotations
 
