@@ -29,8 +29,7 @@ from sbcompile.backends.spike_chain import Layer, acc_bound, binary_chain, first
 from sbcompile.errors import UnsupportedError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.ops import node_attrs
-
-STEP = 1e-4  # seconds: the neurons' tau, equal to the step dt that snnTorch's import assumes
+from sbcompile.nir_time import STEP
 
 
 def inexpressible(graph: Graph) -> list[tuple[str, str]]:

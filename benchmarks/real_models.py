@@ -43,6 +43,7 @@ from fetch_models import BY_NAME, MODELS, cache_dir  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "real_models.json"
 PRESETS = ("spikingbrain", "loihi2")
+TARGETS = {"targets": "lava,triton,onnxruntime"}  # the stored programs every run below uses
 
 
 # ---- tasks: agreement of the spiked model's task output with the float model's ---------------
@@ -331,7 +332,7 @@ def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
         entry = row.setdefault(preset, {})
         try:
             t0 = time.perf_counter()
-            art = compile_graph(graph, make_config(preset), calib)
+            art = compile_graph(graph, make_config(preset, TARGETS), calib)
             entry["compile_s"] = round(time.perf_counter() - t0, 2)
             entry["peak_rss_mb"] = round(_high_water_mb())
             arts[preset] = art
@@ -374,10 +375,10 @@ def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
     if "spikingbrain" in arts:
         art = arts["spikingbrain"]
         try:
-            from sbcompile.backends.lava import run_lava
+            from sbcompile.runtime.targets import run_artifact
 
             t0 = time.perf_counter()
-            got = run_lava(art, evals[0], timeout=lava_timeout)
+            got = run_artifact(art, "lava", evals[0], timeout=lava_timeout).counts
             keep = _integer_values(art.graph)
             want = reference.evaluate(art.graph, evals[0], keep=keep)
             row["lava"] = {**_compare_integers(got, want, keep),
@@ -411,11 +412,11 @@ def _throughput(graph, art, path: Path, evals: list[dict], output: str) -> dict:
     on the spiked export, the reference interpreter; and how far the target's outputs are from
     the reference's (its counts are checked in the QDQ column: same export, same session)."""
     from sbcompile.runtime import reference
-    from sbcompile.runtime.onnxruntime_target import OnnxruntimeProgram
+    from sbcompile.runtime.targets import stored_program
 
     feeds = _batched(graph, evals)
     session = _ort_session(str(path))
-    program = OnnxruntimeProgram(art.graph)
+    program = stored_program(art.programs, art.graph, "onnxruntime", art.report)
     t_float = _best_time(lambda: [session.run(None, f) for f in feeds])
     t_target = _best_time(lambda: [program.run(f, progress=False) for f in feeds])
     t_ref = _best_time(lambda: [reference.run(art.graph, f) for f in feeds], repeats=1)

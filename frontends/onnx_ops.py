@@ -5,7 +5,8 @@
 or attribute value, a non-constant operand the IR needs as an attribute, an optional output in
 use). Constant nodes fold (``onnx_fold``); only one mixing Inf with other values reaches its
 converter, which refuses it.
-Fusions across nodes (linear, GELU, norms, attention) happen later in ``onnx_patterns``.
+Fusions across nodes (linear, GELU, norms, attention) happen before, in ``onnx_rewrites``; the
+ops it builds in ``FUSED_DOMAIN`` lower here.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import onnx
 
 from sbcompile.frontends.onnx_lowering import NodeView, fill_value
-from sbcompile.frontends.onnx_model import CUSTOM_DOMAIN
+from sbcompile.frontends.onnx_model import CUSTOM_DOMAIN, FUSED_DOMAIN
 from sbcompile.ir.graph import DTYPES
 from sbcompile.ir.ops import ONNX_OPS, OPS
 
@@ -367,3 +368,22 @@ def _attention(n: NodeView) -> None:
 def _gla(n: NodeView) -> None:
     scale = n.attr("scale")
     n.emit("gla", n.inputs, scale=None if scale is None else float(scale))
+
+
+# ---- the fused ops of the frontend rewrites -----------------------------------------------------
+@_converter("Linear", domain=FUSED_DOMAIN)
+def _fused_linear(n: NodeView) -> None:
+    n.emit("linear", n.inputs)
+
+
+@_converter("Silu", domain=FUSED_DOMAIN)
+def _fused_silu(n: NodeView) -> None:
+    n.emit("silu", n.inputs)
+
+
+@_converter("Attention", attrs=("scale", "causal", "window"), domain=FUSED_DOMAIN)
+def _fused_attention(n: NodeView) -> None:
+    """scale is a float64 scalar tensor: the product of the model's factors, unrounded."""
+    band = {key: int(n.attr(key)) for key in ("causal", "window") if n.attr(key) is not None}
+    n.emit("attention", n.inputs, scale=float(onnx.numpy_helper.to_array(n.attr("scale"))),
+           **band)

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sbcompile.errors import SbcError
-
-CODINGS = ("graded", "binary", "ternary", "bitwise", "bitwise_bidirectional", "twos_complement")
+from sbcompile.ir.codings import CODINGS
 
 
 @dataclass
@@ -27,7 +26,9 @@ class CompileConfig:
     exclude: list[str] = field(default_factory=list)  # fnmatch patterns of layers kept in float
     calib_batch: int = 64               # calibration/analysis batch size (bounds memory)
     spike_conv: bool = True             # spike conv inputs too (not only linear projections)
+    attention_quantize: bool = False    # spike the attention query, INT8 K/V per token and head
     targets: list[str] = field(default_factory=lambda: ["lava", "triton"])  # programs to store
+    triton_density: float | None = None  # expected nonzero count fraction; None: as measured
     count_bound: str = "measured"       # unbounded counts: measured on calibration | worst_case
     count_margin: float = 2.0           # measured bound = margin x largest |count| seen
 
@@ -36,7 +37,12 @@ class CompileConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> "CompileConfig":
-        return cls(**d)
+        """The config an artifact stores; an unknown field is an error naming it."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SbcError(f"config field '{unknown[0]}' is not known to this sbcompile")
+        return cls(**d).check()
 
     def check(self) -> "CompileConfig":
         """Raise SbcError on an out-of-range or unknown value; return self."""
@@ -63,9 +69,12 @@ class CompileConfig:
             raise SbcError(f"window must be >= 1, got {self.window}")
         if self.group_size is not None and self.group_size < 1:
             raise SbcError(f"group_size must be >= 1, got {self.group_size}")
-        unknown = [t for t in self.targets if t not in ("lava", "triton")]
+        unknown = [t for t in self.targets if t not in ("lava", "triton", "onnxruntime")]
         if unknown:
-            raise SbcError(f"unknown target '{unknown[0]}' in targets (known: lava, triton)")
+            raise SbcError(f"unknown target '{unknown[0]}' in targets (known: lava, triton, "
+                           "onnxruntime)")
+        if self.triton_density is not None and not 0 < self.triton_density <= 1:
+            raise SbcError(f"triton_density must be in (0, 1], got {self.triton_density}")
         if self.count_bound not in ("measured", "worst_case"):
             raise SbcError("count_bound must be measured or worst_case, not "
                            f"'{self.count_bound}'")
@@ -85,6 +94,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "loihi2": {"policy": "static", "max_count": 127, "coding": "graded", "group_size": None,
                "t_mode": "tensor"},
 }
+# SpikingBrain's attention numerics too: the query spiked, K/V int8 per token and head
+PRESETS["spikingbrain_kv8"] = {**PRESETS["spikingbrain"], "attention_quantize": True}
 
 
 def make_config(preset: str = "spikingbrain", overrides: dict[str, str] | None = None,

@@ -58,7 +58,7 @@ def test_worst_case_bound_is_refused_with_the_key_and_value(compiled):
 
 
 def test_measured_bounds_run_exactly_on_lava_and_qdq(compiled):
-    from sbcompile.backends.lava import run_lava
+    from sbcompile.runtime.targets import run_artifact
 
     _, art = compiled
     bounds = art.report["count_bounds"]
@@ -69,7 +69,7 @@ def test_measured_bounds_run_exactly_on_lava_and_qdq(compiled):
     keep = [v for info in art.graph.meta["layers"].values() for v in (info["counts"],
                                                                       info["acc"])]
     want = reference.evaluate(art.graph, feeds, keep=keep)
-    got = run_lava(art, feeds, timeout=300)
+    got = run_artifact(art, "lava", feeds, timeout=300).counts
     import onnxruntime as ort
 
     session = ort.InferenceSession(to_onnx(art.graph, keep).SerializeToString(),

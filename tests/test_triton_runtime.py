@@ -52,10 +52,11 @@ def test_no_gpu_is_a_clear_error():
     import torch
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    from sbcompile.backends.triton import run_triton
+    from sbcompile.backends.triton import lower
+    from sbcompile.runtime.triton.executor import run
     graph = mlp_graph(64, [32], group=None)
     with pytest.raises(SbcError, match="needs a CUDA GPU"):
-        run_triton(graph, {"x": np.ones((1, 64), np.float32)})
+        run(lower(graph), {"x": np.ones((1, 64), np.float32)})
 
 
 # ---- graphs --------------------------------------------------------------------------------
@@ -102,8 +103,9 @@ def mlp_graph(n_in: int, widths: list[int], group=128, enc=None, seed=0, lead=("
 
 
 def check_against_reference(graph: Graph, feeds: dict, **run_kw) -> dict:
-    from sbcompile.backends.triton import run_triton
-    got = run_triton(graph, feeds, interpret=True, **run_kw)
+    from sbcompile.backends.triton import lower
+    from sbcompile.runtime.triton.executor import run
+    got = run(lower(graph), feeds, interpret=True, **run_kw)
     ints = [n.outputs[0] for n in graph.nodes if n.op in ("spike_encode", "spike_linear")]
     ref = reference.evaluate(graph, feeds, keep=ints)
     for name in ints:
@@ -240,15 +242,17 @@ def test_shared_counts_odd_widths_and_reference_fallback():
 @child_only
 def test_program_round_trips_through_the_artifact(tmp_path):
     from sbcompile.artifact import Artifact
-    from sbcompile.backends.triton import lower, run_triton
+    from sbcompile.backends.triton import lower
+    from sbcompile.runtime.targets import stored_program
+    from sbcompile.runtime.triton.executor import run
     graph = mlp_graph(256, [64])
     program = lower(graph)
     art = Artifact(graph, {}, programs=program.to_members())
     art.save(tmp_path / "m.sbc")
     loaded = Artifact.load(tmp_path / "m.sbc")
     x = activations(np.random.default_rng(5), (2, 256))
-    a = run_triton(program, {"x": x}, interpret=True)
-    b = run_triton(loaded, {"x": x}, interpret=True)
+    a = run(program, {"x": x}, interpret=True)
+    b = run(stored_program(loaded.programs, loaded.graph, "triton"), {"x": x}, interpret=True)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     assert set(program.to_members()) == {"triton/plan.json", "triton/weights.safetensors"}
@@ -256,10 +260,11 @@ def test_program_round_trips_through_the_artifact(tmp_path):
 
 @child_only
 def test_bad_feeds_and_mode_switch_are_clear_errors():
-    from sbcompile.backends.triton import run_triton
+    from sbcompile.backends.triton import lower
+    from sbcompile.runtime.triton.executor import run
     from sbcompile.runtime.triton.loader import kernels
     graph = mlp_graph(64, [32], group=None)
     with pytest.raises(SbcError, match="input 'x' has shape"):
-        run_triton(graph, {"x": np.ones((1, 63), np.float32)}, interpret=True)
+        run(lower(graph), {"x": np.ones((1, 63), np.float32)}, interpret=True)
     with pytest.raises(SbcError, match="cannot run on the GPU"):
         kernels(False)
