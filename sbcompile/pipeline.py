@@ -106,6 +106,34 @@ def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes]
     return programs, status
 
 
+def specialise(graph: Graph, input_shapes: dict[str, tuple]) -> Graph:
+    """A copy of ``graph`` with its inputs' dims pinned to ``input_shapes`` and every value's
+    shape inferred again from them: what a target that needs static dims lowers, for inputs of
+    those shapes."""
+    from sbcompile.ir.graph import Value
+    from sbcompile.ir.shapes import infer
+
+    g = graph.copy()
+    for name, shape in infer(g, {n: tuple(input_shapes[n]) for n in g.inputs}).items():
+        if shape is not None and name in g.values and name not in g.params:
+            g.values[name] = Value(name, tuple(shape), g.values[name].dtype)
+    validate(g)
+    return g
+
+
+def specialised_artifact(art: Artifact, target: str, input_shapes: dict[str, tuple]) -> Artifact:
+    """``art`` with its graph specialised to ``input_shapes`` and the ``target`` program lowered
+    for it (for a model whose dynamic dims kept the target from lowering at compile time)."""
+    graph = specialise(art.graph, input_shapes)
+    config = CompileConfig.from_json({**art.config, "targets": [target]})
+    programs, status = lower_targets(graph, config)
+    if not status[target]["lowered"]:
+        raise SbcError(f"{target} target, inputs of shapes {dict(input_shapes)}: "
+                       f"{status[target]['reason']}")
+    report = {**art.report, "targets": {**art.report.get("targets", {}), **status}}
+    return Artifact(graph, art.config, report, programs, art.float_graph)
+
+
 def _lowerer(target: str):
     if target == "lava":
         from sbcompile.backends.lava import lower
