@@ -104,11 +104,13 @@ def _needs_specialising(art: Artifact, target: str) -> bool:
 def compile(model: Any, example_inputs: tuple | None = None, *, preset: str = "spikingbrain",
             calib: dict[str, np.ndarray] | None = None, overrides: dict[str, Any] | None = None,
             exclude: list[str] | None = None, input_names: list[str] | None = None,
-            dynamic_axes: dict | None = None) -> CompiledModel:
+            dynamic_axes: dict | None = None,
+            input_shapes: dict[str, list] | None = None) -> CompiledModel:
     """Compile a model under a preset (``overrides``: ``--set`` style fields, ``exclude``:
     layer name patterns kept float). A PyTorch module needs ``example_inputs``; its inputs are
     named ``input_names`` and axis 0 of each is left symbolic unless ``dynamic_axes`` says
-    otherwise."""
+    otherwise. ``input_shapes`` pins an ONNX model's input dims ({name: [dims]}; a string keeps
+    a dim dynamic), as ``--input-shape`` does."""
     from sbcompile import pipeline
 
     if _is_torch_module(model):
@@ -119,7 +121,7 @@ def compile(model: Any, example_inputs: tuple | None = None, *, preset: str = "s
                                       input_names=input_names, dynamic_axes=dynamic_axes)
     else:
         art = pipeline.compile_model(model, preset=preset, calib=calib, overrides=overrides,
-                                     exclude=exclude)
+                                     exclude=exclude, input_shapes=input_shapes)
     return CompiledModel(art)
 
 

@@ -66,8 +66,12 @@ def test_minus_one_dims_are_dynamic():
 
 
 def test_minus_one_dims_can_be_pinned():
+    import sbcompile
+
     graph = load_onnx(_paddle_style(11), input_shapes={"x": [2, 3, 12, 12]})
     assert graph.values["x"].shape == (2, 3, 12, 12)
+    model = sbcompile.compile(_paddle_style(11), input_shapes={"x": [2, 3, 12, 12]})
+    assert model.graph.values["x"].shape == (2, 3, 12, 12)
 
 
 def test_stale_declared_output_shape_gives_way_to_inference():
