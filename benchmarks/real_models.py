@@ -340,8 +340,8 @@ def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
             entry["agreement"] = float(np.mean([spec.agree(f, s)
                                                 for f, s in zip(float_outs, spiked)]))
             layers = art.report.get("layers", [])
-            cos = [(layer["fidelity"]["cosine"], layer["name"]) for layer in layers
-                   if layer.get("fidelity", {}).get("cosine") is not None]
+            cos = [(layer["fidelity"]["output"]["cosine"], layer["name"]) for layer in layers
+                   if layer.get("fidelity", {}).get("output", {}).get("cosine") is not None]
             if cos:
                 entry["worst_layer"] = {"cosine": min(cos)[0], "name": min(cos)[1]}
             entry["layers_spiked"] = len(layers)
