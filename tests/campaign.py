@@ -332,6 +332,7 @@ class Fixtures:
     mlp_inputs: str = ""
     mlp_sbc: str = ""
     mlp_static_sbc: str = ""
+    mlp_uncalibrated_sbc: str = ""  # no measured count bounds: counts bounded by the safety clamp
     mlp_expected: dict = field(default_factory=dict)
     digits_sbc: str = ""
     digits_inputs: str = ""
@@ -350,6 +351,7 @@ def build_fixtures(root: Path) -> Fixtures:
     np.savez(root / "mlp_inputs.npz", x=rng.normal(0, 1, (8, 16)).astype(np.float32))
     fx.mlp_calib, fx.mlp_inputs = str(root / "mlp_calib.npz"), str(root / "mlp_inputs.npz")
     fx.mlp_sbc, fx.mlp_static_sbc = str(root / "mlp.sbc"), str(root / "mlp_loihi2.sbc")
+    fx.mlp_uncalibrated_sbc = str(root / "mlp_uncalibrated.sbc")
     digits = np.load(EXAMPLE / "calib.npz")["image"]
     np.savez(root / "digits_inputs.npz", image=digits[:4])
     fx.digits_inputs, fx.digits_sbc = str(root / "digits_inputs.npz"), str(root / "digits.sbc")
@@ -357,6 +359,7 @@ def build_fixtures(root: Path) -> Fixtures:
         ["compile", fx.mlp, "--calib", fx.mlp_calib, "-o", fx.mlp_sbc],
         ["compile", fx.mlp, "--calib", fx.mlp_calib, "--preset", "loihi2", "-o",
          fx.mlp_static_sbc],
+        ["compile", fx.mlp, "-o", fx.mlp_uncalibrated_sbc],
         ["compile", str(EXAMPLE / "model.onnx"), "--calib", fx.digits_inputs, "--preset",
          "loihi2", "-o", fx.digits_sbc],
         ["run", fx.mlp_sbc, "--input", fx.mlp_inputs, "-o", str(root / "mlp_expected.npz")],
@@ -398,6 +401,12 @@ def file_written(path: str, loads: Callable[[str], object] | None = None
 
 def stdout_has(text: str) -> Callable[[Result], bool]:
     return lambda r: text in r.stdout
+
+
+def saturation_reported(r: Result) -> bool:
+    """A run whose counts saturated at the measured bounds says so, with a nonzero count."""
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("saturated counts:")), "")
+    return bool(line) and not line.startswith("saturated counts: 0 ")
 
 
 # ---- forging artifacts -------------------------------------------------------------------------
@@ -616,16 +625,25 @@ def build_cases(fx: Fixtures, mutants: int = 200, seed: int = 0, hostile_bytes: 
         "object array": lambda p: np.savez(p, x=np.array([{"a": 1}], dtype=object)),
     }
     accepted = {"int dtype"}  # small integers convert to float32 exactly
+    # huge but finite inputs: with calibration, counts saturate at the measured bounds by design
+    # (the run says how many); without, they reach the safety clamp and are refused
+    huge = {"float32 max", "near float32 max", "1e30"}
     for label, make in inputs.items():
         path = work / f"in_{label.replace(' ', '_')}.npz"
         make(str(path))
         if not path.exists():  # np.save appends .npy
             path = Path(str(path) + ".npy")
         for target in ("reference", "triton"):
-            argv = ["run", fx.mlp_sbc, "--input", str(path), "--target", target]
-            if target == "triton":
-                argv.append("--interpret")
-            add(Case(f"--input {label} ({target})", "inputs", argv,
+            tail = ["--target", target] + (["--interpret"] if target == "triton" else [])
+            if label in huge:
+                add(Case(f"--input {label}, measured bounds ({target})", "inputs",
+                         ["run", fx.mlp_sbc, "--input", str(path), *tail], "ok",
+                         saturation_reported))
+                add(Case(f"--input {label}, no bounds ({target})", "inputs",
+                         ["run", fx.mlp_uncalibrated_sbc, "--input", str(path), *tail]))
+                continue
+            add(Case(f"--input {label} ({target})", "inputs",
+                     ["run", fx.mlp_sbc, "--input", str(path), *tail],
                      "ok" if label in accepted else "refused"))
     add(Case("--input missing file", "inputs", ["run", fx.mlp_sbc, "--input",
                                                 str(work / "absent.npz")]))
@@ -835,7 +853,8 @@ def fast_sample(case: Case) -> bool:
     each Triton-interpreter kind (seconds each), no demo, the output faults of three commands,
     one SIGKILL trial mid-simulation; everything else."""
     if "(triton)" in case.name or "--interpret" in case.argv:
-        return case.name in ("--input float32 max (triton)", "forged: triton plan a list")
+        return case.name in ("--input float32 max, no bounds (triton)",
+                             "forged: triton plan a list")
     if case.argv[:1] == ["demo"] or case.family == "lava":
         return False
     if case.family == "outputs":
