@@ -17,7 +17,7 @@ SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "psm_"
 RUN_PREFIX = "sbc-lava-"  # run folders are sbc-lava-<supervisor pid>-<random>
 POLL_S = 0.05
-ORPHAN_AGE_S = 60.0  # an unmapped segment this old has no owner left
+SEGMENTS_FILE = "segments"  # in a run folder: the segments its group mapped
 
 
 def group_processes(group: int) -> list[int]:
@@ -99,48 +99,27 @@ def new_run_dir() -> Path:
 
 
 def sweep_orphans() -> dict[str, int]:
-    """Remove what dead runs left: run folders whose supervisor is gone, and this user's psm_*
-    segments that no live process maps and nobody touched for ``ORPHAN_AGE_S``. Returns the
-    counts removed."""
+    """Remove what dead runs left: run folders whose supervisor is gone, and the segments their
+    supervisor recorded in them (``SEGMENTS_FILE``); nobody else's segment is touched. Returns
+    the counts removed."""
     removed = {"run_dirs": 0, "segments": 0}
     for folder in Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}*-*"):
         owner = folder.name[len(RUN_PREFIX):].split("-", 1)[0]
         if owner.isdigit() and not _alive(int(owner)):
+            try:
+                names = (folder / SEGMENTS_FILE).read_text().split()
+            except OSError:
+                names = []
+            unlink_segments(n for n in names if n.startswith(SHM_PREFIX))
             shutil.rmtree(folder, ignore_errors=True)
             removed["run_dirs"] += 1
-    candidates = []
-    now = time.time()
-    for seg in SHM_DIR.glob(f"{SHM_PREFIX}*"):
-        try:
-            st = seg.stat()
-        except FileNotFoundError:
-            continue
-        if st.st_uid == os.getuid() and now - st.st_mtime > ORPHAN_AGE_S:
-            candidates.append(seg.name)
-    if candidates:
-        in_use = mapped_segments(pid for pid, _ in _proc_stats()) | _open_segments()
-        orphans = [c for c in candidates if c not in in_use]
-        unlink_segments(orphans)
-        removed["segments"] = len(orphans)
+            removed["segments"] += len(names)
     return removed
 
 
-def _open_segments() -> set[str]:
-    """psm_* segments some live process holds open (by descriptor, maybe not mapped yet)."""
-    found = set()
-    for pid, _ in _proc_stats():
-        try:
-            fds = list(Path(f"/proc/{pid}/fd").iterdir())
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith(f"{SHM_DIR}/{SHM_PREFIX}"):
-                found.add(target.rsplit("/", 1)[1].split(" ", 1)[0])
-    return found
+def record_segments(run: Path, names: set[str]) -> None:
+    """Note the run's segments in its folder, for the sweep of a later run."""
+    (run / SEGMENTS_FILE).write_text("\n".join(sorted(names)))
 
 
 def _alive(pid: int) -> bool:

@@ -28,7 +28,7 @@ from sbcompile.errors import SbcError
 from sbcompile.runtime.lava import child
 from sbcompile.runtime.lava.failure import read_failure
 from sbcompile.runtime.lava.group import POLL_S, end_group, group_segments, new_run_dir, \
-    sweep_orphans
+    record_segments, sweep_orphans
 from sbcompile.runtime.lava.program import LavaProgram
 from sbcompile.runtime.lava.topology import FORMS
 from sbcompile.runtime.reference import check_feeds
@@ -110,7 +110,10 @@ def _supervise(run: Path, timeout: float, progress: Callable[[int], None] | None
     reported = -1
     try:
         while True:
-            segments |= group_segments(group)
+            seen = group_segments(group)
+            if not seen <= segments:
+                segments |= seen
+                record_segments(run, segments)
             if read_failure(run) is not None:
                 return "failed"
             if (run / child.RESULT_INFO).exists():  # written last, atomically
