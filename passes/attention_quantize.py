@@ -9,7 +9,7 @@ For every ``attention`` node not excluded by name:
   ``spike_encode(x / s)`` with the static threshold 1 and max_count 127 (round half to even,
   clipped: symmetric int8); the attention reads ``counts * s``.
 The softmax and its products stay float; the counts are what a target stores (int8 K/V) and
-multiplies (integer q . k). ``graph.meta['attention_quantize']`` names each node's counts.
+multiplies (integer q . k). The ``AttentionCounts`` record names each node's counts.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph, Node
+from sbcompile.ir.records import AttentionCounts, set_attention_counts
 from sbcompile.passes.targets import is_excluded
 
 INT8_MAX = 127
@@ -29,11 +30,11 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
     for node in [n for n in graph.nodes if n.op == "attention"]:
         if is_excluded(node.name, config):
             continue
-        entry = {"q": _spike_query(graph, node, config.k)}
-        for slot, label in ((1, "k"), (2, "v")):
-            node.inputs[slot], entry[label] = _int8_per_token(graph, node, slot, label)
-        record[node.name] = entry
-    graph.meta["attention_quantize"] = record
+        q = _spike_query(graph, node, config.k)
+        node.inputs[1], k = _int8_per_token(graph, node, 1, "k")
+        node.inputs[2], v = _int8_per_token(graph, node, 2, "v")
+        record[node.name] = AttentionCounts(q, k, v)
+    set_attention_counts(graph, record)
     graph.toposort()
     return graph
 

@@ -18,6 +18,7 @@ from sbcompile.config import CompileConfig
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node
 from sbcompile.ir.ops import threshold_shape
+from sbcompile.ir.records import SpikedLayer, set_spiked_layer
 from sbcompile.passes.targets import spike_targets
 
 
@@ -29,7 +30,6 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
         if node.op == "matmul":
             _matmul_to_linear(graph, node)
         by_input.setdefault(value, []).append(node)
-    graph.meta.setdefault("layers", {})
     for value, layers in by_input.items():
         granularity = "sample" if any(n.op == "conv" for n in layers) else "token"
         if granularity == "sample" and any(n.op != "conv" for n in layers):
@@ -56,9 +56,8 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
         graph.nodes[position:position] = [enc, dec]
         for layer in layers:
             layer.inputs[0] = xhat
-            graph.meta["layers"][layer.name] = {"op": layer.op, "input": value,
-                                                "counts": counts, "vth": vth_v,
-                                                "encoder": enc.name}
+            set_spiked_layer(graph, layer.name, SpikedLayer(layer.op, value, counts, vth_v,
+                                                            enc.name))
     graph.toposort()
     return graph
 

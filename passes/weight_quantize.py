@@ -5,10 +5,13 @@ Per-channel static thresholds are folded into the weights first (W[n, i] * vth[i
 integer product stays a plain count-weight product and the decode threshold is 1."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph, Node
+from sbcompile.ir.records import set_spiked_layer, spiked_layers
 
 QMAX = 127
 
@@ -35,9 +38,10 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
     graph = graph.copy()
     producers = graph.producers()
     new_nodes: list[Node] = []
+    layers = spiked_layers(graph)
     for node in graph.nodes:
-        info = graph.meta.get("layers", {}).get(node.name)
-        if info is None or node.op not in ("linear", "conv") or "acc" in info:
+        info = layers.get(node.name)
+        if info is None or node.op not in ("linear", "conv") or info.acc is not None:
             new_nodes.append(node)
             continue
         recon = producers[node.inputs[0]]
@@ -71,11 +75,13 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
         decode = Node(f"{node.name}.decode", "spike_decode", decode_inputs, [out],
                       {"layout": layout})
         new_nodes += [integer, decode]
-        info.update({"acc": acc, "output": out, "weight_q": wq, "weight_scale": ws,
-                     "fan_in": int(q.shape[1]) if node.op == "linear" else int(np.prod(q.shape[1:])),
-                     "fan_out": int(q.shape[0]), "group_size": group,
-                     "weights_at_limit": float(np.mean(np.abs(q) == QMAX)),
-                     "weight_bytes": int(q.size + scale.size * 4)})
+        fan_in = int(q.shape[1]) if node.op == "linear" else int(np.prod(q.shape[1:]))
+        set_spiked_layer(graph, node.name, dataclasses.replace(
+            info, acc=acc, output=out, weight_q=wq, weight_scale=ws, fan_in=fan_in,
+            fan_out=int(q.shape[0]), group_size=group,
+            weights_at_limit=float(np.mean(np.abs(q) == QMAX)),
+            weight_bytes=int(q.size + scale.size * 4),
+            kernel=list(q.shape[2:]) if node.op == "conv" else None))
     graph.nodes = new_nodes
     graph.remove_unused()
     return graph
