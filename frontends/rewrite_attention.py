@@ -21,6 +21,7 @@ from onnxscript.rewriter.ort_fusions.sdpa import SDPA
 
 from sbcompile.frontends.rewrite_base import (FUSED_DOMAIN, MASKED, array, dims, scalar,
                                              sourced, typed)
+from sbcompile.ir.ops import attention_keep
 
 
 def _agree(*pairs: tuple) -> bool:
@@ -180,12 +181,9 @@ def causal_band(mask: np.ndarray | None) -> dict | None:
     keep = m == 0
     if not np.all(keep | (m <= MASKED)):
         return None
-    i = np.arange(tq)[:, None] + (tk - tq)
-    j = np.arange(tk)[None, :]
     window = int(keep.sum(axis=1).max())
     for attrs in ({"causal": 1, "window": 0}, {"causal": 1, "window": window}):
-        band = (j <= i) & ((j > i - attrs["window"]) if attrs["window"] else True)
-        if np.array_equal(band, keep):
+        if np.array_equal(attention_keep(tq, tk, **attrs), keep):
             return attrs
     return None
 

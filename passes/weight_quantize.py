@@ -12,6 +12,7 @@ import numpy as np
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph, Node
 from sbcompile.ir.records import set_spiked_layer, spiked_layers
+from sbcompile.ir.shapes import infer_node
 
 QMAX = 127
 
@@ -56,21 +57,19 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
         wq = graph.add_param(f"{node.name}.weight_q", q)
         ws = graph.add_param(f"{node.name}.weight_scale", scale)
         out = node.outputs[0]
-        cshape = graph.values[counts].shape
         bias = node.inputs[2] if len(node.inputs) > 2 else ""
         if node.op == "linear":
-            g = q.shape[1] // group
-            acc = graph.add_value(f"{node.name}.acc", tuple(cshape[:-1]) + (g, q.shape[0]),
-                                  "int32")
-            integer = Node(f"{node.name}.spike", "spike_linear", [counts, wq], [acc],
-                           {"group_size": group if g > 1 else None})
+            grouped = q.shape[1] // group > 1
+            op, attrs = "spike_linear", {"group_size": group if grouped else None}
             layout = "linear"
         else:
-            acc = graph.add_value(f"{node.name}.acc", graph.values[out].shape, "int32")
-            integer = Node(f"{node.name}.spike", "spike_conv", [counts, wq], [acc],
-                           {k: v for k, v in node.attrs.items()
-                            if k in ("strides", "pads", "dilations", "group")})
-            layout = "conv"
+            op, layout = "spike_conv", "conv"
+            attrs = {k: v for k, v in node.attrs.items()
+                     if k in ("strides", "pads", "dilations", "group")}
+        integer = Node(f"{node.name}.spike", op, [counts, wq], [], attrs)
+        acc_shape, = infer_node(integer, [graph.values[counts].shape, q.shape], [None, None])
+        integer.outputs = [graph.add_value(f"{node.name}.acc", acc_shape, "int32")]
+        acc = integer.outputs[0]
         decode_inputs = [acc, vth, ws] + ([bias] if bias else [])
         decode = Node(f"{node.name}.decode", "spike_decode", decode_inputs, [out],
                       {"layout": layout})

@@ -523,3 +523,31 @@ def agree(declared: Shape, inferred: Shape | None) -> bool:
         return True
     return len(declared) == len(inferred) and all(
         not (known(d) and known(i)) or d == i for d, i in zip(declared, inferred))
+
+
+# ---- dtypes -------------------------------------------------------------------------------------
+BOOL_OPS = ("equal", "less", "greater", "and", "or", "not")
+INT64_OPS = ("shape", "argmax")
+
+
+def infer_dtypes(node, dtypes: list[str | None]) -> list[str]:
+    """The output dtypes of ``node`` for input dtypes ``dtypes``: bool for comparisons and
+    logic, int64 for shapes and indices, int32 counts and accumulators, float32 thresholds and
+    decodes, an attribute's dtype for casts and fills, else the first input's (the second's for
+    ``where``)."""
+    a, op = node_attrs(node), node.op
+    if op in BOOL_OPS:
+        return ["bool"]
+    if op in INT64_OPS:
+        return ["int64"]
+    if op == "cast":
+        return [a["to"]]
+    if op == "constant_of_shape":
+        return [a["dtype"]]
+    if op == "spike_encode":
+        return ["int32", "float32"]
+    if op in ("spike_linear", "spike_conv"):
+        return ["int32"]
+    if op == "spike_decode":
+        return ["float32"]
+    return [dtypes[1] if op == "where" else dtypes[0]] * len(node.outputs or OPS[op].outputs)
