@@ -49,8 +49,8 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
         encoder = graph.nodes[position].name
         xhat, = graph.add_node("spike_decode", [counts, vth_v], [f"{name}.xhat"],
                                f"{name}.reconstruct", at=position + 1, layout="counts")
+        graph.replace_uses(value, xhat, only=layers)
         for layer in layers:
-            layer.inputs[0] = xhat
             set_spiked_layer(graph, layer.name, SpikedLayer(layer.op, value, counts, vth_v,
                                                             encoder))
     graph.toposort()

@@ -72,13 +72,27 @@ class Graph:
     def producers(self) -> dict[str, Node]:
         return {out: n for n in self.nodes for out in n.outputs}
 
-    def consumers(self) -> dict[str, list[Node]]:
-        result: dict[str, list[Node]] = {}
+    def uses(self) -> dict[str, list[tuple[Node, int]]]:
+        """Use-lists: value -> (node, input slot) for every slot that reads it, in node order
+        (a node reading a value twice, as ``mul(d, d)``, appears with both slots). Built from the
+        nodes on each call, so it is current after any edit."""
+        result: dict[str, list[tuple[Node, int]]] = {}
         for n in self.nodes:
-            for i in n.inputs:
+            for slot, i in enumerate(n.inputs):
                 if i:
-                    result.setdefault(i, []).append(n)
+                    result.setdefault(i, []).append((n, slot))
         return result
+
+    def consumers(self) -> dict[str, list[Node]]:
+        """value -> the nodes that read it, each once."""
+        return {value: list({id(n): n for n, _ in uses}.values())
+                for value, uses in self.uses().items()}
+
+    def replace_uses(self, old: str, new: str, only: list[Node] | None = None) -> None:
+        """Make every slot reading ``old`` (of the nodes ``only``, when given) read ``new``."""
+        for node, slot in self.uses().get(old, []):
+            if only is None or any(node is n for n in only):
+                node.inputs[slot] = new
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
