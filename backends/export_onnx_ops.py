@@ -118,6 +118,21 @@ _DIRECT = {
                                  "dilations": "dilations", "ceil_mode": "ceil_mode",
                                  "count_include_pad": "count_include_pad"}),
     "split": ("Split", {"axis": "axis", "num_outputs": "num_outputs"}),
+    "tan": ("Tan", {}), "asin": ("Asin", {}), "acos": ("Acos", {}), "atan": ("Atan", {}),
+    "sinh": ("Sinh", {}), "cosh": ("Cosh", {}), "asinh": ("Asinh", {}), "acosh": ("Acosh", {}),
+    "atanh": ("Atanh", {}), "round": ("Round", {}), "sign": ("Sign", {}),
+    "softplus": ("Softplus", {}),
+    "argmin": ("ArgMin", {"axis": "axis", "keepdims": "keepdims"}),
+    "cumsum": ("CumSum", {"exclusive": "exclusive", "reverse": "reverse"}),
+    "topk": ("TopK", {"axis": "axis", "largest": "largest", "sorted": "sorted"}),
+    "einsum": ("Einsum", {"equation": "equation"}),
+    "conv_transpose": ("ConvTranspose", {"strides": "strides", "pads": "pads",
+                                         "dilations": "dilations", "group": "group",
+                                         "output_padding": "output_padding"}),
+    "resize": ("Resize", {k: k for k in (
+        "mode", "coordinate_transformation_mode", "nearest_mode", "cubic_coeff_a",
+        "exclude_outside", "extrapolation_value", "antialias", "axes",
+        "keep_aspect_ratio_policy")}),
 }
 
 
@@ -197,7 +212,7 @@ def _rms_norm(b: OnnxBuilder, node: Node, a: dict) -> None:
 @_emitter("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod")
 def _reduce(b: OnnxBuilder, node: Node, a: dict) -> None:
     op_type = "Reduce" + node.op[len("reduce_"):].capitalize()
-    inputs = [b.value(node.inputs[0])]
+    inputs = [b.value(i) for i in node.inputs]
     if a["axes"] is not None:
         inputs.append(b.const(np.array(a["axes"], np.int64), f"{node.name}.axes"))
     b.add(op_type, inputs, node.name, list(node.outputs), keepdims=int(a["keepdims"]))
