@@ -126,9 +126,6 @@ _DIRECT = {
     "cumsum": ("CumSum", {"exclusive": "exclusive", "reverse": "reverse"}),
     "topk": ("TopK", {"axis": "axis", "largest": "largest", "sorted": "sorted"}),
     "einsum": ("Einsum", {"equation": "equation"}),
-    "conv_transpose": ("ConvTranspose", {"strides": "strides", "pads": "pads",
-                                         "dilations": "dilations", "group": "group",
-                                         "output_padding": "output_padding"}),
     "resize": ("Resize", {k: k for k in (
         "mode", "coordinate_transformation_mode", "nearest_mode", "cubic_coeff_a",
         "exclude_outside", "extrapolation_value", "antialias", "axes",
@@ -164,6 +161,28 @@ def _linear(b: OnnxBuilder, node: Node, a: dict) -> None:
     y = b.add("MatMul", [b.value(x), wt], node.name, None if bias else list(node.outputs))
     if bias:
         b.add("Add", [y, b.value(bias)], node.name, list(node.outputs))
+
+
+@_emitter("conv_transpose")
+def _conv_transpose(b: OnnxBuilder, node: Node, a: dict) -> None:
+    """ONNX ConvTranspose takes no negative pads (the IR's form of output_shape beyond the
+    natural size): those become zeros padded onto the result, and the bias is added after."""
+    n_sp = len(b.graph.values[node.inputs[1]].shape) - 2
+    pads = list(a["pads"] or [0] * (2 * n_sp))
+    attrs = {"strides": a["strides"], "dilations": a["dilations"], "group": a["group"],
+             "output_padding": a["output_padding"], "pads": [max(p, 0) for p in pads]}
+    inputs = [b.value(i) for i in node.inputs]
+    if min(pads) >= 0:
+        b.add("ConvTranspose", inputs, node.name, list(node.outputs), **attrs)
+        return
+    y = b.add("ConvTranspose", inputs[:2], node.name, **attrs)
+    grow = [0, 0] + [max(-p, 0) for p in pads[:n_sp]] + [0, 0] + [max(-p, 0) for p in pads[n_sp:]]
+    y = b.add("Pad", [y, b.const(np.array(grow, np.int64), f"{node.name}.grow")], node.name,
+              None if len(inputs) > 2 else list(node.outputs))
+    if len(inputs) > 2:
+        shape = np.array([-1] + [1] * n_sp, np.int64)
+        bias = b.add("Reshape", [inputs[2], b.const(shape, f"{node.name}.bias_shape")], node.name)
+        b.add("Add", [y, bias], node.name, list(node.outputs))
 
 
 @_emitter("cast")

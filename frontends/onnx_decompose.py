@@ -272,7 +272,9 @@ def _group_norm(n: NodeView) -> None:
     channels = x.shape[1]
     if not isinstance(channels, int):
         raise n.refuse("the channel dim must be static")
-    grouped_shape = (x.shape[0], groups, "?")
+    rest = x.shape[1:]
+    grouped_shape = (x.shape[0], groups, int(np.prod(rest)) // groups
+                     if all(isinstance(d, int) for d in rest) else "?")
     grouped = n.emit("reshape", [n.inputs[0], n.param(np.array([0, groups, -1], np.int64),
                                                       "grouped")],
                      n.temp(grouped_shape, x.dtype))

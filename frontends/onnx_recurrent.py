@@ -125,7 +125,7 @@ class _Layer:
         if self.lengths is None:
             return new
         if t not in self._inside:
-            self._inside[t] = self.n.emit("less", [self.n.param(np.array(t, np.int64), "t"),
+            self._inside[t] = self.n.emit("less", [self.n.param(np.array([t], np.int64), "t"),
                                                    self.lengths],
                                           self.n.temp((self.batch, 1), "bool"))
         return c.op("where", self._inside[t], new, old or c.const(0.0))
@@ -143,14 +143,24 @@ class _Layer:
                                                          self.dtype), perm=[1, 0, 2])
 
     def initial(self, i: int, direction: int) -> str | None:
-        """The initial state of one direction [B, H], or None (zeros)."""
+        """The initial state of one direction [B, H], or None (zeros, also when given as a
+        constant of zeros, as the TorchScript exporter writes it)."""
         name = self.n.input(i)
-        if not name:
+        const = self.n.const(i) if name else None
+        if not name or (const is not None and not np.any(const)):
             return None
-        layout_axis = 0 if self.layout == 0 else 1
-        index = self.n.param(np.array(direction, np.int64), "direction")
-        return self.n.emit("gather", [name, index], self.n.temp((self.batch, self.hidden),
-                                                                 self.dtype), axis=layout_axis)
+        return self.pick(name, 0 if self.layout == 0 else 1, direction)
+
+    def pick(self, value: str, axis: int, index: int) -> str:
+        """``value`` at ``index`` along ``axis``, that axis removed (a slice and a squeeze: index
+        parameters stay 1-D, as every target keeps them)."""
+        n = self.n
+        shape = n.type(value).shape
+        bounds = [n.param(np.array([v], np.int64), "at") for v in (index, index + 1, axis)]
+        one = n.emit("slice", [value, *bounds], n.temp(shape[:axis] + (1,) + shape[axis + 1:],
+                                                      self.dtype))
+        return n.emit("squeeze", [one, n.param(np.array([axis], np.int64), "axis")],
+                      n.temp(shape[:axis] + shape[axis + 1:], self.dtype))
 
     def piece(self, i: int, direction: int, start: int = 0, stop: int | None = None) -> str:
         """Rows [start, stop) of one direction of input i (W, R, B or P): a parameter when the
@@ -163,8 +173,7 @@ class _Layer:
         stop = shape[-2 if len(shape) == 3 else -1] if stop is None else stop
         if not isinstance(stop, int):
             raise n.refuse(f"input {i} needs a static shape")
-        rows = n.emit("gather", [n.inputs[i], n.param(np.array(direction, np.int64), "d")],
-                      n.temp(shape[1:], self.dtype), axis=0)
+        rows = self.pick(n.inputs[i], 0, direction)
         if start == 0 and stop == shape[1]:
             return rows
         bounds = [n.param(np.array([v], np.int64), "bound") for v in (start, stop, 0)]
@@ -198,9 +207,7 @@ class _Layer:
                                        self.dtype))
 
     def step_input(self, projected: str, t: int) -> str:
-        width = self.n.type(projected).shape[-1]
-        return self.n.emit("gather", [projected, self.n.param(np.array(t, np.int64), "t")],
-                           self.n.temp((self.batch, width), self.dtype), axis=0)
+        return self.pick(projected, 0, t)
 
     def clipped(self, c: _Cell, value: str, width: int) -> str:
         if self.clip is None:
