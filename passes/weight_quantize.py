@@ -2,8 +2,11 @@
 ``group_size`` inputs (W8ASpike), turning each spiked layer into the exact integer chain
 spike_linear/spike_conv -> spike_decode. Records the share of weights at the int8 limit.
 Per-channel static thresholds are folded into the weights first (W[n, i] * vth[i]), so the
-integer product stays a plain count-weight product and the decode threshold is 1."""
+integer product stays a plain count-weight product and the decode threshold is 1. Layers with
+equal weights (the steps of an unrolled recurrence) share one quantised copy."""
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
@@ -35,6 +38,7 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
     graph = graph.copy()
     producers = graph.producers()
     new_nodes: list[Node] = []
+    shared: dict[tuple, tuple] = {}  # layers with one weight (the steps of a recurrence)
     for node in graph.nodes:
         info = graph.meta.get("layers", {}).get(node.name)
         if info is None or node.op not in ("linear", "conv") or "acc" in info:
@@ -43,14 +47,21 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
         recon = producers[node.inputs[0]]
         counts, vth = recon.inputs
         weight = graph.params[node.inputs[1]]
-        if len(graph.values[vth].shape) == 1:  # per-channel static thresholds: fold into W
+        folded = len(graph.values[vth].shape) == 1
+        if folded:  # per-channel static thresholds: fold into W
             threshold = graph.params[producers[vth].inputs[1]]
             weight = weight * threshold[None, :]
             vth = graph.add_param(f"{node.name}.unit_vth", np.float32(1.0))
-        q, scale, group = quantize_weight(weight, config.group_size if node.op == "linear"
-                                          else None)
-        wq = graph.add_param(f"{node.name}.weight_q", q)
-        ws = graph.add_param(f"{node.name}.weight_scale", scale)
+        key = (node.op, weight.shape, hashlib.sha1(np.ascontiguousarray(weight)).hexdigest())
+        if folded or key not in shared:
+            q, scale, group = quantize_weight(weight, config.group_size if node.op == "linear"
+                                              else None)
+            wq = graph.add_param(f"{node.name}.weight_q", q)
+            ws = graph.add_param(f"{node.name}.weight_scale", scale)
+            if not folded:
+                shared[key] = (q, scale, group, wq, ws)
+        else:  # the same weight quantises the same way: keep one copy
+            q, scale, group, wq, ws = shared[key]
         out = node.outputs[0]
         cshape = graph.values[counts].shape
         bias = node.inputs[2] if len(node.inputs) > 2 else ""
