@@ -543,5 +543,6 @@ def _gla(n: NodeView) -> None:
     n.emit("gla", n.inputs, scale=None if scale is None else float(scale))
 
 
-# Converters that compose several IR ops, and the recurrent layers, register from their modules.
-from sbcompile.frontends import onnx_decompose, onnx_recurrent  # noqa: E402,F401
+# Converters that compose several IR ops, the recurrent layers and the refusals of control flow
+# that could not be inlined register from their modules.
+from sbcompile.frontends import onnx_control, onnx_decompose, onnx_recurrent  # noqa: E402,F401

@@ -337,6 +337,7 @@ def _gather_elements(a, data, idx):
 
 
 def _unsqueeze(a, x, axes):
+    axes = np.atleast_1d(axes)
     rank = x.ndim + len(axes)
     return x.reshape(_unsqueezed_shape(x.shape, [_axis(int(i), rank) for i in axes]))
 
@@ -349,7 +350,7 @@ def _unsqueezed_shape(shape, axes):
 def _squeeze(a, x, axes=None):
     if axes is None:
         return np.squeeze(x)
-    return np.squeeze(x, axis=tuple(_axis(int(i), x.ndim) for i in axes))
+    return np.squeeze(x, axis=tuple(_axis(int(i), x.ndim) for i in np.atleast_1d(axes)))
 
 
 def _expand(a, x, shape):
