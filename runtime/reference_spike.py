@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sbcompile.ir.ops import count_limit, threshold_axes
 from sbcompile.runtime.reference_float import conv_nd
 
 INT32_MAX = np.iinfo(np.int32).max
@@ -17,7 +18,7 @@ def dynamic_threshold(x: np.ndarray, k: float, vth_min: float, vth_max: float,
                       granularity: str) -> np.ndarray:
     """SpikingBrain's adaptive threshold: mean(|x|) / k, clipped to [vth_min, vth_max], float32,
     per token (last axis) or per sample (all axes but 0), kept as size-1 dims."""
-    axes = (-1,) if granularity == "token" else tuple(range(1, x.ndim))
+    axes = threshold_axes(x.ndim, granularity)
     mean_abs = np.mean(np.abs(x.astype(np.float32)), axis=axes, keepdims=True, dtype=np.float32)
     return np.clip(mean_abs / np.float32(k), np.float32(vth_min), np.float32(vth_max)).astype(
         np.float32)
@@ -36,8 +37,7 @@ def spike_encode(a, x, threshold=None):
         vth = np.asarray(threshold, dtype=np.float32)
     else:
         raise ValueError(f"unknown spike_encode policy {a['policy']!r}")
-    limit = a["max_count"] if a["max_count"] is not None else a["safety_count"]
-    return quantize_counts(x, vth, int(min(limit, a["safety_count"]))), vth
+    return quantize_counts(x, vth, count_limit(a)), vth
 
 
 def spike_linear(a, counts, weight):
