@@ -372,3 +372,66 @@ def _one_hot(n: NodeView) -> None:
     on_off = [n.emit("gather", [n.inputs[2], n.param(np.array(i, np.int64), "pick")],
                      n.temp((), out.dtype), axis=0) for i in (1, 0)]
     n.emit("where", [hit, *on_off])
+
+
+# ---- losses (exported with the models that were trained through them) ---------------------------
+def _nll(n: NodeView, log_prob: str, target: str, weight: str, loss_out: str) -> None:
+    """-log_prob[n, target[n, ...], ...] (times weight[target]), ignore_index scoring 0, then
+    the reduction: none, sum, or mean = sum / (sum of the weights counted)."""
+    scores, labels = n.type(log_prob), n.type(target)
+    dtype, shape = scores.dtype, labels.shape
+    reduction = n.attr("reduction", "mean")
+    if reduction not in ("none", "sum", "mean"):
+        raise n.refuse(f"reduction '{reduction}' is not supported")
+    ignore = n.attr("ignore_index")
+    ignored = None
+    if ignore is not None:
+        ignored = n.emit("equal", [target, n.param(np.array(ignore, labels.dtype), "ignore")],
+                         n.temp(shape, "bool"))
+        target = n.emit("where", [ignored, n.param(np.array(0, labels.dtype), "zero"), target],
+                        n.temp(shape, labels.dtype))
+    index = n.emit("unsqueeze", [target, n.param(np.array([1], np.int64), "axis")],
+                   n.temp(shape[:1] + (1,) + shape[1:], labels.dtype))
+    picked = n.emit("gather_elements", [log_prob, index],
+                    n.temp(shape[:1] + (1,) + shape[1:], dtype), axis=1)
+    picked = n.emit("squeeze", [picked, n.param(np.array([1], np.int64), "axis")],
+                    n.temp(shape, dtype))
+    loss = n.emit("neg", [picked], n.temp(shape, dtype))
+    counted = None
+    if weight:
+        counted = n.emit("gather", [weight, target], n.temp(shape, dtype), axis=0)
+        loss = n.emit("mul", [loss, counted], n.temp(shape, dtype))
+    if ignored is not None:
+        zero = n.param(np.array(0, dtype), "zero")
+        loss = n.emit("where", [ignored, zero, loss], n.temp(shape, dtype))
+        counted = n.emit("where", [ignored, zero, counted or n.param(np.array(1, dtype), "one")],
+                         n.temp(shape, dtype))
+    if reduction == "none":
+        n.emit("identity", [loss], loss_out)
+        return
+    total = n.emit("reduce_sum", [loss], loss_out if reduction == "sum" else n.temp((), dtype),
+                   axes=None, keepdims=0)
+    if reduction == "sum":
+        return
+    if counted is None:
+        n.emit("reduce_mean", [loss], loss_out, axes=None, keepdims=0)
+        return
+    count = n.emit("reduce_sum", [counted], n.temp((), dtype), axes=None, keepdims=0)
+    n.emit("div", [total, count], loss_out)
+
+
+@_converter("NegativeLogLikelihoodLoss", attrs=("ignore_index", "reduction"))
+def _nll_loss(n: NodeView) -> None:
+    _float_input(n)
+    _nll(n, n.inputs[0], n.inputs[1], n.input(2), n.outputs[0])
+
+
+@_converter("SoftmaxCrossEntropyLoss", attrs=("ignore_index", "reduction"))
+def _softmax_cross_entropy(n: NodeView) -> None:
+    """NegativeLogLikelihoodLoss of log_softmax(scores) over the class axis 1; the optional
+    second output is that log_softmax."""
+    _float_input(n)
+    scores = n.type(n.inputs[0])
+    log_prob = n.emit("log_softmax", [n.inputs[0]], n.outputs[1] if n.used(1) else
+                      n.temp(scores.shape, scores.dtype), axis=1)
+    _nll(n, log_prob, n.inputs[1], n.input(2), n.outputs[0])

@@ -374,3 +374,24 @@ def test_recurrent_refusals_name_the_node():
     model, _ = _recurrent("LSTM", input_forget=1)
     with pytest.raises(UnsupportedError, match="input_forget"):
         load_onnx(model)
+
+
+# ---- losses -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("weighted,ignore", [(False, None), (True, None), (True, 2), (False, -1)])
+def test_softmax_cross_entropy_and_nll(reduction, weighted, ignore):
+    scores, labels = _randn(4, 5, 3, scale=2.0), RNG.integers(0, 5, (4, 3)).astype(np.int64)
+    if ignore is not None:
+        labels[0, :2] = ignore
+    attrs = {"reduction": reduction, **({"ignore_index": ignore} if ignore is not None else {})}
+    inputs = ["s", "t"] + (["w"] if weighted else [])
+    inits = {"w": np.abs(_randn(5)) + 0.2} if weighted else {}
+    loss_shape = [4, 3] if reduction == "none" else []
+    model = _model([h.make_node("SoftmaxCrossEntropyLoss", inputs, ["loss", "logp"], **attrs)],
+                   [("s", T.FLOAT, [4, 5, 3]), ("t", T.INT64, [4, 3])],
+                   [("loss", T.FLOAT, loss_shape), ("logp", T.FLOAT, [4, 5, 3])], inits)
+    check(model, {"s": scores, "t": labels})
+    model = _model([h.make_node("NegativeLogLikelihoodLoss", inputs, ["loss"], **attrs)],
+                   [("s", T.FLOAT, [4, 5, 3]), ("t", T.INT64, [4, 3])],
+                   [("loss", T.FLOAT, loss_shape)], inits)
+    check(model, {"s": scores, "t": labels})

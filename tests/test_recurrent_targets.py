@@ -82,10 +82,11 @@ def test_every_projection_is_spiked(compiled):
 
 @pytest.mark.skipif(CHILD, reason="parent only")
 def test_lava_equals_reference_bit_for_bit(compiled):
-    from sbcompile.backends.lava import lower, run_lava
+    from sbcompile.backends.lava import lower
+    from sbcompile.runtime.lava.runner import simulate
     kind, _, feeds, art = compiled
     program = lower(art.graph)
-    got = run_lava(program, feeds, timeout=240)
+    got = simulate(program, feeds, timeout=240)
     integer = [e["counts"] for e in program.plan["encoders"]]
     integer += [s["acc"] for s in program.plan["synapses"]]
     ref = evaluate(art.graph, feeds, keep=integer)
@@ -106,9 +107,10 @@ def test_triton_interpreter_in_a_child():
 
 @pytest.mark.skipif(not CHILD, reason="runs in the interpreter child process")
 def test_triton_equals_reference_bit_for_bit(compiled):
-    from sbcompile.backends.triton import run_triton
+    from sbcompile.backends.triton import lower
+    from sbcompile.runtime.triton.executor import run as run_triton
     kind, _, feeds, art = compiled
-    got = run_triton(art.graph, feeds, interpret=True)
+    got = run_triton(lower(art.graph), feeds, interpret=True)
     integer = [n.outputs[0] for n in art.graph.nodes if n.op in ("spike_encode", "spike_linear")]
     ref = evaluate(art.graph, feeds, keep=integer)
     for name in integer:
