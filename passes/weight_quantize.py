@@ -3,7 +3,8 @@
 spike_linear/spike_conv -> spike_decode. Records the share of weights at the int8 limit.
 Per-channel static thresholds are folded into the weights first (W[n, i] * vth[i]), so the
 integer product stays a plain count-weight product and the decode threshold is 1. Layers with
-equal weights (the steps of an unrolled recurrence) share one quantised copy."""
+equal weights (a weight shared by several layers, the steps of an unrolled recurrence) share one
+int8 copy."""
 from __future__ import annotations
 
 import hashlib
@@ -34,11 +35,17 @@ def quantize_weight(weight: np.ndarray, group_size: int | None) -> tuple[np.ndar
     return q.astype(np.int8), scale.astype(np.float32), int(np.prod(w.shape[1:]))
 
 
+def _quantized(graph: Graph, node: Node, weight: np.ndarray, config: CompileConfig) -> tuple:
+    q, scale, group = quantize_weight(weight, config.group_size if node.op == "linear" else None)
+    return (graph.add_param(f"{node.name}.weight_q", q),
+            graph.add_param(f"{node.name}.weight_scale", scale), q, scale, group)
+
+
 def run(graph: Graph, config: CompileConfig) -> Graph:
     graph = graph.copy()
     producers = graph.producers()
     new_nodes: list[Node] = []
-    shared: dict[tuple, tuple] = {}  # layers with one weight (the steps of a recurrence)
+    shared: dict[tuple, tuple] = {}  # a weight's content -> its int8 copy, scale and group
     for node in graph.nodes:
         info = graph.meta.get("layers", {}).get(node.name)
         if info is None or node.op not in ("linear", "conv") or "acc" in info:
@@ -47,21 +54,16 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
         recon = producers[node.inputs[0]]
         counts, vth = recon.inputs
         weight = graph.params[node.inputs[1]]
-        folded = len(graph.values[vth].shape) == 1
-        if folded:  # per-channel static thresholds: fold into W
+        if len(graph.values[vth].shape) == 1:  # per-channel static thresholds: fold into W
             threshold = graph.params[producers[vth].inputs[1]]
             weight = weight * threshold[None, :]
             vth = graph.add_param(f"{node.name}.unit_vth", np.float32(1.0))
-        key = (node.op, weight.shape, hashlib.sha1(np.ascontiguousarray(weight)).hexdigest())
-        if folded or key not in shared:
-            q, scale, group = quantize_weight(weight, config.group_size if node.op == "linear"
-                                              else None)
-            wq = graph.add_param(f"{node.name}.weight_q", q)
-            ws = graph.add_param(f"{node.name}.weight_scale", scale)
-            if not folded:
-                shared[key] = (q, scale, group, wq, ws)
-        else:  # the same weight quantises the same way: keep one copy
-            q, scale, group, wq, ws = shared[key]
+            wq, ws, q, scale, group = _quantized(graph, node, weight, config)
+        else:  # equal weights (one parameter, or copies such as an unrolled cell's) share one
+            key = (node.op, weight.shape, hashlib.sha1(np.ascontiguousarray(weight)).hexdigest())
+            if key not in shared:
+                shared[key] = _quantized(graph, node, weight, config)
+            wq, ws, q, scale, group = shared[key]
         out = node.outputs[0]
         cshape = graph.values[counts].shape
         bias = node.inputs[2] if len(node.inputs) > 2 else ""

@@ -19,7 +19,10 @@ def dynamic_threshold(x: np.ndarray, k: float, vth_min: float, vth_max: float,
     """SpikingBrain's adaptive threshold: mean(|x|) / k, clipped to [vth_min, vth_max], float32,
     per token (last axis) or per sample (all axes but 0), kept as size-1 dims."""
     axes = threshold_axes(x.ndim, granularity)
-    mean_abs = np.mean(np.abs(x.astype(np.float32)), axis=axes, keepdims=True, dtype=np.float32)
+    # C-contiguous first: numpy's summation order follows memory layout, the op table's order
+    # is that of a contiguous row (a transposed view would be summed in another order)
+    mean_abs = np.mean(np.abs(np.ascontiguousarray(x, dtype=np.float32)), axis=axes,
+                       keepdims=True, dtype=np.float32)
     return np.clip(mean_abs / np.float32(k), np.float32(vth_min), np.float32(vth_max)).astype(
         np.float32)
 
