@@ -436,14 +436,19 @@ def _argmin(a, x):
     return np.asarray(y, dtype=np.int64)
 
 
-def _cumsum(a, x, axis):
-    axis = _axis(int(np.asarray(axis).reshape(())), x.ndim)
-    w = np.flip(_wide(x), axis) if a["reverse"] else _wide(x)
-    y = np.cumsum(w, axis=axis)
-    if a["exclusive"]:
-        y = np.concatenate([np.zeros_like(np.take(y, [0], axis=axis)),
-                            np.take(y, np.arange(y.shape[axis] - 1), axis=axis)], axis=axis)
-    return _like(np.flip(y, axis) if a["reverse"] else y, x)
+def _running(accumulate, identity):
+    """cumsum / cumprod: ``accumulate`` along the axis held by the scalar input, in float64 for
+    floats; exclusive shifts in ``identity``, reverse runs from the end."""
+    def kernel(a, x, axis):
+        axis = _axis(int(np.asarray(axis).reshape(())), x.ndim)
+        w = np.flip(_wide(x), axis) if a["reverse"] else _wide(x)
+        y = accumulate(w, axis=axis)
+        if a["exclusive"]:
+            first = np.full_like(np.take(y, [0], axis=axis), identity)
+            y = np.concatenate([first, np.take(y, np.arange(y.shape[axis] - 1), axis=axis)],
+                               axis=axis)
+        return _like(np.flip(y, axis) if a["reverse"] else y, x)
+    return kernel
 
 
 def _topk(a, x, k):
@@ -583,16 +588,6 @@ def _resize_weights(a, size: int, out: int, scale: float, span):
     return weights, extrapolated
 
 
-def _cumprod(a, x, axis):
-    axis = _axis(int(np.asarray(axis).reshape(())), x.ndim)
-    w = np.flip(_wide(x), axis) if a["reverse"] else _wide(x)
-    y = np.cumprod(w, axis=axis)
-    if a["exclusive"]:
-        y = np.concatenate([np.ones_like(np.take(y, [0], axis=axis)),
-                            np.take(y, np.arange(y.shape[axis] - 1), axis=axis)], axis=axis)
-    return _like(np.flip(y, axis) if a["reverse"] else y, x)
-
-
 def _gather_nd(a, data, indices):
     b = a["batch_dims"]
     lead = data.shape[:b]
@@ -724,12 +719,12 @@ FLOAT_KERNELS = {
     "sign": lambda a, x: _like(np.sign(x), x),
     "softplus": _float_only(lambda w: np.maximum(w, 0) + np.log1p(np.exp(-np.abs(w)))),
     "argmin": _argmin,
-    "cumsum": _cumsum,
+    "cumsum": _running(np.cumsum, 0),
     "topk": _topk,
     "einsum": _einsum,
     "conv_transpose": _conv_transpose,
     "resize": _resize,
-    "cumprod": _cumprod,
+    "cumprod": _running(np.cumprod, 1),
     "det": _float_only(np.linalg.det),
     "gather_nd": _gather_nd,
     "scatter_elements": _scatter_elements,
