@@ -79,7 +79,9 @@ def _numpy_order_mean(b: OnnxBuilder, node: Node, x_abs: str, shape: tuple,
     order). The row of L elements is gathered into the leaves of numpy's pairwise tree (see
     runtime/triton/pairwise.py), padded with an appended 0 (v + 0 == v exactly): each leaf sums
     its 8 lanes group by group, folds them pairwise and adds its tail in order; leaves fold
-    pairwise into a buffer's sum, buffers add up in order from 0, and the sum is divided by L."""
+    pairwise into a buffer's sum, buffers add up in order from 0, and the sum is divided by L.
+    The in-order sums are CumSums (onnxruntime's adds in order), so an encoder costs about 25
+    nodes."""
     from sbcompile.runtime.triton.pairwise import slot_tables
 
     reduced = [shape[i] for i in threshold_axes(len(shape), granularity)]
@@ -115,28 +117,28 @@ def _numpy_order_mean(b: OnnxBuilder, node: Node, x_abs: str, shape: tuple,
         flat = pick(padded, 1, index.reshape(-1))
         return b.add("Reshape", [flat, i64([-1, *index.shape], f"{tag}_shape")], name)
 
-    lanes_all = gathered(lane_idx, "lanes")            # [R, B, S, G, 8]
-    lanes = pick(lanes_all, 3, 0)                       # [R, B, S, 8]
-    for g in range(1, groups):
-        lanes = b.add("Add", [lanes, pick(lanes_all, 3, g)], name)
+    def running_sum(value: str, axis: int, length: int) -> str:
+        """The left-to-right sum along ``axis`` (CumSum adds in order), its last element."""
+        if length == 1:
+            return pick(value, axis, 0)
+        total = b.add("CumSum", [value, i64(axis, "axis")], name)
+        return pick(total, axis, length - 1)
+
+    lanes = running_sum(gathered(lane_idx, "lanes"), 3, groups)  # [R, B, S, 8]
     width = 8
     while width > 1:
         lanes = b.add("Add", [pick(lanes, 3, list(range(0, width, 2))),
                               pick(lanes, 3, list(range(1, width, 2)))], name)
         width //= 2
-    leaf = pick(lanes, 3, 0)                            # [R, B, S]
+    leaf = pick(lanes, 3, [0])                          # [R, B, S, 1]
     tails = gathered(tail_idx, "tails")                 # [R, B, S, 7]
-    for t in range(7):
-        leaf = b.add("Add", [leaf, pick(tails, 3, t)], name)
+    leaf = running_sum(b.add("Concat", [leaf, tails], name, axis=3), 3, 8)  # [R, B, S]
     width = n_slot
     while width > 1:
         leaf = b.add("Add", [pick(leaf, 2, list(range(0, width, 2))),
                              pick(leaf, 2, list(range(1, width, 2)))], name)
         width //= 2
-    buffers = pick(leaf, 2, 0)                          # [R, B]
-    total = pick(buffers, 1, 0)                         # [R]
-    for bi in range(1, n_buf):
-        total = b.add("Add", [total, pick(buffers, 1, bi)], name)
+    total = running_sum(pick(leaf, 2, 0), 1, n_buf)     # [R]: buffers in order
     mean = b.add("Div", [total, b.const(np.float32(row), f"{name}.n")], name)
     kept = b.add("Shape", [b.value(node.inputs[0])], name, end=len(shape) - len(reduced))
     ones = i64([1] * len(reduced), "ones")
