@@ -7,18 +7,18 @@ CUDA graph.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 
-from sbcompile.runtime.triton.pairwise import BUFFER, slot_tables
-
 EVENT_MAX_ROWS = 4  # the event GEMV packs rows x blocks x 4 digits into one int8 dot tile
 EVENT_BLOCK = 128  # channels per block when a layer has one weight group
 QUANT_BLOCK = 1024  # channels per program of the split encoder
+SUM_BLOCK = 1024  # values per partial sum of the split encoder (any power of two: same bits)
+SINGLE_MAX = 32768  # longest single row the one-program encoder takes by default
+DENSE_MAX_ROWS = 16  # the dense-count GEMV's row tile
 
 
 @dataclass
@@ -29,10 +29,16 @@ class Encoded:
     vth_rows: torch.Tensor  # float32 [rows]: the threshold of each count row
     events: tuple | None = None  # (idx, ev, bptr, m_pad, unit)
     digits: tuple | None = None  # (planes [n, rows, channels] int8, peak int32 [1], n)
+    dense: dict | None = None  # the dense-count GEMV quantises x itself: its inputs
 
     @property
     def rows(self) -> int:
         return self.counts.shape[0]
+
+    @property
+    def fast(self) -> bool:
+        """Whether a kernel path reads this encoding (else its layers take the reference)."""
+        return self.events is not None or self.digits is not None or self.dense is not None
 
 
 def digits_for(limit: int) -> int:
@@ -42,27 +48,20 @@ def digits_for(limit: int) -> int:
     return 2 if limit <= 127 * 128 + 63 else 3
 
 
-@functools.lru_cache(maxsize=64)
-def _tables_cpu(row_len: int):
-    starts, lengths, depth = slot_tables(row_len)
-    return torch.from_numpy(starts), torch.from_numpy(lengths), depth
+def _log2_up(n: int) -> int:
+    """The exponent of the smallest power of two >= n (n >= 1)."""
+    return max(n - 1, 0).bit_length()
 
 
 _device_cache: dict = {}
 
 
 def _on(device: torch.device, key, make):
-    """A per-device constant (tables, lock arrays): built once, reused by every launch."""
+    """A per-device constant (lock arrays, dummies): built once, reused by every launch."""
     k = (str(device), key)
     if k not in _device_cache:
         _device_cache[k] = make()
     return _device_cache[k]
-
-
-def _tables(device, row_len):
-    starts, lengths, depth = _tables_cpu(row_len)
-    return _on(device, ("tables", row_len),
-               lambda: (starts.to(device), lengths.to(device), depth))
 
 
 def _dummy(device, dtype=torch.int32):
@@ -71,21 +70,26 @@ def _dummy(device, dtype=torch.int32):
 
 def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k: float,
            vth_min: float, vth_max: float, limit: int, threshold: torch.Tensor | None,
-           path: str, unit: int = EVENT_BLOCK, split: bool | None = None) -> Encoded:
+           path: str, unit: int = EVENT_BLOCK, split: bool | None = None,
+           block: int | None = None) -> Encoded:
     """Spike-encode ``x`` (float32 [R, L], one threshold per row of L; ``threshold``: a float32
     tensor of one element when static) into counts viewed as [R * L / channels, channels].
     ``path``: 'event' also compacts the nonzero channels (union over rows; unit = channels per
-    block pointer), 'gemm' also writes int8 digit planes.
-    ``split``: buffer sums, then quantisation, in parallel programs (two launches, plus the
-    compaction); otherwise one program per row does everything (one launch). By default split
-    unless there is a single row of at most one numpy buffer (faster so on the H200)."""
+    block pointer), 'gemm' also writes int8 digit planes; 'dense' (rows of exactly ``channels``
+    values, at most DENSE_MAX_ROWS) only sums the row blocks: the dense-count GEMV quantises x
+    itself and fills counts and vth (``dense_linear``).
+    ``split``: block sums, then quantisation, in parallel programs (two launches, plus the
+    compaction); otherwise one program per row does everything (one launch, ``block`` values
+    per step). By default split unless there is a single row of at most SINGLE_MAX values."""
     dev = x.device
     n_rows, row_len = x.shape
+    if path == "dense":
+        return _dense_encoded(kern, x, dynamic=dynamic, k=k, vth_min=vth_min, vth_max=vth_max,
+                              limit=limit, threshold=threshold)
     if split is None:
-        split = n_rows > 1 or row_len > BUFFER
+        split = n_rows > 1 or row_len > SINGLE_MAX
     counts = torch.empty((n_rows, row_len), dtype=torch.int32, device=dev)
     vth = torch.empty(n_rows, dtype=torch.float32, device=dev) if dynamic else threshold
-    starts, lengths, depth = _tables(dev, row_len)
     m = n_rows * row_len // channels
     dummy = _dummy(dev)
     fused_compact = path == "event" and m == 1
@@ -103,22 +107,23 @@ def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k
         planes = torch.empty((n_digits, m, channels), dtype=torch.int8, device=dev)
         peak = torch.zeros(1, dtype=torch.int32, device=dev)
     if split:
-        partial = torch.empty((n_rows, starts.shape[0]), dtype=torch.float32, device=dev) \
-            if dynamic else dummy
+        n_sums = math.ceil(row_len / SUM_BLOCK)
+        partial = dummy
         if dynamic:
-            kern.encode.buffer_sums_kernel[(n_rows, starts.shape[0])](
-                x, partial, starts, lengths, starts.shape[0], row_len, S=starts.shape[1],
-                D=depth, num_warps=4)
+            partial, n_sums = _block_sums(kern, x)
         kern.encode.quantize_kernel[(n_rows, math.ceil(row_len / QUANT_BLOCK))](
-            x, partial, vth, counts, planes, peak, starts.shape[0], row_len, float(k),
-            float(vth_min), float(vth_max), float(limit), DYNAMIC=dynamic, BLOCK=QUANT_BLOCK,
+            x, partial, vth, counts, planes, peak, n_sums, row_len, float(k),
+            float(vth_min), float(vth_max), float(limit), DYNAMIC=dynamic,
+            NB=1 << _log2_up(n_sums), LOG_NB=_log2_up(n_sums), BLOCK=QUANT_BLOCK,
             N_DIGITS=n_digits, num_warps=4)
     else:
+        block = block or (2048 if fused_compact else 1024)
+        n_steps = math.ceil(row_len / block)
         kern.encode.encode_rows_kernel[(n_rows,)](
-            x, vth, counts, planes, peak, idx, ev, bptr, n_units,
-            starts, lengths, starts.shape[0], row_len, float(k), float(vth_min),
-            float(vth_max), float(limit), DYNAMIC=dynamic, S=starts.shape[1], D=depth,
-            BLOCK=2048 if fused_compact else 1024, N_DIGITS=n_digits, COMPACT=fused_compact,
+            x, vth, counts, planes, peak, idx, ev, bptr, n_units, row_len, float(k),
+            float(vth_min), float(vth_max), float(limit), DYNAMIC=dynamic,
+            NB=1 << _log2_up(n_steps), LOG_NB=_log2_up(n_steps), BLOCK=block,
+            LOG_BLOCK=_log2_up(block), N_DIGITS=n_digits, COMPACT=fused_compact,
             BLOCK_CH=unit, num_warps=8)
     if path == "event" and not (fused_compact and not split):
         kern.encode.compact_kernel[(1,)](
@@ -136,6 +141,32 @@ def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k
     elif path == "gemm":
         enc.digits = (planes, peak, n_digits)
     return enc
+
+
+def _block_sums(kern: ModuleType, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Partial sums of |x| per row over blocks of SUM_BLOCK values (the first level of the
+    threshold's pairwise tree above SUM_BLOCK)."""
+    n_rows, row_len = x.shape
+    n_sums = math.ceil(row_len / SUM_BLOCK)
+    partial = torch.empty((n_rows, n_sums), dtype=torch.float32, device=x.device)
+    kern.encode.block_sums_kernel[(n_rows, n_sums)](
+        x, partial, n_sums, row_len, SUM_BLOCK=SUM_BLOCK, LOG_SUM=_log2_up(SUM_BLOCK),
+        num_warps=4)
+    return partial, n_sums
+
+
+def _dense_encoded(kern, x, *, dynamic, k, vth_min, vth_max, limit, threshold) -> Encoded:
+    n_rows, row_len = x.shape
+    if n_rows > DENSE_MAX_ROWS:
+        raise ValueError(f"the dense-count GEMV takes at most {DENSE_MAX_ROWS} rows")
+    partial, n_sums = _block_sums(kern, x) if dynamic else (_dummy(x.device, torch.float32), 0)
+    counts = torch.empty((n_rows, row_len), dtype=torch.int32, device=x.device)
+    vth = torch.empty(n_rows, dtype=torch.float32, device=x.device) if dynamic else threshold
+    vth_rows = vth if dynamic else vth.reshape(1).expand(n_rows).contiguous()
+    return Encoded(counts, vth, vth_rows, dense={
+        "x": x, "partial": partial, "n_sums": n_sums, "dynamic": dynamic, "k": float(k),
+        "vth_min": float(vth_min), "vth_max": float(vth_max), "limit": float(limit),
+        "n_digits": digits_for(limit), "threshold": threshold, "counts_written": False})
 
 
 @dataclass(frozen=True)
@@ -156,6 +187,7 @@ class GemmConfig:
     group_m: int = 8
     num_warps: int = 8
     num_stages: int = 3
+    split: int = 1  # K slices per column tile (the dense-count GEMV of few rows)
 
 
 def event_config(n_out: int, rows: int) -> EventConfig:
@@ -215,9 +247,21 @@ def gemm_step(channels: int, group_size: int | None) -> tuple[int, int] | None:
     return None
 
 
+GEMV_PROGRAMS = 264  # programs a few-row GEMM aims for: two per H200 multiprocessor
+
+
 def gemm_config(rows: int, n_out: int, channels: int, group_size: int | None) -> GemmConfig:
+    """Tiles for the int8 GEMM. Few rows (decode on dense counts) stream the weight like a
+    GEMV: 16-row tiles, narrow column tiles, and K split so that about GEMV_PROGRAMS programs
+    read the weight at once."""
     bk, sub = gemm_step(channels, group_size)
-    bm = 16 if rows <= 16 else 64 if rows <= 64 else 128
+    if rows <= 16:
+        bn = 64 if n_out >= 8192 else 32
+        n_tiles = math.ceil(n_out / bn)
+        n_steps = channels // (bk * sub)
+        split = max(1, min(n_steps, GEMV_PROGRAMS // n_tiles))
+        return GemmConfig(bm=16, bn=bn, bk=bk, sub=sub, num_warps=4, num_stages=4, split=split)
+    bm = 64 if rows <= 64 else 128
     return GemmConfig(bm=bm, bn=128 if n_out >= 128 else 64, bk=bk, sub=sub,
                       num_warps=4 if bm <= 64 else 8)
 
@@ -237,12 +281,92 @@ def gemm_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: int
         if store_acc else _dummy(dev)
     y = torch.empty((enc.rows, n_out), dtype=torch.float32, device=dev) if decode else \
         _dummy(dev, torch.float32)
-    grid = (math.ceil(enc.rows / cfg.bm) * math.ceil(n_out / cfg.bn),)
-    kern.int8_gemm.int8_gemm_kernel[grid](
+    n_tiles = math.ceil(enc.rows / cfg.bm) * math.ceil(n_out / cfg.bn)
+    n_steps = channels // (cfg.bk * cfg.sub)
+    per_split = math.ceil(n_steps / cfg.split)
+    split = math.ceil(n_steps / per_split)
+    part = locks = _dummy(dev)
+    if split > 1:
+        part = torch.empty((split, enc.rows, n_out), device=dev,
+                           dtype=torch.float32 if grouped else torch.int32)
+        locks = _on(dev, ("gemm_locks", n_tiles),
+                    lambda: torch.zeros(n_tiles, dtype=torch.int32, device=dev))
+    kern.int8_gemm.int8_gemm_kernel[(n_tiles, split)](
         planes, w, peak, scale if scale is not None else _dummy(dev, torch.float32),
         enc.vth_rows, bias if bias is not None else _dummy(dev, torch.float32), acc, y,
-        enc.rows, n_out, channels, n_groups, enc.rows * channels,
+        part, locks, enc.rows, n_out, channels, n_groups, enc.rows * channels, per_split,
         BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, SUB=cfg.sub, GROUPED=grouped, N_DIGITS=n_digits,
         DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
-        GROUP_M=cfg.group_m, NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
+        GROUP_M=cfg.group_m, NUM_STAGES=cfg.num_stages, SPLIT=split, num_warps=cfg.num_warps)
+    return (acc if store_acc else None), (y if decode else None)
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    bn: int = 32
+    bk: int = 128  # channels per step (the group size when grouped)
+    split: int = 1
+    num_warps: int = 4
+    num_stages: int = 4
+
+
+def dense_step(channels: int, group_size: int | None) -> int | None:
+    """Channels per step of the dense-count GEMV: the group (a power of two from 32 to 256), or
+    128 for one group (any K); None when the groups do not fit a step."""
+    if group_size is None or group_size >= channels:
+        return 128
+    if group_size in (32, 64, 128, 256) and channels % group_size == 0:
+        return group_size
+    return None
+
+
+def dense_config(n_out: int, channels: int, group_size: int | None) -> DenseConfig:
+    """Narrow column tiles and K split so that about GEMV_PROGRAMS programs stream the weight."""
+    bk = dense_step(channels, group_size)
+    bn = 64 if n_out >= 8192 else 32
+    n_tiles = math.ceil(n_out / bn)
+    split = max(1, min(math.ceil(channels / bk), GEMV_PROGRAMS // n_tiles))
+    return DenseConfig(bn=bn, bk=bk, split=split)
+
+
+def dense_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: int | None,
+                 scale: torch.Tensor | None, bias: torch.Tensor | None, *, store_acc: bool,
+                 decode: bool, cfg: DenseConfig | None = None):
+    """acc and y like ``gemm_linear`` from x itself (``encode(path='dense')``): the first call
+    on an encoding also writes its counts and vth. ``w``: int8 [N, K] (K-major)."""
+    d = enc.dense
+    n_out, channels = w.shape
+    dev = w.device
+    grouped = group_size is not None and group_size < channels
+    cfg = cfg or dense_config(n_out, channels, group_size)
+    n_groups = channels // group_size if grouped else 1
+    rows = enc.rows
+    acc = torch.empty((rows, n_groups, n_out), dtype=torch.int32, device=dev) \
+        if store_acc else _dummy(dev)
+    y = torch.empty((rows, n_out), dtype=torch.float32, device=dev) if decode else \
+        _dummy(dev, torch.float32)
+    n_tiles = math.ceil(n_out / cfg.bn)
+    n_steps = math.ceil(channels / cfg.bk)
+    per_split = math.ceil(n_steps / cfg.split)
+    split = math.ceil(n_steps / per_split)
+    part = locks = _dummy(dev)
+    if split > 1:
+        part = torch.empty((split, rows, n_out), device=dev,
+                           dtype=torch.float32 if grouped else torch.int32)
+        locks = _on(dev, ("dense_locks", n_tiles),
+                    lambda: torch.zeros(n_tiles, dtype=torch.int32, device=dev))
+    store_counts = not d["counts_written"]
+    d["counts_written"] = True
+    n_sums = d["n_sums"]
+    threshold = d["threshold"] if d["threshold"] is not None else _dummy(dev, torch.float32)
+    kern.dense_gemv.dense_gemv_kernel[(n_tiles, split)](
+        d["x"], d["partial"], threshold, w, scale if scale is not None else
+        _dummy(dev, torch.float32), bias if bias is not None else _dummy(dev, torch.float32),
+        enc.vth if d["dynamic"] else _dummy(dev, torch.float32), enc.counts, acc, y, part,
+        locks, rows, n_out, channels, n_groups, n_sums, per_split, d["k"], d["vth_min"],
+        d["vth_max"], d["limit"], BM=DENSE_MAX_ROWS, BN=cfg.bn, BK=cfg.bk, GROUPED=grouped,
+        DYNAMIC=d["dynamic"], NB=1 << _log2_up(max(n_sums, 1)), LOG_NB=_log2_up(max(n_sums, 1)),
+        N_DIGITS=d["n_digits"], DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
+        STORE_COUNTS=store_counts, SPLIT=split, NUM_STAGES=cfg.num_stages,
+        num_warps=cfg.num_warps)
     return (acc if store_acc else None), (y if decode else None)
