@@ -1,0 +1,32 @@
+#!/bin/bash
+# One device call: install the checkout it runs in (and, with BEFORE=dir, an earlier checkout
+# beside it), run the threshold tests under the machine's numpy, then the Triton benchmarks of
+# both, writing JSON and logs under $OUT. Usage: benchmarks/triton_device.sh [quick|profile]
+set -u
+MODE=${1:-quick}
+here=$(cd "$(dirname "$0")/.." && pwd)
+install() {  # $1 source tree, $2 target
+    python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target "$2" "$1" \
+        >/dev/null 2>&1 || echo "install of $1 failed"
+}
+install "$here" /tmp/after
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv
+cd "$here"
+PYTHONPATH=/tmp/after timeout 120 python3 -m pytest -q -p no:cacheprovider \
+    tests/test_spike_ops.py 2>&1 | tail -3
+if [ -n "${BEFORE:-}" ]; then
+    install "$BEFORE" /tmp/before
+    (cd "$BEFORE" && PYTHONPATH=/tmp/before timeout 150 python3 benchmarks/triton_linear.py \
+        --quick --skip-check --out "$OUT/before" > "$OUT/before_linear.log" 2>&1;
+     PYTHONPATH=/tmp/before timeout 60 python3 benchmarks/triton_e2e.py --out "$OUT/before" \
+        >> "$OUT/before_linear.log" 2>&1) || echo "before run failed"
+    tail -4 "$OUT/before_linear.log"
+fi
+flags="--quick"
+[ "$MODE" = profile ] && flags="--quick --profile --sweep"
+PYTHONPATH=/tmp/after timeout 330 python3 benchmarks/triton_linear.py $flags --out "$OUT" \
+    > "$OUT/linear.log" 2>&1 || echo "linear run failed"
+grep -E "exact|MISMATCH|best|Error|error" "$OUT/linear.log" | head -40
+PYTHONPATH=/tmp/after timeout 120 python3 benchmarks/triton_e2e.py --out "$OUT" \
+    > "$OUT/e2e.log" 2>&1 || echo "e2e run failed"
+tail -8 "$OUT/e2e.log"
