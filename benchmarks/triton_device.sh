@@ -10,23 +10,26 @@ install() {  # $1 source tree, $2 target
         >/dev/null 2>&1 || echo "install of $1 failed"
 }
 install "$here" /tmp/after
+site=/tmp/site  # wheels carried in .whl (flash-linear-attention for the GLA step), if any
+ls "$here"/.whl/*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps \
+    --no-compile --target $site "$here"/.whl/*.whl >/dev/null 2>&1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv
 cd "$here"
-PYTHONPATH=/tmp/after timeout 120 python3 -m pytest -q -p no:cacheprovider \
+PYTHONPATH=/tmp/after:$site timeout 60 python3 -m pytest -q -p no:cacheprovider \
     tests/test_spike_ops.py 2>&1 | tail -3
 if [ -n "${BEFORE:-}" ]; then
     install "$BEFORE" /tmp/before
-    (cd "$BEFORE" && PYTHONPATH=/tmp/before timeout 150 python3 benchmarks/triton_linear.py \
+    (cd "$BEFORE" && PYTHONPATH=/tmp/before:$site timeout 120 python3 benchmarks/triton_linear.py \
         --quick --skip-check --out "$OUT/before" > "$OUT/before_linear.log" 2>&1;
-     PYTHONPATH=/tmp/before timeout 60 python3 benchmarks/triton_e2e.py --out "$OUT/before" \
+     PYTHONPATH=/tmp/before:$site timeout 45 python3 benchmarks/triton_e2e.py --out "$OUT/before" \
         >> "$OUT/before_linear.log" 2>&1) || echo "before run failed"
     tail -4 "$OUT/before_linear.log"
 fi
 flags="--quick"
 [ "$MODE" = profile ] && flags="--quick --profile --sweep"
-PYTHONPATH=/tmp/after timeout 330 python3 benchmarks/triton_linear.py $flags --out "$OUT" \
+PYTHONPATH=/tmp/after:$site timeout 270 python3 benchmarks/triton_linear.py $flags --out "$OUT" \
     > "$OUT/linear.log" 2>&1 || echo "linear run failed"
 grep -E "exact|MISMATCH|best|Error|error" "$OUT/linear.log" | head -40
-PYTHONPATH=/tmp/after timeout 120 python3 benchmarks/triton_e2e.py --out "$OUT" \
+PYTHONPATH=/tmp/after:$site timeout 100 python3 benchmarks/triton_e2e.py --out "$OUT" \
     > "$OUT/e2e.log" 2>&1 || echo "e2e run failed"
 tail -8 "$OUT/e2e.log"
