@@ -110,7 +110,7 @@ def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k
         n_sums = math.ceil(row_len / SUM_BLOCK)
         partial = dummy
         if dynamic:
-            partial, n_sums = _block_sums(kern, x)
+            partial, n_sums, _ = _block_sums(kern, x)
         kern.encode.quantize_kernel[(n_rows, math.ceil(row_len / QUANT_BLOCK))](
             x, partial, vth, counts, planes, peak, n_sums, row_len, float(k),
             float(vth_min), float(vth_max), float(limit), DYNAMIC=dynamic,
@@ -143,30 +143,39 @@ def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k
     return enc
 
 
-def _block_sums(kern: ModuleType, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _block_sums(kern: ModuleType, x: torch.Tensor, with_max: bool = False):
     """Partial sums of |x| per row over blocks of SUM_BLOCK values (the first level of the
-    threshold's pairwise tree above SUM_BLOCK)."""
+    threshold's pairwise tree above SUM_BLOCK), their count, and (with_max) the blocks'
+    largest |x| (else None)."""
     n_rows, row_len = x.shape
     n_sums = math.ceil(row_len / SUM_BLOCK)
     partial = torch.empty((n_rows, n_sums), dtype=torch.float32, device=x.device)
+    xmax = torch.empty_like(partial) if with_max else None
     kern.encode.block_sums_kernel[(n_rows, n_sums)](
-        x, partial, n_sums, row_len, SUM_BLOCK=SUM_BLOCK, LOG_SUM=_log2_up(SUM_BLOCK),
-        num_warps=4)
-    return partial, n_sums
+        x, partial, xmax if with_max else partial, n_sums, row_len, SUM_BLOCK=SUM_BLOCK,
+        LOG_SUM=_log2_up(SUM_BLOCK), MAX=with_max, num_warps=4)
+    return partial, n_sums, xmax
 
 
 def _dense_encoded(kern, x, *, dynamic, k, vth_min, vth_max, limit, threshold) -> Encoded:
     n_rows, row_len = x.shape
     if n_rows > DENSE_MAX_ROWS:
         raise ValueError(f"the dense-count GEMV takes at most {DENSE_MAX_ROWS} rows")
-    partial, n_sums = _block_sums(kern, x) if dynamic else (_dummy(x.device, torch.float32), 0)
+    n_digits = digits_for(limit)
+    if dynamic:
+        partial, n_sums, xmax = _block_sums(kern, x, with_max=n_digits > 1)
+    else:  # one 'block' per row: its largest |x|, if the peak count is needed
+        partial, n_sums, xmax = _dummy(x.device, torch.float32), 1, None
+        if n_digits > 1:
+            xmax = x.abs().amax(dim=1, keepdim=True)
     counts = torch.empty((n_rows, row_len), dtype=torch.int32, device=x.device)
     vth = torch.empty(n_rows, dtype=torch.float32, device=x.device) if dynamic else threshold
     vth_rows = vth if dynamic else vth.reshape(1).expand(n_rows).contiguous()
     return Encoded(counts, vth, vth_rows, dense={
-        "x": x, "partial": partial, "n_sums": n_sums, "dynamic": dynamic, "k": float(k),
-        "vth_min": float(vth_min), "vth_max": float(vth_max), "limit": float(limit),
-        "n_digits": digits_for(limit), "threshold": threshold, "counts_written": False})
+        "x": x, "partial": partial, "xmax": xmax, "n_sums": n_sums, "dynamic": dynamic,
+        "k": float(k), "vth_min": float(vth_min), "vth_max": float(vth_max),
+        "limit": float(limit), "n_digits": n_digits, "threshold": threshold,
+        "counts_written": False})
 
 
 @dataclass(frozen=True)
@@ -360,12 +369,13 @@ def dense_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: in
     n_sums = d["n_sums"]
     threshold = d["threshold"] if d["threshold"] is not None else _dummy(dev, torch.float32)
     kern.dense_gemv.dense_gemv_kernel[(n_tiles, split)](
-        d["x"], d["partial"], threshold, w, scale if scale is not None else
+        d["x"], d["partial"], d["xmax"] if d["xmax"] is not None else d["partial"], threshold,
+        w, scale if scale is not None else
         _dummy(dev, torch.float32), bias if bias is not None else _dummy(dev, torch.float32),
         enc.vth if d["dynamic"] else _dummy(dev, torch.float32), enc.counts, acc, y, part,
         locks, rows, n_out, channels, n_groups, n_sums, per_split, d["k"], d["vth_min"],
         d["vth_max"], d["limit"], BM=DENSE_MAX_ROWS, BN=cfg.bn, BK=cfg.bk, GROUPED=grouped,
-        DYNAMIC=d["dynamic"], NB=1 << _log2_up(max(n_sums, 1)), LOG_NB=_log2_up(max(n_sums, 1)),
+        DYNAMIC=d["dynamic"], NB=1 << _log2_up(n_sums), LOG_NB=_log2_up(n_sums),
         N_DIGITS=d["n_digits"], DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
         STORE_COUNTS=store_counts, SPLIT=split, NUM_STAGES=cfg.num_stages,
         num_warps=cfg.num_warps)

@@ -6,7 +6,8 @@ step is one weight group when grouped). The dynamic threshold comes from the enc
 sums (``encode.block_sums_kernel``; the program finishes the pairwise tree itself, so every
 program has the same bits); each step loads its slice of x, quantises it to counts in registers
 (``pn == 0`` programs store them), and multiplies base-128 digit 0 with the weight tile on int8
-tensor cores; the higher digits take two more dots only in a step where some count exceeds 127.
+tensor cores. The higher digits take a second sweep only when some count exceeds 127, which the
+program knows beforehand from the rows' largest |x| (the encoder's block maxima).
 Slices of a column tile combine through ``common.slice_total`` (in slice order)."""
 import triton
 import triton.language as tl
@@ -15,8 +16,54 @@ from .common import linear_epilogue, low_digit, quantize, slice_total, tree_sum,
 
 
 @triton.jit
-def dense_gemv_kernel(x_ptr, partial_ptr, thr_ptr, w_ptr, scale_ptr, bias_ptr, vth_ptr,
-                      counts_ptr, acc_ptr, y_ptr, part_ptr, lock_ptr,
+def _dense_pass(x_ptr, w_ptr, scale_ptr, counts_ptr, acc_ptr, carry, vth_tile, rm, rn, M, N, K,
+                G, step_lo, step_hi, pn, limit, HIGH: tl.constexpr, BK: tl.constexpr,
+                GROUPED: tl.constexpr, DECODE: tl.constexpr, STORE_ACC: tl.constexpr,
+                STORE_COUNTS: tl.constexpr, NUM_STAGES: tl.constexpr):
+    """One sweep over the program's K steps: quantise x, multiply digit 0 (HIGH=False) or the
+    higher digits, 128 * (d1 + 128 * d2) (HIGH=True), with the weight tile; fold each step into
+    ``carry`` (int32 sums, or y when grouped, the group's acc stored or added)."""
+    rk = tl.arange(0, BK)
+    rmask = rm < M
+    nmask = rn < N
+    for ks in tl.range(step_lo, step_hi, num_stages=NUM_STAGES):
+        kk = ks * BK + rk
+        kmask = kk < K
+        xmask = rmask[:, None] & kmask[None, :]
+        x = tl.load(x_ptr + rm[:, None] * K + kk[None, :], mask=xmask, other=0.0)
+        c = quantize(x, vth_tile, limit)
+        w = tl.trans(tl.load(w_ptr + rn[:, None].to(tl.int64) * K + kk[None, :],
+                             mask=nmask[:, None] & kmask[None, :], other=0))
+        d0 = low_digit(c)
+        if HIGH:
+            rest = (c - d0) >> 7
+            d1 = low_digit(rest)
+            d = tl.dot(((rest - d1) >> 7).to(tl.int8), w, out_dtype=tl.int32) << 7
+            d = tl.dot(d1.to(tl.int8), w, acc=d, out_dtype=tl.int32) << 7
+        else:
+            if STORE_COUNTS:
+                if pn == 0:
+                    tl.store(counts_ptr + rm[:, None] * K + kk[None, :], c, mask=xmask)
+            d = tl.dot(d0.to(tl.int8), w, out_dtype=tl.int32)
+        if GROUPED:
+            if STORE_ACC:
+                ptrs = acc_ptr + (rm[:, None] * G + ks) * N + rn[None, :]
+                amask = rmask[:, None] & nmask[None, :]
+                if HIGH:
+                    tl.store(ptrs, d + tl.load(ptrs, mask=amask, other=0), mask=amask)
+                else:
+                    tl.store(ptrs, d, mask=amask)
+            if DECODE:
+                carry += d.to(tl.float32) * tl.load(scale_ptr + ks * N + rn, mask=nmask,
+                                                    other=0.0)[None, :]
+        else:
+            carry += d
+    return carry
+
+
+@triton.jit
+def dense_gemv_kernel(x_ptr, partial_ptr, xmax_ptr, thr_ptr, w_ptr, scale_ptr, bias_ptr,
+                      vth_ptr, counts_ptr, acc_ptr, y_ptr, part_ptr, lock_ptr,
                       M, N, K, G, n_sums, steps_per_split, k, vth_min, vth_max, limit,
                       BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                       GROUPED: tl.constexpr, DYNAMIC: tl.constexpr, NB: tl.constexpr,
@@ -29,11 +76,10 @@ def dense_gemv_kernel(x_ptr, partial_ptr, thr_ptr, w_ptr, scale_ptr, bias_ptr, v
     rm = tl.arange(0, BM)
     rn = pn * BN + tl.arange(0, BN)
     rmask = rm < M
-    nmask = rn < N
+    slot = tl.arange(0, NB)
+    smask = rmask[:, None] & (slot < n_sums)[None, :]
     if DYNAMIC:
-        slot = tl.arange(0, NB)
-        sums = tl.load(partial_ptr + rm[:, None] * n_sums + slot[None, :],
-                       mask=rmask[:, None] & (slot < n_sums)[None, :], other=0.0)
+        sums = tl.load(partial_ptr + rm[:, None] * n_sums + slot[None, :], mask=smask, other=0.0)
         vth = vth_of_sum(tree_sum(sums, LOG_NB), K, k, vth_min, vth_max)
         if (pn == 0) & (ps == 0):
             tl.store(vth_ptr + rm, vth, mask=rmask)
@@ -43,43 +89,24 @@ def dense_gemv_kernel(x_ptr, partial_ptr, thr_ptr, w_ptr, scale_ptr, bias_ptr, v
     n_steps = tl.cdiv(K, BK)
     step_lo = ps * steps_per_split
     step_hi = tl.minimum(step_lo + steps_per_split, n_steps)
-    rk = tl.arange(0, BK)
     if GROUPED:
         carry = tl.zeros([BM, BN], tl.float32)
     else:
         carry = tl.zeros([BM, BN], tl.int32)
-    for ks in tl.range(step_lo, step_hi, num_stages=NUM_STAGES):
-        kk = ks * BK + rk
-        kmask = kk < K
-        xmask = rmask[:, None] & kmask[None, :]
-        x = tl.load(x_ptr + rm[:, None] * K + kk[None, :], mask=xmask, other=0.0)
-        c = quantize(x, vth_tile, limit)
-        if STORE_COUNTS:
-            if pn == 0:
-                tl.store(counts_ptr + rm[:, None] * K + kk[None, :], c, mask=xmask)
-        w = tl.trans(tl.load(w_ptr + rn[:, None].to(tl.int64) * K + kk[None, :],
-                             mask=nmask[:, None] & kmask[None, :], other=0))
-        d0 = low_digit(c)
-        d = tl.dot(d0.to(tl.int8), w, out_dtype=tl.int32)
-        if N_DIGITS > 1:
-            rest = (c - d0) >> 7
-            if tl.max(tl.max(tl.abs(rest), axis=1), axis=0) > 0:
-                d1 = low_digit(rest)
-                d2 = (rest - d1) >> 7
-                high = tl.dot(d2.to(tl.int8), w, out_dtype=tl.int32) << 7
-                high = tl.dot(d1.to(tl.int8), w, acc=high, out_dtype=tl.int32)
-                d += high << 7
-        if GROUPED:
-            if STORE_ACC:
-                tl.store(acc_ptr + (rm[:, None] * G + ks) * N + rn[None, :], d,
-                         mask=rmask[:, None] & nmask[None, :])
-            if DECODE:
-                carry += d.to(tl.float32) * tl.load(scale_ptr + ks * N + rn, mask=nmask,
-                                                    other=0.0)[None, :]
-        else:
-            carry += d
+    carry = _dense_pass(x_ptr, w_ptr, scale_ptr, counts_ptr, acc_ptr, carry, vth_tile, rm, rn,
+                        M, N, K, G, step_lo, step_hi, pn, limit, False, BK, GROUPED, DECODE,
+                        STORE_ACC, STORE_COUNTS, NUM_STAGES)
+    if N_DIGITS > 1:
+        # the largest |count| of the rows is the quantised largest |x| (division is monotonic)
+        xmax = tl.max(tl.load(xmax_ptr + rm[:, None] * n_sums + slot[None, :], mask=smask,
+                              other=0.0), axis=1)
+        peak = tl.max(quantize(xmax, vth, limit), axis=0)
+        if peak > 127:
+            carry = _dense_pass(x_ptr, w_ptr, scale_ptr, counts_ptr, acc_ptr, carry, vth_tile,
+                                rm, rn, M, N, K, G, step_lo, step_hi, pn, limit, True, BK,
+                                GROUPED, DECODE, STORE_ACC, STORE_COUNTS, NUM_STAGES)
     if SPLIT > 1:
-        mask = rmask[:, None] & nmask[None, :]
+        mask = rmask[:, None] & (rn < N)[None, :]
         total, last = slice_total(carry, part_ptr, rm[:, None] * N + rn[None, :], mask, M * N,
                                   lock_ptr, pn, ps, tl.num_programs(1), 4)
         if last:

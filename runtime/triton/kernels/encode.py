@@ -44,15 +44,18 @@ def quantize_block(x_ptr, counts_ptr, digits_ptr, offs, valid, vth, limit, total
 
 
 @triton.jit
-def block_sums_kernel(x_ptr, partial_ptr, n_sum_blocks, row_len,
-                      SUM_BLOCK: tl.constexpr, LOG_SUM: tl.constexpr):
-    """Program (row, b): the pairwise sum of |x| over block b (SUM_BLOCK values) of the row."""
+def block_sums_kernel(x_ptr, partial_ptr, xmax_ptr, n_sum_blocks, row_len,
+                      SUM_BLOCK: tl.constexpr, LOG_SUM: tl.constexpr, MAX: tl.constexpr):
+    """Program (row, b): the pairwise sum of |x| over block b (SUM_BLOCK values) of the row,
+    and (MAX) the block's largest |x|."""
     row = tl.program_id(0)
     b = tl.program_id(1)
     offs = b * SUM_BLOCK + tl.arange(0, SUM_BLOCK)
     v = tl.abs(tl.load(x_ptr + row.to(tl.int64) * row_len + offs, mask=offs < row_len,
                        other=0.0))
     tl.store(partial_ptr + row * n_sum_blocks + b, tree_sum(v, LOG_SUM))
+    if MAX:
+        tl.store(xmax_ptr + row * n_sum_blocks + b, tl.max(v, axis=0))
 
 
 @triton.jit

@@ -112,9 +112,12 @@ def int8_gemm_kernel(a_ptr, w_ptr, peak_ptr, scale_ptr, vth_ptr, bias_ptr, acc_p
     pn = (pid % width) // size_m
     rm = pm * BM + tl.arange(0, BM)
     rn = pn * BN + tl.arange(0, BN)
-    n_steps = K // (BK * SUB)
-    step_lo = ps * steps_per_split
-    step_hi = tl.minimum(step_lo + steps_per_split, n_steps)
+    if SPLIT > 1:
+        step_lo = ps * steps_per_split
+        step_hi = tl.minimum(step_lo + steps_per_split, K // (BK * SUB))
+    else:
+        step_lo = 0
+        step_hi = K // (BK * SUB)
     if GROUPED:
         carry = tl.zeros([BM, BN], tl.float32)  # y, group by group
     else:
