@@ -26,8 +26,8 @@ if [ -n "${BEFORE:-}" ]; then
     tail -4 "$OUT/before_linear.log"
 fi
 flags="--quick"
-[ "$MODE" = profile ] && flags="--quick --profile --sweep"
-PYTHONPATH=/tmp/after:$site timeout 270 python3 benchmarks/triton_linear.py $flags --out "$OUT" \
+[ "$MODE" = profile ] && flags="--quick --profile --sweep --sweep-event"
+PYTHONPATH=/tmp/after:$site timeout 330 python3 benchmarks/triton_linear.py $flags --out "$OUT" \
     > "$OUT/linear.log" 2>&1 || echo "linear run failed"
 grep -E "exact|MISMATCH|best|Error|error" "$OUT/linear.log" | head -40
 PYTHONPATH=/tmp/after:$site timeout 100 python3 benchmarks/triton_e2e.py --out "$OUT" \

@@ -315,11 +315,11 @@ def sweep(kern, bw, rng) -> list[dict]:
         encs = [encode_only(kern, x, k_in, "event", True) for x in xs]
         best = None
         for bn in (128, 256):
-            for e in (64, 128):
+            for prefetch in (True, False):
                 for gps in (4, 8):
                     for nw, ns in ((4, 2),):
-                        cfg = launch.EventConfig(bn=bn, e=e, gps=gps, num_warps=nw,
-                                                 num_stages=ns)
+                        cfg = launch.EventConfig(bn=bn, e=64, gps=gps, num_warps=nw,
+                                                 num_stages=ns, prefetch=prefetch)
                         try:
                             us = graph_time_us([lambda i=i: launch.event_linear(
                                 kern, encs[i], layer.wt[i], GROUP, layer.scale, None,

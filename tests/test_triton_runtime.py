@@ -6,6 +6,7 @@ file); in the parent they are skipped and nothing here imports Triton. Integer r
 vth of the dynamic threshold, acc) must equal the reference bit for bit; float outputs agree
 within FLOAT_TOL of the largest |y| (the decode sums group products in a different order).
 """
+import dataclasses
 import os
 import subprocess
 import sys
@@ -240,6 +241,11 @@ def check_linear(path, rows, n_in, n_out, group, seed):
                          decode=False)
     assert none is None
     np.testing.assert_array_equal(acc_only.numpy(), acc_ref)
+    if path == "event":  # the loop without the id prefetch gives the same integers
+        cfg = dataclasses.replace(launch.event_config(n_out, rows), prefetch=False)
+        acc, _ = run(kernels(True), enc, weight, group, torch.from_numpy(scale), None,
+                     store_acc=True, decode=True, cfg=cfg)
+        np.testing.assert_array_equal(acc.numpy(), acc_ref)
 
 
 # ---- the executor, in the child -----------------------------------------------------------

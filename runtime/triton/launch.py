@@ -185,6 +185,7 @@ class EventConfig:
     gps: int = 4
     num_warps: int = 4
     num_stages: int = 2
+    prefetch: bool = True  # load the next chunk's event ids during this chunk's weight rows
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def event_config(n_out: int, rows: int) -> EventConfig:
     rows x blocks x 4 digits = 16 (the smallest int8 dot)."""
     m_pad = 1 << (rows - 1).bit_length()
     bn = 256 if n_out >= 2048 else 64 if n_out >= 512 else 32
-    return EventConfig(bn=bn, e=64, gps=max(1, 4 // m_pad))
+    return EventConfig(bn=bn, e=64, gps=max(1, 4 // m_pad))  # prefetch: to be measured
 
 
 def event_linear(kern: ModuleType, enc: Encoded, wt: torch.Tensor, group_size: int | None,
@@ -238,7 +239,8 @@ def event_linear(kern: ModuleType, enc: Encoded, wt: torch.Tensor, group_size: i
         acc, y, part, locks, enc.rows, n_out, n_blocks, n_units, n_slices,
         BLOCK_CH=block, UPB=block // unit, GPS=cfg.gps, M_PAD=m_pad, BN=cfg.bn, E=cfg.e,
         GROUPED=grouped, DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
-        SPLIT=split, NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
+        SPLIT=split, NUM_STAGES=cfg.num_stages, PREFETCH=cfg.prefetch,
+        num_warps=cfg.num_warps)
     return (acc if store_acc else None), (y if decode else None)
 
 
