@@ -10,8 +10,8 @@ gate/up (likewise) and down; the rest (norms, attention, the GLA recurrence, the
 projections) runs in float32 PyTorch in the spiking stack and bf16 in the baseline. RoPE is left
 out of both.
 
-Spiked layers take the path the runtime would (``--density``, default SpikingBrain's 0.8): the
-dense-count GEMV up to 16 rows, the int8 GEMM above; batch 1 also runs the event GEMV.
+Spiked layers run on each path that takes the batch: the dense-count GEMV and the split-K int8
+GEMM up to 16 rows, the event GEMV up to 4, the int8 GEMM above.
 
     python benchmarks/triton_e2e.py [--layers 4] [--context 1024] [--batches 1 8 32] [--out DIR]
 """
@@ -155,7 +155,7 @@ def main() -> None:
                 layer[name + "_scale"] = torch.full((w.shape[1] // GROUP, w.shape[0]), 1e-3,
                                                     device="cuda")
         x_sp = torch.randn(batch, HIDDEN, device="cuda")
-        paths = (["dense", "event"] if batch == 1 else ["dense"]) \
+        paths = ["dense", "gemm"] + (["event"] if batch <= launch.EVENT_MAX_ROWS else []) \
             if batch <= launch.DENSE_MAX_ROWS else ["gemm"]
         for path in paths:
             sp_us = graph_time_us([lambda: decode_step(sp, x_sp, spiked_linear(kern, path))],

@@ -319,6 +319,7 @@ class DenseConfig:
     split: int = 1
     num_warps: int = 4
     num_stages: int = 4
+    one_row: bool = True  # a single row is quantised as a vector, not as the padded tile
 
 
 def dense_step(channels: int, group_size: int | None) -> int | None:
@@ -334,10 +335,10 @@ def dense_step(channels: int, group_size: int | None) -> int | None:
 def dense_config(n_out: int, channels: int, group_size: int | None) -> DenseConfig:
     """Narrow column tiles and K split so that about GEMV_PROGRAMS programs stream the weight."""
     bk = dense_step(channels, group_size)
-    bn = 64 if n_out >= 8192 else 32
+    bn = 64 if n_out >= 2048 else 32
     n_tiles = math.ceil(n_out / bn)
-    split = max(1, min(math.ceil(channels / bk), GEMV_PROGRAMS // n_tiles))
-    return DenseConfig(bn=bn, bk=bk, split=split)
+    split = max(1, min(math.ceil(channels / bk), max(4, GEMV_PROGRAMS // n_tiles)))
+    return DenseConfig(bn=bn, bk=bk, split=split, num_warps=8)
 
 
 def dense_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: int | None,
@@ -380,5 +381,5 @@ def dense_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: in
         DYNAMIC=d["dynamic"], NB=1 << _log2_up(n_sums), LOG_NB=_log2_up(n_sums),
         N_DIGITS=d["n_digits"], DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
         STORE_COUNTS=store_counts, SPLIT=split, NUM_STAGES=cfg.num_stages,
-        num_warps=cfg.num_warps)
+        ONE_ROW=rows == 1 and cfg.one_row, num_warps=cfg.num_warps)
     return (acc if store_acc else None), (y if decode else None)

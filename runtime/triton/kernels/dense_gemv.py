@@ -17,7 +17,8 @@ from .common import linear_epilogue, low_digit, quantize, slice_total, tree_sum,
 
 @triton.jit
 def _dense_pass(x_ptr, w_ptr, scale_ptr, counts_ptr, acc_ptr, carry, vth_tile, rm, rn, M, N, K,
-                G, step_lo, step_hi, pn, limit, HIGH: tl.constexpr, BK: tl.constexpr,
+                G, step_lo, step_hi, pn, limit, HIGH: tl.constexpr, ONE_ROW: tl.constexpr,
+                BK: tl.constexpr,
                 GROUPED: tl.constexpr, DECODE: tl.constexpr, STORE_ACC: tl.constexpr,
                 STORE_COUNTS: tl.constexpr, NUM_STAGES: tl.constexpr):
     """One sweep over the program's K steps: quantise x, multiply digit 0 (HIGH=False) or the
@@ -30,8 +31,12 @@ def _dense_pass(x_ptr, w_ptr, scale_ptr, counts_ptr, acc_ptr, carry, vth_tile, r
         kk = ks * BK + rk
         kmask = kk < K
         xmask = rmask[:, None] & kmask[None, :]
-        x = tl.load(x_ptr + rm[:, None] * K + kk[None, :], mask=xmask, other=0.0)
-        c = quantize(x, vth_tile, limit)
+        if ONE_ROW:  # quantise the one real row only, then place it in row 0 of the tile
+            x1 = tl.load(x_ptr + kk, mask=kmask, other=0.0)
+            c = tl.where(rm[:, None] == 0, quantize(x1, vth_tile, limit)[None, :], 0)
+        else:
+            x = tl.load(x_ptr + rm[:, None] * K + kk[None, :], mask=xmask, other=0.0)
+            c = quantize(x, vth_tile, limit)
         w = tl.trans(tl.load(w_ptr + rn[:, None].to(tl.int64) * K + kk[None, :],
                              mask=nmask[:, None] & kmask[None, :], other=0))
         d0 = low_digit(c)
@@ -70,7 +75,7 @@ def dense_gemv_kernel(x_ptr, partial_ptr, xmax_ptr, thr_ptr, w_ptr, scale_ptr, b
                       LOG_NB: tl.constexpr, N_DIGITS: tl.constexpr, DECODE: tl.constexpr,
                       HAS_BIAS: tl.constexpr, STORE_ACC: tl.constexpr,
                       STORE_COUNTS: tl.constexpr, SPLIT: tl.constexpr,
-                      NUM_STAGES: tl.constexpr):
+                      NUM_STAGES: tl.constexpr, ONE_ROW: tl.constexpr):
     pn = tl.program_id(0)
     ps = tl.program_id(1)
     rm = tl.arange(0, BM)
@@ -85,7 +90,10 @@ def dense_gemv_kernel(x_ptr, partial_ptr, xmax_ptr, thr_ptr, w_ptr, scale_ptr, b
             tl.store(vth_ptr + rm, vth, mask=rmask)
     else:
         vth = tl.zeros([BM], tl.float32) + tl.load(thr_ptr)
-    vth_tile = tl.broadcast_to(vth[:, None], (BM, BK))
+    if ONE_ROW:
+        vth_tile = tl.broadcast_to(tl.max(tl.where(rm == 0, vth, 0.0), axis=0), (BK,))
+    else:
+        vth_tile = tl.broadcast_to(vth[:, None], (BM, BK))
     n_steps = tl.cdiv(K, BK)
     step_lo = ps * steps_per_split
     step_hi = tl.minimum(step_lo + steps_per_split, n_steps)
@@ -94,7 +102,8 @@ def dense_gemv_kernel(x_ptr, partial_ptr, xmax_ptr, thr_ptr, w_ptr, scale_ptr, b
     else:
         carry = tl.zeros([BM, BN], tl.int32)
     carry = _dense_pass(x_ptr, w_ptr, scale_ptr, counts_ptr, acc_ptr, carry, vth_tile, rm, rn,
-                        M, N, K, G, step_lo, step_hi, pn, limit, False, BK, GROUPED, DECODE,
+                        M, N, K, G, step_lo, step_hi, pn, limit, False, ONE_ROW, BK, GROUPED,
+                        DECODE,
                         STORE_ACC, STORE_COUNTS, NUM_STAGES)
     if N_DIGITS > 1:
         # the largest |count| of the rows is the quantised largest |x| (division is monotonic)
@@ -103,7 +112,8 @@ def dense_gemv_kernel(x_ptr, partial_ptr, xmax_ptr, thr_ptr, w_ptr, scale_ptr, b
         peak = tl.max(quantize(xmax, vth, limit), axis=0)
         if peak > 127:
             carry = _dense_pass(x_ptr, w_ptr, scale_ptr, counts_ptr, acc_ptr, carry, vth_tile,
-                                rm, rn, M, N, K, G, step_lo, step_hi, pn, limit, True, BK,
+                                rm, rn, M, N, K, G, step_lo, step_hi, pn, limit, True, ONE_ROW,
+                                BK,
                                 GROUPED, DECODE, STORE_ACC, STORE_COUNTS, NUM_STAGES)
     if SPLIT > 1:
         mask = rmask[:, None] & (rn < N)[None, :]
