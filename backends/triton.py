@@ -66,7 +66,8 @@ def lower(graph: Graph, config=None) -> TritonProgram:
             node=name, decode=decode.name if decode else None, weight=node.inputs[1],
             wt=f"{name}/wt", scale=scale, bias=bias, group_size=group if grouped else None,
             gemm=launch.gemm_step(channels, group if grouped else None) is not None,
-            dense=launch.dense_step(channels, group if grouped else None) is not None)
+            dense=launch.dense_step(channels, group if grouped else None) is not None,
+            weights=n_out * channels)
         step = program.encodes.get(enc.name)
         unit = math.gcd(block, launch.EVENT_BLOCK)
         rows = _event_rows(density)

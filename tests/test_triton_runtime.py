@@ -251,7 +251,8 @@ def check_linear(path, rows, n_in, n_out, group, seed):
 # ---- the executor, in the child -----------------------------------------------------------
 @child_only
 @pytest.mark.parametrize("batch,density,path", [
-    (1, 0.8, "dense"), (3, 0.1, "event"), (4, 0.3, "dense"), (20, 0.1, "gemm")])
+    (1, 0.8, "dense"), (3, 0.1, "event"), (4, 0.3, "dense"), (20, 0.1, "gemm"),
+    (2, 0.8, "gemm_large")])
 def test_mlp_paths_by_planned_density(batch, density, path, monkeypatch):
     from sbcompile.runtime.triton import launch
     taken = []
@@ -260,6 +261,9 @@ def test_mlp_paths_by_planned_density(batch, density, path, monkeypatch):
             taken.append(_n.split("_")[0])
             return _f(*a, **k)
         monkeypatch.setattr(launch, name, spy)
+    if path == "gemm_large":  # dense counts on a large layer: encoder + split-K int8 GEMM
+        monkeypatch.setattr(launch, "FUSED_MAX_WEIGHTS", 1000)
+        path = "gemm"
     graph = mlp_graph(256, [128, 64])
     x = activations(np.random.default_rng(batch), (batch, 256))
     check_against_reference(graph, {"x": x}, {"triton": {"density": density}})

@@ -63,8 +63,9 @@ class _Run:
         if rows <= step.event_max_rows:
             path = "event"
         elif rows <= launch.DENSE_MAX_ROWS and row_len == step.channels and fast and \
-                only_fast and all(s.dense for s in fast):
-            path = "dense"  # counts too dense to skip: quantised inside the GEMV
+                only_fast and all(s.dense and s.weights <= launch.FUSED_MAX_WEIGHTS
+                                  for s in fast):
+            path = "dense"  # small layers, counts too dense to skip: quantised in the GEMV
         elif fast and all(s.gemm for s in fast):
             path = "gemm"
         else:

@@ -185,7 +185,8 @@ class EventConfig:
     gps: int = 4
     num_warps: int = 4
     num_stages: int = 2
-    prefetch: bool = True  # load the next chunk's event ids during this chunk's weight rows
+    prefetch: bool = False  # load the next chunk's event ids during this chunk's weight rows
+    # (measured 1-5 % slower on the H200, benchmarks/triton_decode.py: kept as an option)
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ def event_config(n_out: int, rows: int) -> EventConfig:
     rows x blocks x 4 digits = 16 (the smallest int8 dot)."""
     m_pad = 1 << (rows - 1).bit_length()
     bn = 256 if n_out >= 2048 else 64 if n_out >= 512 else 32
-    return EventConfig(bn=bn, e=64, gps=max(1, 4 // m_pad))  # prefetch: to be measured
+    return EventConfig(bn=bn, e=64, gps=max(1, 4 // m_pad))
 
 
 def event_linear(kern: ModuleType, enc: Encoded, wt: torch.Tensor, group_size: int | None,
@@ -258,23 +259,23 @@ def gemm_step(channels: int, group_size: int | None) -> tuple[int, int] | None:
     return None
 
 
-GEMV_PROGRAMS = 264  # programs a few-row GEMM aims for: two per H200 multiprocessor
+GEMV_PROGRAMS = 512  # programs a few-row GEMM aims for (about four per H200 multiprocessor)
+FUSED_MAX_WEIGHTS = 8 << 20  # up to this many weights the fused dense-count GEMV is faster
 
 
 def gemm_config(rows: int, n_out: int, channels: int, group_size: int | None) -> GemmConfig:
-    """Tiles for the int8 GEMM. Few rows (decode on dense counts) stream the weight like a
-    GEMV: 16-row tiles, narrow column tiles, and K split so that about GEMV_PROGRAMS programs
-    read the weight at once."""
+    """Tiles for the int8 GEMM. Up to 64 rows (decode on dense counts) it streams the weight
+    like a GEMV: 16- or 64-row tiles, narrow column tiles, and K split so that about
+    GEMV_PROGRAMS programs read the weight at once (H200, benchmarks/triton_decode.py)."""
     bk, sub = gemm_step(channels, group_size)
-    if rows <= 16:
+    if rows <= 64:
+        bm = 16 if rows <= 16 else 64
         bn = 64 if n_out >= 8192 else 32
-        n_tiles = math.ceil(n_out / bn)
+        n_tiles = math.ceil(rows / bm) * math.ceil(n_out / bn)
         n_steps = channels // (bk * sub)
         split = max(1, min(n_steps, GEMV_PROGRAMS // n_tiles))
-        return GemmConfig(bm=16, bn=bn, bk=bk, sub=sub, num_warps=4, num_stages=4, split=split)
-    bm = 64 if rows <= 64 else 128
-    return GemmConfig(bm=bm, bn=128 if n_out >= 128 else 64, bk=bk, sub=sub,
-                      num_warps=4 if bm <= 64 else 8)
+        return GemmConfig(bm=bm, bn=bn, bk=bk, sub=sub, num_warps=4, num_stages=4, split=split)
+    return GemmConfig(bm=128, bn=128 if n_out >= 128 else 64, bk=bk, sub=sub, num_warps=8)
 
 
 def gemm_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: int | None,

@@ -45,6 +45,7 @@ class LinearStep:
     group_size: int | None
     gemm: bool  # K and the group are multiples of 32: the int8 GEMM can take it
     dense: bool = False  # the dense-count GEMV can take it (one group, or power-of-two groups)
+    weights: int = 0  # N * K: small layers take the fused dense-count GEMV, others the GEMM
 
 
 @dataclass
