@@ -50,6 +50,8 @@ def ours(kern, x, layer, copy, path, group=GROUP, cfg=None):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--small", action="store_true",
+                    help="only the two small shapes, M=1, no event path")
     args = ap.parse_args()
     kern = kernels(interpret=DEV != "cuda")
     rng = np.random.default_rng(0)
@@ -65,7 +67,7 @@ def main() -> None:
         result["seconds"] = round(time.time() - t0, 1)
         (out / "triton_decode.json").write_text(json.dumps(result, indent=1))
 
-    for k_in, n_out in SHAPES:
+    for k_in, n_out in SHAPES[:2] if args.small else SHAPES:
         copies = copies_for(k_in * n_out * 2)
         layer = Layer(k_in, n_out, copies, rng)
         for m in (1, 8) if (k_in, n_out) in [(3584, 18944), (18944, 3584)] else (1,):
@@ -96,7 +98,7 @@ def main() -> None:
                 us = graph_time_us([lambda i=i: ours(kern, x32[i], layer, i, "gemm_split", group)
                                     for i in range(copies)])
                 row(**base, method=f"gemm_split_{g}", density=k3, us=round(us, 2))
-            for d in ("k3", 0.3, 0.1) if m <= launch.EVENT_MAX_ROWS else ():
+            for d in ("k3", 0.3, 0.1) if m <= launch.EVENT_MAX_ROWS and not args.small else ():
                 xs = x32 if d == "k3" else [torch.from_numpy(synthetic_rows(m, k_in, d, rng)).to(
                     DEV) for _ in range(copies)]
                 for prefetch in (True, False):

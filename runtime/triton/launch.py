@@ -261,9 +261,11 @@ def gemm_step(channels: int, group_size: int | None) -> tuple[int, int] | None:
 
 GEMV_PROGRAMS = 512  # programs a few-row GEMM aims for (about four per H200 multiprocessor)
 FUSED_MAX_WEIGHTS = 8 << 20  # up to this many weights the fused dense-count GEMV is faster
+FUSED_PROGRAMS = 264  # the fused GEMV's target (each program also quantises its K slice)
 
 
-def gemm_config(rows: int, n_out: int, channels: int, group_size: int | None) -> GemmConfig:
+def gemm_config(rows: int, n_out: int, channels: int, group_size: int | None,
+                store_acc: bool = False) -> GemmConfig:
     """Tiles for the int8 GEMM. Up to 64 rows (decode on dense counts) it streams the weight
     like a GEMV: 16- or 64-row tiles, narrow column tiles, and K split so that about
     GEMV_PROGRAMS programs read the weight at once (H200, benchmarks/triton_decode.py)."""
@@ -275,6 +277,10 @@ def gemm_config(rows: int, n_out: int, channels: int, group_size: int | None) ->
         n_steps = channels // (bk * sub)
         split = max(1, min(n_steps, GEMV_PROGRAMS // n_tiles))
         return GemmConfig(bm=bm, bn=bn, bk=bk, sub=sub, num_warps=4, num_stages=4, split=split)
+    if store_acc and group_size is not None and group_size < channels:
+        # storing every group's acc needs a layout-conversion buffer per store: 128-row tiles
+        # ask for more shared memory than the H200 has (345 KB with Triton 3.6)
+        return GemmConfig(bm=64, bn=128, bk=bk, sub=sub, num_warps=4)
     return GemmConfig(bm=128, bn=128 if n_out >= 128 else 64, bk=bk, sub=sub, num_warps=8)
 
 
@@ -287,7 +293,7 @@ def gemm_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: int
     n_out, channels = w.shape
     dev = w.device
     grouped = group_size is not None and group_size < channels
-    cfg = cfg or gemm_config(enc.rows, n_out, channels, group_size)
+    cfg = cfg or gemm_config(enc.rows, n_out, channels, group_size, store_acc)
     n_groups = channels // group_size if grouped else 1
     acc = torch.empty((enc.rows, n_groups, n_out), dtype=torch.int32, device=dev) \
         if store_acc else _dummy(dev)
@@ -334,12 +340,13 @@ def dense_step(channels: int, group_size: int | None) -> int | None:
 
 
 def dense_config(n_out: int, channels: int, group_size: int | None) -> DenseConfig:
-    """Narrow column tiles and K split so that about GEMV_PROGRAMS programs stream the weight."""
+    """Narrow column tiles and K split so that about FUSED_PROGRAMS programs stream the weight
+    (4 warps: 8 measured 30 % slower on the H200)."""
     bk = dense_step(channels, group_size)
-    bn = 64 if n_out >= 2048 else 32
+    bn = 64 if n_out >= 8192 else 32
     n_tiles = math.ceil(n_out / bn)
-    split = max(1, min(math.ceil(channels / bk), max(4, GEMV_PROGRAMS // n_tiles)))
-    return DenseConfig(bn=bn, bk=bk, split=split, num_warps=8)
+    split = max(1, min(math.ceil(channels / bk), FUSED_PROGRAMS // n_tiles))
+    return DenseConfig(bn=bn, bk=bk, split=split)
 
 
 def dense_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: int | None,
