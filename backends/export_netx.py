@@ -28,7 +28,7 @@ import numpy as np
 from sbcompile.backends.spike_chain import Layer, acc_bound, binary_chain, first_firing
 from sbcompile.errors import UnsupportedError
 from sbcompile.ir.graph import Graph
-from sbcompile.runtime.reference import node_attrs
+from sbcompile.ir.ops import node_attrs
 
 VTH_MAX = (1 << 17) - 1  # CUBA vThMant is an unsigned 17-bit mantissa
 BIAS_LIMIT = 1 << 12     # bias mantissa: signed 13 bits

@@ -28,9 +28,8 @@ import numpy as np
 from sbcompile.backends.spike_chain import Layer, acc_bound, binary_chain, first_firing
 from sbcompile.errors import UnsupportedError
 from sbcompile.ir.graph import Graph
-from sbcompile.runtime.reference import node_attrs
-
-STEP = 1e-4  # seconds: the neurons' tau, equal to the step dt that snnTorch's import assumes
+from sbcompile.ir.ops import node_attrs
+from sbcompile.nir_time import STEP
 
 
 def inexpressible(graph: Graph) -> list[tuple[str, str]]:

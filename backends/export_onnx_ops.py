@@ -15,6 +15,7 @@ from onnx import helper, numpy_helper
 
 from sbcompile.errors import UnsupportedError
 from sbcompile.ir.graph import Graph, Node
+from sbcompile.ir.ops import OPS, attention_keep
 
 OPSET = 23
 
@@ -84,51 +85,17 @@ class OnnxBuilder:
 
 EMITTERS: dict[str, Callable[[OnnxBuilder, Node, dict], None]] = {}
 
-# IR op -> (ONNX op, {IR attribute: ONNX attribute}); attributes left None take ONNX defaults.
-_DIRECT = {
-    "add": ("Add", {}), "sub": ("Sub", {}), "mul": ("Mul", {}), "div": ("Div", {}),
-    "pow": ("Pow", {}), "max": ("Max", {}), "min": ("Min", {}), "equal": ("Equal", {}),
-    "less": ("Less", {}), "greater": ("Greater", {}), "and": ("And", {}), "or": ("Or", {}),
-    "where": ("Where", {}), "neg": ("Neg", {}), "abs": ("Abs", {}), "sqrt": ("Sqrt", {}),
-    "reciprocal": ("Reciprocal", {}), "exp": ("Exp", {}), "log": ("Log", {}), "erf": ("Erf", {}),
-    "sin": ("Sin", {}), "cos": ("Cos", {}), "floor": ("Floor", {}), "ceil": ("Ceil", {}),
-    "not": ("Not", {}), "identity": ("Identity", {}), "clip": ("Clip", {}),
-    "relu": ("Relu", {}), "sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}),
-    "prelu": ("PRelu", {}), "matmul": ("MatMul", {}), "expand": ("Expand", {}),
-    "tile": ("Tile", {}), "range": ("Range", {}), "slice": ("Slice", {}),
-    "unsqueeze": ("Unsqueeze", {}), "squeeze": ("Squeeze", {}),
-    "global_avg_pool": ("GlobalAveragePool", {}), "global_max_pool": ("GlobalMaxPool", {}),
-    "leaky_relu": ("LeakyRelu", {"alpha": "alpha"}),
-    "gelu": ("Gelu", {"approximate": "approximate"}),
-    "softmax": ("Softmax", {"axis": "axis"}), "log_softmax": ("LogSoftmax", {"axis": "axis"}),
-    "layer_norm": ("LayerNormalization", {"axis": "axis", "epsilon": "epsilon"}),
-    "batch_norm": ("BatchNormalization", {"epsilon": "epsilon"}),
-    "argmax": ("ArgMax", {"axis": "axis", "keepdims": "keepdims"}),
-    "reshape": ("Reshape", {"allowzero": "allowzero"}),
-    "transpose": ("Transpose", {"perm": "perm"}), "flatten": ("Flatten", {"axis": "axis"}),
-    "concat": ("Concat", {"axis": "axis"}), "gather": ("Gather", {"axis": "axis"}),
-    "gather_elements": ("GatherElements", {"axis": "axis"}),
-    "shape": ("Shape", {"start": "start", "end": "end"}),
-    "trilu": ("Trilu", {"upper": "upper"}), "pad": ("Pad", {"mode": "mode"}),
-    "conv": ("Conv", {"strides": "strides", "pads": "pads", "dilations": "dilations",
-                      "group": "group"}),
-    "max_pool": ("MaxPool", {"kernel": "kernel_shape", "strides": "strides", "pads": "pads",
-                             "dilations": "dilations", "ceil_mode": "ceil_mode"}),
-    "avg_pool": ("AveragePool", {"kernel": "kernel_shape", "strides": "strides", "pads": "pads",
-                                 "dilations": "dilations", "ceil_mode": "ceil_mode",
-                                 "count_include_pad": "count_include_pad"}),
-    "split": ("Split", {"axis": "axis", "num_outputs": "num_outputs"}),
-}
-
-
 def _direct(b: OnnxBuilder, node: Node, a: dict) -> None:
-    op_type, names = _DIRECT[node.op]
-    attrs = {onnx_key: a[key] for key, onnx_key in names.items()}
-    b.add(op_type, [b.value(i) for i in node.inputs], node.name, list(node.outputs), **attrs)
+    """An op the table names an ONNX op for: same operands, attributes renamed by the table
+    (attributes left None take ONNX defaults)."""
+    spec = OPS[node.op]
+    attrs = {spec.onnx_attr(key): value for key, value in a.items()}
+    b.add(spec.onnx, [b.value(i) for i in node.inputs], node.name, list(node.outputs), **attrs)
 
 
-for _op in _DIRECT:
-    EMITTERS[_op] = _direct
+for _spec in OPS.values():  # emitters below replace it where the mapping is not one to one
+    if _spec.onnx:
+        EMITTERS[_spec.name] = _direct
 
 
 def _emitter(*ops: str):
@@ -225,13 +192,7 @@ def _attention(b: OnnxBuilder, node: Node, a: dict) -> None:
     if a["causal"] or a["window"] > 0:
         tq = b.static_shape(node.inputs[0], node)[2]
         tk = b.static_shape(node.inputs[1], node)[2]
-        i = np.arange(tq)[:, None] + (tk - tq)
-        j = np.arange(tk)[None, :]
-        keep = np.ones((tq, tk), bool)
-        if a["causal"]:
-            keep &= j <= i
-        if a["window"] > 0:
-            keep &= j > i - a["window"]
+        keep = attention_keep(tq, tk, a["causal"], a["window"])
         if not mask:
             mask = b.const(keep, f"{node.name}.keep")
         elif b.graph.values[node.inputs[3]].dtype == "bool":

@@ -28,16 +28,10 @@ from sbcompile import __version__
 from sbcompile.backends.export_onnx_ops import OPSET, OnnxBuilder, emit_node, tensor_type
 from sbcompile.errors import SbcError, UnsupportedError
 from sbcompile.ir.graph import Graph, Node
-from sbcompile.runtime.reference import node_attrs
+from sbcompile.ir.ops import count_limit, node_attrs, threshold_axes
 
 EXACT_LIMIT = 2 ** 24
 FLOAT, INT32 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT32
-
-
-def count_limit(a: dict) -> int:
-    """The clamp of |count| a spike_encode applies."""
-    top = a["max_count"] if a["max_count"] is not None else a["safety_count"]
-    return int(min(top, a["safety_count"]))
 
 
 def _encode(b: OnnxBuilder, node: Node, a: dict) -> None:
@@ -63,7 +57,7 @@ def _encode(b: OnnxBuilder, node: Node, a: dict) -> None:
             return
     else:
         rank = len(b.graph.values[x].shape)
-        axes = [-1] if a["granularity"] == "token" else list(range(1, rank))
+        axes = list(threshold_axes(rank, a["granularity"]))
         mean = b.add("ReduceMean", [b.add("Abs", [b.value(x)], node.name),
                                     b.const(np.array(axes, np.int64), f"{node.name}.axes")],
                      node.name, keepdims=1)
@@ -89,7 +83,7 @@ def _exact_bound(b: OnnxBuilder, node: Node, weight: np.ndarray, group: int) -> 
         w.shape[0], 1, -1)
     bound = float(count_limit(a) * rows.sum(axis=2).max(initial=0))
     shape = b.graph.values[enc.inputs[0]].shape
-    reduced = shape[-1:] if a["granularity"] == "token" else shape[1:]
+    reduced = [shape[i] for i in threshold_axes(len(shape), a["granularity"])]
     if a["policy"] == "dynamic" and all(isinstance(d, int) for d in reduced):
         bound = min(bound, float(w.max(initial=0)) * (a["k"] + 0.5) * math.prod(reduced))
     return bound

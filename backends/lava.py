@@ -1,5 +1,5 @@
-"""Lava backend: lower the spiking IR to a Lava process-graph program, and run it on Lava's
-Loihi 2 simulation (CPU, fixed point) in a supervised child process.
+"""Lava backend: lower the spiking IR to a Lava process-graph program (``runtime/lava`` runs it
+on Lava's Loihi 2 simulation, CPU, fixed point, in a supervised child process).
 
 Mapping (docs/LAVA.md): every ``spike_encode`` becomes a population of integer integrate-and-fire
 encoder neurons (one per input channel; tokens are time-multiplexed through it); every
@@ -11,11 +11,9 @@ compute process running the reference kernel, i.e. work for the chip's embedded 
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import numpy as np
 
-from sbcompile.artifact import Artifact
+from sbcompile.config import CompileConfig
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node
 from sbcompile.ir.validate import validate
@@ -23,18 +21,19 @@ from sbcompile.runtime.lava import mapping
 from sbcompile.runtime.lava.coding import check_mode, message_bits, mode_for_coding
 from sbcompile.runtime.lava.connectivity import layer_connectivity
 from sbcompile.runtime.lava.program import FORMAT, PLAN_MEMBER, LavaProgram
-from sbcompile.runtime.lava.runner import LavaRun, simulate
-from sbcompile.runtime.reference import KERNELS, node_attrs
+from sbcompile.ir.ops import count_limit, node_attrs, threshold_axes
+from sbcompile.runtime.reference import KERNELS
 
 SYNAPSE_OPS = ("spike_linear", "spike_conv")
 
-__all__ = ["LavaProgram", "LavaRun", "lower", "run_lava", "program_of"]
+__all__ = ["LavaProgram", "lower"]
 
 
-def lower(graph: Graph, config=None, mode: str | None = None) -> LavaProgram:
+def lower(graph: Graph, config: CompileConfig | None = None,
+          mode: str | None = None) -> LavaProgram:
     """The Lava program of a spiking IR graph. ``mode`` (graded | unary | bitwise) defaults to
-    the one carrying ``config.coding`` (a CompileConfig or a dict with ``coding``), else to the
-    coding the graph's expand pass recorded, else graded. Raises SbcError naming the node or
+    the one carrying ``config.coding``, else to the coding the graph's expand pass recorded,
+    else graded. Raises SbcError naming the node or
     layer that cannot be lowered or mapped onto Loihi 2."""
     graph = graph.copy()
     validate(graph)
@@ -63,41 +62,8 @@ def lower(graph: Graph, config=None, mode: str | None = None) -> LavaProgram:
     return LavaProgram(plan, arrays)
 
 
-def run_lava(program_or_graph: LavaProgram | Graph | Artifact, feeds: dict[str, np.ndarray],
-             mode: str | None = None, form: str = "fused", timeout: float = 120.0,
-             progress: Callable[[int], None] | None = None) -> LavaRun:
-    """Simulate on Lava; return the graph outputs plus the counts and acc of every spike layer
-    (keyed by IR value name) with ``.op_counts`` measured from the simulated spikes.
-    ``form``: fused (one process per level of layers) or split (encoder, Lava synapse and
-    accumulator processes per layer)."""
-    program = program_of(program_or_graph, mode)
-    return simulate(program, feeds, form=form, timeout=timeout, progress=progress)
-
-
-def program_of(source: LavaProgram | Graph | Artifact, mode: str | None = None) -> LavaProgram:
-    """The Lava program of a program, graph or artifact (its stored program when it has one)."""
-    if isinstance(source, Artifact):
-        if PLAN_MEMBER in source.programs:
-            stored = LavaProgram.from_members(source.programs)
-            if mode in (None, stored.mode):
-                return stored
-        return lower(source.graph, source.config, mode)
-    if isinstance(source, Graph):
-        return lower(source, None, mode)
-    if isinstance(source, LavaProgram):
-        if mode is not None and mode != source.mode:
-            raise SbcError(f"this Lava program was lowered for mode '{source.mode}', not "
-                           f"'{mode}': lower the graph again")
-        return source
-    raise SbcError(f"cannot run {type(source).__name__} on Lava (expected a LavaProgram, IR "
-                   "graph or artifact)")
-
-
-def _default_mode(graph: Graph, config) -> str:
-    coding = None
-    if config is not None:
-        coding = config.get("coding") if isinstance(config, dict) else getattr(config, "coding",
-                                                                                 None)
+def _default_mode(graph: Graph, config: CompileConfig | None) -> str:
+    coding = config.coding if config is not None else None
     if coding is None:
         codings = {e.get("coding") for e in graph.meta.get("expansion", {}).values()}
         coding = codings.pop() if len(codings) == 1 else None
@@ -107,7 +73,7 @@ def _default_mode(graph: Graph, config) -> str:
 # ---- encoders ---------------------------------------------------------------------------------
 def _encoder(graph: Graph, node: Node, mode: str) -> dict:
     attrs = node_attrs(node)
-    limit = int(min(attrs["max_count"] or attrs["safety_count"], attrs["safety_count"]))
+    limit = count_limit(attrs)
     sum_bound = None
     if attrs["policy"] == "dynamic":
         n_avg = _neurons(graph, node.name, node.inputs[0], attrs["granularity"])
@@ -138,7 +104,7 @@ def _check_axes(graph: Graph, encoders: dict[str, dict], synapses: list[dict]) -
 def _neurons(graph: Graph, where: str, value: str, axis: str) -> int:
     """Elements of one token (the last axis) or one sample (all axes but the first)."""
     shape = graph.values[value].shape
-    dims = shape[-1:] if axis == "token" else shape[1:]
+    dims = [shape[i] for i in threshold_axes(len(shape), axis)]
     if not all(isinstance(d, int) for d in dims):
         raise SbcError(f"node '{where}': the Lava target needs static {axis} dims, input "
                        f"'{value}' has shape {list(shape)}")

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sbcompile.ir.graph import Graph, Node
-from sbcompile.runtime.reference import KERNELS, node_attrs
+from sbcompile.ir.ops import node_attrs
+from sbcompile.runtime.reference import KERNELS
 
 
 @dataclass

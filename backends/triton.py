@@ -1,4 +1,5 @@
-"""Triton backend: lower the spiking IR to a kernel plan with packed weights, and run it.
+"""Triton backend: lower the spiking IR to a kernel plan with packed weights (``runtime/triton``
+runs it).
 
 Every ``spike_encode`` -> ``spike_linear`` (-> ``spike_decode``) chain becomes one encoder launch
 (shared by all layers reading the same counts) and one matrix launch per layer with the decode
@@ -12,15 +13,14 @@ import math
 
 import numpy as np
 
-from sbcompile.artifact import Artifact
+from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
-from sbcompile.runtime.reference import node_attrs
+from sbcompile.ir.ops import count_limit, node_attrs
 from sbcompile.runtime.triton import launch
-from sbcompile.runtime.triton.executor import run as _run
 from sbcompile.runtime.triton.program import EncodeStep, LinearStep, TritonProgram
 
-__all__ = ["TritonProgram", "lower", "program_of", "run_triton"]
+__all__ = ["TritonProgram", "lower"]
 
 DEFAULT_DENSITY = 0.8  # count-level density of SpikingBrain-7B (18.4 % zeros, FACTS.md)
 MAX_UNION_DENSITY = 0.5  # above this expected union density the dense-count GEMV is faster
@@ -28,14 +28,14 @@ MAX_UNION_DENSITY = 0.5  # above this expected union density the dense-count GEM
 SAFETY_LIMIT = 2 ** 20  # counts beyond this do not fit the kernels' three base-128 digits
 
 
-def lower(graph: Graph, config=None) -> TritonProgram:
-    """The Triton program of a spiking IR graph. ``config`` (a dict or an object with a
-    ``triton`` mapping) may give ``density``: the expected fraction of nonzero counts, which
-    sets how many tokens still take the event GEMV (the rest of decode takes the dense-count
-    GEMV, batches the int8 GEMM)."""
+def lower(graph: Graph, config: CompileConfig | None = None) -> TritonProgram:
+    """The Triton program of a spiking IR graph. The expected fraction of nonzero counts of each
+    encoder sets how many tokens still take the event GEMV (the rest of decode takes the dense
+    paths, batches the int8 GEMM): ``config.triton_density`` when set, else the density the
+    analysis measured on the calibration inputs, else ``DEFAULT_DENSITY``."""
     graph = graph.copy()
     validate(graph)
-    density = float(_setting(config, "density", DEFAULT_DENSITY))
+    densities = expected_densities(graph, config)
     program = TritonProgram(graph)
     producers = graph.producers()
     consumers = graph.consumers()
@@ -70,6 +70,7 @@ def lower(graph: Graph, config=None) -> TritonProgram:
             weights=n_out * channels)
         step = program.encodes.get(enc.name)
         unit = math.gcd(block, launch.EVENT_BLOCK)
+        density = densities.get(node.inputs[0], DEFAULT_DENSITY)
         rows = _event_rows(density)
         if step is None:
             program.encodes[enc.name] = EncodeStep(enc.name, channels, unit, rows, density)
@@ -78,30 +79,16 @@ def lower(graph: Graph, config=None) -> TritonProgram:
     return program
 
 
-def run_triton(program_or_graph: TritonProgram | Graph | Artifact,
-               feeds: dict[str, np.ndarray], interpret: bool = False,
-               keep_integers: bool = True) -> dict[str, np.ndarray]:
-    """Run on the GPU (or Triton's CPU interpreter when ``interpret``); return the graph
-    outputs plus, with ``keep_integers``, the counts and acc of every spiked layer."""
-    return _run(program_of(program_or_graph), feeds, interpret=interpret,
-                keep_integers=keep_integers)
-
-
-def program_of(source: TritonProgram | Graph | Artifact) -> TritonProgram:
-    """The Triton program of a program, graph or artifact (its stored program if it has one)."""
-    if isinstance(source, TritonProgram):
-        return source
-    if isinstance(source, Artifact):
-        if any(k.startswith("triton/") for k in source.programs):
-            return TritonProgram.from_members(source.programs, source.graph)
-        return lower(source.graph, source.config)
-    return lower(source)
-
-
-def _setting(config, key, default):
-    section = config.get("triton", {}) if isinstance(config, dict) else \
-        getattr(config, "triton", None) or {}
-    return section.get(key, default)
+def expected_densities(graph: Graph, config: CompileConfig | None = None) -> dict[str, float]:
+    """Expected nonzero fraction per counts value: the ``triton_density`` setting for all, else
+    1 - count_zero of the layers the analysis measured (those reading the counts)."""
+    setting = config.triton_density if config is not None else None
+    layers = graph.meta.get("layers", {})
+    if setting is not None:
+        return {info["counts"]: float(setting) for info in layers.values()}
+    measured = graph.meta.get("analysis", {}).get("layers", [])
+    return {layers[m["name"]]["counts"]: 1.0 - m["sparsity"]["count_zero"] for m in measured
+            if m["name"] in layers}
 
 
 def _event_rows(density: float) -> int:
@@ -116,8 +103,7 @@ def _event_rows(density: float) -> int:
 
 def _encoder_ok(graph: Graph, enc) -> bool:
     a = node_attrs(enc)
-    limit = a["max_count"] if a["max_count"] is not None else a["safety_count"]
-    if min(limit, a["safety_count"]) > SAFETY_LIMIT:
+    if count_limit(a) > SAFETY_LIMIT:
         return False
     if a["policy"] == "static":
         t = graph.params.get(enc.inputs[1]) if len(enc.inputs) > 1 else None

@@ -10,7 +10,7 @@ have). Steps/s: simulated time steps per wall second, after the first step; syna
 spikes x fan-out delivered per wall second (ours measured in the simulation, the LIF network's
 from its deterministic firing: N x N per Dense per step). Each round measures every graph, the
 reference last; a row is the round with its median ratio to the reference. Start-up: building the processes plus Lava's compile and process launch (the
-first step) in this process; ``run_lava`` adds the supervised child's start and imports.
+first step) in this process; ``simulate`` adds the supervised child's start and imports.
 
     python benchmarks/lava_throughput.py [--width 256] [--layers 3] [--window 64]
 """
@@ -32,9 +32,10 @@ from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.dense.process import Dense
 from lava.proc.lif.process import LIF
 
-from sbcompile.backends.lava import lower, run_lava
+from sbcompile.backends.lava import lower
 from sbcompile.ir.graph import Graph, Node, Value
 from sbcompile.runtime.lava.network import LavaNetwork
+from sbcompile.runtime.lava.runner import simulate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lava_throughput.json"
 
@@ -109,7 +110,7 @@ def time_run_lava(width: int, layers: int) -> float:
     teardown) of the fused chain."""
     program = lower(spiking_chain(width, layers, 4), mode="graded")
     t0 = time.perf_counter()
-    run_lava(program, {"x": np.full((1, width), 1.0, np.float32)}, form="fused")
+    simulate(program, {"x": np.full((1, width), 1.0, np.float32)}, form="fused")
     return time.perf_counter() - t0
 
 

@@ -6,8 +6,8 @@ Data: the shipped held-out set (128 windows of 64 characters from standard-libra
 model never saw in training, 8192 predictions). Sparsity figures come from the compile report
 (analyse pass) run on those same inputs; with dynamic thresholds nothing is fitted to them.
 Agreement is also split by the float model's margin between its two most likely tokens. One more
-row adds SpikingBrain's attention numerics at k = 3 (passes/attention_quantize.py: spiked SWA
-query, INT8 K/V per token and head).
+row adds SpikingBrain's attention numerics at k = 3 (preset spikingbrain_kv8, which runs
+passes/attention_quantize.py: spiked SWA query, INT8 K/V per token and head).
 Writes benchmarks/results/lm_tiny_fidelity.json and lm_tiny_k_sweep.png.
 
     python benchmarks/lm_tiny_fidelity.py
@@ -26,9 +26,7 @@ sys.path.insert(0, str(ROOT / "examples" / "spikingbrain_tiny"))
 from data import decode, encode  # noqa: E402
 from spiking import compile_tiny, data, float_graph  # noqa: E402
 
-from sbcompile.lm import generate, lm_head, next_token_metrics  # noqa: E402
-from sbcompile.config import make_config  # noqa: E402
-from sbcompile.passes import attention_quantize  # noqa: E402
+from sbcompile.lm import generate, next_token_metrics  # noqa: E402
 from sbcompile.runtime import reference  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -74,8 +72,8 @@ def main() -> None:
                      "margins": margin_split(float_logits, logits)})
         artifacts[k] = art
     art = artifacts[3.0]
-    config = make_config("spikingbrain", exclude=[lm_head(graph)])
-    logits = reference.run(attention_quantize.run(art.graph, config), feeds)["logits"]
+    kv8 = compile_tiny(graph, 3.0, calib=feeds, preset="spikingbrain_kv8")
+    logits = reference.run(kv8.graph, feeds)["logits"]
     m = next_token_metrics(logits, float_logits, held["labels"])
     attention = {"k": 3.0, **m, "loss_rel": m["loss"] / base["loss"] - 1,
                  "accuracy_rel": m["accuracy"] / base["accuracy"] - 1}

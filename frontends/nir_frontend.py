@@ -17,10 +17,10 @@ import networkx as nx
 import nir
 import numpy as np
 
-from sbcompile.backends.export_nir import STEP
 from sbcompile.errors import SbcError, UnsupportedError
 from sbcompile.ir.graph import Graph, Node
 from sbcompile.ir.validate import validate
+from sbcompile.nir_time import STEP
 
 BATCH = "batch"
 

@@ -1,8 +1,8 @@
 """The ONNX frontend: an ONNX model (opset 13 and newer) -> a validated IR Graph.
 
 Steps: parse, check opsets and structure, pin user input shapes, infer shapes (onnx, strict), fold
-constants, lower every node to IR ops (``onnx_ops``), canonicalise common spellings into single
-IR ops (``onnx_patterns``), drop dead code and validate. ``support_table`` reports, per ONNX
+constants, rewrite common spellings into single ops (``onnx_rewrites``), lower every node to IR
+ops (``onnx_ops``), drop dead code and validate. ``support_table`` reports, per ONNX
 node, whether it is supported and which IR ops it became.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sbcompile.frontends import onnx_model
 from sbcompile.frontends.onnx_fold import fold_constants, initializers
 from sbcompile.frontends.onnx_lowering import Lowering, NodeView
 from sbcompile.frontends.onnx_ops import converter_for
-from sbcompile.frontends.onnx_patterns import canonicalise
+from sbcompile.frontends.onnx_rewrites import rewrite
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
 
@@ -43,16 +43,27 @@ def load_onnx(model: ModelSource, input_shapes: dict | None = None) -> Graph:
         more = f" (and {len(bad) - 1} more unsupported nodes)" if len(bad) > 1 else ""
         raise UnsupportedError(f"node '{bad[0]['name']}' ({bad[0]['op_type']}): "
                                f"{bad[0]['reason']}{more}")
-    graph = result.graph
-    graph.remove_unused()
-    validate(graph)
-    return graph
+    return _finished(result.graph)
 
 
 def support_table(model: ModelSource, input_shapes: dict | None = None) -> list[dict]:
     """One row per ONNX node: name, op_type, status ("supported"/"unsupported"), ir_ops (the IR
     ops it became), reason."""
     return _lower(model, input_shapes).rows
+
+
+def lower_with_support(model: ModelSource,
+                       input_shapes: dict | None = None) -> tuple[list[dict], Graph | None]:
+    """The support table and, when every node is supported, the validated IR graph, from one
+    lowering of the model."""
+    result = _lower(model, input_shapes)
+    return result.rows, None if result.unsupported else _finished(result.graph)
+
+
+def _finished(graph: Graph) -> Graph:
+    graph.remove_unused()
+    validate(graph)
+    return graph
 
 
 def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
@@ -66,15 +77,20 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
     if folded:  # infer again: computed shapes are known now
         types.update(_inferred_types(proto, nodes, consts, label))
 
-    lw = Lowering(proto.graph.name or "model", consts, types, _use_counts(proto, nodes))
+    nodes, sources = rewrite(proto, nodes, consts, types)
+
+    lw = Lowering(proto.graph.name or "model", consts, types, _use_counts(proto, nodes), sources)
     for info in onnx_model.runtime_inputs(proto):
         lw.graph.inputs.append(info.name)
         _typed(lw, info.name, f"graph input '{info.name}'")
-    reasons = {node.name: _lower_node(lw, node) for node in nodes}
+    reasons: dict[str, str] = {}
+    for node in nodes:
+        reason = _lower_node(lw, node)
+        for source in sources.get(node.name, [node.name]):
+            reasons[source] = reason
     lw.graph.outputs = [o.name for o in proto.graph.output]
     for name in lw.graph.outputs:
         _typed(lw, name, f"graph output '{name}'")
-    canonicalise(lw.graph, lw.origins)
     return _Result(lw.graph, _rows(proto, lw.graph, lw.origins, {**folded, **reasons}, folded))
 
 

@@ -2,7 +2,7 @@
 
 Converters (``onnx_ops``) see one ONNX node through ``NodeView``: its attributes, which inputs are
 constant, the types of its values, and ``emit`` to add IR nodes. Each IR node remembers the ONNX
-node(s) it came from (``origins``) for the support table.
+node(s) it came from (``origins``; a fused node's ``sources``) for the support table.
 """
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ class Lowering:
     """The IR graph under construction plus what the converters need to know about the model."""
 
     def __init__(self, name: str, consts: dict[str, np.ndarray], types: dict[str, Value | str],
-                 uses: dict[str, int]):
+                 uses: dict[str, int], sources: dict[str, list[str]]):
         self.graph = Graph(name, [], [], {}, [])
         self.consts = consts
         self.types = types
         self.uses = uses  # consumers per ONNX value, graph outputs counted
+        self.sources = sources  # fused node -> the model's nodes it replaced
         self.origins: dict[str, list[str]] = {}
 
     def value(self, name: str) -> Value:
@@ -127,7 +128,7 @@ class NodeView:
         graph = self.lw.graph
         node_name = self.name if self._count == 1 else graph.fresh_name(f"{self.name}/{op}")
         graph.nodes.append(Node(node_name, op, list(inputs), outs, _plain(attrs)))
-        self.lw.origins[node_name] = [self.name]
+        self.lw.origins[node_name] = list(self.lw.sources.get(self.name, [self.name]))
         return outs[0]
 
 

@@ -16,6 +16,7 @@ from sbcompile.errors import SbcError, UnsupportedError
 from sbcompile.ir.graph import DTYPES, Value
 
 CUSTOM_DOMAIN = "ai.sbcompile"
+FUSED_DOMAIN = "ai.sbcompile.fused"  # ops the frontend rewrites build; never read from a model
 MIN_OPSET = 13
 MAX_OPSET = onnx.defs.onnx_opset_version()
 
@@ -57,6 +58,8 @@ def check_opsets(proto: onnx.ModelProto, label: str) -> dict[str, int]:
         raise UnsupportedError(f"{label}: opset {opsets['']} is not supported (sbcompile reads "
                                f"opsets {MIN_OPSET}..{MAX_OPSET}; onnx.version_converter can "
                                "upgrade an older model)")
+    if FUSED_DOMAIN in opsets:
+        raise UnsupportedError(f"{label}: domain {FUSED_DOMAIN} is internal to sbcompile")
     if CUSTOM_DOMAIN in opsets and opsets[CUSTOM_DOMAIN] != 1:
         raise UnsupportedError(f"{label}: domain {CUSTOM_DOMAIN} version "
                                f"{opsets[CUSTOM_DOMAIN]} is not supported (only 1)")

@@ -5,7 +5,8 @@
 or attribute value, a non-constant operand the IR needs as an attribute, an optional output in
 use). Constant nodes fold (``onnx_fold``); only one mixing Inf with other values reaches its
 converter, which refuses it.
-Fusions across nodes (linear, GELU, norms, attention) happen later in ``onnx_patterns``.
+Fusions across nodes (linear, GELU, norms, attention) happen before, in ``onnx_rewrites``; the
+ops it builds in ``FUSED_DOMAIN`` lower here.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import numpy as np
 import onnx
 
 from sbcompile.frontends.onnx_lowering import NodeView, fill_value
-from sbcompile.frontends.onnx_model import CUSTOM_DOMAIN
+from sbcompile.frontends.onnx_model import CUSTOM_DOMAIN, FUSED_DOMAIN
 from sbcompile.ir.graph import DTYPES
+from sbcompile.ir.ops import ONNX_OPS, OPS
 
 # (domain, op_type) -> converter; the default domain is "".
 CONVERTERS: dict[tuple[str, str], Callable[[NodeView], None]] = {}
@@ -49,27 +51,17 @@ def _no_extra_outputs(n: NodeView, keep: int = 1) -> None:
 
 
 # ---- one to one ---------------------------------------------------------------------------------
-_SIMPLE = {
-    "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow", "Equal": "equal",
-    "Less": "less", "Greater": "greater", "And": "and", "Or": "or", "Where": "where",
-    "Neg": "neg", "Abs": "abs", "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Exp": "exp",
-    "Log": "log", "Erf": "erf", "Sin": "sin", "Cos": "cos", "Floor": "floor", "Ceil": "ceil",
-    "Not": "not", "Identity": "identity", "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh",
-    "MatMul": "matmul", "Expand": "expand", "Tile": "tile", "Range": "range",
-    "Slice": "slice", "Reshape": "reshape", "GlobalAveragePool": "global_avg_pool",
-    "GlobalMaxPool": "global_max_pool",
-}
+def _direct(n: NodeView) -> None:
+    """An ONNX op the op table names for an IR op: same operands, every attribute of the IR op
+    read under its ONNX name (ONNX's defaults are the IR's)."""
+    spec = OPS[ONNX_OPS[n.op_type]]
+    n.emit(spec.name, n.inputs, **{key: n.attr(spec.onnx_attr(key), default)
+                                   for key, default in spec.attrs.items()})
 
 
-def _simple(n: NodeView) -> None:
-    op = _SIMPLE[n.op_type]
-    attrs = {}
-    if n.op_type == "Reshape" and n.attr("allowzero", 0):
-        attrs["allowzero"] = 1
-    n.emit(op, n.inputs, **attrs)
-
-
-_converter(*_SIMPLE, attrs=("allowzero",))(_simple)
+for _spec in OPS.values():  # converters below replace it where the mapping is not one to one
+    if _spec.onnx:
+        _converter(_spec.onnx, attrs=tuple(_spec.onnx_attr(k) for k in _spec.attrs))(_direct)
 
 
 @_converter("LessOrEqual", "GreaterOrEqual")
@@ -104,11 +96,6 @@ def _broadcast(a: tuple, b: tuple) -> tuple:
     return tuple(y if x == 1 else x for x, y in zip(a, b))
 
 
-@_converter("Mod", attrs=("fmod",))
-def _mod(n: NodeView) -> None:
-    n.emit("mod", n.inputs, fmod=int(n.attr("fmod", 0)))
-
-
 @_converter("Constant", attrs=("value", "value_float", "value_floats", "value_int",
                                   "value_ints"))
 def _constant(n: NodeView) -> None:
@@ -133,17 +120,7 @@ def _cast(n: NodeView) -> None:
     n.emit("cast", [n.inputs[0]], to=to)
 
 
-@_converter("Clip")
-def _clip(n: NodeView) -> None:
-    n.emit("clip", n.inputs)
-
-
 # ---- activations --------------------------------------------------------------------------------
-@_converter("LeakyRelu", attrs=("alpha",))
-def _leaky_relu(n: NodeView) -> None:
-    n.emit("leaky_relu", n.inputs, alpha=float(n.attr("alpha", 0.01)))
-
-
 @_converter("PRelu")
 def _prelu(n: NodeView) -> None:
     x, slope = (n.type(v).shape for v in n.inputs)
@@ -151,17 +128,6 @@ def _prelu(n: NodeView) -> None:
                                   for s, d in zip(slope[::-1], x[::-1])):
         raise n.refuse(f"slope shape {list(slope)} does not broadcast to the input's {list(x)}")
     n.emit("prelu", n.inputs)
-
-
-@_converter("Gelu", attrs=("approximate",))
-def _gelu(n: NodeView) -> None:
-    n.emit("gelu", n.inputs, approximate=n.attr("approximate", "none"))
-
-
-@_converter("Softmax", "LogSoftmax", attrs=("axis",))
-def _softmax(n: NodeView) -> None:
-    n.emit("softmax" if n.op_type == "Softmax" else "log_softmax", n.inputs,
-           axis=int(n.attr("axis", -1)))
 
 
 # ---- normalisation ------------------------------------------------------------------------------
@@ -236,43 +202,12 @@ def _argmax(n: NodeView) -> None:
 
 
 # ---- shape and data movement --------------------------------------------------------------------
-@_converter("Transpose", attrs=("perm",))
-def _transpose(n: NodeView) -> None:
-    n.emit("transpose", n.inputs, perm=n.attr("perm"))
-
-
-@_converter("Flatten", attrs=("axis",))
-def _flatten(n: NodeView) -> None:
-    n.emit("flatten", n.inputs, axis=int(n.attr("axis", 1)))
-
-
-@_converter("Concat", attrs=("axis",))
-def _concat(n: NodeView) -> None:
-    n.emit("concat", n.inputs, axis=int(n.attr("axis")))
-
-
 @_converter("Split", attrs=("axis", "num_outputs"))
 def _split(n: NodeView) -> None:
     attrs = {"axis": int(n.attr("axis", 0))}
     if not n.input(1):
         attrs["num_outputs"] = len(n.outputs)
     n.emit("split", n.inputs, n.outputs, **attrs)
-
-
-@_converter("Gather", "GatherElements", attrs=("axis",))
-def _gather(n: NodeView) -> None:
-    n.emit("gather" if n.op_type == "Gather" else "gather_elements", n.inputs,
-           axis=int(n.attr("axis", 0)))
-
-
-@_converter("Unsqueeze", "Squeeze")
-def _squeeze(n: NodeView) -> None:
-    n.emit(n.op_type.lower(), n.inputs)
-
-
-@_converter("Shape", attrs=("start", "end"))
-def _shape(n: NodeView) -> None:
-    n.emit("shape", n.inputs, start=int(n.attr("start", 0)), end=n.attr("end"))
 
 
 @_converter("Size")
@@ -291,11 +226,6 @@ def _constant_of_shape(n: NodeView) -> None:
         raise n.refuse("a NaN fill value is not supported")
     n.emit("constant_of_shape", n.inputs, value=fill_value(arr.reshape(-1)[0]),
            dtype=arr.dtype.name)
-
-
-@_converter("Trilu", attrs=("upper",))
-def _trilu(n: NodeView) -> None:
-    n.emit("trilu", n.inputs, upper=int(n.attr("upper", 1)))
 
 
 @_converter("Pad", attrs=("mode",))
@@ -438,3 +368,22 @@ def _attention(n: NodeView) -> None:
 def _gla(n: NodeView) -> None:
     scale = n.attr("scale")
     n.emit("gla", n.inputs, scale=None if scale is None else float(scale))
+
+
+# ---- the fused ops of the frontend rewrites -----------------------------------------------------
+@_converter("Linear", domain=FUSED_DOMAIN)
+def _fused_linear(n: NodeView) -> None:
+    n.emit("linear", n.inputs)
+
+
+@_converter("Silu", domain=FUSED_DOMAIN)
+def _fused_silu(n: NodeView) -> None:
+    n.emit("silu", n.inputs)
+
+
+@_converter("Attention", attrs=("scale", "causal", "window"), domain=FUSED_DOMAIN)
+def _fused_attention(n: NodeView) -> None:
+    """scale is a float64 scalar tensor: the product of the model's factors, unrounded."""
+    band = {key: int(n.attr(key)) for key in ("causal", "window") if n.attr(key) is not None}
+    n.emit("attention", n.inputs, scale=float(onnx.numpy_helper.to_array(n.attr("scale"))),
+           **band)

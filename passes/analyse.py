@@ -23,7 +23,7 @@ from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
 from sbcompile.passes.calibrate import batches, check_calibration, num_batches
 from sbcompile.passes.energy import energy_table, synaptic_ops
-from sbcompile.passes.expand import events_per_count, steps_needed, steps_per_row
+from sbcompile.ir.codings import events_per_count, steps_needed, steps_per_row
 from sbcompile.passes.metrics import Fidelity
 from sbcompile.progress import track
 from sbcompile.runtime.reference import evaluate

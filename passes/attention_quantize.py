@@ -1,5 +1,6 @@
 """SpikingBrain's attention numerics: the query of softmax attention is spiked and keys and
-values are INT8 per token and head (the INT8 KV cache), FACTS.md section 1.
+values are INT8 per token and head (the INT8 KV cache), FACTS.md section 1. The pipeline runs it
+after spike_quantize when ``config.attention_quantize`` is set (preset ``spikingbrain_kv8``).
 
 For every ``attention`` node not excluded by name:
 - q [B, H, T, D] -> ``spike_encode`` (dynamic, per token and head: V_th = mean|q| / k over D)

@@ -17,6 +17,7 @@ import numpy as np
 from sbcompile.config import CompileConfig
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node
+from sbcompile.ir.ops import threshold_shape
 from sbcompile.passes.targets import spike_targets
 
 
@@ -43,7 +44,7 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
         xval = graph.values[value]
         counts = graph.add_value(f"{layers[0].name}.counts", xval.shape, "int32")
         vth_shape = (graph.values[encode_inputs[1]].shape if config.policy == "static"
-                     else _vth_shape(xval.shape, granularity))
+                     else threshold_shape(xval.shape, granularity))
         vth_v = graph.add_value(f"{layers[0].name}.vth_dyn" if config.policy == "dynamic"
                                 else f"{layers[0].name}.vth_out", vth_shape, "float32")
         xhat = graph.add_value(f"{layers[0].name}.xhat", xval.shape, "float32")
@@ -68,12 +69,6 @@ def _encoder_attrs(config: CompileConfig, granularity: str) -> dict:
     if config.policy == "dynamic":
         attrs["k"] = float(config.k)
     return attrs
-
-
-def _vth_shape(shape, granularity: str):
-    if granularity == "token":
-        return tuple(shape[:-1]) + (1,)
-    return (shape[0],) + (1,) * (len(shape) - 1)
 
 
 def _matmul_to_linear(graph: Graph, node: Node) -> None:

@@ -12,16 +12,11 @@ import numpy as np
 
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node
-from sbcompile.ir.ops import OPS
+from sbcompile.ir.ops import node_attrs
 from sbcompile.runtime.reference_float import FLOAT_KERNELS
 from sbcompile.runtime.reference_spike import SPIKE_KERNELS
 
 KERNELS: dict[str, Callable] = {**FLOAT_KERNELS, **SPIKE_KERNELS}
-
-
-def node_attrs(node: Node) -> dict:
-    """The node's attributes over the op's defaults."""
-    return {**OPS[node.op].attrs, **node.attrs}
 
 
 def check_feeds(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -14,6 +14,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import special
 
+from sbcompile.ir.ops import attention_keep
+
 
 # ---- helpers ------------------------------------------------------------------------------------
 def _wide(x: np.ndarray) -> np.ndarray:
@@ -383,13 +385,7 @@ def _attention(a, q, k, v, mask=None):
     vv = np.repeat(v.astype(np.float64), rep, axis=1)
     scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(d)
     s = np.matmul(q.astype(np.float64), np.swapaxes(kk, -1, -2)) * scale
-    keep = np.ones((tq, tk), dtype=bool)
-    i = np.arange(tq)[:, None] + (tk - tq)
-    j = np.arange(tk)[None, :]
-    if a["causal"]:
-        keep &= j <= i
-    if a["window"] > 0:
-        keep &= j > i - a["window"]
+    keep = attention_keep(tq, tk, a["causal"], a["window"])
     if mask is not None and mask.dtype == np.bool_:
         keep = keep & mask
     elif mask is not None:

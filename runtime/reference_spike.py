@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sbcompile.ir.ops import count_limit, threshold_axes
 from sbcompile.runtime.reference_float import conv_nd
 
 INT32_MAX = np.iinfo(np.int32).max
@@ -33,6 +34,7 @@ def dynamic_threshold(x: np.ndarray, k: float, vth_min: float, vth_max: float,
     per token (last axis) or per sample (all axes but 0), kept as size-1 dims. The mean is the
     pairwise sum (``pairwise_abs_sum``) divided by the count, both in float32."""
     x = np.asarray(x, dtype=np.float32)
+    threshold_axes(x.ndim, granularity)  # (rejects an unknown granularity)
     if granularity == "token":
         rows, kept = x.reshape(-1, x.shape[-1]), x.shape[:-1] + (1,)
     else:
@@ -56,8 +58,7 @@ def spike_encode(a, x, threshold=None):
         vth = np.asarray(threshold, dtype=np.float32)
     else:
         raise ValueError(f"unknown spike_encode policy {a['policy']!r}")
-    limit = a["max_count"] if a["max_count"] is not None else a["safety_count"]
-    return quantize_counts(x, vth, int(min(limit, a["safety_count"]))), vth
+    return quantize_counts(x, vth, count_limit(a)), vth
 
 
 def spike_linear(a, counts, weight):

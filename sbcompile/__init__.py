@@ -1,19 +1,21 @@
 """sbcompile: a spike compiler for SpikingBrain-style spiking inference.
 
-``sbcompile.compile(module, example_inputs, preset=..., calib=...)`` compiles a PyTorch module and
-``sbcompile.compile_model(path_or_graph, ...)`` an ONNX model or IR graph (see ``pipeline``).
+``sbcompile.compile(model, ...) -> CompiledModel`` compiles an ONNX model, NIR file, IR graph or
+PyTorch module; ``sbcompile.load(path)`` reads a saved one; ``CompiledModel.run(inputs,
+target=...)`` returns a ``RunResult`` (outputs, counts, timings) on every target (see ``api``).
 """
 __version__ = "0.1.0"
+
+_API = ("compile", "load", "CompiledModel", "RunResult")
 
 
 def __getattr__(name: str):
     """The Python API, imported on first use so that `import sbcompile` stays light."""
-    if name in ("compile", "compile_model"):
-        from sbcompile import pipeline
+    if name in _API:
+        from sbcompile import api
 
-        return getattr(pipeline, name)
-    if name == "Artifact":
-        from sbcompile.artifact import Artifact
-
-        return Artifact
+        return getattr(api, name)
     raise AttributeError(f"module 'sbcompile' has no attribute '{name}'")
+
+
+__all__ = [*_API, "__version__"]

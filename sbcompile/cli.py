@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 import traceback
 from pathlib import Path
@@ -44,8 +45,11 @@ def guarded(fn):
 
 @click.group()
 @click.version_option(package_name="sbcompile")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log each stage and its time on stderr.")
+def main(verbose: bool) -> None:
     """sbcompile: compile models into SpikingBrain-style spiking form."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(name)s: %(message)s")
 
 
 def _model_path(model: str) -> Path:
@@ -83,16 +87,15 @@ def inspect(model: str) -> None:
 def check(model: str, preset: str) -> None:
     """Which nodes of MODEL are supported and which get spiked; exit 2 if any is unsupported."""
     from sbcompile.config import make_config
-    from sbcompile.frontends.onnx_frontend import support_table
+    from sbcompile.frontends.onnx_frontend import lower_with_support
     from sbcompile.passes.targets import spike_targets
-    from sbcompile.pipeline import load_model
 
     config = make_config(preset)
-    rows = support_table(str(_model_path(model)))
+    rows, graph = lower_with_support(str(_model_path(model)))
     unsupported = [r for r in rows if r["status"] != "supported"]
     spiked: set[str] = set()
-    if not unsupported and config.spike:
-        spiked = {n.name for n, _ in spike_targets(load_model(_model_path(model)), config)}
+    if graph is not None and config.spike:
+        spiked = {n.name for n, _ in spike_targets(graph, config)}
     t = Table("node", "ONNX op", "status", "IR", "spiked", show_edge=False)
     for r in rows:
         ir_ops = r.get("ir_ops") or []
@@ -171,34 +174,35 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
 @click.option("--target", type=click.Choice(["reference", "lava", "triton"]), default="reference",
               show_default=True)
 @click.option("--float", "use_float", is_flag=True, help="Run the un-spiked baseline graph.")
-@click.option("--interpret", is_flag=True,
-              help="Triton target: run the kernels on Triton's CPU interpreter (no GPU).")
+@click.option("--interpret", is_flag=True, default=None,
+              help="Triton target: run the kernels on Triton's CPU interpreter (no GPU); "
+                   "TRITON_INTERPRET=1 does the same.")
 @click.option("--timeout", default=120.0, show_default=True,
               help="Lava target: seconds the simulation may take.")
 @click.option("-o", "--output", default=None, help="Write outputs (.npz).")
 @guarded
-def run(artifact: str, input_path: str, target: str, use_float: bool, interpret: bool,
+def run(artifact: str, input_path: str, target: str, use_float: bool, interpret: bool | None,
         timeout: float, output: str | None) -> None:
     """Run a compiled ARTIFACT on inputs."""
-    from sbcompile.artifact import Artifact
+    from sbcompile.api import load
     from sbcompile.npz import load_npz, save_npz
-    from sbcompile.targets import run_target
 
-    art = Artifact.load(artifact)
+    model = load(artifact)
     feeds = load_npz(input_path)
-    outputs = run_target(art, feeds, target, use_float, interpret, timeout)
-    for name, arr in outputs.items():
+    result = model.run(feeds, target, use_float=use_float, interpret=interpret or None,
+                       timeout=timeout)
+    for name, arr in result.outputs.items():
         console.print(f"{name}: {arr.dtype}{list(arr.shape)}  mean {float(arr.mean()):.6g}")
-    if getattr(outputs, "op_counts", None) and art.report.get("measured"):
-        _print_op_counts(outputs.op_counts, art.report, len(next(iter(feeds.values()))))
+    if result.op_counts and model.report.get("measured"):
+        _print_op_counts(result.op_counts, model.report, len(next(iter(feeds.values()))))
     if output:
-        save_npz(output, outputs)
+        save_npz(output, result.outputs)
         console.print(f"wrote {output}")
 
 
 def _print_op_counts(op_counts: dict, report: dict, samples: int) -> None:
     """Op counts measured on the simulated chip beside the compile-time estimate."""
-    from sbcompile.targets import simulated_vs_compiled
+    from sbcompile.report import simulated_vs_compiled
 
     t = Table("layer", "synaptic ops sim / est", "spike messages sim / est",
               "neuron updates sim / est", show_edge=False,

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sbcompile.errors import SbcError
-
-CODINGS = ("graded", "binary", "ternary", "bitwise", "bitwise_bidirectional", "twos_complement")
+from sbcompile.ir.codings import CODINGS
 
 
 @dataclass
@@ -27,14 +26,21 @@ class CompileConfig:
     exclude: list[str] = field(default_factory=list)  # fnmatch patterns of layers kept in float
     calib_batch: int = 64               # calibration/analysis batch size (bounds memory)
     spike_conv: bool = True             # spike conv inputs too (not only linear projections)
+    attention_quantize: bool = False    # spike the attention query, INT8 K/V per token and head
     targets: list[str] = field(default_factory=lambda: ["lava", "triton"])  # programs to store
+    triton_density: float | None = None  # expected nonzero count fraction; None: as measured
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, d: dict) -> "CompileConfig":
-        return cls(**d)
+        """The config an artifact stores; an unknown field is an error naming it."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SbcError(f"config field '{unknown[0]}' is not known to this sbcompile")
+        return cls(**d).check()
 
     def check(self) -> "CompileConfig":
         """Raise SbcError on an out-of-range or unknown value; return self."""
@@ -64,6 +70,8 @@ class CompileConfig:
         unknown = [t for t in self.targets if t not in ("lava", "triton")]
         if unknown:
             raise SbcError(f"unknown target '{unknown[0]}' in targets (known: lava, triton)")
+        if self.triton_density is not None and not 0 < self.triton_density <= 1:
+            raise SbcError(f"triton_density must be in (0, 1], got {self.triton_density}")
         if self.calib_batch < 1:
             raise SbcError(f"calib_batch must be >= 1, got {self.calib_batch}")
         return self
@@ -78,6 +86,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "loihi2": {"policy": "static", "max_count": 127, "coding": "graded", "group_size": None,
                "t_mode": "tensor"},
 }
+# SpikingBrain's attention numerics too: the query spiked, K/V int8 per token and head
+PRESETS["spikingbrain_kv8"] = {**PRESETS["spikingbrain"], "attention_quantize": True}
 
 
 def make_config(preset: str = "spikingbrain", overrides: dict[str, str] | None = None,

@@ -11,21 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
+from sbcompile.api import CompiledModel, compile
 from sbcompile.artifact import write_atomic
 from sbcompile.errors import SbcError
 from sbcompile.npz import load_npz
-from sbcompile.pipeline import compile_model
 from sbcompile.report import print_terminal, render_html
-from sbcompile.runtime import reference
-from sbcompile.targets import run_target
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits"
 CHIP_IMAGES = 32
 
 
-def accuracy(graph, images: np.ndarray, labels: np.ndarray) -> float:
-    logits = reference.run(graph, {graph.inputs[0]: images})[graph.outputs[0]]
-    return float(np.mean(logits.argmax(-1) == labels))
+def accuracy(model: CompiledModel, images: np.ndarray, labels: np.ndarray,
+             use_float: bool = False) -> float:
+    logits = model.run({model.input_names[0]: images}, use_float=use_float).outputs
+    return float(np.mean(logits[model.output_names[0]].argmax(-1) == labels))
 
 
 def run_demo(preset: str, out_dir: Path, console) -> dict:
@@ -35,29 +34,28 @@ def run_demo(preset: str, out_dir: Path, console) -> dict:
                            "python examples/digits/train.py")
     out_dir.mkdir(parents=True, exist_ok=True)
     held = load_npz(EXAMPLE / "heldout.npz")
-    art = compile_model(EXAMPLE / "model.onnx", preset=preset,
-                        calib=load_npz(EXAMPLE / "calib.npz"))
-    art.save(out_dir / f"digits_{preset}.sbc")
-    float_acc = accuracy(art.baseline, held["image"], held["label"])
-    spike_acc = accuracy(art.graph, held["image"], held["label"])
+    model = compile(EXAMPLE / "model.onnx", preset=preset, calib=load_npz(EXAMPLE / "calib.npz"))
+    model.save(out_dir / f"digits_{preset}.sbc")
+    float_acc = accuracy(model, held["image"], held["label"], use_float=True)
+    spike_acc = accuracy(model, held["image"], held["label"])
     console.print(f"digits CNN, {len(held['label'])} held-out images: float accuracy "
                   f"{float_acc:.2%}, spiking ({preset}) accuracy {spike_acc:.2%}")
-    print_terminal(art.report, console=console)
-    chip = on_simulated_chip(art, held["image"][:CHIP_IMAGES], held["label"][:CHIP_IMAGES])
+    print_terminal(model.report, console=console)
+    chip = on_simulated_chip(model, held["image"][:CHIP_IMAGES], held["label"][:CHIP_IMAGES])
     console.print(f"simulated Loihi 2 chip (Lava), first {CHIP_IMAGES} held-out images: accuracy "
                   f"{chip['accuracy']:.2%}, logits equal to the reference: {chip['identical']}")
     html_path = out_dir / f"digits_{preset}_report.html"
-    page = render_html(art.report).encode()
+    page = render_html(model.report).encode()
     write_atomic(html_path, lambda f: f.write(page))
     console.print(f"artifact: {out_dir / f'digits_{preset}.sbc'}\nHTML report: {html_path}")
     return {"float_accuracy": float_acc, "spiking_accuracy": spike_acc, "chip": chip}
 
 
-def on_simulated_chip(art, images: np.ndarray, labels: np.ndarray) -> dict:
-    """Run the artifact's Lava program on a few images; compare with the reference."""
-    feeds = {art.graph.inputs[0]: images}
-    out = art.graph.outputs[0]
-    chip = run_target(art, feeds, "lava")[out]
-    ref = reference.run(art.graph, feeds)[out]
+def on_simulated_chip(model: CompiledModel, images: np.ndarray, labels: np.ndarray) -> dict:
+    """Run the stored Lava program on a few images; compare with the reference."""
+    feeds = {model.input_names[0]: images}
+    out = model.output_names[0]
+    chip = model.run(feeds, "lava").outputs[out]
+    ref = model.run(feeds, "reference").outputs[out]
     return {"accuracy": float(np.mean(chip.argmax(-1) == labels)),
             "identical": bool(np.array_equal(chip, ref))}

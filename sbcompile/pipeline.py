@@ -1,13 +1,15 @@
 """The compile driver: model -> IR -> passes -> spiking IR -> artifact (with its report).
 
-Pass order: calibrate -> spike_quantize -> weight_quantize -> expand -> analyse, then lowering to
-the configured targets. Calibration data is optional for the dynamic (SpikingBrain) policy, whose
+Pass order: calibrate -> spike_quantize -> (attention_quantize, when configured) ->
+weight_quantize -> expand -> analyse, then lowering to the configured targets. Calibration data is optional for the dynamic (SpikingBrain) policy, whose
 thresholds need no statistics (calibrate runs for static thresholds only), and required for static
 thresholds; without it the report holds the structure but no measured sparsity, energy or
 fidelity.
 """
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,13 @@ from sbcompile.config import CompileConfig, make_config
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
-from sbcompile.passes import analyse, calibrate, expand, spike_quantize, weight_quantize
+from sbcompile.passes import (analyse, attention_quantize, calibrate, expand, spike_quantize,
+                             weight_quantize)
 from sbcompile.report import build_report
+
+log = logging.getLogger(__name__)
+# the extra a target's lowering needs beyond the core install
+TARGET_EXTRAS = {"lava": "lava", "triton": "gpu"}
 
 
 def load_model(model: Any) -> Graph:
@@ -54,14 +61,17 @@ def compile_graph(graph: Graph, config: CompileConfig,
         raise SbcError(f"preset '{config.preset}' uses static thresholds: pass calibration data "
                        "(--calib X.npz)")
     # thresholds need statistics only when static; dynamic ones are computed per token
-    g = calibrate.run(graph, config, calib) if calib is not None and config.policy == "static" \
-        else graph
-    g = spike_quantize.run(g, config)
-    g = weight_quantize.run(g, config)
-    g = expand.run(g, config)
+    g = graph
+    if calib is not None and config.policy == "static":
+        g = _timed("calibrate", calibrate.run, g, config, calib)
+    g = _timed("spike_quantize", spike_quantize.run, g, config)
+    if config.attention_quantize:
+        g = _timed("attention_quantize", attention_quantize.run, g, config)
+    g = _timed("weight_quantize", weight_quantize.run, g, config)
+    g = _timed("expand", expand.run, g, config)
     validate(g)
     if calib is not None:
-        g = analyse.run(g, config, float_graph, calib)
+        g = _timed("analyse", analyse.run, g, config, float_graph, calib)
     g.meta.pop("calibration", None)  # histograms served the thresholds; the report keeps results
     report = build_report(g, float_graph, config)
     programs, report["targets"] = lower_targets(g, config)
@@ -72,20 +82,37 @@ def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes]
     """Programs of the configured targets as artifact members, and per target whether it
     lowered (a model one target cannot hold still compiles for the others; running it there
     repeats the reason)."""
-    from sbcompile.backends import lava, triton
-
-    lowerers = {"lava": lava.lower, "triton": triton.lower}
     programs: dict[str, bytes] = {}
     status = {}
     for target in config.targets:
         try:
-            members = lowerers[target](graph, config).to_members()
+            members = _timed(f"lower {target}", _lowerer(target), graph, config).to_members()
         except SbcError as e:
-            status[target] = {"lowered": False, "reason": str(e)}
+            reason = str(e)
+        except ImportError as e:  # a target whose extra is not installed
+            reason = f"needs sbcompile[{TARGET_EXTRAS[target]}] ({e.name} is not installed)"
+        else:
+            programs.update(members)
+            status[target] = {"lowered": True, "members": sorted(members)}
             continue
-        programs.update(members)
-        status[target] = {"lowered": True, "members": sorted(members)}
+        log.warning("target %s not lowered: %s", target, reason)
+        status[target] = {"lowered": False, "reason": reason}
     return programs, status
+
+
+def _lowerer(target: str):
+    if target == "lava":
+        from sbcompile.backends.lava import lower
+    else:
+        from sbcompile.backends.triton import lower
+    return lower
+
+
+def _timed(what: str, fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    log.info("%s: %.2f s", what, time.perf_counter() - start)
+    return result
 
 
 def compile_model(model: Any, preset: str = "spikingbrain",
@@ -97,7 +124,7 @@ def compile_model(model: Any, preset: str = "spikingbrain",
     return compile_graph(load_model(model), config, calib)
 
 
-def compile(module, example_inputs, preset: str = "spikingbrain",
+def compile_module(module, example_inputs, preset: str = "spikingbrain",
             calib: dict[str, np.ndarray] | None = None, overrides: dict[str, str] | None = None,
             exclude: list[str] | None = None, input_names: list[str] | None = None,
             dynamic_axes: dict | None = None) -> Artifact:

@@ -116,11 +116,12 @@ def test_bad_model_and_artifact_inputs(compiled, tmp_path):
 
 def test_real_process_exit_code_and_stderr(tmp_path):
     """Through the installed entry point: exit 2, one stderr line, nothing on stdout."""
-    proc = subprocess.run([sys.executable, "-m", "sbcompile.cli", "compile", MODEL, "--preset",
+    proc = subprocess.run([sys.executable, "-m", "sbcompile", "compile", MODEL, "--preset",
                            "nope", "-o", str(tmp_path / "o.sbc")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: unknown preset 'nope' (known: float, "
-                                                "spikingbrain, ternary, loihi2)"]
+                                                "spikingbrain, ternary, loihi2, "
+                                                "spikingbrain_kv8)"]
 
 
 def _onnx_file(path, nodes, initializers=(), inputs=("x",), shape=(2, 4)):
@@ -209,11 +210,12 @@ def test_lava_op_counts_equal_the_compile_time_counts(tmp_path):
     """On the calibration inputs, the ops measured on the simulated chip are the report's."""
     from sbcompile.npz import load_npz
     from sbcompile.pipeline import compile_model
-    from sbcompile.targets import run_target, simulated_vs_compiled
+    from sbcompile.report import simulated_vs_compiled
+    from sbcompile.runtime.targets import run_artifact
 
     calib = {"image": load_npz(CALIB)["image"][:24]}
     art = compile_model(MODEL, "loihi2", calib=calib)
-    out = run_target(art, calib, "lava")
+    out = run_artifact(art, "lava", calib)
     rows = simulated_vs_compiled(out.op_counts, art.report, 24)
     assert len(rows) == 4
     for row in rows:

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from sbcompile.errors import SbcError
-from sbcompile.passes.expand import (decode, event_linear, events_per_count, expand,
+from sbcompile.ir.codings import (decode, event_linear, events_per_count, expand,
                                      steps_needed, steps_per_row)
 
 SIGNED = ["graded", "ternary", "bitwise_bidirectional", "twos_complement"]

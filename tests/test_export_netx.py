@@ -19,7 +19,7 @@ from torch import nn
 from sbcompile.backends.export import export
 from sbcompile.backends.export_netx import inexpressible
 from sbcompile.errors import SbcError
-from sbcompile.pipeline import compile
+from sbcompile.pipeline import compile_module
 from sbcompile.runtime import reference
 
 
@@ -52,8 +52,8 @@ def _compiled(build, shape, preset="ternary", overrides=None):
     rng = np.random.default_rng(7)
     calib = {"x": rng.standard_normal((8,) + shape).astype(np.float32)}
     feeds = {"x": rng.standard_normal((8,) + shape).astype(np.float32)}
-    return compile(build(), (calib["x"],), preset=preset, calib=calib, overrides=overrides,
-                   input_names=["x"]), feeds
+    return compile_module(build(), (calib["x"],), preset=preset, calib=calib,
+                          overrides=overrides, input_names=["x"]), feeds
 
 
 def _whc(a: np.ndarray) -> np.ndarray:

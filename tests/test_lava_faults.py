@@ -14,13 +14,15 @@ import pytest
 from click.testing import CliRunner
 
 from sbcompile.artifact import Artifact
-from sbcompile.backends.lava import lower, program_of, run_lava
+from sbcompile.backends.lava import lower
 from sbcompile.cli import main
 from sbcompile.demo import EXAMPLE
 from sbcompile.errors import ArtifactError, SbcError
 from sbcompile.npz import load_npz, save_npz
 from sbcompile.pipeline import compile_model
 from sbcompile.runtime import reference
+from sbcompile.runtime.lava.runner import simulate
+from sbcompile.runtime.targets import stored_program
 
 CHILD = "sbcompile.runtime.lava.child"
 
@@ -63,7 +65,7 @@ def test_a_raising_process_model_ends_the_run(images, form):
             SbcError, match=r"^Lava simulation failed in (node_Conv_19\.encode|fused level 0): "
                             r"encoder 'node_Conv_19\.encode': a count of 100000 exceeds the "
                             r"bound 193"):
-        run_lava(art.graph, huge, form=form, timeout=60)
+        simulate(lower(art.graph), huge, form=form, timeout=60)
 
 
 def test_a_run_past_its_timeout_is_stopped(images):
@@ -73,7 +75,7 @@ def test_a_run_past_its_timeout_is_stopped(images):
     assert program.mode == "unary"
     with leaves_nothing_behind(within_s=8 + 10), pytest.raises(
             SbcError, match=r"^Lava simulation exceeded its timeout of 8 s( after \d+ steps)?$"):
-        run_lava(program, {"image": images}, form="split", timeout=8)
+        simulate(program, {"image": images}, form="split", timeout=8)
 
 
 def _rewrite_member(path: Path, member: str, data: bytes) -> None:
@@ -97,12 +99,13 @@ def test_a_corrupted_artifact_is_refused_before_any_simulation(tmp_path, images)
     plan["synapses"][0]["rows"] += 1
     _rewrite_member(path, "programs/lava/plan.json", json.dumps(plan).encode())
     with leaves_nothing_behind(within_s=5), pytest.raises(ArtifactError, match="checksum"):
-        run_lava(Artifact.load(path), {"image": images})
+        simulate(stored_program(Artifact.load(path).programs, art.graph, "lava"),
+                 {"image": images})
     # malformed program content behind valid checksums
     art.programs["lava/plan.json"] = b'{"format": 1}'
     art.save(path)
     with leaves_nothing_behind(within_s=5), pytest.raises(ArtifactError, match="lacks 'name'"):
-        program_of(Artifact.load(path))
+        stored_program(Artifact.load(path).programs, art.graph, "lava")
 
 
 def test_cli_runs_an_artifact_on_lava(tmp_path, images):
@@ -126,4 +129,4 @@ def test_cli_runs_an_artifact_on_lava(tmp_path, images):
 def test_unknown_form_is_a_clear_error(images):
     art = compile_model(EXAMPLE / "model.onnx", "loihi2", calib={"image": images})
     with leaves_nothing_behind(within_s=5), pytest.raises(SbcError, match="form 'serial'"):
-        run_lava(art.graph, {"image": images}, form="serial")
+        simulate(lower(art.graph), {"image": images}, form="serial")

@@ -6,6 +6,7 @@ import pytest
 
 from sbcompile.artifact import Artifact
 from sbcompile.backends.lava import lower
+from sbcompile.config import CompileConfig
 from sbcompile.errors import ArtifactError, SbcError
 from sbcompile.ir.graph import Graph, Node, Value
 from sbcompile.runtime.lava import mapping
@@ -119,7 +120,7 @@ def test_lowering_names_what_it_cannot_handle():
     with pytest.raises(SbcError, match="unknown Lava signalling mode 'analog'"):
         lower(spiked_linear_graph(), mode="analog")
     with pytest.raises(SbcError, match="coding 'twos_complement'"):
-        lower(spiked_linear_graph(), {"coding": "twos_complement"})
+        lower(spiked_linear_graph(), CompileConfig(coding="twos_complement"))
 
 
 def test_program_round_trips_through_an_artifact(tmp_path):

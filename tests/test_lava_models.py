@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sbcompile.backends.lava import lower, run_lava
+from sbcompile.backends.lava import lower
 from sbcompile.demo import EXAMPLE
 from sbcompile.npz import load_npz
 from sbcompile.pipeline import compile_model
 from sbcompile.runtime.lava.opcounts import compare_with_report
+from sbcompile.runtime.lava.runner import simulate
 from sbcompile.runtime.reference import evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,7 +56,7 @@ def test_lava_matches_reference_and_compile_time_counts(compiled, model, mode, f
     art, feeds = compiled(model, mode)
     program = lower(art.graph)  # the mode follows the compiled coding
     assert program.mode == mode
-    run = run_lava(program, feeds, form=form, timeout=240)
+    run = simulate(program, feeds, form=form, timeout=240)
 
     integer = [e["counts"] for e in program.plan["encoders"]]
     integer += [s["acc"] for s in program.plan["synapses"]]
@@ -85,8 +86,8 @@ def test_both_forms_agree_on_steps_they_should(compiled):
     neither, so it never needs more steps for the same program."""
     art, feeds = compiled("mlp", "bitwise")
     program = lower(art.graph)
-    fused = run_lava(program, feeds, form="fused")
-    split = run_lava(program, feeds, form="split")
+    fused = simulate(program, feeds, form="fused")
+    split = simulate(program, feeds, form="split")
     assert fused.steps <= split.steps
     for name in fused:
         np.testing.assert_array_equal(fused[name], split[name], err_msg=name)

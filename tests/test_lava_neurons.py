@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Node
-from sbcompile.passes.expand import decode, expand
+from sbcompile.ir.codings import decode, expand
 from sbcompile.runtime.lava.coding import MODE_CODING, MODES, step_weight, window_steps
 from sbcompile.runtime.lava.connectivity import conv_connectivity, linear_connectivity
 from sbcompile.runtime.lava.neurons import AccumulatorCore, EncoderCore, IntegerIFEncoder

@@ -1,5 +1,9 @@
 """The attention_quantize pass (spiked SWA query, INT8 K/V per token and head) on a
 SpikingBrain-shaped SWA layer: exact counts against numpy, the int8 bound, fidelity, exclusion."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 from sbcompile.config import make_config
@@ -51,3 +55,36 @@ def test_excluded_and_attention_free_graphs_are_left_alone():
     assert same.meta["attention_quantize"] == {}
     np.testing.assert_array_equal(reference.run(same, gla_feeds)["hidden_out"],
                                   reference.run(gla, gla_feeds)["hidden_out"])
+
+
+def test_the_kv8_preset_runs_bit_exact_on_lava_and_triton(tmp_path):
+    """Wired into the pipeline (preset spikingbrain_kv8): the attention counts, like every
+    spiked layer's, equal the reference bit for bit on the Lava simulation and on Triton's
+    interpreter (in a child process that chose it through TRITON_INTERPRET=1, as Triton's mode
+    is fixed when Triton is first imported)."""
+    import sbcompile
+
+    graph, feeds = _layer_and_input()
+    feeds = {k: v[:1] for k, v in feeds.items()}
+    model = sbcompile.compile(graph, preset="spikingbrain_kv8", calib=feeds)
+    assert model.config.attention_quantize
+    att = next(n for n in graph.nodes if n.op == "attention")
+    names = model.graph.meta["attention_quantize"][att.name]
+    ref = model.run(feeds)
+    assert set(names.values()) <= set(ref.counts)
+    model.save(tmp_path / "m.sbc")
+    np.savez(tmp_path / "x.npz", **feeds)
+    child = ("import sys, numpy as np, sbcompile\n"
+             "r = sbcompile.load(sys.argv[1]).run(dict(np.load(sys.argv[2])), 'triton')\n"
+             "np.savez(sys.argv[3], **r.counts, **r.outputs)\n")
+    subprocess.run([sys.executable, "-c", child, tmp_path / "m.sbc", tmp_path / "x.npz",
+                    tmp_path / "triton.npz"], check=True, timeout=600,
+                   env={**os.environ, "TRITON_INTERPRET": "1"})
+    runs = {"lava": model.run(feeds, target="lava", timeout=240),
+            "triton": dict(np.load(tmp_path / "triton.npz"))}
+    for target, got in runs.items():
+        values = got.counts | got.outputs if target == "lava" else got
+        for name, counts in ref.counts.items():
+            np.testing.assert_array_equal(values[name], counts, err_msg=f"{target} {name}")
+        np.testing.assert_allclose(values["hidden_out"], ref.outputs["hidden_out"], rtol=1e-5,
+                                   atol=1e-5)

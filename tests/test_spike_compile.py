@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import sbcompile
 from sbcompile.artifact import Artifact
 from sbcompile.demo import EXAMPLE, accuracy
+from sbcompile.errors import SbcError
+from sbcompile.ir.codings import event_linear, expand
 from sbcompile.npz import load_npz
-from sbcompile.passes.expand import event_linear, expand
 from sbcompile.pipeline import compile_model
 from sbcompile.runtime import reference
 
@@ -32,14 +34,14 @@ def digits():
 @pytest.mark.parametrize("preset", ["spikingbrain", "loihi2", "ternary"])
 def test_digits_accuracy(preset, digits):
     calib, held = digits
-    art = compile_model(EXAMPLE / "model.onnx", preset, calib=calib)
-    float_acc = accuracy(art.baseline, held["image"], held["label"])
-    spike_acc = accuracy(art.graph, held["image"], held["label"])
+    model = sbcompile.compile(EXAMPLE / "model.onnx", preset=preset, calib=calib)
+    float_acc = accuracy(model, held["image"], held["label"], use_float=True)
+    spike_acc = accuracy(model, held["image"], held["label"])
     print(f"digits {preset}: float {float_acc:.4f} spiking {spike_acc:.4f}")
     assert float_acc > 0.97
     if preset != "ternary":  # ternary (one spike per channel) is reported, not held to float
         assert spike_acc >= float_acc - 0.01
-    assert not any(n.op in ("linear", "conv") for n in art.graph.nodes)
+    assert not any(n.op in ("linear", "conv") for n in model.graph.nodes)
 
 
 @pytest.mark.parametrize("build", [build_bert, build_decoder], ids=["bert", "decoder"])
@@ -137,8 +139,6 @@ def test_k_trades_accuracy_for_sparsity():
 def test_pytorch_api_compiles_a_module_with_any_batch():
     import torch
 
-    import sbcompile
-
     torch.manual_seed(3)
     module = torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.GELU(),
                                  torch.nn.Linear(32, 5)).eval()
@@ -148,9 +148,33 @@ def test_pytorch_api_compiles_a_module_with_any_batch():
     assert art.graph.values["x"].shape[0] == "batch"
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
-    got = reference.run(art.baseline, {"x": x})
-    np.testing.assert_allclose(next(iter(got.values())), expected, rtol=1e-5, atol=1e-6)
+    got = art.run({"x": x}, use_float=True)
+    np.testing.assert_allclose(got.outputs[art.output_names[0]], expected, rtol=1e-5, atol=1e-6)
     assert next(iter(art.report["outputs_fidelity"].values()))["cosine"] > 0.99
+
+
+def test_public_api_compiles_saves_loads_and_runs_with_one_result_type(tmp_path):
+    """sbcompile.compile / load / CompiledModel.run on an ONNX model: the same RunResult on the
+    reference and Lava targets (counts equal bit for bit), and a stored program is required."""
+    zoo = build_mlp()
+    feeds = zoo.eval_inputs
+    model = sbcompile.compile(zoo.onnx_bytes(), preset="loihi2", calib=zoo.inputs,
+                              overrides={"targets": "lava"})
+    model.save(tmp_path / "m.sbc")
+    loaded = sbcompile.load(tmp_path / "m.sbc")
+    assert loaded.config.preset == "loihi2" and loaded.config.targets == ["lava"]
+    ref = loaded.run(feeds)
+    chip = loaded.run(feeds, target="lava", timeout=120)
+    assert isinstance(ref, sbcompile.RunResult) and isinstance(chip, sbcompile.RunResult)
+    assert set(ref.outputs) == set(chip.outputs) == set(loaded.output_names)
+    assert ref.counts and set(ref.counts) <= set(chip.counts)
+    for name, counts in ref.counts.items():
+        np.testing.assert_array_equal(chip.counts[name], counts, err_msg=name)
+    assert chip.op_counts and chip.timings["run_s"] > 0 and ref.timings["run_s"] > 0
+    with pytest.raises(SbcError, match="holds no triton program.*--set targets="):
+        loaded.run(feeds, target="triton", interpret=True)
+    with pytest.raises(SbcError, match="reference target only"):
+        loaded.run(feeds, target="lava", use_float=True)
 
 
 def test_expansion_length_policy_orders_spike_slot_sparsity():

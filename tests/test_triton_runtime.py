@@ -14,8 +14,10 @@ import sys
 import numpy as np
 import pytest
 
+from sbcompile.config import CompileConfig
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node, Value
+from sbcompile.ir.ops import threshold_shape
 from sbcompile.runtime import reference
 from sbcompile.runtime import reference_spike as rs
 
@@ -40,10 +42,11 @@ def test_no_gpu_is_a_clear_error():
     import torch
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    from sbcompile.backends.triton import run_triton
+    from sbcompile.backends.triton import lower
+    from sbcompile.runtime.triton.executor import run
     graph = mlp_graph(64, [32], group=None)
     with pytest.raises(SbcError, match="needs a CUDA GPU"):
-        run_triton(graph, {"x": np.ones((1, 64), np.float32)})
+        run(lower(graph), {"x": np.ones((1, 64), np.float32)})
 
 
 # ---- graphs --------------------------------------------------------------------------------
@@ -52,7 +55,9 @@ def spiked_layer(g: Graph, x: str, n_in: int, n_out: int, rng, group, enc_attrs,
     """x -> spike_encode -> spike_linear -> spike_decode; returns the output value."""
     lead = tuple(g.values[x].shape[:-1])
     counts = g.add_value(f"{tag}_counts", lead + (n_in,), "int32")
-    vth = g.add_value(f"{tag}_vth", lead + (1,), "float32")
+    vth_shape = np.shape(threshold) if enc_attrs["policy"] == "static" else \
+        threshold_shape(lead + (n_in,), enc_attrs["granularity"])
+    vth = g.add_value(f"{tag}_vth", vth_shape, "float32")
     inputs = [x]
     if enc_attrs["policy"] == "static":
         inputs.append(g.add_param(f"{tag}_threshold", np.array(threshold, np.float32)))
@@ -88,8 +93,9 @@ def mlp_graph(n_in: int, widths: list[int], group=128, enc=None, seed=0, lead=("
 
 
 def check_against_reference(graph: Graph, feeds: dict, config=None, **run_kw) -> dict:
-    from sbcompile.backends.triton import lower, run_triton
-    got = run_triton(lower(graph, config), feeds, interpret=True, **run_kw)
+    from sbcompile.backends.triton import lower
+    from sbcompile.runtime.triton.executor import run
+    got = run(lower(graph, config), feeds, interpret=True, **run_kw)
     ints = [n.outputs[0] for n in graph.nodes if n.op in ("spike_encode", "spike_linear")]
     ref = reference.evaluate(graph, feeds, keep=ints)
     for name in ints:
@@ -266,7 +272,9 @@ def test_mlp_paths_by_planned_density(batch, density, path, monkeypatch):
         path = "gemm"
     graph = mlp_graph(256, [128, 64])
     x = activations(np.random.default_rng(batch), (batch, 256))
-    check_against_reference(graph, {"x": x}, {"triton": {"density": density}})
+    for i in range(2):  # the layer table through which the density setting reaches them
+        graph.meta.setdefault("layers", {})[f"l{i}_linear"] = {"counts": f"l{i}_counts"}
+    check_against_reference(graph, {"x": x}, CompileConfig(triton_density=density))
     assert taken == [path, path]
 
 
@@ -298,15 +306,17 @@ def test_shared_counts_odd_widths_and_reference_fallback():
 @child_only
 def test_program_round_trips_through_the_artifact(tmp_path):
     from sbcompile.artifact import Artifact
-    from sbcompile.backends.triton import lower, run_triton
+    from sbcompile.backends.triton import lower
+    from sbcompile.runtime.targets import stored_program
+    from sbcompile.runtime.triton.executor import run
     graph = mlp_graph(256, [64])
     program = lower(graph)
     art = Artifact(graph, {}, programs=program.to_members())
     art.save(tmp_path / "m.sbc")
     loaded = Artifact.load(tmp_path / "m.sbc")
     x = activations(np.random.default_rng(5), (2, 256))
-    a = run_triton(program, {"x": x}, interpret=True)
-    b = run_triton(loaded, {"x": x}, interpret=True)
+    a = run(program, {"x": x}, interpret=True)
+    b = run(stored_program(loaded.programs, loaded.graph, "triton"), {"x": x}, interpret=True)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     assert set(program.to_members()) == {"triton/plan.json", "triton/weights.safetensors"}
@@ -314,10 +324,11 @@ def test_program_round_trips_through_the_artifact(tmp_path):
 
 @child_only
 def test_bad_feeds_and_mode_switch_are_clear_errors():
-    from sbcompile.backends.triton import run_triton
+    from sbcompile.backends.triton import lower
+    from sbcompile.runtime.triton.executor import run
     from sbcompile.runtime.triton.loader import kernels
     graph = mlp_graph(64, [32], group=None)
     with pytest.raises(SbcError, match="input 'x' has shape"):
-        run_triton(graph, {"x": np.ones((1, 63), np.float32)}, interpret=True)
+        run(lower(graph), {"x": np.ones((1, 63), np.float32)}, interpret=True)
     with pytest.raises(SbcError, match="cannot run on the GPU"):
         kernels(False)

@@ -20,27 +20,25 @@ from data import decode, encode
 from sbcompile.artifact import Artifact
 from sbcompile.lm import RunFn, generate
 from sbcompile.runtime import reference
+from sbcompile.runtime.targets import run_lava, run_triton, stored_program
 
 TARGETS = ("reference", "float", "triton", "lava")
 
 
 def runner(target: str, art: Artifact) -> RunFn:
-    """A ``run(graph, feeds)`` for ``target``, its program taken (or lowered once) from
-    ``art``."""
+    """A ``run(graph, feeds)`` for ``target``, its program the one ``art`` stores."""
     if target in ("reference", "float"):
         return reference.run
     if target == "triton":
         import torch
 
-        from sbcompile.backends.triton import program_of, run_triton
-        program, interpret = program_of(art), not torch.cuda.is_available()
-        return lambda graph, feeds: run_triton(program, feeds, interpret=interpret,
-                                               keep_integers=False)
+        program = stored_program(art.programs, art.graph, "triton", art.report)
+        return lambda graph, feeds: run_triton(program, feeds,
+                                               interpret=not torch.cuda.is_available(),
+                                               keep_integers=False).outputs
     if target == "lava":
-        from sbcompile.backends.lava import program_of, run_lava
-        program = program_of(art)
-        return lambda graph, feeds: {o: run_lava(program, feeds, timeout=1200.0)[o]
-                                     for o in graph.outputs}
+        program = stored_program(art.programs, art.graph, "lava", art.report)
+        return lambda graph, feeds: run_lava(program, feeds, timeout=1200.0).outputs
     raise ValueError(f"unknown target '{target}' (known: {', '.join(TARGETS)})")
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from sbcompile.errors import SbcError
-from sbcompile.passes.expand import steps_needed
+from sbcompile.ir.codings import steps_needed
 
 MODES = ("graded", "unary", "bitwise")
-# The expansion coding (sbcompile.passes.expand) that each mode emits.
+# The expansion coding (sbcompile.ir.codings) that each mode emits.
 MODE_CODING = {"graded": "graded", "unary": "ternary", "bitwise": "bitwise_bidirectional"}
 # Compile-config codings and the mode that carries them on Lava.
 CODING_MODE = {"graded": "graded", "binary": "unary", "ternary": "unary", "bitwise": "bitwise",

@@ -16,7 +16,7 @@ from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Node
 from sbcompile.runtime.lava.coding import check_mode, step_weight, window_steps
 from sbcompile.runtime.lava.mapping import STATE_MAX
-from sbcompile.runtime.reference import node_attrs
+from sbcompile.ir.ops import node_attrs
 from sbcompile.runtime.reference_spike import spike_encode
 
 INT32_MAX = np.iinfo(np.int32).max

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from sbcompile.passes.analyse import events_per_count
+from sbcompile.ir.codings import events_per_count
 from sbcompile.runtime.lava.coding import MODE_CODING, window_steps
 
 def expected_layer_counts(counts: np.ndarray, fan_out: np.ndarray, mode: str) -> dict[str, int]:

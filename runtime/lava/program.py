@@ -68,7 +68,9 @@ class LavaProgram:
                 ARRAYS_MEMBER: st_save(arrays)}
 
     @classmethod
-    def from_members(cls, members: dict[str, bytes]) -> "LavaProgram":
+    def from_members(cls, members: dict[str, bytes], graph: Graph | None = None) -> "LavaProgram":
+        """The program stored in artifact members (its plan is self-contained: ``graph`` is not
+        needed, and taken for the shape every target program loads in)."""
         for name in (PLAN_MEMBER, ARRAYS_MEMBER):
             if name not in members:
                 raise ArtifactError(f"Lava program member '{name}' is missing")

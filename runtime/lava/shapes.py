@@ -1,10 +1,11 @@
 """Concrete shapes of every value of a Lava program for given inputs.
 
 Port sizes must be fixed before the simulation starts, but the IR may leave dims symbolic or
-unknown (``batch``, ``Min(16, sequence)``, ``unk__0``). Shapes are therefore propagated through
-the program on zero-filled inputs of the feeds' shapes: compute nodes run their reference kernel
-(shape semantics are data-independent in the IR's op set), encoders keep their input's shape and
-synapse layers produce [leading dims..., per-token acc shape]. Only shapes are kept.
+unknown (``batch``, ``Min(16, sequence)``, ``unk__0``). The op table's shape rules
+(``sbcompile.ir.shapes``) give them from the feeds' shapes: compute nodes and encoders by their
+op's rule, synapse layers as [leading dims..., per-token acc shape]. Small integer tensors
+computed from shapes (``shape -> gather -> concat -> reshape``) are evaluated with the reference
+kernels on their real (constant) values, so that the shapes they carry resolve.
 """
 from __future__ import annotations
 
@@ -12,45 +13,42 @@ import numpy as np
 
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Node
-from sbcompile.runtime.reference import KERNELS, node_attrs
+from sbcompile.ir.ops import node_attrs
+from sbcompile.ir.shapes import constant_values, known, propagate
+from sbcompile.runtime.reference import KERNELS
 
 
 def infer_shapes(plan: dict, params: dict[str, np.ndarray],
                  feeds: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    env = {name: np.zeros(np.shape(feeds[name]), dtype=plan["values"][name][1])
-           for name in plan["inputs"]}
-    pending = [("node", n) for n in plan["compute"]] + [("encoder", e) for e in
-                                                         plan["encoders"]]
-    pending += [("synapse", s) for s in plan["synapses"]]
-    with np.errstate(all="ignore"):
-        while pending:
-            ready = [(kind, item) for kind, item in pending if _ready(kind, item, env, params)]
-            if not ready:
-                raise SbcError("the Lava program reads a value that nothing produces")
-            for kind, item in ready:
-                _propagate(kind, item, env, params)
-                pending.remove((kind, item))
-    return {name: tuple(int(d) for d in np.shape(env[name])) for name in plan["values"]
-            if name in env}
+    shapes = {name: tuple(p.shape) for name, p in params.items()}
+    shapes.update({name: tuple(np.shape(feeds[name])) for name in plan["inputs"]})
+    values = constant_values(params)
+    pending = [Node.from_json(n) for n in plan["compute"]]
+    pending += [Node.from_json(e["node"]) for e in plan["encoders"]]
+    synapses = list(plan["synapses"])
+    while pending or synapses:
+        ready = [n for n in pending if all(i in shapes for i in n.inputs if i)]
+        linked = [s for s in synapses if s["counts"] in shapes]
+        if not ready and not linked:
+            raise SbcError("the Lava program reads a value that nothing produces")
+        for node in ready:
+            propagate(node, shapes, values, _evaluate)
+            pending.remove(node)
+        for s in linked:
+            counts = shapes[s["counts"]]
+            lead = counts[:-1] if s["op"] == "spike_linear" else counts[:1]
+            shapes[s["acc"]] = tuple(lead) + tuple(s["token_shape"])
+            synapses.remove(s)
+    result = {}
+    for name in plan["values"]:
+        if name in shapes:
+            shape = shapes[name]
+            if shape is None or not all(known(d) for d in shape):
+                raise SbcError(f"the shape of value '{name}' does not follow from the inputs' "
+                               f"shapes (got {shape})")
+            result[name] = tuple(int(d) for d in shape)
+    return result
 
 
-def _inputs(kind: str, item: dict) -> list[str]:
-    if kind == "node":
-        return [i for i in item["inputs"] if i]
-    return [item["x"]] if kind == "encoder" else [item["counts"]]
-
-
-def _ready(kind: str, item: dict, env: dict, params: dict) -> bool:
-    return all(i in env or i in params for i in _inputs(kind, item))
-
-
-def _propagate(kind: str, item: dict, env: dict, params: dict) -> None:
-    if kind == "synapse":
-        counts = env[item["counts"]]
-        lead = counts.shape[:-1] if item["op"] == "spike_linear" else counts.shape[:1]
-        env[item["acc"]] = np.zeros(lead + tuple(item["token_shape"]), dtype=np.int32)
-        return
-    node = Node.from_json(item if kind == "node" else item["node"])
-    args = [(env[i] if i in env else params[i]) if i else None for i in node.inputs]
-    out = KERNELS[node.op](node_attrs(node), *args)
-    env.update(zip(node.outputs, out if isinstance(out, tuple) else (out,)))
+def _evaluate(node: Node, args: list):
+    return KERNELS[node.op](node_attrs(node), *args)

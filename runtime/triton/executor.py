@@ -9,7 +9,7 @@ import torch
 
 from sbcompile.errors import SbcError
 from sbcompile.runtime import reference
-from sbcompile.runtime.reference import node_attrs
+from sbcompile.ir.ops import count_limit, node_attrs, threshold_axes, threshold_shape
 from sbcompile.runtime.triton import launch
 from sbcompile.runtime.triton.loader import kernels
 from sbcompile.runtime.triton.program import TritonProgram
@@ -56,7 +56,8 @@ class _Run:
         x = self.value(node.inputs[0]).to(torch.float32).contiguous()
         shape = tuple(x.shape)
         dynamic = a["policy"] == "dynamic"
-        row_len = math.prod(shape[1:]) if dynamic and a["granularity"] == "sample" else shape[-1]
+        row_len = math.prod(shape[i] for i in threshold_axes(len(shape), a["granularity"])) \
+            if dynamic else shape[-1]
         rows = x.numel() // step.channels
         fast = self.readers.get(node.outputs[0], [])
         only_fast = len(fast) == len(self.consumers.get(node.outputs[0], []))
@@ -70,18 +71,15 @@ class _Run:
             path = "gemm"
         else:
             path = "event" if rows <= launch.EVENT_MAX_ROWS else "none"
-        limit = a["max_count"] if a["max_count"] is not None else a["safety_count"]
         threshold = None if dynamic else self.value(node.inputs[1]).reshape(1).float()
         enc = launch.encode(self.kern, x.view(-1, row_len), step.channels, dynamic=dynamic,
                             k=a["k"], vth_min=a["vth_min"], vth_max=a["vth_max"],
-                            limit=int(min(limit, a["safety_count"])), threshold=threshold,
+                            limit=count_limit(a), threshold=threshold,
                             path=path, unit=step.unit)
         self.encoded[node.outputs[0]] = enc
         self.env[node.outputs[0]] = enc.counts.view(shape)
         if dynamic:
-            kept = shape[:-1] + (1,) if a["granularity"] == "token" else \
-                (shape[0],) + (1,) * (len(shape) - 1)
-            self.env[node.outputs[1]] = enc.vth.view(kept)
+            self.env[node.outputs[1]] = enc.vth.view(threshold_shape(shape, a["granularity"]))
         else:
             self.env[node.outputs[1]] = self.value(node.inputs[1]).float()
 

@@ -1,14 +1,24 @@
-"""The closed IR op set: one table of ops, their operands, attributes and exact semantics.
+"""The closed IR op set: one table of ops, their operands, attributes and exact semantics, and
+the rules that follow from an op, asked here by everyone else.
 
 The numpy reference interpreter (``sbcompile.runtime.reference``) implements exactly this table;
-``python -m sbcompile.ir.ops`` prints it as the markdown of ``docs/OPS.md``. Tensors are row-major;
-``x`` broadcasts numpy-style where a binary op says so. Operands ending in ``?`` are optional (an
-empty name). Float ops compute in float32 unless the semantics say otherwise.
+``python -m sbcompile.ir.ops`` prints it as the markdown of ``docs/OPS.md`` (a test keeps the two
+equal). Tensors are row-major; ``x`` broadcasts numpy-style where a binary op says so. Operands
+ending in ``?`` are optional (an empty name). Float ops compute in float32 unless the semantics
+say otherwise.
+
+What follows from an op lives here once: its attribute defaults (``node_attrs``), its ONNX name
+and attribute renames (``OpSpec.onnx``, read by the ONNX frontend and the ONNX exporter), the
+spike encoder's count limit (``count_limit``) and threshold shape (``threshold_axes``,
+``threshold_shape``), and the attention band (``attention_keep``). Output shapes are per-op rules
+in ``sbcompile.ir.shapes``. An op with an ONNX name has ONNX's attribute defaults.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -19,6 +29,8 @@ class OpSpec:
     outputs: tuple[str, ...]
     semantics: str
     attrs: dict[str, Any] = field(default_factory=dict)
+    onnx: str | None = None  # the ONNX op this op is one to one with (same operands)
+    onnx_renames: dict[str, str] = field(default_factory=dict)  # IR attribute -> ONNX name
 
     @property
     def min_inputs(self) -> int:
@@ -28,101 +40,129 @@ class OpSpec:
     def variadic(self) -> bool:
         return any(i.endswith("*") for i in self.inputs)
 
+    def onnx_attr(self, attr: str) -> str:
+        """The ONNX attribute name of IR attribute ``attr``."""
+        return self.onnx_renames.get(attr, attr)
+
 
 _SPECS: list[OpSpec] = []
 
 
-def _op(name, category, inputs, outputs, semantics, **attrs):
+def _op(name, category, inputs, outputs, semantics, *, onnx=None, onnx_renames=None, **attrs):
     _SPECS.append(OpSpec(name, category, tuple(inputs.split()), tuple(outputs.split()),
-                         semantics, attrs))
+                         semantics, attrs, onnx, dict(onnx_renames or {})))
 
 
 # ---- linear algebra (the ops the spike passes act on) -----------------------------------------
 _op("linear", "linear", "x weight bias?", "y", "y = x @ weight.T + bias; weight [N, K], x [..., K]")
-_op("matmul", "linear", "a b", "y", "numpy.matmul(a, b) (batched, broadcasting)")
+_op("matmul", "linear", "a b", "y", "numpy.matmul(a, b) (batched, broadcasting)", onnx="MatMul")
 _op("conv", "linear", "x weight bias?", "y",
     "N-d cross-correlation, x [N, C, *spatial], weight [O, C/group, *kernel]; pads are "
-    "[begin..., end...]", strides=None, pads=None, dilations=None, group=1)
+    "[begin..., end...]", onnx="Conv", strides=None, pads=None, dilations=None, group=1)
 # ---- pooling ------------------------------------------------------------------------------------
 _op("max_pool", "pool", "x", "y",
     "max over windows; padding never wins; ceil_mode drops windows starting in the end pad",
+    onnx="MaxPool", onnx_renames={"kernel": "kernel_shape"},
     kernel=None, strides=None, pads=None, dilations=None, ceil_mode=0)
 _op("avg_pool", "pool", "x", "y",
     "mean over windows; count_include_pad counts explicit pads (never ceil_mode overhang)",
+    onnx="AveragePool", onnx_renames={"kernel": "kernel_shape"},
     kernel=None, strides=None, pads=None, dilations=None, ceil_mode=0, count_include_pad=0)
-_op("global_avg_pool", "pool", "x", "y", "mean over all spatial axes, kept as size 1")
-_op("global_max_pool", "pool", "x", "y", "max over all spatial axes, kept as size 1")
+_op("global_avg_pool", "pool", "x", "y", "mean over all spatial axes, kept as size 1",
+    onnx="GlobalAveragePool")
+_op("global_max_pool", "pool", "x", "y", "max over all spatial axes, kept as size 1",
+    onnx="GlobalMaxPool")
 # ---- elementwise --------------------------------------------------------------------------------
-for _name, _sem in [("add", "a + b"), ("sub", "a - b"), ("mul", "a * b"),
-                    ("div", "a / b (integers: truncation toward zero)"), ("pow", "a ** b"),
-                    ("max", "elementwise maximum"), ("min", "elementwise minimum"),
-                    ("mod", "a mod b, sign of b (fmod=1: sign of a)"),
-                    ("equal", "a == b -> bool"), ("less", "a < b -> bool"),
-                    ("greater", "a > b -> bool"), ("and", "a & b (bool)"), ("or", "a | b (bool)")]:
-    _op(_name, "elementwise", "a b", "y", _sem + ", broadcasting", **({"fmod": 0} if _name == "mod" else {}))
-_op("where", "elementwise", "cond a b", "y", "cond ? a : b, broadcasting")
-for _name, _sem in [("neg", "-x"), ("abs", "|x|"), ("sqrt", "sqrt(x)"), ("reciprocal", "1 / x"),
-                    ("exp", "exp(x)"), ("log", "ln(x)"), ("erf", "erf(x)"), ("sin", "sin(x)"),
-                    ("cos", "cos(x)"), ("floor", "floor(x)"), ("ceil", "ceil(x)"),
-                    ("not", "logical not"), ("identity", "x")]:
-    _op(_name, "elementwise", "x", "y", _sem)
+for _name, _onnx, _sem in [
+        ("add", "Add", "a + b"), ("sub", "Sub", "a - b"), ("mul", "Mul", "a * b"),
+        ("div", "Div", "a / b (integers: truncation toward zero)"), ("pow", "Pow", "a ** b"),
+        ("max", "Max", "elementwise maximum"), ("min", "Min", "elementwise minimum"),
+        ("mod", "Mod", "a mod b, sign of b (fmod=1: sign of a)"),
+        ("equal", "Equal", "a == b -> bool"), ("less", "Less", "a < b -> bool"),
+        ("greater", "Greater", "a > b -> bool"), ("and", "And", "a & b (bool)"),
+        ("or", "Or", "a | b (bool)")]:
+    _op(_name, "elementwise", "a b", "y", _sem + ", broadcasting", onnx=_onnx,
+        **({"fmod": 0} if _name == "mod" else {}))
+_op("where", "elementwise", "cond a b", "y", "cond ? a : b, broadcasting", onnx="Where")
+for _name, _onnx, _sem in [
+        ("neg", "Neg", "-x"), ("abs", "Abs", "|x|"), ("sqrt", "Sqrt", "sqrt(x)"),
+        ("reciprocal", "Reciprocal", "1 / x"), ("exp", "Exp", "exp(x)"), ("log", "Log", "ln(x)"),
+        ("erf", "Erf", "erf(x)"), ("sin", "Sin", "sin(x)"), ("cos", "Cos", "cos(x)"),
+        ("floor", "Floor", "floor(x)"), ("ceil", "Ceil", "ceil(x)"),
+        ("not", "Not", "logical not"), ("identity", "Identity", "x")]:
+    _op(_name, "elementwise", "x", "y", _sem, onnx=_onnx)
 _op("cast", "elementwise", "x", "y", "x converted to dtype `to` (float->int truncates)", to="float32")
-_op("clip", "elementwise", "x min? max?", "y", "min(max(x, min), max); absent bounds do not clip")
+_op("clip", "elementwise", "x min? max?", "y", "min(max(x, min), max); absent bounds do not clip",
+    onnx="Clip")
 # ---- activations --------------------------------------------------------------------------------
-_op("relu", "activation", "x", "y", "max(x, 0)")
-_op("leaky_relu", "activation", "x", "y", "x if x >= 0 else alpha * x", alpha=0.01)
-_op("prelu", "activation", "x slope", "y", "x if x >= 0 else slope * x (slope broadcasts)")
+_op("relu", "activation", "x", "y", "max(x, 0)", onnx="Relu")
+_op("leaky_relu", "activation", "x", "y", "x if x >= 0 else alpha * x", onnx="LeakyRelu",
+    alpha=0.01)
+_op("prelu", "activation", "x slope", "y", "x if x >= 0 else slope * x (slope broadcasts)",
+    onnx="PRelu")
 _op("gelu", "activation", "x", "y",
     "none: 0.5 x (1 + erf(x / sqrt 2)); tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))",
-    approximate="none")
+    onnx="Gelu", approximate="none")
 _op("silu", "activation", "x", "y", "x * sigmoid(x)")
-_op("sigmoid", "activation", "x", "y", "1 / (1 + exp(-x))")
-_op("tanh", "activation", "x", "y", "tanh(x)")
-_op("softmax", "activation", "x", "y", "exp(x - max) / sum over `axis`", axis=-1)
-_op("log_softmax", "activation", "x", "y", "x - max - log(sum exp(x - max)) over `axis`", axis=-1)
+_op("sigmoid", "activation", "x", "y", "1 / (1 + exp(-x))", onnx="Sigmoid")
+_op("tanh", "activation", "x", "y", "tanh(x)", onnx="Tanh")
+_op("softmax", "activation", "x", "y", "exp(x - max) / sum over `axis`", onnx="Softmax",
+    axis=-1)
+_op("log_softmax", "activation", "x", "y", "x - max - log(sum exp(x - max)) over `axis`",
+    onnx="LogSoftmax", axis=-1)
 # ---- normalisation ------------------------------------------------------------------------------
 _op("layer_norm", "norm", "x scale bias?", "y",
-    "(x - mean) / sqrt(var + epsilon) * scale + bias over axes [axis, rank)", axis=-1, epsilon=1e-5)
+    "(x - mean) / sqrt(var + epsilon) * scale + bias over axes [axis, rank)",
+    onnx="LayerNormalization", axis=-1, epsilon=1e-5)
 _op("rms_norm", "norm", "x scale?", "y",
     "x / sqrt(mean(x^2) + epsilon) * scale over axes [axis, rank)", axis=-1, epsilon=1e-6)
 _op("batch_norm", "norm", "x scale bias mean var", "y",
-    "(x - mean) / sqrt(var + epsilon) * scale + bias along axis 1 (inference)", epsilon=1e-5)
+    "(x - mean) / sqrt(var + epsilon) * scale + bias along axis 1 (inference)",
+    onnx="BatchNormalization", epsilon=1e-5)
 # ---- reductions ---------------------------------------------------------------------------------
 for _name in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod"):
     _op(_name, "reduce", "x", "y",
         f"{_name[7:]} over `axes` (all when null), keepdims keeps them as size 1",
         axes=None, keepdims=1)
-_op("argmax", "reduce", "x", "y", "index of the first maximum along `axis` (int64)", axis=0, keepdims=1)
+_op("argmax", "reduce", "x", "y", "index of the first maximum along `axis` (int64)",
+    onnx="ArgMax", axis=0, keepdims=1)
 # ---- shape and data movement --------------------------------------------------------------------
 _op("reshape", "shape", "x shape", "y",
     "reshape to `shape` (int64); 0 copies the input dim unless allowzero, -1 is inferred",
-    allowzero=0)
-_op("transpose", "shape", "x", "y", "numpy.transpose(x, perm) (reverse when perm is null)", perm=None)
-_op("flatten", "shape", "x", "y", "2-D: dims [0, axis) and [axis, rank) multiplied out", axis=1)
-_op("concat", "shape", "xs*", "y", "concatenation along `axis`", axis=0)
+    onnx="Reshape", allowzero=0)
+_op("transpose", "shape", "x", "y", "numpy.transpose(x, perm) (reverse when perm is null)",
+    onnx="Transpose", perm=None)
+_op("flatten", "shape", "x", "y", "2-D: dims [0, axis) and [axis, rank) multiplied out",
+    onnx="Flatten", axis=1)
+_op("concat", "shape", "xs*", "y", "concatenation along `axis`", onnx="Concat", axis=0)
 _op("split", "shape", "x split?", "ys*",
     "split along `axis` into the sizes `split` (int64), or into `num_outputs` parts of "
-    "ceil(size / num_outputs) (the last one smaller)", axis=0, num_outputs=None)
+    "ceil(size / num_outputs) (the last one smaller)", onnx="Split", axis=0, num_outputs=None)
 _op("slice", "shape", "x starts ends axes? steps?", "y",
-    "python slicing per axis with ONNX clamping of starts/ends (int64 tensors)")
+    "python slicing per axis with ONNX clamping of starts/ends (int64 tensors)", onnx="Slice")
 _op("gather", "shape", "data indices", "y", "numpy.take(data, indices, axis), negative indices wrap",
-    axis=0)
+    onnx="Gather", axis=0)
 _op("gather_elements", "shape", "data indices", "y", "numpy.take_along_axis(data, indices, axis)",
-    axis=0)
-_op("unsqueeze", "shape", "x axes", "y", "insert size-1 dims at `axes` (int64, output positions)")
-_op("squeeze", "shape", "x axes?", "y", "remove size-1 dims at `axes` (all size-1 dims if absent)")
-_op("expand", "shape", "x shape", "y", "broadcast x to broadcast(x.shape, shape)")
-_op("tile", "shape", "x repeats", "y", "numpy.tile(x, repeats)")
-_op("shape", "shape", "x", "y", "x.shape[start:end] as int64", start=0, end=None)
+    onnx="GatherElements", axis=0)
+_op("unsqueeze", "shape", "x axes", "y", "insert size-1 dims at `axes` (int64, output positions)",
+    onnx="Unsqueeze")
+_op("squeeze", "shape", "x axes?", "y", "remove size-1 dims at `axes` (all size-1 dims if absent)",
+    onnx="Squeeze")
+_op("expand", "shape", "x shape", "y", "broadcast x to broadcast(x.shape, shape)",
+    onnx="Expand")
+_op("tile", "shape", "x repeats", "y", "numpy.tile(x, repeats)", onnx="Tile")
+_op("shape", "shape", "x", "y", "x.shape[start:end] as int64", onnx="Shape",
+    start=0, end=None)
 _op("constant_of_shape", "shape", "shape", "y",
     "tensor of `shape` (int64) filled with `value` in `dtype`; `value` is a number or, since JSON "
     "has no infinities, the string \"inf\" or \"-inf\"", value=0.0, dtype="float32")
-_op("range", "shape", "start limit delta", "y", "numpy.arange(start, limit, delta) in their dtype")
+_op("range", "shape", "start limit delta", "y", "numpy.arange(start, limit, delta) in their dtype",
+    onnx="Range")
 _op("trilu", "shape", "x k?", "y", "keep the upper (upper=1) or lower triangle, diagonal offset k",
-    upper=1)
+    onnx="Trilu", upper=1)
 _op("pad", "shape", "x pads value?", "y",
     "constant/reflect/edge padding, pads [begin..., end...] (int64, may be negative)",
-    mode="constant")
+    onnx="Pad", mode="constant")
 # ---- attention ----------------------------------------------------------------------------------
 _op("attention", "attention", "q k v mask?", "y",
     "softmax(q k^T * scale + mask + causal/window masks) v; q [B, Hq, Tq, D], k/v [B, Hkv, Tk, D] "
@@ -163,20 +203,65 @@ _op("spike_decode", "spike", "acc vth scale? bias?", "y",
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
 CATEGORIES = ("linear", "pool", "elementwise", "activation", "norm", "reduce", "shape",
               "attention", "spike")
+ONNX_OPS: dict[str, str] = {s.onnx: s.name for s in _SPECS if s.onnx}  # ONNX op -> IR op
+
+
+# ---- rules that follow from an op ---------------------------------------------------------------
+def node_attrs(node) -> dict[str, Any]:
+    """A node's attributes over its op's defaults (the only way code reads an attribute)."""
+    return {**OPS[node.op].attrs, **node.attrs}
+
+
+def count_limit(attrs: dict[str, Any]) -> int:
+    """The largest |count| a ``spike_encode`` with these (defaulted) attributes emits:
+    ``max_count``, never above ``safety_count`` (which bounds it when max_count is null)."""
+    top = attrs["max_count"] if attrs["max_count"] is not None else attrs["safety_count"]
+    return int(min(top, attrs["safety_count"]))
+
+
+def threshold_axes(rank: int, granularity: str) -> tuple[int, ...]:
+    """The axes a dynamic threshold averages over: the last (token) or all but axis 0 (sample)."""
+    if granularity not in ("token", "sample"):
+        raise ValueError(f"unknown spike_encode granularity {granularity!r}")
+    return (rank - 1,) if granularity == "token" else tuple(range(1, rank))
+
+
+def threshold_shape(shape: tuple, granularity: str) -> tuple:
+    """The shape of a dynamic threshold for an input of ``shape``: the averaged axes kept as 1."""
+    axes = threshold_axes(len(shape), granularity)
+    return tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+
+def attention_keep(tq: int, tk: int, causal: int, window: int) -> np.ndarray:
+    """The [tq, tk] keep-mask of ``attention``'s causal and window attributes, aligned bottom
+    right: query i sits at key position i + (tk - tq); causal keeps keys j <= that position,
+    window w > 0 also drops keys at or before that position minus w."""
+    i = np.arange(tq)[:, None] + (tk - tq)
+    j = np.arange(tk)[None, :]
+    keep = np.ones((tq, tk), dtype=bool)
+    if causal:
+        keep &= j <= i
+    if window > 0:
+        keep &= j > i - window
+    return keep
 
 
 def markdown_table() -> str:
     lines = ["# The sbcompile IR op set", "",
              "Generated by `python -m sbcompile.ir.ops`; the reference interpreter implements "
-             "exactly this table.", "",
-             "| op | category | inputs | outputs | attributes (default) | semantics |",
-             "|---|---|---|---|---|---|"]
+             "exactly this table. An op with an ONNX name converts one to one (attribute renames "
+             "shown as `ir->onnx`) and has ONNX's attribute defaults.", "",
+             "| op | category | inputs | outputs | attributes (default) | ONNX | semantics |",
+             "|---|---|---|---|---|---|---|"]
     for cat in CATEGORIES:
         for s in _SPECS:
             if s.category == cat:
                 attrs = ", ".join(f"{k}={v!r}" for k, v in s.attrs.items()) or "-"
+                onnx = s.onnx or "-"
+                if s.onnx_renames:
+                    onnx += " (" + ", ".join(f"{k}->{v}" for k, v in s.onnx_renames.items()) + ")"
                 lines.append(f"| `{s.name}` | {cat} | {' '.join(s.inputs)} | "
-                             f"{' '.join(s.outputs)} | {attrs} | {s.semantics} |")
+                             f"{' '.join(s.outputs)} | {attrs} | {onnx} | {s.semantics} |")
     return "\n".join(lines) + "\n"
 
 

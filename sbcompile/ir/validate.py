@@ -6,13 +6,13 @@ import numpy as np
 from sbcompile.errors import GraphError
 from sbcompile.ir.graph import DTYPES, Graph, Node
 from sbcompile.ir.ops import OPS
+from sbcompile.ir.shapes import agree, constant_values, infer_node
 
 
 def validate(graph: Graph) -> None:
     """Raise GraphError on the first problem: unknown ops or attributes, wrong arity, dangling or
     doubly-produced values, cycles, parameters that disagree with their value or are not finite,
-    and shape/dtype mismatches on the ops with a fixed contract (linear, conv, spike ops, binary
-    elementwise)."""
+    and outputs whose shapes differ from what their op's shape rule gives (``ir.shapes``)."""
     _check_values(graph)
     _check_params(graph)
     produced = set(graph.inputs) | set(graph.params)
@@ -30,8 +30,7 @@ def validate(graph: Graph) -> None:
         if out not in produced:
             raise GraphError(f"graph output '{out}' is never produced")
     graph.toposort()  # raises on a cycle
-    for node in graph.nodes:
-        _check_types(graph, node)
+    _check_shapes(graph)
 
 
 def _check_values(graph: Graph) -> None:
@@ -76,51 +75,20 @@ def _check_node_signature(node: Node) -> None:
                          f"'{sorted(unknown)[0]}'")
 
 
-def _static(shape) -> bool:
-    return all(isinstance(d, int) for d in shape)
-
-
-def _check_types(graph: Graph, node: Node) -> None:
-    v = graph.values
-    ins = [v[i] if i else None for i in node.inputs]
-    where = f"node '{node.name}' ({node.op})"
-    if node.op == "linear":
-        x, w = ins[0], ins[1]
-        if len(w.shape) != 2:
-            raise GraphError(f"{where}: weight must be 2-D, got {list(w.shape)}")
-        if isinstance(x.shape[-1], int) and x.shape[-1] != w.shape[1]:
-            raise GraphError(f"{where}: input has {x.shape[-1]} features, weight expects "
-                             f"{w.shape[1]}")
-        if len(ins) > 2 and ins[2] is not None and tuple(ins[2].shape) not in ((w.shape[0],), ()):
-            raise GraphError(f"{where}: bias shape {list(ins[2].shape)} != [{w.shape[0]}]")
-    elif node.op in ("conv", "spike_conv"):
-        x, w = ins[0], ins[1]
-        group = node.attrs.get("group", 1)
-        if len(x.shape) != len(w.shape):
-            raise GraphError(f"{where}: input rank {len(x.shape)} != weight rank {len(w.shape)}")
-        if isinstance(x.shape[1], int) and x.shape[1] != w.shape[1] * group:
-            raise GraphError(f"{where}: input has {x.shape[1]} channels, weight expects "
-                             f"{w.shape[1] * group}")
-    elif node.op == "matmul":
-        a, b = ins
-        if len(a.shape) >= 1 and len(b.shape) >= 1:
-            ka = a.shape[-1]
-            kb = b.shape[-2] if len(b.shape) >= 2 else b.shape[0]
-            if isinstance(ka, int) and isinstance(kb, int) and ka != kb:
-                raise GraphError(f"{where}: inner dimensions differ ({ka} vs {kb})")
-    elif node.op == "spike_linear":
-        c, w = ins
-        if c.dtype != "int32" or w.dtype != "int8":
-            raise GraphError(f"{where}: needs int32 counts and int8 weight, got {c.dtype}, "
-                             f"{w.dtype}")
-        if isinstance(c.shape[-1], int) and c.shape[-1] != w.shape[1]:
-            raise GraphError(f"{where}: counts have {c.shape[-1]} channels, weight expects "
-                             f"{w.shape[1]}")
-    elif OPS[node.op].category == "elementwise" and len(ins) == 2 and all(ins):
-        a, b = ins
-        if _static(a.shape) and _static(b.shape):
-            try:
-                np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
-            except ValueError:
-                raise GraphError(f"{where}: shapes {list(a.shape)} and {list(b.shape)} do not "
-                                 "broadcast") from None
+def _check_shapes(graph: Graph) -> None:
+    """Infer and compare: each node's outputs must have the shapes its op's rule gives for the
+    declared input shapes (dims compared where both are ints), and the spike ops their dtypes."""
+    values = constant_values(graph.params)
+    for node in graph.nodes:
+        ins = [tuple(graph.values[i].shape) if i else None for i in node.inputs]
+        args = [values.get(i) if i else None for i in node.inputs]
+        for name, got in zip(node.outputs, infer_node(node, ins, args)):
+            declared = graph.values[name].shape
+            if not agree(declared, got):
+                raise GraphError(f"node '{node.name}' ({node.op}): output '{name}' is declared "
+                                 f"{list(declared)} but its inputs give {list(got)}")
+        if node.op in ("spike_linear", "spike_conv"):
+            c, w = (graph.values[i] for i in node.inputs)
+            if c.dtype != "int32" or w.dtype != "int8":
+                raise GraphError(f"node '{node.name}' ({node.op}): needs int32 counts and int8 "
+                                 f"weight, got {c.dtype}, {w.dtype}")

@@ -23,7 +23,8 @@ from sbcompile.runtime.lava.neurons import AccumulatorCore, EncoderCore
 from sbcompile.runtime.lava.procs.processes import (CTRL_WORDS, Compute, Level,
                                                      SpikeAccumulator, SpikeEncoder,
                                                      message_size)
-from sbcompile.runtime.reference import KERNELS, node_attrs
+from sbcompile.ir.ops import node_attrs
+from sbcompile.runtime.reference import KERNELS
 
 _DERIVED: dict[tuple, type] = {}
 

@@ -1,0 +1,130 @@
+"""Running a compiled model on a target, with one result type for every target.
+
+Backends lower at compile time (``backends/``, ``sbcompile.pipeline.lower_targets``); here a
+target only runs the program an artifact stores. Every program follows ``TargetProgram``: it is
+saved as artifact members under ``<target>/`` and loaded back with its graph. An artifact without
+a target's program is an error that says how to compile one, never a silent lowering.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from sbcompile.errors import SbcError
+from sbcompile.ir.graph import Graph
+
+TARGETS = ("reference", "lava", "triton")
+PROGRAM_TARGETS = ("lava", "triton")
+INTEGER_OPS = ("spike_encode", "spike_linear", "spike_conv")
+
+
+class TargetProgram(Protocol):
+    """A lowered program: what a target runs, saved as artifact members ``<target>/...``."""
+
+    def to_members(self) -> dict[str, bytes]: ...
+
+    @classmethod
+    def from_members(cls, members: dict[str, bytes], graph: Graph) -> "TargetProgram": ...
+
+
+@dataclass
+class RunResult:
+    """One run: the graph outputs; the exact integer values of the spiked layers (each
+    encoder's counts and each layer's accumulator, keyed by IR value name; empty for a float
+    run); wall-clock seconds (``run_s`` always, plus what the target measures); and on Lava the
+    op counts measured from the simulated spikes, per layer."""
+
+    target: str
+    outputs: dict[str, np.ndarray]
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    op_counts: dict[str, dict] = field(default_factory=dict)
+
+
+def integer_values(graph: Graph) -> list[str]:
+    """The counts and accumulators of every spiked layer (the bit-exact path)."""
+    return [n.outputs[0] for n in graph.nodes if n.op in INTEGER_OPS]
+
+
+def program_class(target: str) -> type:
+    if target == "lava":
+        from sbcompile.runtime.lava.program import LavaProgram
+
+        return LavaProgram
+    if target == "triton":
+        from sbcompile.runtime.triton.program import TritonProgram
+
+        return TritonProgram
+    raise SbcError(f"target '{target}' runs no stored program (known: "
+                   f"{', '.join(PROGRAM_TARGETS)})")
+
+
+def stored_program(programs: dict[str, bytes], graph: Graph, target: str,
+                   report: dict | None = None) -> TargetProgram:
+    """The ``target`` program among an artifact's members; SbcError when there is none."""
+    if not any(k.startswith(f"{target}/") for k in programs):
+        status = (report or {}).get("targets", {}).get(target, {})
+        why = f" (lowering it failed: {status['reason']})" if status.get("reason") else ""
+        raise SbcError(f"the artifact holds no {target} program{why}; compile with "
+                       f"--set targets={target} (or a list with it) to store one")
+    return program_class(target).from_members(programs, graph)
+
+
+def interpret_default() -> bool:
+    """Triton's own switch: ``TRITON_INTERPRET=1`` runs the kernels on the CPU interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def run_reference(graph: Graph, feeds: dict[str, np.ndarray],
+                  integers: bool = True) -> RunResult:
+    from sbcompile.runtime import reference
+
+    keep = integer_values(graph) if integers else []
+    env = reference.evaluate(graph, feeds, keep=keep)
+    return RunResult("reference", {k: env[k] for k in graph.outputs}, {k: env[k] for k in keep})
+
+
+def run_lava(program, feeds: dict[str, np.ndarray], *, form: str = "fused",
+             timeout: float = 120.0, progress: Callable[[int], None] | None = None) -> RunResult:
+    """Simulate a Lava program in a supervised child process."""
+    from sbcompile.runtime.lava.runner import simulate
+
+    run = simulate(program, feeds, form=form, timeout=timeout, progress=progress)
+    outputs = {k: run[k] for k in program.plan["outputs"]}
+    counts = {k: v for k, v in run.items() if k not in outputs}
+    return RunResult("lava", outputs, counts, dict(run.timing_s), run.op_counts)
+
+
+def run_triton(program, feeds: dict[str, np.ndarray], *, interpret: bool | None = None,
+               keep_integers: bool = True) -> RunResult:
+    """Run a Triton program on the GPU, or on Triton's CPU interpreter (``interpret``; None
+    follows ``TRITON_INTERPRET``)."""
+    from sbcompile.runtime.triton.executor import run
+
+    interpret = interpret_default() if interpret is None else interpret
+    env = run(program, feeds, interpret=interpret, keep_integers=keep_integers)
+    outputs = {k: env[k] for k in program.graph.outputs}
+    return RunResult("triton", outputs, {k: v for k, v in env.items() if k not in outputs})
+
+
+def run_artifact(art, target: str, feeds: dict[str, np.ndarray], *, use_float: bool = False,
+                 interpret: bool | None = None, timeout: float = 120.0) -> RunResult:
+    """Run an artifact's compiled graph (or, ``use_float``, its float baseline, on the
+    reference only) on ``target`` with the program stored for it."""
+    if target not in TARGETS:
+        raise SbcError(f"unknown target '{target}' (known: {', '.join(TARGETS)})")
+    if use_float and target != "reference":
+        raise SbcError(f"--float runs on the reference target only, not '{target}'")
+    start = time.perf_counter()
+    if target == "reference":
+        result = run_reference(art.baseline if use_float else art.graph, feeds, not use_float)
+    else:
+        program = stored_program(art.programs, art.graph, target, art.report)
+        result = run_lava(program, feeds, timeout=timeout) if target == "lava" else \
+            run_triton(program, feeds, interpret=interpret)
+    result.timings["run_s"] = time.perf_counter() - start
+    return result
