@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--small", action="store_true",
                     help="only the two small shapes, M=1, no event path")
+    ap.add_argument("--event-only", action="store_true",
+                    help="only the event path, M=1, on the two large shapes")
     args = ap.parse_args()
     kern = kernels(interpret=DEV != "cuda")
     rng = np.random.default_rng(0)
@@ -67,16 +69,26 @@ def main() -> None:
         result["seconds"] = round(time.time() - t0, 1)
         (out / "triton_decode.json").write_text(json.dumps(result, indent=1))
 
-    for k_in, n_out in SHAPES[:2] if args.small else SHAPES:
+    shapes = SHAPES[:2] if args.small else SHAPES[2:4] if args.event_only else SHAPES
+    for k_in, n_out in shapes:
         copies = copies_for(k_in * n_out * 2)
         layer = Layer(k_in, n_out, copies, rng)
-        for m in (1, 8) if (k_in, n_out) in [(3584, 18944), (18944, 3584)] else (1,):
+        for m in (1, 8) if (k_in, n_out) in SHAPES[2:4] and not args.event_only else (1,):
             x32 = [torch.from_numpy(activations("gaussian", (m, k_in), rng)).to(DEV)
                    for _ in range(copies)]
             xbf = [x.to(torch.bfloat16) for x in x32]
             counts = ref.spike_encode({**ENC, "k": 3.0}, x32[0].cpu().numpy())[0]
             k3 = round(float(np.mean(counts != 0)), 3)
             base = dict(k=k_in, n=n_out, m=m)
+            if args.event_only:
+                xs = [torch.from_numpy(synthetic_rows(m, k_in, 0.3, rng)).to(DEV)
+                      for _ in range(copies)]
+                for d, rows_in in (("k3", x32), (0.3, xs)):
+                    us = graph_time_us([lambda i=i: ours(kern, rows_in[i], layer, i, "event")
+                                        for i in range(copies)])
+                    row(**base, method="event_g128", prefetch=False, density=k3 if d == "k3"
+                        else d, us=round(us, 2), note="split encoder")
+                continue
             row(**base, method="bf16_cublas", us=round(graph_time_us(
                 [lambda i=i: bf16_linear(xbf[i], layer.w_bf16[i]) for i in range(copies)]), 2))
             best = min((graph_time_us([lambda i=i, c=c: w8a16_linear(

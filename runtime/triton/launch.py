@@ -17,7 +17,8 @@ EVENT_MAX_ROWS = 4  # the event GEMV packs rows x blocks x 4 digits into one int
 EVENT_BLOCK = 128  # channels per block when a layer has one weight group
 QUANT_BLOCK = 1024  # channels per program of the split encoder
 SUM_BLOCK = 1024  # values per partial sum of the split encoder (any power of two: same bits)
-SINGLE_MAX = 32768  # longest single row the one-program encoder takes by default
+SINGLE_MAX = 2048  # longest single row the one-program encoder takes by default (the split
+# form was faster on the H200 at 3584 and 18944 values: 8.3 vs 9.3 us, 19.2 vs 35.7 us)
 DENSE_MAX_ROWS = 16  # the dense-count GEMV's row tile
 
 
@@ -341,7 +342,7 @@ def dense_step(channels: int, group_size: int | None) -> int | None:
 
 def dense_config(n_out: int, channels: int, group_size: int | None) -> DenseConfig:
     """Narrow column tiles and K split so that about FUSED_PROGRAMS programs stream the weight
-    (4 warps: 8 measured 30 % slower on the H200)."""
+    (the tiles of the final H200 table, benchmarks/results/triton_decode_small_final.json)."""
     bk = dense_step(channels, group_size)
     bn = 64 if n_out >= 8192 else 32
     n_tiles = math.ceil(n_out / bn)
