@@ -122,3 +122,21 @@ def linear_epilogue(carry, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_pt
         if HAS_BIAS:
             y = y + tl.load(bias_ptr + rn, mask=rn < N, other=0.0)[None, :]
         tl.store(y_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], y, mask=mask)
+
+
+@triton.jit
+def finish_tile(carry, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr, part_ptr,
+                lock_ptr, tile, ps, GROUPED: tl.constexpr, DECODE: tl.constexpr,
+                HAS_BIAS: tl.constexpr, STORE_ACC: tl.constexpr, SPLIT: tl.constexpr):
+    """The epilogue of a (possibly K-split) GEMM tile: with SPLIT > 1 the last slice of the
+    tile to finish combines the slices (``slice_total``) and writes it."""
+    if SPLIT > 1:
+        mask = (rm < M)[:, None] & (rn < N)[None, :]
+        total, last = slice_total(carry, part_ptr, rm[:, None] * N + rn[None, :], mask, M * N,
+                                  lock_ptr, tile, ps, tl.num_programs(1), 4)
+        if last:
+            linear_epilogue(total, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr,
+                            GROUPED, DECODE, HAS_BIAS, STORE_ACC)
+    else:
+        linear_epilogue(carry, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr,
+                        GROUPED, DECODE, HAS_BIAS, STORE_ACC)

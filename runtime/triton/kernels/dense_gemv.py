@@ -12,7 +12,7 @@ Slices of a column tile combine through ``common.slice_total`` (in slice order).
 import triton
 import triton.language as tl
 
-from .common import linear_epilogue, low_digit, quantize, slice_total, tree_sum, vth_of_sum
+from .common import finish_tile, low_digit, quantize, tree_sum, vth_of_sum
 
 
 @triton.jit
@@ -115,13 +115,5 @@ def dense_gemv_kernel(x_ptr, partial_ptr, xmax_ptr, thr_ptr, w_ptr, scale_ptr, b
                                 rm, rn, M, N, K, G, step_lo, step_hi, pn, limit, True, ONE_ROW,
                                 BK,
                                 GROUPED, DECODE, STORE_ACC, STORE_COUNTS, NUM_STAGES)
-    if SPLIT > 1:
-        mask = rmask[:, None] & (rn < N)[None, :]
-        total, last = slice_total(carry, part_ptr, rm[:, None] * N + rn[None, :], mask, M * N,
-                                  lock_ptr, pn, ps, tl.num_programs(1), 4)
-        if last:
-            linear_epilogue(total, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr,
-                            GROUPED, DECODE, HAS_BIAS, STORE_ACC)
-    else:
-        linear_epilogue(carry, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr,
-                        GROUPED, DECODE, HAS_BIAS, STORE_ACC)
+    finish_tile(carry, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr, part_ptr,
+                lock_ptr, pn, ps, GROUPED, DECODE, HAS_BIAS, STORE_ACC, SPLIT)

@@ -15,7 +15,7 @@ float partial outputs per group."""
 import triton
 import triton.language as tl
 
-from .common import int_to_float_small, linear_epilogue, slice_total
+from .common import finish_tile, int_to_float_small
 
 
 @triton.jit
@@ -132,13 +132,5 @@ def int8_gemm_kernel(a_ptr, w_ptr, peak_ptr, scale_ptr, vth_ptr, bias_ptr, acc_p
                                scale_ptr, acc_ptr, step_lo, step_hi, True, N_DIGITS, BK, SUB,
                                GROUPED, DECODE, STORE_ACC, NUM_STAGES)
     vth = tl.load(vth_ptr + rm, mask=rm < M, other=0.0)
-    if SPLIT > 1:
-        mask = (rm < M)[:, None] & (rn < N)[None, :]
-        total, last = slice_total(carry, part_ptr, rm[:, None] * N + rn[None, :], mask, M * N,
-                                  lock_ptr, pid, ps, tl.num_programs(1), 4)
-        if last:
-            linear_epilogue(total, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr,
-                      GROUPED, DECODE, HAS_BIAS, STORE_ACC)
-    else:
-        linear_epilogue(carry, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr,
-                  GROUPED, DECODE, HAS_BIAS, STORE_ACC)
+    finish_tile(carry, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr, part_ptr,
+                lock_ptr, pid, ps, GROUPED, DECODE, HAS_BIAS, STORE_ACC, SPLIT)
