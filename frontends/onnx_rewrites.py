@@ -2,10 +2,10 @@
 
 The rules are onnxscript rewriter rules, run on the folded ONNX graph in onnx_ir form: onnxscript's
 own where they fit (BatchNorm folding into Conv/Gemm, the scaled-dot-product-attention pattern,
-no-op Cast/Dropout, identity elimination) and ours, written the same way, for the rest
-(``rewrite_activations``, ``rewrite_norms``, ``rewrite_attention``, ``rewrite_linear``). A match's
-intermediate values must have no other consumer (onnxscript checks it), so a rewrite never changes
-what any other node sees. Fused results are standard ONNX ops (Gelu, LayerNormalization,
+no-op Cast; onnx_ir's identity elimination) and ours, written the same way, for the rest
+(``rewrite_noops``, ``rewrite_activations``, ``rewrite_norms``, ``rewrite_attention``,
+``rewrite_linear``). A match's intermediate values must have no other consumer (onnxscript
+checks it), so a rewrite never changes what any other node sees. Fused results are standard ONNX ops (Gelu, LayerNormalization,
 RMSNormalization, Conv, Gemm) or ops of the private domain ``FUSED_DOMAIN`` (Linear, Silu,
 Attention with causal/window and GQA) that ``onnx_ops`` lowers one to one.
 """
@@ -21,7 +21,7 @@ from onnxscript.rewriter import pattern
 from onnxscript.rewriter.rules import common as stock
 
 from sbcompile.frontends import rewrite_activations, rewrite_attention, rewrite_linear, \
-    rewrite_norms
+    rewrite_noops, rewrite_norms
 from sbcompile.frontends.rewrite_base import SOURCES_KEY
 from sbcompile.ir.graph import Value
 
@@ -34,9 +34,8 @@ MAX_PASSES = 8
 # (commuting every Add and Mul of every pattern would try a hundred times as many), with
 # constants last: ``_constants_last`` puts them there first.
 RULES = pattern.RewriteRuleSet([
-    stock.no_op_cast_rule, stock.dropout_inference_rule, stock.dropout_zero_rule,
-    *rewrite_activations.RULES, *rewrite_norms.RULES, *rewrite_attention.RULES,
-    *rewrite_linear.RULES])
+    stock.no_op_cast_rule, *rewrite_noops.RULES, *rewrite_activations.RULES, *rewrite_norms.RULES,
+    *rewrite_attention.RULES, *rewrite_linear.RULES])
 COMMUTATIVE = ("Add", "Mul")
 
 

@@ -159,7 +159,8 @@ class CausalBandMask(pattern.RewriteRuleClassBase):
 
 
 def _constant_mask(mask: ir.Value) -> np.ndarray | None:
-    """A constant mask, or Where of constants (folding keeps those that mix -inf with 0)."""
+    """A constant mask, or Where of constants (folding keeps those that mix -inf with 0). The
+    Where is read, not matched: one mask serves every layer; dead-code removal drops it."""
     if array(mask) is not None:
         return array(mask)
     node = mask.producer()

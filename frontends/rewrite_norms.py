@@ -7,7 +7,8 @@ over trailing axes (ReduceMean's axes an attribute or a constant input), the squ
 ``Mul`` folds into the scale and a constant ``Add`` into the LayerNorm bias. onnxscript's own
 LayerNorm and RMSNorm rules need the scale, a constant axes input of [-1] and one division
 spelling, and take any scale or bias tensor; these cover the rest and check the affine
-constants' shapes. BatchNorm folds into a Conv or Gemm through onnxscript's rules.
+constants' shapes. BatchNorm folds into a Conv or Gemm through onnxscript's rules, and into a
+2-D Linear through ours.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from onnxscript.rewriter import pattern
 from onnxscript.rewriter.rules.common._fuse_batchnorm import (FuseBatchNormIntoConv,
                                                               FuseBatchNormIntoGemm)
 
-from sbcompile.frontends.rewrite_base import (array, dims, fits_norm_dims, reduced_axes,
-                                             scalar, sourced, trailing_axis)
+from sbcompile.frontends.rewrite_base import (FUSED_DOMAIN, array, dims, fits_norm_dims,
+                                             reduced_axes, scalar, sourced, trailing_axis)
 
 
 DIVISIONS = ("div", "mul reciprocal", "reciprocal mul")
@@ -139,7 +140,40 @@ class LayerNormBias(pattern.RewriteRuleClassBase):
         return op.LayerNormalization(x, scale, b, **node.attributes)
 
 
+class BatchNormIntoLinear(pattern.RewriteRuleClassBase):
+    """BatchNormalization(Linear(x, W[, b])) on a 2-D [batch, N] output, every parameter
+    constant -> the Linear with W and b rescaled (onnxscript's rules fold into Conv and Gemm; a
+    MatMul by a constant weight is a Linear by now)."""
+
+    def pattern(self, op, x, w, scale, shift, mean, var):
+        y = op.Linear(x, w, _allow_other_inputs=True, _domain=FUSED_DOMAIN, _outputs=["y"])
+        return op.BatchNormalization(y, scale, shift, mean, var, _outputs=["normed"])
+
+    def check(self, context, w, scale, shift, mean, var, y, normed, **_):
+        norm, linear = normed.producer(), y.producer()
+        training = norm.attributes.get("training_mode")
+        return (len(dims(y)) == 2 and len(norm.outputs) == 1
+                and (training is None or not training.as_int())
+                and all(array(v) is not None for v in (w, scale, shift, mean, var,
+                                                      *linear.inputs[2:])))
+
+    def rewrite(self, op, x, w, scale, shift, mean, var, y, normed):
+        epsilon = normed.producer().attributes.get("epsilon")
+        eps = epsilon.as_float() if epsilon is not None else 1e-5
+        gamma, beta, mu, sigma2 = (array(v).astype(np.float64) for v in (scale, shift, mean, var))
+        weight = array(w)
+        factor = gamma / np.sqrt(sigma2 + eps)
+        bias = y.producer().inputs[2:]
+        b = array(bias[0]).astype(np.float64) if bias else 0.0
+        new_w = (weight.astype(np.float64) * factor[:, None]).astype(weight.dtype)
+        new_b = ((b - mu) * factor + beta).astype(weight.dtype)
+        return op.Linear(x, op.initializer(ir.tensor(new_w), name=f"{normed.name}/weight"),
+                         op.initializer(ir.tensor(new_b), name=f"{normed.name}/bias"),
+                         _domain=FUSED_DOMAIN)
+
+
 RULES = [*(sourced(LayerNormFromParts, division) for division in DIVISIONS),
          *(sourced(RmsNormFromParts, division) for division in DIVISIONS),
          *(sourced(NormScale, op_type) for op_type in ("LayerNormalization", "RMSNormalization")),
-         sourced(LayerNormBias), sourced(FuseBatchNormIntoConv), sourced(FuseBatchNormIntoGemm)]
+         sourced(LayerNormBias), sourced(FuseBatchNormIntoConv), sourced(FuseBatchNormIntoGemm),
+         sourced(BatchNormIntoLinear)]

@@ -336,3 +336,37 @@ def test_a_model_may_not_use_the_fused_domain():
     model = _model([node], [X], [Y], domains=[(FUSED_DOMAIN, 1)])
     with pytest.raises(UnsupportedError, match=f"domain {FUSED_DOMAIN} is internal"):
         load_onnx(model)
+
+
+# ---- linear, batch norm, no-op nodes ------------------------------------------------------------
+def test_batch_norm_folds_into_a_2d_matmul():
+    nodes = [h.make_node("MatMul", ["x", "w"], ["t"]),
+             h.make_node("BatchNormalization", ["t", "s", "b", "m", "v"], ["y"], epsilon=1e-3)]
+    inits = [_init("w", _randn(8, 4)), _init("s", 1 + 0.2 * _randn(4)), _init("b", _randn(4)),
+             _init("m", 0.3 * _randn(4)), _init("v", 0.5 + np.abs(_randn(4)))]
+    model = _model(nodes, [("x", T.FLOAT, [3, 8])], [("y", T.FLOAT, [3, 4])], inits)
+    _only(model, {"x": _randn(3, 8)}, "linear")
+
+
+def test_matmul_by_a_weight_that_is_no_constant_stays_a_matmul():
+    model = _model([h.make_node("MatMul", ["x", "w"], ["y"])],
+                   [("x", T.FLOAT, [3, 8]), ("w", T.FLOAT, [8, 4])], [("y", T.FLOAT, [3, 4])])
+    assert _against_ort(model, {"x": _randn(3, 8), "w": _randn(8, 4)}) == ["matmul"]
+
+
+def test_identity_dropout_and_other_no_ops_vanish():
+    nodes = [h.make_node("Identity", ["x"], ["a"]), h.make_node("Dropout", ["a", "ratio"], ["b"]),
+             h.make_node("Cast", ["b"], ["c"], to=T.FLOAT), h.make_node("Sum", ["c"], ["d"]),
+             h.make_node("ReduceSum", ["d"], ["e"], noop_with_empty_axes=1),
+             h.make_node("Relu", ["e"], ["y"])]
+    model = _model(nodes, [X], [Y], [_init("ratio", np.float32(0.3))])
+    rows = support_table(model)
+    assert _only(model, {"x": _randn(2, 5, 16)}, "relu") == {}
+    assert [r["ir_ops"] for r in rows] == [[]] * 5 + [["relu"]]
+
+
+def test_dropout_in_training_mode_is_refused():
+    node = h.make_node("Dropout", ["x", "ratio", "train"], ["y"])
+    model = _model([node], [X], [Y], [_init("ratio", np.float32(0.3)), _init("train", True)])
+    with pytest.raises(UnsupportedError, match="training mode"):
+        load_onnx(model)
