@@ -217,3 +217,14 @@ def emit_node(b: OnnxBuilder, node: Node, attrs: dict) -> None:
         raise UnsupportedError(f"node '{node.name}' ({node.op}): no standard ONNX form")
     emitter(b, node, attrs)
 
+
+
+@_emitter("batch_norm")
+def _batch_norm(b: OnnxBuilder, node: Node, a: dict) -> None:
+    """In float64, rounded to the input's dtype once, as the reference computes it (float32
+    BatchNormalization rounds each step and differs in the last bit)."""
+    dtype = b.graph.values[node.inputs[0]].dtype
+    wide = [b.add("Cast", [b.value(i)], node.name, to=onnx.TensorProto.DOUBLE)
+            for i in node.inputs]
+    y = b.add("BatchNormalization", wide, node.name, epsilon=a["epsilon"])
+    b.add("Cast", [y], node.name, list(node.outputs), to=tensor_type(dtype))

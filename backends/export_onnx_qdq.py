@@ -2,9 +2,9 @@
 
 - A static threshold is ``QuantizeLinear(x, scale=vth)`` (per tensor, or per channel of the
   last axis; int8 or int16 as the count range needs; round half to even), cast to int32 and
-  ``Clip(+-max_count)``; a dynamic one is ``Clip(ReduceMean(Abs(x)) / k)``, then
-  ``Round(x / vth)`` (half to even) and ``Clip``. onnxruntime's ReduceMean sums in another order
-  than the reference's numpy mean, so a dynamic vth can differ in its last bit.
+  ``Clip(+-max_count)``; a dynamic one is ``Clip(mean(Abs(x)) / k)`` with the mean summed in the
+  op table's pairwise order from Pad, Gather and Add nodes, so vth is bit-exact, then
+  ``Round(x / vth)`` (half to even) and ``Clip``.
 - The integer product keeps int8 weights as initializers, cast to float, and runs as an ordinary
   MatMul/Conv on integer-valued float32 tensors. It is exact because every partial sum stays
   below 2^24; the bound is checked per layer at export (max_count, or (k + 1/2) times the
@@ -12,6 +12,10 @@
   layer that could exceed it is refused.
 - Decoding repeats the reference's float32 operations in the reference's order, so outputs agree
   bit for bit unless an upstream float op (erf, exp, ...) rounds differently.
+- Every integer product's float result is read only by its int32 Cast, and decoding starts from
+  that int32 tensor: no onnxruntime rewrite can fold a decode scale or bias into the integer
+  weights (its Conv+Mul / Conv+Add fusions did, at the basic level and above, and counts
+  downstream flipped), so every optimisation level gives the same bits.
 Every integer IR value (counts, accumulators) keeps its name and int32 type; ``keep`` adds any IR
 value as an extra graph output.
 """
@@ -56,11 +60,8 @@ def _encode(b: OnnxBuilder, node: Node, a: dict) -> None:
             b.add("Clip", [q, *bounds], node.name, [counts])
             return
     else:
-        rank = len(b.graph.values[x].shape)
-        axes = list(threshold_axes(rank, a["granularity"]))
-        mean = b.add("ReduceMean", [b.add("Abs", [b.value(x)], node.name),
-                                    b.const(np.array(axes, np.int64), f"{node.name}.axes")],
-                     node.name, keepdims=1)
+        mean = _pairwise_mean(b, node, b.add("Abs", [b.value(x)], node.name),
+                                 b.graph.values[x].shape, a["granularity"])
         ratio = b.add("Div", [mean, b.const(np.float32(a["k"]), f"{node.name}.k")], node.name)
         threshold = b.add("Clip", [ratio, b.const(np.float32(a["vth_min"]), f"{node.name}.min"),
                                    b.const(np.float32(a["vth_max"]), f"{node.name}.max")],
@@ -69,6 +70,39 @@ def _encode(b: OnnxBuilder, node: Node, a: dict) -> None:
     bounds = [b.const(np.float32(s * limit), f"{node.name}.limit") for s in (-1, 1)]
     b.floats[counts] = b.add("Clip", [rounded, *bounds], f"{counts}.f")
     b.add("Cast", [b.floats[counts]], node.name, [counts], to=INT32)
+
+
+def _pairwise_mean(b: OnnxBuilder, node: Node, x_abs: str, shape: tuple,
+                   granularity: str) -> str:
+    """mean(|x|) over the threshold's axes, summed in the op table's order, so the threshold
+    equals the reference's bit for bit (onnxruntime's ReduceMean sums in another order): the
+    row of L elements zero-padded (``Pad``) to the next power of two, then level by level
+    element 2i plus element 2i+1 (``Reshape`` to pairs, two ``Gather``, ``Add``), and the sum
+    divided by L."""
+    reduced = [shape[i] for i in threshold_axes(len(shape), granularity)]
+    if not all(isinstance(d, int) for d in reduced):
+        raise UnsupportedError(f"node '{node.name}' (spike_encode): a dynamic threshold over "
+                               f"dims {list(reduced)} needs them static for the export")
+    row = int(math.prod(reduced))
+    width = 1 << max(row - 1, 0).bit_length()
+    name = node.name
+
+    def i64(values, tag: str) -> str:
+        return b.const(np.asarray(values, np.int64), f"{name}.{tag}")
+
+    level = b.add("Reshape", [x_abs, i64([-1, row], "rows")], name)
+    if width > row:
+        level = b.add("Pad", [level, i64([0, 0, 0, width - row], "pads")], name)
+    while width > 1:
+        pairs = b.add("Reshape", [level, i64([-1, width // 2, 2], f"pairs{width}")], name)
+        level = b.add("Add", [b.add("Gather", [pairs, i64(0, "even")], name, axis=2),
+                              b.add("Gather", [pairs, i64(1, "odd")], name, axis=2)], name)
+        width //= 2
+    total = b.add("Reshape", [level, i64([-1], "total")], name)  # [R]
+    mean = b.add("Div", [total, b.const(np.float32(row), f"{name}.n")], name)
+    kept = b.add("Shape", [b.value(node.inputs[0])], name, end=len(shape) - len(reduced))
+    ones = i64([1] * len(reduced), "ones")
+    return b.add("Reshape", [mean, b.add("Concat", [kept, ones], name, axis=0)], name)
 
 
 def _exact_bound(b: OnnxBuilder, node: Node, weight: np.ndarray, group: int) -> float:
@@ -96,8 +130,19 @@ def _product_weight(b: OnnxBuilder, node: Node, group: int) -> np.ndarray:
     bound = _exact_bound(b, node, weight, group)
     if bound * 1.001 >= EXACT_LIMIT:
         raise UnsupportedError(f"node '{node.name}' ({node.op}): integer partial sums can reach "
-                               f"{bound:.4g} >= 2^24, beyond exact float32 accumulation")
+                               f"{bound:.4g} >= 2^24, beyond exact float32 accumulation; "
+                               f"{_count_advice(weight, group, node.op)}")
     return weight
+
+
+def _count_advice(weight: np.ndarray, group: int, op: str) -> str:
+    """The --set value that keeps every partial sum below 2^24."""
+    w = np.abs(weight.astype(np.int64))
+    rows = w.reshape(w.shape[0], -1, group) if op == "spike_linear" else w.reshape(
+        w.shape[0], 1, -1)
+    fits = int((EXACT_LIMIT - 1) / 1.001 // max(int(rows.sum(axis=2).max(initial=0)), 1))
+    return (f"--set max_count={fits} fits (or compile with --calib so the bound is measured)"
+            if fits >= 1 else "its weights' row sums alone exceed 2^24")
 
 
 def _linear(b: OnnxBuilder, node: Node, a: dict) -> None:
@@ -116,19 +161,17 @@ def _linear(b: OnnxBuilder, node: Node, a: dict) -> None:
     y = b.add("MatMul", [counts, b.add("Cast", [wq], f"{wq}.f", to=FLOAT)], node.name)
     shape = b.const(np.array(lead + [g, n], np.int64), f"{node.name}.acc_shape")
     acc = node.outputs[0]
-    b.floats[acc] = b.add("Reshape", [y, shape], f"{acc}.f")
-    b.add("Cast", [b.floats[acc]], node.name, [acc], to=INT32)
+    b.add("Cast", [b.add("Reshape", [y, shape], f"{acc}.f")], node.name, [acc], to=INT32)
 
 
 def _conv(b: OnnxBuilder, node: Node, a: dict) -> None:
     weight = _product_weight(b, node, 0)
     wq = b.const(weight, f"{node.inputs[1]}.q")
     acc = node.outputs[0]
-    b.floats[acc] = b.add("Conv", [b.as_float(node.inputs[0]),
-                                   b.add("Cast", [wq], f"{wq}.f", to=FLOAT)], f"{acc}.f",
-                          strides=a["strides"], pads=a["pads"], dilations=a["dilations"],
-                          group=a["group"])
-    b.add("Cast", [b.floats[acc]], node.name, [acc], to=INT32)
+    y = b.add("Conv", [b.as_float(node.inputs[0]), b.add("Cast", [wq], f"{wq}.f", to=FLOAT)],
+              f"{acc}.f", strides=a["strides"], pads=a["pads"], dilations=a["dilations"],
+              group=a["group"])
+    b.add("Cast", [y], node.name, [acc], to=INT32)
 
 
 def _decode(b: OnnxBuilder, node: Node, a: dict) -> None:
@@ -212,10 +255,7 @@ def to_onnx(graph: Graph, keep: Iterable[str] = ()) -> onnx.ModelProto:
 
 
 def notes(graph: Graph) -> list[str]:
-    dynamic = any(n.op == "spike_encode" and node_attrs(n)["policy"] == "dynamic"
-                  for n in graph.nodes)
-    return ["dynamic thresholds: onnxruntime's ReduceMean may differ from the reference's mean "
-            "in the last bit"] if dynamic else []
+    return []  # a default onnxruntime session runs the file as it is
 
 
 def to_bytes(graph: Graph) -> bytes:

@@ -53,7 +53,9 @@ def lower(graph: Graph, config: CompileConfig | None = None) -> TritonProgram:
         block = group if grouped else launch.EVENT_BLOCK
         decode = _fusable_decode(graph, node, enc, consumers)
         name = node.name
-        program.tensors[f"{name}/wt"] = np.ascontiguousarray(weight.T)
+        wt = f"{node.inputs[1]}/wt"  # one copy per weight, however many layers share it
+        if wt not in program.tensors:
+            program.tensors[wt] = np.ascontiguousarray(weight.T)
         scale = None
         if decode is not None:
             scale = f"{name}/scale"
@@ -64,10 +66,15 @@ def lower(graph: Graph, config: CompileConfig | None = None) -> TritonProgram:
             decode.inputs[3] else None
         program.linears[name] = LinearStep(
             node=name, decode=decode.name if decode else None, weight=node.inputs[1],
+<<<<<<< HEAD
             wt=f"{name}/wt", scale=scale, bias=bias, group_size=group if grouped else None,
             gemm=launch.gemm_step(channels, group if grouped else None) is not None,
             dense=launch.dense_step(channels, group if grouped else None) is not None,
             weights=n_out * channels)
+=======
+            wt=wt, scale=scale, bias=bias, group_size=group if grouped else None,
+            gemm=launch.gemm_step(channels, group if grouped else None) is not None)
+>>>>>>> main
         step = program.encodes.get(enc.name)
         unit = math.gcd(block, launch.EVENT_BLOCK)
         density = densities.get(node.inputs[0], DEFAULT_DENSITY)

@@ -23,11 +23,12 @@ _NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "Rando
 
 
 def initializers(proto: onnx.ModelProto, label: str) -> dict[str, np.ndarray]:
-    """The model's initializers as numpy arrays; NaN or Inf in one is an error naming it."""
+    """The model's initializers as numpy arrays. NaN in one, or Inf mixed with other values, is an
+    error naming it; a uniform +-Inf (an open Clip bound, a mask fill) is kept like a folded one."""
     consts = {}
     for t in proto.graph.initializer:
         arr = numpy_helper.to_array(t)
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        if not _storable(arr):
             raise SbcError(f"{label}: initializer '{t.name}' contains NaN or Inf")
         consts[t.name] = arr
     for sparse in proto.graph.sparse_initializer:

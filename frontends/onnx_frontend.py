@@ -1,4 +1,5 @@
-"""The ONNX frontend: an ONNX model (opset 13 and newer) -> a validated IR Graph.
+"""The ONNX frontend: an ONNX model (opset 13 and newer; older ones upgraded) -> a validated IR
+Graph.
 
 Steps: parse, check opsets and structure, pin user input shapes, infer shapes (onnx, strict), fold
 constants, rewrite common spellings into single ops (``onnx_rewrites``), lower every node to IR
@@ -7,6 +8,7 @@ node, whether it is supported and which IR ops it became.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +54,27 @@ def support_table(model: ModelSource, input_shapes: dict | None = None) -> list[
     return _lower(model, input_shapes).rows
 
 
+def inspect_onnx(model: ModelSource, input_shapes: dict | None = None) -> dict:
+    """What ``sbcompile inspect`` shows, whatever the model holds: ``rows`` (as support_table),
+    ``parameters`` (each initializer counted once), ``inputs``/``outputs`` ({name: (shape,
+    dtype)}), ``ir_ops`` (IR op counts of the lowered graph; only when every node lowers)."""
+    proto, _ = onnx_model.read_model(model)
+    result = _lower(proto, input_shapes)
+    graph = result.graph
+
+    def typed(names):
+        return {n: (list(graph.values[n].shape), graph.values[n].dtype) for n in names
+                if n in graph.values}
+
+    info = {"name": graph.name, "rows": result.rows,
+            "parameters": onnx_model.parameter_count(proto),
+            "inputs": typed(graph.inputs), "outputs": typed(graph.outputs), "ir_ops": None}
+    if not result.unsupported:
+        graph.remove_unused()
+        info["ir_ops"] = dict(sorted(Counter(n.op for n in graph.nodes).items()))
+    return info
+
+
 def lower_with_support(model: ModelSource,
                        input_shapes: dict | None = None) -> tuple[list[dict], Graph | None]:
     """The support table and, when every node is supported, the validated IR graph, from one
@@ -68,7 +91,9 @@ def _finished(graph: Graph) -> Graph:
 
 def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
     proto, label = onnx_model.read_model(model)
+    proto = onnx_model.upgrade_opset(proto, label)
     opsets = onnx_model.check_opsets(proto, label)
+    onnx_model.mark_dynamic_dims(proto)
     onnx_model.check_structure(proto, label)
     onnx_model.apply_input_shapes(proto, input_shapes, label)
     consts = initializers(proto, label)
@@ -90,7 +115,11 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
             reasons[source] = reason
     lw.graph.outputs = [o.name for o in proto.graph.output]
     for name in lw.graph.outputs:
-        _typed(lw, name, f"graph output '{name}'")
+        try:
+            _typed(lw, name, f"graph output '{name}'")
+        except UnsupportedError:
+            if not any(reasons.values()):  # else an unsupported node upstream says why
+                raise
     return _Result(lw.graph, _rows(proto, lw.graph, lw.origins, {**folded, **reasons}, folded))
 
 

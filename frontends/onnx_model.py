@@ -1,5 +1,6 @@
-"""Reading and preparing an ONNX model before lowering: parse, opset check, structure checks
-(dangling inputs, cycles), user input shapes, shape inference and the value type table.
+"""Reading and preparing an ONNX model before lowering: parse, opset check (older opsets upgraded
+by onnx's version converter), structure checks (dangling inputs, cycles), dynamic dims written as
+-1 (Paddle2ONNX), user input shapes, shape inference and the value type table.
 
 Every failure is an SbcError naming the file, node or value at fault.
 """
@@ -10,6 +11,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import onnx
+import onnx.version_converter
 from google.protobuf.message import DecodeError
 
 from sbcompile.errors import SbcError, UnsupportedError
@@ -19,6 +21,7 @@ CUSTOM_DOMAIN = "ai.sbcompile"
 FUSED_DOMAIN = "ai.sbcompile.fused"  # ops the frontend rewrites build; never read from a model
 MIN_OPSET = 13
 MAX_OPSET = onnx.defs.onnx_opset_version()
+UPGRADE_OPSET = 17  # older models are converted to this opset (onnx.version_converter)
 
 
 def read_model(model: str | Path | bytes | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
@@ -47,6 +50,32 @@ def _parse(load, label: str) -> onnx.ModelProto:
     except (DecodeError, ValueError, RuntimeError, OSError) as e:
         raise SbcError(f"{label}: not a valid ONNX model ({str(e).splitlines()[0] or 'truncated'})"
                        ) from None
+
+
+def upgrade_opset(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """A model whose default opset is older than MIN_OPSET, converted to UPGRADE_OPSET by onnx's
+    version converter (real exported files are often opset 11 or 12); others unchanged."""
+    version = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if version is None or version >= MIN_OPSET:
+        return proto
+    try:
+        return onnx.version_converter.convert_version(proto, UPGRADE_OPSET)
+    except Exception as e:  # the converter raises bare RuntimeErrors and ValueErrors
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsupportedError(f"{label}: opset {version} could not be upgraded to opset "
+                               f"{UPGRADE_OPSET} by onnx.version_converter ({why})") from None
+
+
+def mark_dynamic_dims(proto: onnx.ModelProto) -> None:
+    """Dims written as a negative size (Paddle2ONNX writes dynamic dims as -1) become symbolic,
+    named after their value and axis, so no later step reads -1 as a size (in place)."""
+    g = proto.graph
+    for info in [*g.input, *g.output, *g.value_info]:
+        if not info.type.HasField("tensor_type"):
+            continue
+        for axis, dim in enumerate(info.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value < 0:
+                dim.dim_param = f"{info.name}_dim{axis}"
 
 
 def check_opsets(proto: onnx.ModelProto, label: str) -> dict[str, int]:
@@ -104,6 +133,17 @@ def check_structure(proto: onnx.ModelProto, label: str) -> None:
     graph.node.extend(sorted_nodes)
 
 
+def parameter_count(proto: onnx.ModelProto) -> int:
+    """Elements the file stores as weights, each initializer (or Constant node tensor) counted
+    once however many nodes read it."""
+    count = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+    count += sum(int(np.prod(s.dims)) for s in proto.graph.sparse_initializer)
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            count += sum(int(np.prod(a.t.dims)) for a in node.attribute if a.name == "value")
+    return count
+
+
 def runtime_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     """Graph inputs that are not initializers (old models list initializers as inputs too)."""
     init = {t.name for t in proto.graph.initializer}
@@ -136,17 +176,34 @@ def apply_input_shapes(proto: onnx.ModelProto, input_shapes: dict | None, label:
 
 def infer_shapes(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
     """onnx shape inference in strict mode with data propagation; our custom GLA op's outputs are
-    typed here (onnx has no schema for it): y has v's shape and q's dtype."""
+    typed here (onnx has no schema for it): y has v's shape and q's dtype. A declared graph
+    output shape that contradicts inference (exporters write stale ones) gives way to it."""
     for _ in range(1 + sum(n.domain == CUSTOM_DOMAIN for n in proto.graph.node)):
         try:
-            proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True,
-                                                      data_prop=True)
+            proto = _strict_inference(proto)
         except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
-            raise SbcError(f"{label}: shape inference failed: "
-                           f"{str(e).strip().splitlines()[-1]}") from None
+            try:
+                proto = _strict_inference(_without_output_shapes(proto))
+            except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+                raise SbcError(f"{label}: shape inference failed: "
+                               f"{str(e).strip().splitlines()[-1]}") from None
         if not _type_custom_outputs(proto):
             break
     return proto
+
+
+def _strict_inference(proto: onnx.ModelProto) -> onnx.ModelProto:
+    return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True,
+                                             data_prop=True)
+
+
+def _without_output_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    bare = onnx.ModelProto()
+    bare.CopyFrom(proto)
+    for out in bare.graph.output:
+        if out.type.HasField("tensor_type"):
+            out.type.tensor_type.ClearField("shape")
+    return bare
 
 
 def inference_model(proto: onnx.ModelProto, nodes: list[onnx.NodeProto],

@@ -23,8 +23,17 @@ class LinearFromMatMul(pattern.RewriteRuleClassBase):
                 and dims(x) is not None and len(dims(x)) >= 1)
 
     def rewrite(self, op, x, w):
-        weight = ir.tensor(np.ascontiguousarray(array(w).T))
-        return op.Linear(x, op.initializer(weight, name=f"{w.name}_t"), _domain=FUSED_DOMAIN)
+        return op.Linear(x, _transposed(op, w), _domain=FUSED_DOMAIN)
+
+
+def _transposed(op, w: ir.Value) -> ir.Value:
+    """W^T as an initializer, made once however many MatMuls read W (the steps of an unrolled
+    recurrence share their weights: one parameter, not one copy per step)."""
+    name = f"{w.name}_t"
+    graph = w.graph
+    if graph is not None and name in graph.initializers:
+        return graph.initializers[name]
+    return op.initializer(ir.tensor(np.ascontiguousarray(array(w).T)), name=name)
 
 
 class LinearBias(pattern.RewriteRuleClassBase):

@@ -21,7 +21,7 @@ import numpy as np
 
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
-from sbcompile.passes.calibrate import batches, check_calibration, num_batches
+from sbcompile.passes.calibrate import check_calibration
 from sbcompile.passes.energy import energy_table, synaptic_ops
 from sbcompile.ir.codings import events_per_count, steps_needed, steps_per_row
 from sbcompile.passes.metrics import Fidelity
@@ -96,7 +96,7 @@ class LayerStats:
 
 
 def run(graph: Graph, config: CompileConfig, float_graph: Graph,
-        calib: dict[str, np.ndarray]) -> Graph:
+        calib) -> Graph:
     """Attach ``graph.meta['analysis']`` (layers, totals, energy, outputs_fidelity)."""
     calib = check_calibration(float_graph, calib)
     layers = graph.meta.get("layers", {})
@@ -112,7 +112,7 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     keep_f = [info["output"] for info in layers.values()]
     out_fid = {o: Fidelity() for o in graph.outputs}
     agree = {o: [0, 0] for o in graph.outputs}
-    for batch in track(batches(calib, config.calib_batch), num_batches(calib, config.calib_batch),
+    for batch in track(calib.batches(config.calib_batch), calib.num_batches(config.calib_batch),
                        "analysing"):
         env_f = evaluate(float_graph, batch, keep=keep_f)
         env_s = evaluate(graph, batch, keep=keep_s)
@@ -126,7 +126,7 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
             if env_f[o].ndim >= 2:
                 agree[o][0] += int(np.sum(env_s[o].argmax(-1) == env_f[o].argmax(-1)))
                 agree[o][1] += int(np.prod(env_f[o].shape[:-1]))
-    samples = next(iter(calib.values())).shape[0]
+    samples = calib.samples
     global_T = max([st.steps_max for st in stats.values()] or [0])
     layer_reports = [_layer_report(name, st, config, global_T, samples, enc_attrs)
                      for name, st in stats.items()]

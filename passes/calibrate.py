@@ -16,32 +16,93 @@ HIST_BINS = 2048
 CHANNEL_BINS = 256  # per-channel histograms (threshold_granularity=channel)
 
 
-def check_calibration(graph: Graph, calib: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Names, shapes, dtypes and finiteness of calibration data against the graph inputs."""
-    if not calib:
-        raise SbcError("calibration data is empty")
-    sizes = {name: np.asarray(arr).shape[0] if np.asarray(arr).ndim else 0
-             for name, arr in calib.items()}
-    if any(s == 0 for s in sizes.values()):
-        name = next(n for n, s in sizes.items() if s == 0)
-        raise SbcError(f"calibration input '{name}' holds no samples")
-    if len(set(sizes.values())) > 1:
-        raise SbcError(f"calibration inputs disagree on the number of samples: {sizes}")
-    return check_feeds(graph, calib)
+class CalibrationSet:
+    """Calibration inputs, checked against the graph and streamed in batches the graph accepts.
+
+    Either one dict of arrays with the samples on axis 0 (an .npz file), streamed in batches of
+    the model's static batch size when its inputs have one (a model exported with batch 2 reads
+    a 32-sample file as 16 batches; a remainder that fills no batch is left out and counted in
+    ``dropped``), else of ``calib_batch``; or a list of complete feeds (for inputs that do not
+    share a batch axis, such as a recurrent state), each run as it is."""
+
+    def __init__(self, graph: Graph, data: dict[str, np.ndarray] | list[dict]) -> None:
+        feeds = list(data) if isinstance(data, (list, tuple)) else None
+        if feeds is not None:
+            if not feeds:
+                raise SbcError("calibration data is empty")
+            self.feeds = [check_feeds(graph, f) for f in feeds]
+            self.arrays, self.static_batch, self.dropped = None, None, 0
+            self.samples = len(self.feeds)
+            return
+        self.feeds = None
+        if not data:
+            raise SbcError("calibration data is empty")
+        sizes = {name: np.asarray(arr).shape[0] if np.asarray(arr).ndim else 0
+                 for name, arr in data.items()}
+        if any(s == 0 for s in sizes.values()):
+            name = next(n for n, s in sizes.items() if s == 0)
+            raise SbcError(f"calibration input '{name}' holds no samples")
+        if len(set(sizes.values())) > 1:
+            raise SbcError(f"calibration inputs disagree on the number of samples: {sizes}")
+        n = next(iter(sizes.values()))
+        self.static_batch = _static_batch(graph, data)
+        if self.static_batch and n < self.static_batch:
+            raise SbcError(f"the model's inputs have a static batch of {self.static_batch}; "
+                           f"the calibration data holds only {n} samples")
+        usable = n - n % self.static_batch if self.static_batch else n
+        self.dropped = n - usable
+        arrays = {k: np.asarray(v)[:usable] for k, v in data.items()}
+        self.arrays = check_feeds(graph, arrays) if self.static_batch is None else \
+            _checked_per_batch(graph, arrays, self.static_batch)
+        self.samples = usable
+
+    def batch_size(self, requested: int) -> int:
+        return self.static_batch or requested
+
+    def batches(self, requested: int):
+        """Yield feeds of at most ``requested`` samples (exactly the static batch if any)."""
+        if self.feeds is not None:
+            yield from self.feeds
+            return
+        size = self.batch_size(requested)
+        for start in range(0, self.samples, size):
+            yield {k: v[start:start + size] for k, v in self.arrays.items()}
+
+    def num_batches(self, requested: int) -> int:
+        if self.feeds is not None:
+            return len(self.feeds)
+        return -(-self.samples // self.batch_size(requested))
 
 
-def batches(data: dict[str, np.ndarray], size: int):
-    """Yield dicts of consecutive slices of at most ``size`` samples (axis 0)."""
-    n = next(iter(data.values())).shape[0]
-    for start in range(0, n, size):
-        yield {k: v[start:start + size] for k, v in data.items()}
+def _static_batch(graph: Graph, data: dict[str, np.ndarray]) -> int | None:
+    """The batch every input fixes on axis 0, when they all fix the same one; else None."""
+    dims = {graph.values[n].shape[0] if graph.values[n].shape else None
+            for n in graph.inputs if n in data}
+    if len(dims) == 1:
+        (dim,) = dims
+        return dim if isinstance(dim, int) else None
+    return None
 
 
-def num_batches(data: dict[str, np.ndarray], size: int) -> int:
-    return -(-next(iter(data.values())).shape[0] // size)
+def _checked_per_batch(graph: Graph, arrays: dict[str, np.ndarray], size: int) -> dict:
+    """Whole arrays checked (dtype cast, finiteness) through their static-batch view."""
+    n = next(iter(arrays.values())).shape[0]
+    reshaped = {k: v.reshape(n // size, size, *v.shape[1:]) for k, v in arrays.items()}
+    out = {k: [] for k in arrays}
+    for i in range(n // size):
+        checked = check_feeds(graph, {k: v[i] for k, v in reshaped.items()})
+        for k in out:
+            out[k].append(checked[k])
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def run(graph: Graph, config: CompileConfig, calib: dict[str, np.ndarray]) -> Graph:
+def check_calibration(graph: Graph, calib) -> CalibrationSet:
+    """Calibration data (a dict of arrays, a list of feeds, or a CalibrationSet) checked against
+    the graph inputs: names, shapes, dtypes, finiteness, the number of samples."""
+    return calib if isinstance(calib, CalibrationSet) else CalibrationSet(graph, calib)
+
+
+def run(graph: Graph, config: CompileConfig, calib) -> Graph:
     """Record ``graph.meta["calibration"][value] = {absmax, mean_abs, rms, n, hist}`` (hist a numpy
     array: the pipeline drops these statistics before the graph is serialised)."""
     calib = check_calibration(graph, calib)
@@ -49,9 +110,9 @@ def run(graph: Graph, config: CompileConfig, calib: dict[str, np.ndarray]) -> Gr
     per_channel = config.threshold_granularity == "channel"
     stats = {v: {"n": 0, "absmax": 0.0, "sum_abs": 0.0, "sum_sq": 0.0, "channel_absmax": 0.0}
              for v in watched}
-    nb = num_batches(calib, config.calib_batch)
+    nb = calib.num_batches(config.calib_batch)
     # pass 1: ranges and moments
-    for batch in track(batches(calib, config.calib_batch), nb, "calibrating (1/2)"):
+    for batch in track(calib.batches(config.calib_batch), nb, "calibrating (1/2)"):
         env = evaluate(graph, batch, keep=watched)
         for v in watched:
             a = np.abs(env[v].astype(np.float64))
@@ -66,7 +127,7 @@ def run(graph: Graph, config: CompileConfig, calib: dict[str, np.ndarray]) -> Gr
     # pass 2: histograms of |x| over [0, absmax]
     hists = {v: np.zeros(HIST_BINS, dtype=np.int64) for v in watched}
     channel_hists = {v: 0 for v in watched}
-    for batch in track(batches(calib, config.calib_batch), nb, "calibrating (2/2)"):
+    for batch in track(calib.batches(config.calib_batch), nb, "calibrating (2/2)"):
         env = evaluate(graph, batch, keep=watched)
         for v in watched:
             top = stats[v]["absmax"] or 1.0
@@ -82,7 +143,7 @@ def run(graph: Graph, config: CompileConfig, calib: dict[str, np.ndarray]) -> Gr
             **({"channel_absmax": s["channel_absmax"], "channel_hist": channel_hists[v]}
                if per_channel else {})}
         for v, s in stats.items()}
-    graph.meta["calibration_samples"] = int(next(iter(calib.values())).shape[0])
+    graph.meta["calibration_samples"] = calib.samples
     return graph
 
 

@@ -31,10 +31,17 @@ def quantize_weight(weight: np.ndarray, group_size: int | None) -> tuple[np.ndar
     return q.astype(np.int8), scale.astype(np.float32), int(np.prod(w.shape[1:]))
 
 
+def _quantized(graph: Graph, node: Node, weight: np.ndarray, config: CompileConfig) -> tuple:
+    q, scale, group = quantize_weight(weight, config.group_size if node.op == "linear" else None)
+    return (graph.add_param(f"{node.name}.weight_q", q),
+            graph.add_param(f"{node.name}.weight_scale", scale), q, scale, group)
+
+
 def run(graph: Graph, config: CompileConfig) -> Graph:
     graph = graph.copy()
     producers = graph.producers()
     new_nodes: list[Node] = []
+    shared: dict[str, tuple] = {}  # weight param -> its int8 copy, scale and group (made once)
     for node in graph.nodes:
         info = graph.meta.get("layers", {}).get(node.name)
         if info is None or node.op not in ("linear", "conv") or "acc" in info:
@@ -47,10 +54,11 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
             threshold = graph.params[producers[vth].inputs[1]]
             weight = weight * threshold[None, :]
             vth = graph.add_param(f"{node.name}.unit_vth", np.float32(1.0))
-        q, scale, group = quantize_weight(weight, config.group_size if node.op == "linear"
-                                          else None)
-        wq = graph.add_param(f"{node.name}.weight_q", q)
-        ws = graph.add_param(f"{node.name}.weight_scale", scale)
+            wq, ws, q, scale, group = _quantized(graph, node, weight, config)
+        else:
+            if node.inputs[1] not in shared:
+                shared[node.inputs[1]] = _quantized(graph, node, weight, config)
+            wq, ws, q, scale, group = shared[node.inputs[1]]
         out = node.outputs[0]
         cshape = graph.values[counts].shape
         bias = node.inputs[2] if len(node.inputs) > 2 else ""

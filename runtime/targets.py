@@ -17,8 +17,8 @@ import numpy as np
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 
-TARGETS = ("reference", "lava", "triton")
-PROGRAM_TARGETS = ("lava", "triton")
+TARGETS = ("reference", "lava", "triton", "onnxruntime")
+PROGRAM_TARGETS = ("lava", "triton", "onnxruntime")
 INTEGER_OPS = ("spike_encode", "spike_linear", "spike_conv")
 
 
@@ -59,6 +59,10 @@ def program_class(target: str) -> type:
         from sbcompile.runtime.triton.program import TritonProgram
 
         return TritonProgram
+    if target == "onnxruntime":
+        from sbcompile.runtime.onnxruntime_target import OnnxruntimeProgram
+
+        return OnnxruntimeProgram
     raise SbcError(f"target '{target}' runs no stored program (known: "
                    f"{', '.join(PROGRAM_TARGETS)})")
 
@@ -111,6 +115,14 @@ def run_triton(program, feeds: dict[str, np.ndarray], *, interpret: bool | None 
     return RunResult("triton", outputs, {k: v for k, v in env.items() if k not in outputs})
 
 
+def run_onnxruntime(program, feeds: dict[str, np.ndarray], *, batch_size: int = 64,
+                    progress: bool = True, keep_integers: bool = True) -> RunResult:
+    """Run the onnx-qdq export in a default onnxruntime session, in batches."""
+    env = program.run(feeds, batch_size, progress, keep_integers)
+    outputs = {k: env[k] for k in program.graph.outputs}
+    return RunResult("onnxruntime", outputs, {k: v for k, v in env.items() if k not in outputs})
+
+
 def run_artifact(art, target: str, feeds: dict[str, np.ndarray], *, use_float: bool = False,
                  interpret: bool | None = None, timeout: float = 120.0) -> RunResult:
     """Run an artifact's compiled graph (or, ``use_float``, its float baseline, on the
@@ -124,7 +136,11 @@ def run_artifact(art, target: str, feeds: dict[str, np.ndarray], *, use_float: b
         result = run_reference(art.baseline if use_float else art.graph, feeds, not use_float)
     else:
         program = stored_program(art.programs, art.graph, target, art.report)
-        result = run_lava(program, feeds, timeout=timeout) if target == "lava" else \
-            run_triton(program, feeds, interpret=interpret)
+        if target == "lava":
+            result = run_lava(program, feeds, timeout=timeout)
+        elif target == "triton":
+            result = run_triton(program, feeds, interpret=interpret)
+        else:
+            result = run_onnxruntime(program, feeds)
     result.timings["run_s"] = time.perf_counter() - start
     return result

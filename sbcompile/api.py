@@ -20,7 +20,8 @@ from sbcompile.artifact import Artifact
 from sbcompile.config import CompileConfig
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
-from sbcompile.runtime.targets import RunResult, TargetProgram, run_artifact, stored_program
+from sbcompile.runtime.targets import (PROGRAM_TARGETS, RunResult, TargetProgram, run_artifact,
+                                       stored_program)
 
 
 class CompiledModel:
@@ -29,6 +30,7 @@ class CompiledModel:
 
     def __init__(self, artifact: Artifact):
         self.artifact = artifact
+        self._specialised: dict[tuple, Artifact] = {}  # (target, input shapes) -> artifact
 
     @property
     def graph(self) -> Graph:
@@ -67,19 +69,48 @@ class CompiledModel:
         """Run on ``target``: the reference interpreter, Lava (a supervised simulation bounded
         by ``timeout`` seconds) or Triton (``interpret``: the kernels on Triton's CPU
         interpreter; None follows ``TRITON_INTERPRET``). ``use_float`` runs the un-spiked
-        baseline, on the reference target only."""
-        return run_artifact(self.artifact, target, inputs, use_float=use_float,
-                            interpret=interpret, timeout=timeout)
+        baseline, on the reference target only. A model whose dynamic dims kept Lava or
+        Triton from lowering at compile time is specialised to the shapes of ``inputs`` (and
+        lowered once per shape)."""
+        art = self.artifact
+        if target in PROGRAM_TARGETS and not use_float and _needs_specialising(art, target):
+            art = self._for_shapes(target, inputs)
+        return run_artifact(art, target, inputs, use_float=use_float, interpret=interpret,
+                            timeout=timeout)
+
+    def _for_shapes(self, target: str, inputs: dict[str, np.ndarray]) -> Artifact:
+        from sbcompile.pipeline import specialised_artifact
+
+        missing = [n for n in self.graph.inputs if n not in inputs]
+        if missing:
+            raise SbcError(f"input '{missing[0]}' is missing (the model's inputs: "
+                           f"{', '.join(self.graph.inputs)})")
+        shapes = {n: tuple(np.shape(inputs[n])) for n in self.graph.inputs}
+        key = (target, tuple(sorted(shapes.items())))
+        if key not in self._specialised:
+            self._specialised[key] = specialised_artifact(self.artifact, target, shapes)
+        return self._specialised[key]
+
+
+def _needs_specialising(art: Artifact, target: str) -> bool:
+    """No stored program for ``target`` although the config asked for one, and dims that
+    inputs would pin."""
+    stored = any(k.startswith(f"{target}/") for k in art.programs)
+    wanted = target in art.config.get("targets", [])
+    symbolic = any(not isinstance(d, int) for v in art.graph.values.values() for d in v.shape)
+    return wanted and not stored and symbolic
 
 
 def compile(model: Any, example_inputs: tuple | None = None, *, preset: str = "spikingbrain",
             calib: dict[str, np.ndarray] | None = None, overrides: dict[str, Any] | None = None,
             exclude: list[str] | None = None, input_names: list[str] | None = None,
-            dynamic_axes: dict | None = None) -> CompiledModel:
+            dynamic_axes: dict | None = None,
+            input_shapes: dict[str, list] | None = None) -> CompiledModel:
     """Compile a model under a preset (``overrides``: ``--set`` style fields, ``exclude``:
     layer name patterns kept float). A PyTorch module needs ``example_inputs``; its inputs are
     named ``input_names`` and axis 0 of each is left symbolic unless ``dynamic_axes`` says
-    otherwise."""
+    otherwise. ``input_shapes`` pins an ONNX model's input dims ({name: [dims]}; a string keeps
+    a dim dynamic), as ``--input-shape`` does."""
     from sbcompile import pipeline
 
     if _is_torch_module(model):
@@ -90,7 +121,7 @@ def compile(model: Any, example_inputs: tuple | None = None, *, preset: str = "s
                                       input_names=input_names, dynamic_axes=dynamic_axes)
     else:
         art = pipeline.compile_model(model, preset=preset, calib=calib, overrides=overrides,
-                                     exclude=exclude)
+                                     exclude=exclude, input_shapes=input_shapes)
     return CompiledModel(art)
 
 

@@ -59,16 +59,73 @@ def _model_path(model: str) -> Path:
     return path
 
 
+def parse_input_shapes(items: tuple | list) -> dict[str, list]:
+    """``NAME=DIMS`` items (DIMS comma-separated; -1 or a name keeps a dim dynamic, so
+    ``x=-1,3,48,320`` pins all but the batch) as {name: [dims]}."""
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.partition("=")
+        parts = [p.strip() for p in dims.split(",")]
+        if not sep or not name.strip() or not all(parts):
+            raise SbcError(f"--input-shape '{item}': expected NAME=D0,D1,... (e.g. x=1,3,48,320)")
+        dims_out = [int(p) if p.lstrip("-").isdigit() else p for p in parts]
+        if any(isinstance(d, int) and d < 1 and d != -1 for d in dims_out):
+            raise SbcError(f"--input-shape '{item}': dims must be >= 1, or -1 or a name for a "
+                           "dynamic dim")
+        shapes[name.strip()] = [f"{name.strip()}_dim{i}" if d == -1 else d
+                                for i, d in enumerate(dims_out)]
+    return shapes
+
+
+INPUT_SHAPE = click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
+                           help="Pin an input's dims, e.g. x=1,3,48,320 (a name keeps a dim "
+                                "dynamic).")
+
+
 @main.command()
 @click.argument("model")
+@INPUT_SHAPE
 @guarded
-def inspect(model: str) -> None:
-    """Op table, shapes and parameter count of MODEL (.onnx)."""
+def inspect(model: str, input_shapes: tuple) -> None:
+    """The whole op table of MODEL (.onnx) with what is supported and why not, shapes and the
+    parameter count; exit 2 when any node is unsupported."""
+    if str(model).endswith(".nir"):
+        return _inspect_graph(model)
+    from sbcompile.frontends.onnx_frontend import inspect_onnx
+
+    info = inspect_onnx(str(_model_path(model)), parse_input_shapes(input_shapes))
+    rows = info["rows"]
+    console.print(f"[bold]{info['name']}[/]: {len(rows)} ONNX nodes, "
+                  f"{info['parameters']:,} parameters")
+    for kind in ("inputs", "outputs"):
+        for name, (shape, dtype) in info[kind].items():
+            console.print(f"  {kind[:-1]} {name}: {dtype}{shape}")
+    by_op: dict[str, list[dict]] = {}
+    for r in rows:
+        by_op.setdefault(r["op_type"], []).append(r)
+    t = Table("ONNX op", "nodes", "supported", "IR ops", "why not", show_edge=False)
+    for op, group in sorted(by_op.items()):
+        bad = [r for r in group if r["status"] != "supported"]
+        reasons = sorted({r["reason"] for r in bad})
+        ir_ops = sorted({o for r in group for o in r["ir_ops"]})
+        t.add_row(op, str(len(group)), "yes" if not bad else
+                  "[red]no[/]" if len(bad) == len(group) else f"[red]{len(bad)} not[/]",
+                  ",".join(ir_ops), "[red]" + "; ".join(reasons) + "[/]" if reasons else "")
+    console.print(t)
+    if info["ir_ops"] is not None:
+        console.print("IR ops: " + ", ".join(f"{op} {n}" for op, n in info["ir_ops"].items()))
+    bad = [r for r in rows if r["status"] != "supported"]
+    if bad:
+        ops = sorted({r["op_type"] for r in bad})
+        raise SbcError(f"{model}: {len(bad)} of {len(rows)} nodes unsupported (op types: "
+                       f"{', '.join(ops)})")
+
+
+def _inspect_graph(model: str) -> None:
     from sbcompile.pipeline import load_model
     from sbcompile.report import model_summary
 
-    graph = load_model(_model_path(model))
-    summary = model_summary(graph)
+    summary = model_summary(load_model(_model_path(model)))
     console.print(f"[bold]{summary['name']}[/]: {summary['nodes']} IR nodes, "
                   f"{summary['parameters']:,} parameters")
     for kind in ("inputs", "outputs"):
@@ -118,10 +175,11 @@ def check(model: str, preset: str) -> None:
 @click.option("--preset", default="spikingbrain", show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a field.")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Keep matching layers float.")
+@INPUT_SHAPE
 @click.option("-o", "--output", required=True, help="Artifact to write (.sbc).")
 @guarded
 def compile(model: str, calib: str | None, preset: str, sets: tuple, exclude: tuple,
-            output: str) -> None:
+            input_shapes: tuple, output: str) -> None:
     """Compile MODEL (.onnx, or .nir for the NIR primitives sbcompile reads) into a spiking
     artifact."""
     from sbcompile.config import make_config, parse_set_options
@@ -130,7 +188,7 @@ def compile(model: str, calib: str | None, preset: str, sets: tuple, exclude: tu
     from sbcompile.report import print_terminal
 
     config = make_config(preset, parse_set_options(list(sets)), list(exclude))
-    graph = load_model(_model_path(model))
+    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
     calib_data = load_npz(calib) if calib else None
     out = Path(output)
     if not out.parent.exists():
@@ -171,8 +229,9 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
 @main.command()
 @click.argument("artifact")
 @click.option("--input", "input_path", required=True, help="Inputs (.npz, keyed by input name).")
-@click.option("--target", type=click.Choice(["reference", "lava", "triton"]), default="reference",
-              show_default=True)
+@click.option("--target", type=click.Choice(["reference", "lava", "triton", "onnxruntime"]),
+              default="reference", show_default=True,
+              help="onnxruntime: the QDQ export in batches, for evaluating a data set fast.")
 @click.option("--float", "use_float", is_flag=True, help="Run the un-spiked baseline graph.")
 @click.option("--interpret", is_flag=True, default=None,
               help="Triton target: run the kernels on Triton's CPU interpreter (no GPU); "
@@ -193,11 +252,25 @@ def run(artifact: str, input_path: str, target: str, use_float: bool, interpret:
                        timeout=timeout)
     for name, arr in result.outputs.items():
         console.print(f"{name}: {arr.dtype}{list(arr.shape)}  mean {float(arr.mean()):.6g}")
+    if not use_float and model.graph.meta.get("count_bounds"):
+        _print_saturations(model.graph, feeds)
     if result.op_counts and model.report.get("measured"):
         _print_op_counts(result.op_counts, model.report, len(next(iter(feeds.values()))))
     if output:
         save_npz(output, result.outputs)
         console.print(f"wrote {output}")
+
+
+def _print_saturations(graph, feeds: dict) -> None:
+    """Counts these inputs drove past the bounds measured at compile time (they saturate)."""
+    from sbcompile.passes.count_bounds import saturations
+
+    sat = saturations(graph, feeds)
+    clipped = sum(s["saturated"] for s in sat.values())
+    total = sum(s["counts"] for s in sat.values())
+    worst = max(sat, key=lambda n: sat[n]["saturated"])
+    console.print(f"saturated counts: {clipped:,} of {total:,} beyond the measured bounds"
+                  + (f" (most in '{worst}', bound {sat[worst]['bound']})" if clipped else ""))
 
 
 def _print_op_counts(op_counts: dict, report: dict, samples: int) -> None:

@@ -29,6 +29,8 @@ class CompileConfig:
     attention_quantize: bool = False    # spike the attention query, INT8 K/V per token and head
     targets: list[str] = field(default_factory=lambda: ["lava", "triton"])  # programs to store
     triton_density: float | None = None  # expected nonzero count fraction; None: as measured
+    count_bound: str = "measured"       # unbounded counts: measured on calibration | worst_case
+    count_margin: float = 2.0           # measured bound = margin x largest |count| seen
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -67,11 +69,17 @@ class CompileConfig:
             raise SbcError(f"window must be >= 1, got {self.window}")
         if self.group_size is not None and self.group_size < 1:
             raise SbcError(f"group_size must be >= 1, got {self.group_size}")
-        unknown = [t for t in self.targets if t not in ("lava", "triton")]
+        unknown = [t for t in self.targets if t not in ("lava", "triton", "onnxruntime")]
         if unknown:
-            raise SbcError(f"unknown target '{unknown[0]}' in targets (known: lava, triton)")
+            raise SbcError(f"unknown target '{unknown[0]}' in targets (known: lava, triton, "
+                           "onnxruntime)")
         if self.triton_density is not None and not 0 < self.triton_density <= 1:
             raise SbcError(f"triton_density must be in (0, 1], got {self.triton_density}")
+        if self.count_bound not in ("measured", "worst_case"):
+            raise SbcError("count_bound must be measured or worst_case, not "
+                           f"'{self.count_bound}'")
+        if not self.count_margin >= 1:
+            raise SbcError(f"count_margin must be >= 1, got {self.count_margin}")
         if self.calib_batch < 1:
             raise SbcError(f"calib_batch must be >= 1, got {self.calib_batch}")
         return self

@@ -1,7 +1,8 @@
 """The compile driver: model -> IR -> passes -> spiking IR -> artifact (with its report).
 
 Pass order: calibrate -> spike_quantize -> (attention_quantize, when configured) ->
-weight_quantize -> expand -> analyse, then lowering to the configured targets. Calibration data is optional for the dynamic (SpikingBrain) policy, whose
+weight_quantize -> count_bounds (with calibration data) -> expand -> analyse, then lowering to
+the configured targets. Calibration data is optional for the dynamic (SpikingBrain) policy, whose
 thresholds need no statistics (calibrate runs for static thresholds only), and required for static
 thresholds; without it the report holds the structure but no measured sparsity, energy or
 fidelity.
@@ -20,18 +21,19 @@ from sbcompile.config import CompileConfig, make_config
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
-from sbcompile.passes import (analyse, attention_quantize, calibrate, expand, spike_quantize,
-                             weight_quantize)
+from sbcompile.passes import (analyse, attention_quantize, calibrate, count_bounds, expand,
+                             spike_quantize, weight_quantize)
 from sbcompile.report import build_report
 
 log = logging.getLogger(__name__)
 # the extra a target's lowering needs beyond the core install
-TARGET_EXTRAS = {"lava": "lava", "triton": "gpu"}
+TARGET_EXTRAS = {"lava": "lava", "triton": "gpu", "onnxruntime": "onnxruntime"}
 
 
-def load_model(model: Any) -> Graph:
+def load_model(model: Any, input_shapes: dict | None = None) -> Graph:
     """An ONNX path / bytes / ModelProto, a NIR file (.nir), or an IR Graph, as a validated IR
-    graph."""
+    graph. ``input_shapes`` pins ONNX input dims ({name: [dims]}, a string for a dim left
+    symbolic)."""
     if isinstance(model, Graph):
         graph = model.copy()
     elif isinstance(model, (str, Path)) and str(model).endswith(".nir"):
@@ -43,7 +45,7 @@ def load_model(model: Any) -> Graph:
 
         if isinstance(model, (str, Path)) and str(model).endswith(".npz"):
             raise SbcError(f"{model}: expected an .onnx model, got an .npz file")
-        graph = load_onnx(model)
+        graph = load_onnx(model, input_shapes)
     validate(graph)
     return graph
 
@@ -68,12 +70,16 @@ def compile_graph(graph: Graph, config: CompileConfig,
     if config.attention_quantize:
         g = _timed("attention_quantize", attention_quantize.run, g, config)
     g = _timed("weight_quantize", weight_quantize.run, g, config)
+    if calib is not None:
+        g = _timed("count_bounds", count_bounds.run, g, config, calib)
     g = _timed("expand", expand.run, g, config)
     validate(g)
     if calib is not None:
         g = _timed("analyse", analyse.run, g, config, float_graph, calib)
     g.meta.pop("calibration", None)  # histograms served the thresholds; the report keeps results
     report = build_report(g, float_graph, config)
+    if g.meta.get("count_bounds"):  # bounds >= the largest count seen: none saturated there
+        report["count_bounds"] = g.meta["count_bounds"]
     programs, report["targets"] = lower_targets(g, config)
     return Artifact(g, config.to_json(), report, programs, float_graph)
 
@@ -100,11 +106,41 @@ def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes]
     return programs, status
 
 
+def specialise(graph: Graph, input_shapes: dict[str, tuple]) -> Graph:
+    """A copy of ``graph`` with its inputs' dims pinned to ``input_shapes`` and every value's
+    shape inferred again from them: what a target that needs static dims lowers, for inputs of
+    those shapes."""
+    from sbcompile.ir.graph import Value
+    from sbcompile.ir.shapes import infer
+
+    g = graph.copy()
+    for name, shape in infer(g, {n: tuple(input_shapes[n]) for n in g.inputs}).items():
+        if shape is not None and name in g.values and name not in g.params:
+            g.values[name] = Value(name, tuple(shape), g.values[name].dtype)
+    validate(g)
+    return g
+
+
+def specialised_artifact(art: Artifact, target: str, input_shapes: dict[str, tuple]) -> Artifact:
+    """``art`` with its graph specialised to ``input_shapes`` and the ``target`` program lowered
+    for it (for a model whose dynamic dims kept the target from lowering at compile time)."""
+    graph = specialise(art.graph, input_shapes)
+    config = CompileConfig.from_json({**art.config, "targets": [target]})
+    programs, status = lower_targets(graph, config)
+    if not status[target]["lowered"]:
+        raise SbcError(f"{target} target, inputs of shapes {dict(input_shapes)}: "
+                       f"{status[target]['reason']}")
+    report = {**art.report, "targets": {**art.report.get("targets", {}), **status}}
+    return Artifact(graph, art.config, report, programs, art.float_graph)
+
+
 def _lowerer(target: str):
     if target == "lava":
         from sbcompile.backends.lava import lower
-    else:
+    elif target == "triton":
         from sbcompile.backends.triton import lower
+    else:
+        from sbcompile.backends.onnxruntime import lower
     return lower
 
 
@@ -118,10 +154,12 @@ def _timed(what: str, fn, *args):
 def compile_model(model: Any, preset: str = "spikingbrain",
                   calib: dict[str, np.ndarray] | None = None,
                   overrides: dict[str, str] | None = None,
-                  exclude: list[str] | None = None) -> Artifact:
-    """Compile an ONNX model (path, bytes, ModelProto) or IR graph under a preset."""
+                  exclude: list[str] | None = None,
+                  input_shapes: dict | None = None) -> Artifact:
+    """Compile an ONNX model (path, bytes, ModelProto) or IR graph under a preset;
+    ``input_shapes`` pins input dims as in ``load_model``."""
     config = make_config(preset, overrides, exclude)
-    return compile_graph(load_model(model), config, calib)
+    return compile_graph(load_model(model, input_shapes), config, calib)
 
 
 def compile_module(module, example_inputs, preset: str = "spikingbrain",

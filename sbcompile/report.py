@@ -72,6 +72,11 @@ def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=No
                   f"{e['dense_fp16_pJ'] / 1e3:,.2f} nJ dense FP16 "
                   f"({e['reduction_vs_fp16']:.1%} less), {e['reduction_vs_int8']:.1%} less than "
                   "INT8")
+    if report.get("count_bounds"):
+        bounds = report["count_bounds"].values()
+        console.print(f"count bounds measured on calibration (x{next(iter(bounds))['margin']:g}"
+                      f" margin): largest {max(b['bound'] for b in bounds)}; counts beyond "
+                      "saturate (`sbcompile run` counts them)")
     for out, f in report["outputs_fidelity"].items():
         extra = (f", argmax agreement {f['argmax_agreement']:.1%}"
                  if "argmax_agreement" in f else "")

@@ -57,9 +57,11 @@ def images():
 
 @pytest.mark.parametrize("form", ["split", "fused"])
 def test_a_raising_process_model_ends_the_run(images, form):
-    art = compile_model(EXAMPLE / "model.onnx", "spikingbrain", calib={"image": images})
+    art = compile_model(EXAMPLE / "model.onnx", "spikingbrain", calib={"image": images},
+                        overrides={"count_bound": "worst_case"})
     # activations so large that the adaptive threshold saturates at vth_max: counts outgrow the
-    # bound the synapses were sized for, and the encoder neuron's model raises
+    # bound the synapses were sized for (the worst case; measured bounds would saturate them),
+    # and the encoder neuron's model raises
     huge = {"image": np.full_like(images, 1e9)}
     with leaves_nothing_behind(within_s=40), pytest.raises(
             SbcError, match=r"^Lava simulation failed in (node_Conv_19\.encode|fused level 0): "

@@ -62,8 +62,9 @@ def fan_in_split(csr: Csr, count_bound: int, sum_bound: float | None, name: str)
         return 1
     if wmax * count_bound > STATE_MAX:
         raise SbcError(f"layer '{name}': one spike of count {count_bound} times weight {wmax} "
-                       f"overflows the {LOIHI2['state_bits'].value}-bit neuron state; lower "
-                       "max_count")
+                       f"overflows the {LOIHI2['state_bits'].value}-bit neuron state; set "
+                       f"--set max_count={STATE_MAX // wmax} (or compile with --calib so the "
+                       "bound is measured)")
     per_core = min(LOIHI2["fan_in_per_core"].value, LOIHI2["synapses_per_core"].value)
     parts = max(1, -(-fan_in // per_core))
     while True:
