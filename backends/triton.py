@@ -66,15 +66,10 @@ def lower(graph: Graph, config: CompileConfig | None = None) -> TritonProgram:
             decode.inputs[3] else None
         program.linears[name] = LinearStep(
             node=name, decode=decode.name if decode else None, weight=node.inputs[1],
-<<<<<<< HEAD
-            wt=f"{name}/wt", scale=scale, bias=bias, group_size=group if grouped else None,
+            wt=wt, scale=scale, bias=bias, group_size=group if grouped else None,
             gemm=launch.gemm_step(channels, group if grouped else None) is not None,
             dense=launch.dense_step(channels, group if grouped else None) is not None,
             weights=n_out * channels)
-=======
-            wt=wt, scale=scale, bias=bias, group_size=group if grouped else None,
-            gemm=launch.gemm_step(channels, group if grouped else None) is not None)
->>>>>>> main
         step = program.encodes.get(enc.name)
         unit = math.gcd(block, launch.EVENT_BLOCK)
         density = densities.get(node.inputs[0], DEFAULT_DENSITY)
