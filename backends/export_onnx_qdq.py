@@ -8,8 +8,8 @@
 - The integer product keeps int8 weights as initializers, cast to float, and runs as an ordinary
   MatMul/Conv on integer-valued float32 tensors. It is exact because every partial sum stays
   below 2^24; the bound is checked per layer at export (max_count, or (k + 1/2) times the
-  threshold's reduction size for dynamic thresholds, times the weights' L1 norm or max) and a
-  layer that could exceed it is refused.
+  threshold's reduction size for dynamic thresholds, times the weights' L1 norm or max); a
+  linear layer that could exceed it is summed in exact chunks added in int32, a conv is refused.
 - Decoding repeats the reference's float32 operations in the reference's order, so outputs agree
   bit for bit unless an upstream float op (erf, exp, ...) rounds differently.
 - Every integer product's float result is read only by its int32 Cast, and decoding starts from
@@ -146,22 +146,44 @@ def _count_advice(weight: np.ndarray, group: int, op: str) -> str:
 
 
 def _linear(b: OnnxBuilder, node: Node, a: dict) -> None:
-    """acc [..., G, N] = counts [..., G, 1, gs] @ W [G, gs, N]."""
+    """acc [..., G, N] = counts [..., G, 1, gs] @ W [G, gs, N]. A group whose partial sums could
+    reach 2^24 is split into P chunks that cannot: each chunk's product is exact in float32, cast
+    to int32 and the chunks summed in int32 (exact)."""
     n, k = b.graph.values[node.inputs[1]].shape
     group = a["group_size"] or k
-    weight = _product_weight(b, node, group)
-    g = k // group
+    weight = b.param(node.inputs[1])
+    if weight is None:
+        raise UnsupportedError(f"node '{node.name}' ({node.op}): its weight is not a constant")
+    chunk = _exact_chunk(b, node, weight, group)
+    g, parts = k // group, group // chunk
     lead = [0] * (len(b.graph.values[node.inputs[0]].shape) - 1)
     counts = b.as_float(node.inputs[0])
-    if g > 1:
-        counts = b.add("Reshape", [counts, b.const(np.array(lead + [g, 1, group], np.int64),
-                                                   f"{node.name}.shape")], node.name)
-    wq = b.const(weight.reshape(n, g, group).transpose(1, 2, 0).reshape(
-        (g, group, n) if g > 1 else (k, n)), f"{node.inputs[1]}.T")
+    if g * parts > 1:
+        counts = b.add("Reshape", [counts, b.const(np.array(lead + [g * parts, 1, chunk],
+                                                            np.int64), f"{node.name}.shape")],
+                       node.name)
+    wq = b.const(weight.reshape(n, g * parts, chunk).transpose(1, 2, 0).reshape(
+        (g * parts, chunk, n) if g * parts > 1 else (k, n)), f"{node.inputs[1]}.T")
     y = b.add("MatMul", [counts, b.add("Cast", [wq], f"{wq}.f", to=FLOAT)], node.name)
-    shape = b.const(np.array(lead + [g, n], np.int64), f"{node.name}.acc_shape")
     acc = node.outputs[0]
-    b.add("Cast", [b.add("Reshape", [y, shape], f"{acc}.f")], node.name, [acc], to=INT32)
+    if parts == 1:
+        shape = b.const(np.array(lead + [g, n], np.int64), f"{node.name}.acc_shape")
+        b.add("Cast", [b.add("Reshape", [y, shape], f"{acc}.f")], node.name, [acc], to=INT32)
+        return
+    shape = b.const(np.array(lead + [g, parts, n], np.int64), f"{node.name}.chunk_shape")
+    chunks = b.add("Cast", [b.add("Reshape", [y, shape], f"{acc}.f")], node.name, to=INT32)
+    b.add("ReduceSum", [chunks, b.const(np.array([-2], np.int64), f"{node.name}.chunk_axis")],
+          node.name, [acc], keepdims=0)
+
+
+def _exact_chunk(b: OnnxBuilder, node: Node, weight: np.ndarray, group: int) -> int:
+    """The largest divisor of ``group`` whose partial sums stay below 2^24."""
+    for parts in range(1, group + 1):
+        if group % parts == 0 and \
+                _exact_bound(b, node, weight, group // parts) * 1.001 < EXACT_LIMIT:
+            return group // parts
+    raise UnsupportedError(f"node '{node.name}' ({node.op}): integer partial sums reach 2^24 "
+                           "even one input at a time; lower max_count")
 
 
 def _conv(b: OnnxBuilder, node: Node, a: dict) -> None:

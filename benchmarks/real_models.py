@@ -172,9 +172,10 @@ def _embedding(rng, n, cache):
             for a in _audio(rng, n, 1.0)]
 
 
-def _wake(name):
+def _wake(name, windows=16):
     def feeds(rng, n, cache):
-        return [{name: inp.wake_embeddings(cache, a)} for a in _audio(rng, n, 2.0)]
+        seconds = (76 + 8 * windows) * 0.01 + 0.4
+        return [{name: inp.wake_embeddings(cache, a, windows)} for a in _audio(rng, n, seconds)]
     return feeds
 
 
@@ -206,6 +207,8 @@ def _deepcut(rng, n, cache):
     return feeds
 
 
+TIMER_OUTPUT = ('{"1": "1_minute_timer", "2": "5_minute_timer", "3": "10_minute_timer", "4": '
+                '"20_minute_timer", "5": "30_minute_timer", "6": "1_hour_timer"}')  # its name
 SPECS: dict[str, Spec] = {
     "ppocr_cls": Spec(_ocr_cls, "save_infer_model/scale_0.tmp_1", "orientation argmax", _argmax,
                       {"x": ["batch", 3, 48, 192]}),
@@ -219,6 +222,8 @@ SPECS: dict[str, Spec] = {
                        "face/non-face argmax", _argmax),
     "mtcnn_rnet": Spec(_named("input_2", _photos(24, "nhwc", (0.5, 0.5))), "softmax_1",
                        "face/non-face argmax", _argmax),
+    "mtcnn_pnet": Spec(_named("input_1", _photos(48, "nhwc", (0.5, 0.5))), "softmax",
+                       "face map argmax", _argmax),  # dims left dynamic: Lava specialises
     "ddddocr_ocr": Spec(_dddd_ocr, "387", "CTC string equal", _ctc(0, time_axis_first=True),
                         {"input1": [1, 1, 64, 192]}, n=8),
     "ddddocr_det": Spec(_named("images", _photos(416)), "output", "objects IoU (>0.3)",
@@ -227,6 +232,9 @@ SPECS: dict[str, Spec] = {
                         {"input": [1, 16000]}),
     "oww_embedding": Spec(_embedding, "conv2d_19", "embedding cosine", _cosine),
     "oww_alexa": Spec(_wake("onnx::Flatten_0"), "13", "wake decision (>0.5)", _decision()),
+    "oww_hey_marvin": Spec(_wake("onnx::Flatten_0"), "39", "wake decision (>0.5)",
+                           _decision()),
+    "oww_timer": Spec(_wake("onnx::Flatten_0", 34), TIMER_OUTPUT, "intent argmax", _argmax),
     "oww_hey_jarvis": Spec(_wake("x.1"), "53", "wake decision (>0.5)", _decision()),
     "oww_hey_mycroft": Spec(_wake("input_1"), "dense", "wake decision (>0.5)", _decision(),
                             {"input_1": [1, 16, 96]}),
@@ -340,8 +348,8 @@ def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
             entry["agreement"] = float(np.mean([spec.agree(f, s)
                                                 for f, s in zip(float_outs, spiked)]))
             layers = art.report.get("layers", [])
-            cos = [(layer["fidelity"]["cosine"], layer["name"]) for layer in layers
-                   if layer.get("fidelity", {}).get("cosine") is not None]
+            cos = [(layer["fidelity"]["output"]["cosine"], layer["name"]) for layer in layers
+                   if layer.get("fidelity", {}).get("output", {}).get("cosine") is not None]
             if cos:
                 entry["worst_layer"] = {"cosine": min(cos)[0], "name": min(cos)[1]}
             entry["layers_spiked"] = len(layers)
@@ -375,10 +383,10 @@ def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
     if "spikingbrain" in arts:
         art = arts["spikingbrain"]
         try:
-            from sbcompile.runtime.targets import run_artifact
+            from sbcompile.api import CompiledModel
 
-            t0 = time.perf_counter()
-            got = run_artifact(art, "lava", evals[0], timeout=lava_timeout).counts
+            t0 = time.perf_counter()  # CompiledModel.run specialises dynamic dims to the input
+            got = CompiledModel(art).run(evals[0], "lava", timeout=lava_timeout).counts
             keep = _integer_values(art.graph)
             want = reference.evaluate(art.graph, evals[0], keep=keep)
             row["lava"] = {**_compare_integers(got, want, keep),

@@ -50,9 +50,9 @@ def rewrite(proto: onnx.ModelProto, nodes: list[onnx.NodeProto], consts: dict[st
         if not RULES.apply_to_model(model):
             break
     IdentityEliminationPass()(model)
-    for name, value in model.graph.initializers.items():
-        if value.const_value is not tensors.get(name):
-            consts[name] = value.const_value.numpy()
+    for value in model.graph.initializers.values():
+        if value.const_value is not tensors.get(value.name):
+            consts[value.name] = value.const_value.numpy()
     sources = {}
     for node in model.graph:
         if SOURCES_KEY in node.metadata_props:

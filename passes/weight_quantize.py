@@ -2,8 +2,12 @@
 ``group_size`` inputs (W8ASpike), turning each spiked layer into the exact integer chain
 spike_linear/spike_conv -> spike_decode. Records the share of weights at the int8 limit.
 Per-channel static thresholds are folded into the weights first (W[n, i] * vth[i]), so the
-integer product stays a plain count-weight product and the decode threshold is 1."""
+integer product stays a plain count-weight product and the decode threshold is 1. Layers with
+equal weights (a weight shared by several layers, the steps of an unrolled recurrence) share one
+int8 copy."""
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
@@ -41,7 +45,7 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
     graph = graph.copy()
     producers = graph.producers()
     new_nodes: list[Node] = []
-    shared: dict[str, tuple] = {}  # weight param -> its int8 copy, scale and group (made once)
+    shared: dict[tuple, tuple] = {}  # a weight's content -> its int8 copy, scale and group
     for node in graph.nodes:
         info = graph.meta.get("layers", {}).get(node.name)
         if info is None or node.op not in ("linear", "conv") or "acc" in info:
@@ -55,10 +59,11 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
             weight = weight * threshold[None, :]
             vth = graph.add_param(f"{node.name}.unit_vth", np.float32(1.0))
             wq, ws, q, scale, group = _quantized(graph, node, weight, config)
-        else:
-            if node.inputs[1] not in shared:
-                shared[node.inputs[1]] = _quantized(graph, node, weight, config)
-            wq, ws, q, scale, group = shared[node.inputs[1]]
+        else:  # equal weights (one parameter, or copies such as an unrolled cell's) share one
+            key = (node.op, weight.shape, hashlib.sha1(np.ascontiguousarray(weight)).hexdigest())
+            if key not in shared:
+                shared[key] = _quantized(graph, node, weight, config)
+            wq, ws, q, scale, group = shared[key]
         out = node.outputs[0]
         cshape = graph.values[counts].shape
         bias = node.inputs[2] if len(node.inputs) > 2 else ""

@@ -161,21 +161,29 @@ def test_rounding_is_half_to_even_and_clipped(policy, max_count):
     assert np.all((counts % 2 == 0) | (np.abs(counts) == max_count)) and counts.any()
 
 
-def test_refuses_sums_beyond_exact_float32():
-    """int16 counts up to 30000 times eight weights of 127 can pass 2^24: refused, naming it."""
-    graph = _encode_graph("static", 30000)
-    graph.values["w"] = Value("w", (4, 8), "int8")
-    graph.params["w"] = np.full((4, 8), 127, np.int8)
-    graph.values["acc"] = Value("acc", (2, 1, 4), "int32")
+def _product_graph(max_count, weight):
+    graph = _encode_graph("static", max_count)
+    graph.values["w"] = Value("w", weight.shape, "int8")
+    graph.params["w"] = weight
+    graph.values["acc"] = Value("acc", (2, 1, weight.shape[0]), "int32")
     graph.nodes.append(Node("prod", "spike_linear", ["counts", "w"], ["acc"], {}))
     graph.outputs.append("acc")
-    problems = inexpressible(graph)
+    return graph
+
+
+def test_sums_beyond_exact_float32_are_split_or_refused():
+    """int16 counts up to 30000 times eight weights of 127 pass 2^24: the export sums them in
+    exact chunks (int32 between them); a single count of 200000 times 127 cannot be split and is
+    refused, naming the node."""
+    graph = _product_graph(30000, np.full((4, 8), 127, np.int8))
+    x = np.full((2, 8), 30000 * 0.25, np.float32)
+    x[1] *= -1
+    want = reference.run(graph, {"x": x})
+    assert np.abs(want["acc"]).max() == 30000 * 127 * 8 > 2 ** 24
+    np.testing.assert_array_equal(_ort(to_onnx(graph), {"x": x})["acc"], want["acc"])
+    problems = inexpressible(_product_graph(200000, np.full((4, 8), 127, np.int8)))
     assert [name for name, _ in problems] == ["prod"]
     assert "2^24" in problems[0][1]
-    graph.params["w"] = np.full((4, 8), 60, np.int8)  # 30000 * 60 * 8 < 2^24: exact
-    x = np.linspace(-9000, 9000, 16, dtype=np.float32).reshape(2, 8)
-    want = reference.run(graph, {"x": x})
-    np.testing.assert_array_equal(_ort(to_onnx(graph), {"x": x})["acc"], want["acc"])
 
 
 def test_inexpressible_nodes_are_listed_or_cut(tmp_path):

@@ -370,3 +370,18 @@ def test_dropout_in_training_mode_is_refused():
     model = _model([node], [X], [Y], [_init("ratio", np.float32(0.3)), _init("train", True)])
     with pytest.raises(UnsupportedError, match="training mode"):
         load_onnx(model)
+
+
+def test_weights_shared_by_several_layers():
+    """One norm weight and one MatMul weight serve two layers each (exporters deduplicate equal
+    initializers): every layer fuses, each with its own derived constants."""
+    nodes = []
+    for i, src in enumerate(["x", "h1"]):
+        nodes += [_square("pow", src, f"sq{i}"), _mean(f"sq{i}", f"ms{i}", 18),
+                  h.make_node("Add", [f"ms{i}", "eps"], [f"a{i}"]),
+                  h.make_node("Sqrt", [f"a{i}"], [f"r{i}"]),
+                  h.make_node("Div", [src, f"r{i}"], [f"n{i}"]),
+                  h.make_node("Mul", [f"n{i}", "w"], [f"s{i}"]),
+                  h.make_node("MatMul", [f"s{i}", "m"], ["h1" if i == 0 else "y"])]
+    model = _model(nodes, [X], [Y], [*_norm_inits(), _init("m", _randn(16, 16))])
+    assert _against_ort(model, {"x": _randn(2, 5, 16)}) == ["rms_norm", "linear"] * 2

@@ -55,3 +55,32 @@ def test_every_level_gives_the_same_bits(source, preset):
             np.testing.assert_array_equal(got[name], want[name], err_msg=f"{level} {name}")
         for name in art.graph.outputs:
             np.testing.assert_array_equal(got[name], unoptimised[name], err_msg=f"{level}")
+
+
+def test_wide_linear_splits_its_sums_to_stay_exact():
+    """A static-threshold linear with 8192 inputs at count 127 reaches |acc| > 2^24 (float32
+    would round it; the export used to refuse the layer): the export sums it in exact chunks."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    rng = np.random.default_rng(0)
+    k = 8192
+    w = rng.standard_normal((k, 3)).astype(np.float32)
+    graph = h.make_graph([h.make_node("MatMul", ["x", "w"], ["y"])], "wide",
+                         [h.make_tensor_value_info("x", T.FLOAT, ["n", k])],
+                         [h.make_tensor_value_info("y", T.FLOAT, ["n", 3])],
+                         [onnx.numpy_helper.from_array(w, "w")])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+    x = np.sign(w[:, 0])[None].repeat(4, 0) * 5.0  # every count at the clamp, signed as W
+    art = compile_model(model, "loihi2", calib={"x": x.astype(np.float32)})
+    keep = [v for info in art.graph.meta["layers"].values() for v in (info["counts"],
+                                                                      info["acc"])]
+    exported = to_onnx(art.graph, keep)
+    assert "ReduceSum" in {n.op_type for n in exported.graph.node}
+    want = reference.evaluate(art.graph, {"x": x.astype(np.float32)}, keep=keep)
+    assert np.abs(want[keep[1]]).max() > 2 ** 24
+    for level in LEVELS:
+        got = _run(exported.SerializeToString(), {"x": x.astype(np.float32)}, level)
+        for name in keep:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{level} {name}")

@@ -48,7 +48,7 @@ class _Run:
         key = (str(self.dev), name)
         if key not in self.p.device_cache:
             src = self.g.params[name] if name in self.g.params else self.p.tensors[name]
-            self.p.device_cache[key] = torch.from_numpy(np.ascontiguousarray(src)).to(self.dev)
+            self.p.device_cache[key] = torch.from_numpy(np.asarray(src, order="C")).to(self.dev)
         return self.p.device_cache[key]
 
     def encode(self, node, step) -> None:
@@ -122,12 +122,12 @@ class _Run:
         outs = outs if isinstance(outs, tuple) else (outs,)
         for name, out in zip(node.outputs, outs):
             if isinstance(out, np.ndarray) or np.isscalar(out):
-                out = torch.from_numpy(np.ascontiguousarray(out)).to(self.dev)
+                out = torch.from_numpy(np.asarray(out, order="C")).to(self.dev)
             self.env[name] = out
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, arr in reference.check_feeds(self.g, feeds).items():
-            self.env[name] = torch.from_numpy(np.ascontiguousarray(arr)).to(self.dev)
+            self.env[name] = torch.from_numpy(np.asarray(arr, order="C")).to(self.dev)
         for node in self.g.nodes:
             if node.name in self.done:
                 continue

@@ -121,9 +121,10 @@ _op("batch_norm", "norm", "x scale bias mean var", "y",
     onnx="BatchNormalization", epsilon=1e-5)
 # ---- reductions ---------------------------------------------------------------------------------
 for _name in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod"):
-    _op(_name, "reduce", "x", "y",
-        f"{_name[7:]} over `axes` (all when null), keepdims keeps them as size 1",
-        axes=None, keepdims=1)
+    _op(_name, "reduce", "x axes?", "y",
+        f"{_name[7:]} over `axes` (the attribute, or the int64 input axes; all when null or "
+        "empty), keepdims keeps them as size 1; over no elements max gives the dtype's lowest "
+        "value (-inf), min its highest", axes=None, keepdims=1)
 _op("argmax", "reduce", "x", "y", "index of the first maximum along `axis` (int64)",
     onnx="ArgMax", axis=0, keepdims=1)
 # ---- shape and data movement --------------------------------------------------------------------
@@ -199,6 +200,50 @@ _op("spike_decode", "spike", "acc vth scale? bias?", "y",
     "float reconstruction: linear acc [..., G, N]: y = vth * sum_g(acc[..., g, :] * scale[g, :]) "
     "+ bias; conv acc [B, O, *sp]: y = vth * acc * scale[O] + bias[O]; counts (no scale): "
     "y = vth * counts. Float32, summed over g in order", layout="linear")
+
+# ---- real-model coverage (issue 14): ops no decomposition expresses exactly or cheaply ------------
+for _name, _sem in [("tan", "tan(x)"), ("asin", "arcsin(x)"), ("acos", "arccos(x)"),
+                    ("atan", "arctan(x)"), ("sinh", "sinh(x)"), ("cosh", "cosh(x)"),
+                    ("asinh", "arsinh(x)"), ("acosh", "arcosh(x)"), ("atanh", "artanh(x)"),
+                    ("round", "round half to even"), ("sign", "-1, 0 or 1 by the sign of x")]:
+    _op(_name, "elementwise", "x", "y", _sem, onnx=_name.capitalize())
+_op("softplus", "activation", "x", "y", "ln(1 + exp(x)), evaluated without overflow or "
+    "cancellation (log1p of exp(-|x|) plus max(x, 0))", onnx="Softplus")
+_op("argmin", "reduce", "x", "y", "index of the first minimum along `axis` (int64)",
+    onnx="ArgMin", axis=0, keepdims=1)
+_op("cumsum", "reduce", "x axis", "y",
+    "running sum along the axis held by the scalar `axis` (int32/int64, negative counts from "
+    "the end); exclusive=1 leaves out the element itself (the first output is 0), reverse=1 "
+    "sums from the end; floats summed in float64 in order and rounded once",
+    onnx="CumSum", exclusive=0, reverse=0)
+_op("topk", "reduce", "x k", "values indices",
+    "the k (a 1-element int64 tensor) largest (largest=1) or smallest elements along `axis`, "
+    "in that order; equal values keep the lower index first; indices int64; sorted=0 gives "
+    "the same order", onnx="TopK", axis=-1, largest=1, sorted=1)
+_op("einsum", "linear", "xs*", "y",
+    "numpy.einsum(equation, *xs) with ONNX's equation rules (explicit `->` or implicit "
+    "alphabetical output, `...` broadcasting); floats contracted in float64, rounded once",
+    onnx="Einsum", equation=None)
+_op("conv_transpose", "linear", "x weight bias?", "y",
+    "N-d transposed convolution (the gradient of conv), x [N, C, *spatial], weight "
+    "[C, O/group, *kernel]: out = (in - 1) * stride + (kernel - 1) * dilation + 1 + "
+    "output_padding - pad_begin - pad_end; pads are [begin..., end...] (auto_pad and "
+    "output_shape are resolved into pads by the frontend)", onnx="ConvTranspose",
+    strides=None, pads=None, dilations=None, group=1, output_padding=None)
+_op("resize", "shape", "x roi? scales? sizes?", "y",
+    "ONNX Resize (opset 19), separable per axis: output size from `sizes` or floor(in * scale) "
+    "(keep_aspect_ratio_policy stretch/not_larger/not_smaller for sizes); each output index i "
+    "maps to an input coordinate by coordinate_transformation_mode (half_pixel, "
+    "half_pixel_symmetric, pytorch_half_pixel, align_corners, asymmetric, tf_crop_and_resize "
+    "with roi); mode nearest picks by nearest_mode (round_prefer_floor, round_prefer_ceil, "
+    "floor, ceil), linear interpolates 2 neighbours, cubic 4 with coefficient cubic_coeff_a "
+    "(exclude_outside renormalises the taps inside); antialias widens linear/cubic filters by "
+    "1/scale when downsampling; coordinates are clamped to the edge, except that "
+    "tf_crop_and_resize writes extrapolation_value outside [0, in - 1]; `axes` lists the "
+    "axes scales/sizes/roi refer to (null: all); weights computed in float64", onnx="Resize",
+    mode="nearest", coordinate_transformation_mode="half_pixel",
+    nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
+    extrapolation_value=0.0, antialias=0, axes=None, keep_aspect_ratio_policy="stretch")
 
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
 CATEGORIES = ("linear", "pool", "elementwise", "activation", "norm", "reduce", "shape",
