@@ -244,6 +244,24 @@ _op("resize", "shape", "x roi? scales? sizes?", "y",
     mode="nearest", coordinate_transformation_mode="half_pixel",
     nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
     extrapolation_value=0.0, antialias=0, axes=None, keep_aspect_ratio_policy="stretch")
+_op("cumprod", "reduce", "x axis", "y",
+    "running product along the axis held by the scalar `axis`, exclusive and reverse as cumsum "
+    "(an exclusive product starts at 1); floats multiplied in float64 in order, rounded once",
+    onnx="CumProd", exclusive=0, reverse=0)
+_op("det", "linear", "x", "y", "determinant of the trailing [M, M] matrices (LU in float64)",
+    onnx="Det")
+_op("gather_nd", "shape", "data indices", "y",
+    "the slices of data picked by the index tuples of the last axis of indices (int64, negative "
+    "ones wrap), the first batch_dims axes shared: y[b..., i...] = data[b..., indices[b..., i..., "
+    ":]]", onnx="GatherND", batch_dims=0)
+_op("scatter_elements", "shape", "data indices updates", "y",
+    "a copy of data with updates written at indices along `axis` (numpy.put_along_axis; "
+    "negative indices wrap); reduction add/mul/max/min combines with what is there, in index "
+    "order", onnx="ScatterElements", axis=0, reduction="none")
+_op("scatter_nd", "shape", "data indices updates", "y",
+    "a copy of data with updates written at the index tuples of the last axis of indices, in "
+    "index order; reduction add/mul/max/min combines with what is there",
+    onnx="ScatterND", reduction="none")
 
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
 CATEGORIES = ("linear", "pool", "elementwise", "activation", "norm", "reduce", "shape",
