@@ -91,8 +91,8 @@ def test_wide_linear_splits_its_sums_to_stay_exact():
                                                 ((2, 8200), "token"), ((2, 4, 7, 9), "sample"),
                                                 ((1, 3, 60, 50), "sample")])
 def test_dynamic_threshold_is_the_references_bit_for_bit(shape, granularity):
-    """The export's mean(|x|) follows numpy's pairwise order for any row length (leaves under
-    8, tails, several 8192-element buffers); onnxruntime's ReduceMean did not."""
+    """The export's mean(|x|) follows the op table's pairwise order for any row length (short,
+    odd, past 8192, several axes); onnxruntime's ReduceMean did not."""
     from sbcompile.ir.graph import Graph, Node, Value
 
     vth_shape = shape[:-1] + (1,) if granularity == "token" else (shape[0],) + (1,) * (
