@@ -140,6 +140,12 @@ def _conv_transpose(b: OnnxBuilder, node: Node, a: dict) -> None:
         b.add("Add", [y, bias], node.name, list(node.outputs))
 
 
+@_emitter("cumprod")
+def _cumprod(b: OnnxBuilder, node: Node, a: dict) -> None:
+    raise UnsupportedError(f"node '{node.name}' (cumprod): CumProd needs opset 26, the export "
+                           f"writes opset {OPSET}")
+
+
 @_emitter("cast")
 def _cast(b: OnnxBuilder, node: Node, a: dict) -> None:
     b.add("Cast", [b.value(node.inputs[0])], node.name, list(node.outputs),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from sbcompile.frontends.onnx_lowering import NodeView
-from sbcompile.frontends.onnx_ops import _converter, reduce_axes
+from sbcompile.frontends.onnx_ops import _converter, _window_attrs, reduce_axes
 
 
 class _Expr:
@@ -435,3 +435,53 @@ def _softmax_cross_entropy(n: NodeView) -> None:
     log_prob = n.emit("log_softmax", [n.inputs[0]], n.outputs[1] if n.used(1) else
                       n.temp(scores.shape, scores.dtype), axis=1)
     _nll(n, log_prob, n.inputs[1], n.input(2), n.outputs[0])
+
+
+# ---- selection and pooling ------------------------------------------------------------------
+@_converter("Hardmax", attrs=("axis",))
+def _hardmax(n: NodeView) -> None:
+    """1 at the first maximum along `axis`, 0 elsewhere: argmax compared with the positions."""
+    x = n.type(n.inputs[0])
+    axis = int(n.attr("axis", -1)) % len(x.shape)
+    size = x.shape[axis]
+    if not isinstance(size, int):
+        raise n.refuse("the axis must be static")
+    kept = x.shape[:axis] + (1,) + x.shape[axis + 1:]
+    top = n.emit("argmax", [n.inputs[0]], n.temp(kept, "int64"), axis=axis, keepdims=1)
+    positions = np.arange(size, dtype=np.int64).reshape((size,) + (1,) * (len(x.shape) - 1 - axis))
+    hit = n.emit("equal", [top, n.param(positions, "positions")], n.temp(x.shape, "bool"))
+    n.emit("cast", [hit], to=x.dtype)
+
+
+@_converter("LpPool", attrs=("auto_pad", "ceil_mode", "dilations", "kernel_shape", "p", "pads",
+                             "strides"))
+def _lp_pool(n: NodeView) -> None:
+    """(sum over the window of |x|^p)^(1/p): the window sum is an average pool counting the pads
+    (zeros) times the window size."""
+    _float_input(n)
+    if n.attr("ceil_mode", 0):
+        raise n.refuse("ceil_mode=1 is not supported")
+    e = _Expr(n)
+    p = int(n.attr("p", 2))
+    kernel = [int(k) for k in n.attr("kernel_shape")]
+    powered = e.op("mul", e.x, e.x) if p == 2 else e.op("pow", e.op("abs", e.x),
+                                                        e.const(float(p), "p"))
+    out = n.type(n.outputs[0])
+    mean = n.emit("avg_pool", [powered], n.temp(out.shape, out.dtype), kernel=kernel,
+                  count_include_pad=1, **_window_attrs(n, kernel))
+    total = n.emit("mul", [mean, e.const(float(np.prod(kernel)), "window")],
+                   n.temp(out.shape, out.dtype))
+    if p == 2:
+        n.emit("sqrt", [total])
+    else:
+        n.emit("pow", [total, e.const(1.0 / p, "root")])
+
+
+@_converter("EyeLike", attrs=("dtype", "k"))
+def _eye_like(n: NodeView) -> None:
+    """A constant: ones on diagonal k of the input's (static) 2-D shape."""
+    shape = n.type(n.inputs[0]).shape
+    if len(shape) != 2 or not all(isinstance(d, int) for d in shape):
+        raise n.refuse(f"needs a static 2-D input, got {list(shape)}")
+    dtype = n.type(n.outputs[0]).dtype
+    n.emit("identity", [n.param(np.eye(*shape, k=int(n.attr("k", 0)), dtype=dtype), "eye")])

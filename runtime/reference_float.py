@@ -436,14 +436,19 @@ def _argmin(a, x):
     return np.asarray(y, dtype=np.int64)
 
 
-def _cumsum(a, x, axis):
-    axis = _axis(int(np.asarray(axis).reshape(())), x.ndim)
-    w = np.flip(_wide(x), axis) if a["reverse"] else _wide(x)
-    y = np.cumsum(w, axis=axis)
-    if a["exclusive"]:
-        y = np.concatenate([np.zeros_like(np.take(y, [0], axis=axis)),
-                            np.take(y, np.arange(y.shape[axis] - 1), axis=axis)], axis=axis)
-    return _like(np.flip(y, axis) if a["reverse"] else y, x)
+def _running(accumulate, identity):
+    """cumsum / cumprod: ``accumulate`` along the axis held by the scalar input, in float64 for
+    floats; exclusive shifts in ``identity``, reverse runs from the end."""
+    def kernel(a, x, axis):
+        axis = _axis(int(np.asarray(axis).reshape(())), x.ndim)
+        w = np.flip(_wide(x), axis) if a["reverse"] else _wide(x)
+        y = accumulate(w, axis=axis)
+        if a["exclusive"]:
+            first = np.full_like(np.take(y, [0], axis=axis), identity)
+            y = np.concatenate([first, np.take(y, np.arange(y.shape[axis] - 1), axis=axis)],
+                               axis=axis)
+        return _like(np.flip(y, axis) if a["reverse"] else y, x)
+    return kernel
 
 
 def _topk(a, x, k):
@@ -583,6 +588,50 @@ def _resize_weights(a, size: int, out: int, scale: float, span):
     return weights, extrapolated
 
 
+def _gather_nd(a, data, indices):
+    b = a["batch_dims"]
+    lead = data.shape[:b]
+    depth = indices.shape[-1]
+    flat_data = data.reshape((-1,) + data.shape[b:])
+    flat_idx = indices.reshape((-1,) + indices.shape[b:])
+    picked = []
+    for d, idx in zip(flat_data, flat_idx):
+        tuples = idx.reshape(-1, depth)
+        tuples = np.where(tuples < 0, tuples + np.array(d.shape[:depth]), tuples)
+        picked.append(np.stack([d[tuple(t)] for t in tuples]) if len(tuples) else
+                      np.zeros((0,) + d.shape[depth:], d.dtype))
+    rest = data.shape[b + depth:]
+    return np.stack(picked).reshape(lead + indices.shape[b:-1] + rest)
+
+
+_SCATTER = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+def _scatter_into(y, index: tuple, update, reduction: str) -> None:
+    y[index] = update if reduction == "none" else _SCATTER[reduction](y[index], update)
+
+
+def _scatter_elements(a, data, indices, updates):
+    axis = _axis(a["axis"], data.ndim)
+    y = data.copy()
+    idx = np.where(indices < 0, indices + data.shape[axis], indices)
+    for pos in np.ndindex(*idx.shape):
+        target = pos[:axis] + (int(idx[pos]),) + pos[axis + 1:]
+        _scatter_into(y, target, updates[pos], a["reduction"])
+    return y
+
+
+def _scatter_nd(a, data, indices, updates):
+    y = data.copy()
+    depth = indices.shape[-1]
+    tuples = indices.reshape(-1, depth)
+    rows = updates.reshape((-1,) + updates.shape[indices.ndim - 1:])
+    for t, u in zip(tuples, rows):
+        t = tuple(int(i) + data.shape[k] if i < 0 else int(i) for k, i in enumerate(t))
+        _scatter_into(y, t, u, a["reduction"])
+    return y
+
+
 FLOAT_KERNELS = {
     "linear": _linear,
     "matmul": _matmul,
@@ -670,9 +719,14 @@ FLOAT_KERNELS = {
     "sign": lambda a, x: _like(np.sign(x), x),
     "softplus": _float_only(lambda w: np.maximum(w, 0) + np.log1p(np.exp(-np.abs(w)))),
     "argmin": _argmin,
-    "cumsum": _cumsum,
+    "cumsum": _running(np.cumsum, 0),
     "topk": _topk,
     "einsum": _einsum,
     "conv_transpose": _conv_transpose,
     "resize": _resize,
+    "cumprod": _running(np.cumprod, 1),
+    "det": _float_only(np.linalg.det),
+    "gather_nd": _gather_nd,
+    "scatter_elements": _scatter_elements,
+    "scatter_nd": _scatter_nd,
 }

@@ -395,3 +395,54 @@ def test_softmax_cross_entropy_and_nll(reduction, weighted, ignore):
                    [("s", T.FLOAT, [4, 5, 3]), ("t", T.INT64, [4, 3])],
                    [("loss", T.FLOAT, loss_shape)], inits)
     check(model, {"s": scores, "t": labels})
+
+
+# ---- selection, scatter / gather, pooling -------------------------------------------------------
+def test_hardmax_and_eye_like():
+    x = np.round(_randn(3, 5) * 2).astype(np.float32)
+    check(_model([h.make_node("Hardmax", ["x"], ["y"], axis=1)], [("x", T.FLOAT, [3, 5])],
+                 [("y", T.FLOAT, [3, 5])]), {"x": x})
+    check(_model([h.make_node("EyeLike", ["x"], ["y"], k=1)], [("x", T.FLOAT, [3, 5])],
+                 [("y", T.FLOAT, [3, 5])]), {"x": x})
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_lp_pool(p):
+    model = _model([h.make_node("LpPool", ["x"], ["y"], p=p, kernel_shape=[2, 3], strides=[1, 2],
+                                pads=[1, 0, 0, 1])],
+                   [("x", T.FLOAT, [1, 2, 5, 6])], [("y", T.FLOAT, None)])
+    check(model, {"x": _randn(1, 2, 5, 6)})
+
+
+def test_cumprod_det_gather_nd():
+    model = _model([h.make_node("CumProd", ["x", "axis"], ["y"], exclusive=1, reverse=1)],
+                   [("x", T.FLOAT, [3, 5])], [("y", T.FLOAT, [3, 5])],
+                   {"axis": np.array(1, np.int64)}, opset=26)
+    x = _randn(3, 5) + 1.0
+    _close(run(load_onnx(model), {"x": x})["y"], _onnx_reference(model, {"x": x})[0], 1e-6,
+           "cumprod")  # onnxruntime and the exporter's opset 23 have no CumProd
+    with pytest.raises(UnsupportedError, match="CumProd needs opset 26"):
+        to_onnx(load_onnx(model))
+    check(_model([h.make_node("Det", ["x"], ["y"])], [("x", T.FLOAT, [2, 4, 4])],
+                 [("y", T.FLOAT, [2])]), {"x": _randn(2, 4, 4)}, rtol=1e-4)
+    idx = np.array([[[0, 1], [2, -1]], [[1, 0], [0, 2]]], np.int64)
+    model = _model([h.make_node("GatherND", ["x", "i"], ["y"], batch_dims=0)],
+                   [("x", T.FLOAT, [3, 3, 4])], [("y", T.FLOAT, [2, 2, 4])], {"i": idx})
+    check(model, {"x": _randn(3, 3, 4)})
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "max"])
+def test_scatter_elements_and_nd(reduction):
+    data = _randn(3, 4)
+    idx = np.array([[0, 2], [3, -1], [1, 1]], np.int64)
+    model = _model([h.make_node("ScatterElements", ["x", "i", "u"], ["y"], axis=1,
+                                reduction=reduction)],
+                   [("x", T.FLOAT, [3, 4]), ("u", T.FLOAT, [3, 2])], [("y", T.FLOAT, [3, 4])],
+                   {"i": idx})
+    check(model, {"x": data, "u": _randn(3, 2)})
+    nd = np.array([[1], [0], [2]], np.int64) if reduction == "none" else \
+        np.array([[1], [0], [1]], np.int64)
+    model = _model([h.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction=reduction)],
+                   [("x", T.FLOAT, [3, 4]), ("u", T.FLOAT, [3, 4])], [("y", T.FLOAT, [3, 4])],
+                   {"i": nd})
+    check(model, {"x": data, "u": _randn(3, 4)})

@@ -180,8 +180,11 @@ _op("gla", "attention", "q k v g", "y",
 _op("spike_encode", "spike", "x threshold?", "counts vth",
     "integer spike counts under an adaptive threshold. dynamic: vth = clip(mean(|x|) / k, vth_min,"
     " vth_max) over the last axis (granularity token) or all but axis 0 (sample), kept as size-1 "
-    "dims, the float32 mean summed in numpy 1.26's order (blocks of 8192, pairwise within; GPU "
-    "kernels follow it so counts stay bit-exact); static: vth = threshold (a parameter: scalar, "
+    "dims; mean = S / n in float32 (n values), S the float32 sum of |x| in one fixed order, a "
+    "pairwise tree: the |x| (row-major over the reduced axes) zero-padded to the next power of "
+    "two, then level by level element 2i + element 2i+1 until one is left (so any power-of-two "
+    "block is summed alone and the block sums by the same tree: every target gives the same "
+    "bits); static: vth = threshold (a parameter: scalar, "
     "or one per input channel). counts = round_half_even(x / vth) clipped to +-max_count (null: "
     "+-safety_count), int32; vth float32",
     policy="dynamic", granularity="token", k=3.0, vth_min=1e-5, vth_max=1e4, max_count=None,
@@ -241,6 +244,24 @@ _op("resize", "shape", "x roi? scales? sizes?", "y",
     mode="nearest", coordinate_transformation_mode="half_pixel",
     nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
     extrapolation_value=0.0, antialias=0, axes=None, keep_aspect_ratio_policy="stretch")
+_op("cumprod", "reduce", "x axis", "y",
+    "running product along the axis held by the scalar `axis`, exclusive and reverse as cumsum "
+    "(an exclusive product starts at 1); floats multiplied in float64 in order, rounded once",
+    onnx="CumProd", exclusive=0, reverse=0)
+_op("det", "linear", "x", "y", "determinant of the trailing [M, M] matrices (LU in float64)",
+    onnx="Det")
+_op("gather_nd", "shape", "data indices", "y",
+    "the slices of data picked by the index tuples of the last axis of indices (int64, negative "
+    "ones wrap), the first batch_dims axes shared: y[b..., i...] = data[b..., indices[b..., i..., "
+    ":]]", onnx="GatherND", batch_dims=0)
+_op("scatter_elements", "shape", "data indices updates", "y",
+    "a copy of data with updates written at indices along `axis` (numpy.put_along_axis; "
+    "negative indices wrap); reduction add/mul/max/min combines with what is there, in index "
+    "order", onnx="ScatterElements", axis=0, reduction="none")
+_op("scatter_nd", "shape", "data indices updates", "y",
+    "a copy of data with updates written at the index tuples of the last axis of indices, in "
+    "index order; reduction add/mul/max/min combines with what is there",
+    onnx="ScatterND", reduction="none")
 
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
 CATEGORIES = ("linear", "pool", "elementwise", "activation", "norm", "reduce", "shape",

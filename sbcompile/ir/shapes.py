@@ -448,7 +448,7 @@ def _spike_decode(a, s, v):
 
 # ---- the ops real exported models add (issue 14) --------------------------------------------------
 @_rule("tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "round", "sign",
-       "softplus", "cumsum")
+       "softplus", "cumsum", "cumprod", "scatter_elements", "scatter_nd")
 def _same_as_input(a, s, v):
     return [tuple(s[0])]
 
@@ -456,6 +456,23 @@ def _same_as_input(a, s, v):
 @_rule("argmin")
 def _argmin(a, s, v):
     return [_reduced(s[0], [a["axis"]], a["keepdims"])]
+
+
+@_rule("det")
+def _det(a, s, v):
+    x = tuple(s[0])
+    if len(x) < 2 or (known(x[-1]) and known(x[-2]) and x[-1] != x[-2]):
+        raise ShapeError(f"det needs square trailing matrices, got {list(x)}")
+    return [x[:-2]]
+
+
+@_rule("gather_nd")
+def _gather_nd(a, s, v):
+    data, idx = tuple(s[0]), tuple(s[1])
+    depth, b = idx[-1], a["batch_dims"]
+    if not known(depth):
+        return [None]
+    return [idx[:-1] + data[b + depth:]]
 
 
 @_rule("topk")
