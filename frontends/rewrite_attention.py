@@ -3,7 +3,8 @@ and sliding-window masks read off its operands.
 
 onnxscript's SDPA pattern finds ``softmax(q k^T [* or / scale] [+ mask]) v`` (scale factors on q,
 k or the scores, k^T by one of its transposes; commuted, so the mask may come first); its result
-here is our Attention. Then:
+here is our Attention (a Softmax over axis 3 of the rank-4 scores is first spelled axis=-1).
+Then:
 - a mask applied through ``Where(keep, scores, -big)`` (masked_fill) is first made additive,
 - Llama's repeat_kv (Unsqueeze, Expand, Reshape) on k and v goes: attention reads the kv heads,
 - a constant mask that is 0 exactly on a causal band (optionally a sliding window of w keys) and
@@ -78,6 +79,23 @@ class AttentionFromParts(SDPA):
         scale = ir.tensor(np.array(self._scale, np.float64))  # a float attribute is float32
         return op.Attention(query, key, value, *([mask] if mask is not None else []),
                             _domain=FUSED_DOMAIN, scale=scale)
+
+
+class SoftmaxLastAxis(pattern.RewriteRuleClassBase):
+    """Softmax over axis 3 of rank-4 scores read by a MatMul -> axis=-1, as the SDPA pattern
+    spells it."""
+
+    def pattern(self, op, x):
+        return op.Softmax(x, _outputs=["probs"])
+
+    def check(self, context, x, probs, **_):
+        axis = probs.producer().attributes.get("axis")
+        return (axis is not None and axis.as_int() == 3 and dims(x) is not None
+                and len(dims(x)) == 4 and bool(probs.uses())
+                and all(node.op_type == "MatMul" and i == 0 for node, i in probs.uses()))
+
+    def rewrite(self, op, x, **_):
+        return op.Softmax(x, axis=-1)
 
 
 class WhereMaskedScores(pattern.RewriteRuleClassBase):
@@ -211,6 +229,7 @@ class BoolMask(pattern.RewriteRuleClassBase):
         return op.Attention(q, k, v, keep, _domain=FUSED_DOMAIN, **attn.producer().attributes)
 
 
-RULES = [*(sourced(WhereMaskedScores, keep) for keep in (True, False)),
-         *sourced(AttentionFromParts).commute(), sourced(AttentionKvHeads), sourced(CausalBandMask),
+RULES = [sourced(SoftmaxLastAxis), *(sourced(WhereMaskedScores, keep) for keep in (True, False)),
+         *sourced(AttentionFromParts).commute(), sourced(AttentionKvHeads),
+         sourced(CausalBandMask),
          *(sourced(BoolMask, keep) for keep in (True, False))]

@@ -180,8 +180,11 @@ _op("gla", "attention", "q k v g", "y",
 _op("spike_encode", "spike", "x threshold?", "counts vth",
     "integer spike counts under an adaptive threshold. dynamic: vth = clip(mean(|x|) / k, vth_min,"
     " vth_max) over the last axis (granularity token) or all but axis 0 (sample), kept as size-1 "
-    "dims, the float32 mean summed in numpy 1.26's order (blocks of 8192, pairwise within; GPU "
-    "kernels follow it so counts stay bit-exact); static: vth = threshold (a parameter: scalar, "
+    "dims; mean = S / n in float32 (n values), S the float32 sum of |x| in one fixed order, a "
+    "pairwise tree: the |x| (row-major over the reduced axes) zero-padded to the next power of "
+    "two, then level by level element 2i + element 2i+1 until one is left (so any power-of-two "
+    "block is summed alone and the block sums by the same tree: every target gives the same "
+    "bits); static: vth = threshold (a parameter: scalar, "
     "or one per input channel). counts = round_half_even(x / vth) clipped to +-max_count (null: "
     "+-safety_count), int32; vth float32",
     policy="dynamic", granularity="token", k=3.0, vth_min=1e-5, vth_max=1e4, max_count=None,
