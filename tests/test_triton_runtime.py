@@ -18,6 +18,7 @@ from sbcompile.config import CompileConfig
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node, Value
 from sbcompile.ir.ops import threshold_shape
+from sbcompile.ir.records import SpikedLayer, set_spiked_layer
 from sbcompile.runtime import reference
 from sbcompile.runtime import reference_spike as rs
 
@@ -280,8 +281,9 @@ def test_mlp_paths_by_planned_density(batch, density, path, monkeypatch):
         path = "gemm"
     graph = mlp_graph(256, [128, 64])
     x = activations(np.random.default_rng(batch), (batch, 256))
-    for i in range(2):  # the layer table through which the density setting reaches them
-        graph.meta.setdefault("layers", {})[f"l{i}_linear"] = {"counts": f"l{i}_counts"}
+    for i in range(2):  # the layer records through which the density setting reaches them
+        set_spiked_layer(graph, f"l{i}_linear", SpikedLayer("linear", "x", f"l{i}_counts",
+                                                            f"l{i}_vth", f"l{i}_encode"))
     check_against_reference(graph, {"x": x}, CompileConfig(triton_density=density))
     assert taken == [path, path]
 
