@@ -118,6 +118,34 @@ def _linear(b: OnnxBuilder, node: Node, a: dict) -> None:
         b.add("Add", [y, b.value(bias)], node.name, list(node.outputs))
 
 
+@_emitter("conv_transpose")
+def _conv_transpose(b: OnnxBuilder, node: Node, a: dict) -> None:
+    """ONNX ConvTranspose takes no negative pads (the IR's form of output_shape beyond the
+    natural size): those become zeros padded onto the result, and the bias is added after."""
+    n_sp = len(b.graph.values[node.inputs[1]].shape) - 2
+    pads = list(a["pads"] or [0] * (2 * n_sp))
+    attrs = {"strides": a["strides"], "dilations": a["dilations"], "group": a["group"],
+             "output_padding": a["output_padding"], "pads": [max(p, 0) for p in pads]}
+    inputs = [b.value(i) for i in node.inputs]
+    if min(pads) >= 0:
+        b.add("ConvTranspose", inputs, node.name, list(node.outputs), **attrs)
+        return
+    y = b.add("ConvTranspose", inputs[:2], node.name, **attrs)
+    grow = [0, 0] + [max(-p, 0) for p in pads[:n_sp]] + [0, 0] + [max(-p, 0) for p in pads[n_sp:]]
+    y = b.add("Pad", [y, b.const(np.array(grow, np.int64), f"{node.name}.grow")], node.name,
+              None if len(inputs) > 2 else list(node.outputs))
+    if len(inputs) > 2:
+        shape = np.array([-1] + [1] * n_sp, np.int64)
+        bias = b.add("Reshape", [inputs[2], b.const(shape, f"{node.name}.bias_shape")], node.name)
+        b.add("Add", [y, bias], node.name, list(node.outputs))
+
+
+@_emitter("cumprod")
+def _cumprod(b: OnnxBuilder, node: Node, a: dict) -> None:
+    raise UnsupportedError(f"node '{node.name}' (cumprod): CumProd needs opset 26, the export "
+                           f"writes opset {OPSET}")
+
+
 @_emitter("cast")
 def _cast(b: OnnxBuilder, node: Node, a: dict) -> None:
     b.add("Cast", [b.value(node.inputs[0])], node.name, list(node.outputs),
@@ -164,7 +192,7 @@ def _rms_norm(b: OnnxBuilder, node: Node, a: dict) -> None:
 @_emitter("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod")
 def _reduce(b: OnnxBuilder, node: Node, a: dict) -> None:
     op_type = "Reduce" + node.op[len("reduce_"):].capitalize()
-    inputs = [b.value(node.inputs[0])]
+    inputs = [b.value(i) for i in node.inputs]
     if a["axes"] is not None:
         inputs.append(b.const(np.array(a["axes"], np.int64), f"{node.name}.axes"))
     b.add(op_type, inputs, node.name, list(node.outputs), keepdims=int(a["keepdims"]))

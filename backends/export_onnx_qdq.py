@@ -3,7 +3,7 @@
 - A static threshold is ``QuantizeLinear(x, scale=vth)`` (per tensor, or per channel of the
   last axis; int8 or int16 as the count range needs; round half to even), cast to int32 and
   ``Clip(+-max_count)``; a dynamic one is ``Clip(mean(Abs(x)) / k)`` with the mean summed in the
-  reference's (numpy's pairwise) order from Gather and Add nodes, so vth is bit-exact, then
+  op table's pairwise order from Pad, Gather and Add nodes, so vth is bit-exact, then
   ``Round(x / vth)`` (half to even) and ``Clip``.
 - The integer product keeps int8 weights as initializers, cast to float, and runs as an ordinary
   MatMul/Conv on integer-valued float32 tensors. It is exact because every partial sum stays
@@ -60,8 +60,8 @@ def _encode(b: OnnxBuilder, node: Node, a: dict) -> None:
             b.add("Clip", [q, *bounds], node.name, [counts])
             return
     else:
-        mean = _numpy_order_mean(b, node, b.add("Abs", [b.value(x)], node.name),
-                                 b.graph.values[x].shape, a["granularity"])
+        mean = _pairwise_mean(b, node, b.add("Abs", [b.value(x)], node.name),
+                              b.graph.values[x].shape, a["granularity"])
         ratio = b.add("Div", [mean, b.const(np.float32(a["k"]), f"{node.name}.k")], node.name)
         threshold = b.add("Clip", [ratio, b.const(np.float32(a["vth_min"]), f"{node.name}.min"),
                                    b.const(np.float32(a["vth_max"]), f"{node.name}.max")],
@@ -72,71 +72,33 @@ def _encode(b: OnnxBuilder, node: Node, a: dict) -> None:
     b.add("Cast", [b.floats[counts]], node.name, [counts], to=INT32)
 
 
-def _numpy_order_mean(b: OnnxBuilder, node: Node, x_abs: str, shape: tuple,
-                      granularity: str) -> str:
-    """mean(|x|) over the threshold's axes, summed in the op table's (numpy's) order, so the
-    threshold equals the reference's bit for bit (onnxruntime's ReduceMean sums in another
-    order). The row of L elements is gathered into the leaves of numpy's pairwise tree (see
-    runtime/triton/pairwise.py), padded with an appended 0 (v + 0 == v exactly): each leaf sums
-    its 8 lanes group by group, folds them pairwise and adds its tail in order; leaves fold
-    pairwise into a buffer's sum, buffers add up in order from 0, and the sum is divided by L."""
-    from sbcompile.runtime.triton.pairwise import slot_tables
-
+def _pairwise_mean(b: OnnxBuilder, node: Node, x_abs: str, shape: tuple,
+                   granularity: str) -> str:
+    """mean(|x|) over the threshold's axes, summed in the op table's order, so the threshold
+    equals the reference's bit for bit (onnxruntime's ReduceMean sums in another order): the
+    row of L elements zero-padded (``Pad``) to the next power of two, then level by level
+    element 2i plus element 2i+1 (``Reshape`` to pairs, two ``Gather``, ``Add``), and the sum
+    divided by L."""
     reduced = [shape[i] for i in threshold_axes(len(shape), granularity)]
     if not all(isinstance(d, int) for d in reduced):
         raise UnsupportedError(f"node '{node.name}' (spike_encode): a dynamic threshold over "
                                f"dims {list(reduced)} needs them static for the export")
     row = int(math.prod(reduced))
-    starts, lengths, _ = slot_tables(row)
-    groups = max(1, int(lengths.max(initial=0)) // 8)
-    n_buf, n_slot = starts.shape
-    lane_idx = np.full((n_buf, n_slot, groups, 8), row, np.int64)
-    tail_idx = np.full((n_buf, n_slot, 7), row, np.int64)
-    for bi in range(n_buf):
-        for si in range(n_slot):
-            start, n = int(starts[bi, si]), int(lengths[bi, si])
-            for g in range(n // 8):
-                lane_idx[bi, si, g] = start + 8 * g + np.arange(8)
-            tail = np.arange(n - n % 8, n)
-            tail_idx[bi, si, :tail.size] = start + tail
+    width = 1 << max(row - 1, 0).bit_length()
     name = node.name
 
     def i64(values, tag: str) -> str:
         return b.const(np.asarray(values, np.int64), f"{name}.{tag}")
 
-    def pick(value: str, axis: int, positions) -> str:
-        return b.add("Gather", [value, i64(positions, "pick")], name, axis=axis)
-
-    rows = b.add("Reshape", [x_abs, i64([-1, row], "rows")], name)
-    zero = b.add("Mul", [pick(rows, 1, [0]), b.const(np.float32(0), f"{name}.zero")], name)
-    padded = b.add("Concat", [rows, zero], name, axis=1)  # [R, L + 1]: index L reads 0
-
-    def gathered(index: np.ndarray, tag: str) -> str:
-        flat = pick(padded, 1, index.reshape(-1))
-        return b.add("Reshape", [flat, i64([-1, *index.shape], f"{tag}_shape")], name)
-
-    lanes_all = gathered(lane_idx, "lanes")            # [R, B, S, G, 8]
-    lanes = pick(lanes_all, 3, 0)                       # [R, B, S, 8]
-    for g in range(1, groups):
-        lanes = b.add("Add", [lanes, pick(lanes_all, 3, g)], name)
-    width = 8
+    level = b.add("Reshape", [x_abs, i64([-1, row], "rows")], name)
+    if width > row:
+        level = b.add("Pad", [level, i64([0, 0, 0, width - row], "pads")], name)
     while width > 1:
-        lanes = b.add("Add", [pick(lanes, 3, list(range(0, width, 2))),
-                              pick(lanes, 3, list(range(1, width, 2)))], name)
+        pairs = b.add("Reshape", [level, i64([-1, width // 2, 2], f"pairs{width}")], name)
+        level = b.add("Add", [b.add("Gather", [pairs, i64(0, "even")], name, axis=2),
+                              b.add("Gather", [pairs, i64(1, "odd")], name, axis=2)], name)
         width //= 2
-    leaf = pick(lanes, 3, 0)                            # [R, B, S]
-    tails = gathered(tail_idx, "tails")                 # [R, B, S, 7]
-    for t in range(7):
-        leaf = b.add("Add", [leaf, pick(tails, 3, t)], name)
-    width = n_slot
-    while width > 1:
-        leaf = b.add("Add", [pick(leaf, 2, list(range(0, width, 2))),
-                             pick(leaf, 2, list(range(1, width, 2)))], name)
-        width //= 2
-    buffers = pick(leaf, 2, 0)                          # [R, B]
-    total = pick(buffers, 1, 0)                         # [R]
-    for bi in range(1, n_buf):
-        total = b.add("Add", [total, pick(buffers, 1, bi)], name)
+    total = b.add("Reshape", [level, i64([-1], "total")], name)  # [R]
     mean = b.add("Div", [total, b.const(np.float32(row), f"{name}.n")], name)
     kept = b.add("Shape", [b.value(node.inputs[0])], name, end=len(shape) - len(reduced))
     ones = i64([1] * len(reduced), "ones")

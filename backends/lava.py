@@ -22,6 +22,7 @@ from sbcompile.runtime.lava.coding import check_mode, message_bits, mode_for_cod
 from sbcompile.runtime.lava.connectivity import layer_connectivity
 from sbcompile.runtime.lava.program import FORMAT, PLAN_MEMBER, LavaProgram
 from sbcompile.ir.ops import count_limit, node_attrs, threshold_axes
+from sbcompile.ir.records import expansions, layer_of_acc
 from sbcompile.runtime.reference import KERNELS
 
 SYNAPSE_OPS = ("spike_linear", "spike_conv")
@@ -65,7 +66,7 @@ def lower(graph: Graph, config: CompileConfig | None = None,
 def _default_mode(graph: Graph, config: CompileConfig | None) -> str:
     coding = config.coding if config is not None else None
     if coding is None:
-        codings = {e.get("coding") for e in graph.meta.get("expansion", {}).values()}
+        codings = {e.coding for e in expansions(graph).values()}
         coding = codings.pop() if len(codings) == 1 else None
     return mode_for_coding(coding) if coding else "graded"
 
@@ -135,8 +136,7 @@ def _synapse(graph: Graph, node: Node, encoders: dict[str, dict]) -> dict:
                        f"synapses' {list(token_shape)}")
     parts = mapping.fan_in_split(csr, enc["count_bound"], enc["sum_bound"], node.name)
     lava_csr = csr.split_fan_in(parts)
-    layer = next((name for name, info in graph.meta.get("layers", {}).items()
-                  if info.get("acc") == node.outputs[0]), node.name)
+    layer = layer_of_acc(graph, node.outputs[0]) or node.name
     return {"name": node.name, "layer": layer, "op": node.op, "counts": counts,
             "encoder": enc["name"], "acc": node.outputs[0], "weight": weight_name,
             "attrs": {k: v for k, v in attrs.items() if k in ("group_size", "strides", "pads",

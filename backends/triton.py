@@ -17,21 +17,23 @@ from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
 from sbcompile.ir.ops import count_limit, node_attrs
+from sbcompile.ir.records import analysis, spiked_layers
 from sbcompile.runtime.triton import launch
 from sbcompile.runtime.triton.program import EncodeStep, LinearStep, TritonProgram
 
 __all__ = ["TritonProgram", "lower"]
 
 DEFAULT_DENSITY = 0.8  # count-level density of SpikingBrain-7B (18.4 % zeros, FACTS.md)
-MAX_UNION_DENSITY = 0.95  # above this expected union density the GEMM is the better path
+MAX_UNION_DENSITY = 0.5  # above this expected union density the dense-count GEMV is faster
+# (H200, benchmarks/triton_linear.py: event GEMV vs dense-count GEMV at M=1 by density)
 SAFETY_LIMIT = 2 ** 20  # counts beyond this do not fit the kernels' three base-128 digits
 
 
 def lower(graph: Graph, config: CompileConfig | None = None) -> TritonProgram:
     """The Triton program of a spiking IR graph. The expected fraction of nonzero counts of each
-    encoder sets how many tokens still take the event GEMV: ``config.triton_density`` when set,
-    else the density the analysis measured on the calibration inputs, else
-    ``DEFAULT_DENSITY``."""
+    encoder sets how many tokens still take the event GEMV (the rest of decode takes the dense
+    paths, batches the int8 GEMM): ``config.triton_density`` when set, else the density the
+    analysis measured on the calibration inputs, else ``DEFAULT_DENSITY``."""
     graph = graph.copy()
     validate(graph)
     densities = expected_densities(graph, config)
@@ -66,12 +68,15 @@ def lower(graph: Graph, config: CompileConfig | None = None) -> TritonProgram:
         program.linears[name] = LinearStep(
             node=name, decode=decode.name if decode else None, weight=node.inputs[1],
             wt=wt, scale=scale, bias=bias, group_size=group if grouped else None,
-            gemm=launch.gemm_step(channels, group if grouped else None) is not None)
+            gemm=launch.gemm_step(channels, group if grouped else None) is not None,
+            dense=launch.dense_step(channels, group if grouped else None) is not None,
+            weights=n_out * channels)
         step = program.encodes.get(enc.name)
         unit = math.gcd(block, launch.EVENT_BLOCK)
-        rows = _event_rows(densities.get(node.inputs[0], DEFAULT_DENSITY))
+        density = densities.get(node.inputs[0], DEFAULT_DENSITY)
+        rows = _event_rows(density)
         if step is None:
-            program.encodes[enc.name] = EncodeStep(enc.name, channels, unit, rows)
+            program.encodes[enc.name] = EncodeStep(enc.name, channels, unit, rows, density)
         else:
             step.unit = math.gcd(step.unit, unit)
     return program
@@ -81,18 +86,19 @@ def expected_densities(graph: Graph, config: CompileConfig | None = None) -> dic
     """Expected nonzero fraction per counts value: the ``triton_density`` setting for all, else
     1 - count_zero of the layers the analysis measured (those reading the counts)."""
     setting = config.triton_density if config is not None else None
-    layers = graph.meta.get("layers", {})
+    layers = spiked_layers(graph)
     if setting is not None:
-        return {info["counts"]: float(setting) for info in layers.values()}
-    measured = graph.meta.get("analysis", {}).get("layers", [])
-    return {layers[m["name"]]["counts"]: 1.0 - m["sparsity"]["count_zero"] for m in measured
-            if m["name"] in layers}
+        return {info.counts: float(setting) for info in layers.values()}
+    measured = analysis(graph)
+    return {layers[m["name"]].counts: 1.0 - m["sparsity"]["count_zero"]
+            for m in (measured.layers if measured else []) if m["name"] in layers}
 
 
 def _event_rows(density: float) -> int:
-    """The most count rows whose expected union density 1 - (1 - d)^M stays under the GEMM
-    crossover (at least 1, at most what the event kernel packs)."""
-    rows = 1
+    """The most count rows whose expected union density 1 - (1 - d)^M stays under the
+    crossover to the dense paths (0 when even one row is denser; at most what the event kernel
+    packs)."""
+    rows = 0
     while rows < launch.EVENT_MAX_ROWS and 1 - (1 - density) ** (rows + 1) <= MAX_UNION_DENSITY:
         rows += 1
     return rows

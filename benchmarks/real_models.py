@@ -223,7 +223,7 @@ SPECS: dict[str, Spec] = {
     "mtcnn_rnet": Spec(_named("input_2", _photos(24, "nhwc", (0.5, 0.5))), "softmax_1",
                        "face/non-face argmax", _argmax),
     "mtcnn_pnet": Spec(_named("input_1", _photos(48, "nhwc", (0.5, 0.5))), "softmax",
-                       "face map argmax", _argmax),  # dims left dynamic: Lava specialises
+                       "face map argmax", _argmax, {"input_1": ["N", 48, 48, 3]}),
     "ddddocr_ocr": Spec(_dddd_ocr, "387", "CTC string equal", _ctc(0, time_axis_first=True),
                         {"input1": [1, 1, 64, 192]}, n=8),
     "ddddocr_det": Spec(_named("images", _photos(416)), "output", "objects IoU (>0.3)",

@@ -1,16 +1,19 @@
-"""End to end: a SpikingBrain-7B-shaped decoder stack (random weights) decoding batch 1, the
-spiking Triton runtime against the same stack in bf16 PyTorch. Prints tokens/s, writes
-``results/triton_e2e.json``.
+"""End to end: a SpikingBrain-7B-shaped decoder stack (random weights) decoding batches of 1, 8
+and 32, the spiking Triton runtime against the same stack in bf16 PyTorch, both as CUDA-graph
+replays of one decode step. Prints tokens/s, writes ``results/triton_e2e.json``.
 
 Shapes are SpikingBrain-7B's: hidden 3584, 28 query heads and 4 KV heads of 128, SwiGLU MLP of
 18944; layers alternate gated linear attention (GLA; k/v heads shared by 7 query heads, gate
 low rank 3584 -> 16 -> 512, per-head RMSNorm) and sliding-window softmax attention over a KV
 cache. Spiked: the inputs of q/k/v (one encode, one GEMV over the concatenated weights), o,
 gate/up (likewise) and down; the rest (norms, attention, the GLA recurrence, the gate's low-rank
-projections) runs in float32 PyTorch in the spiking stack and bf16 in the baseline. RoPE is left
-out of both.
+projections) runs in PyTorch: bf16 caches in both stacks, the spiking stack's residual stream in
+float32. RoPE is left out of both.
 
-    python benchmarks/triton_e2e.py [--layers 4] [--context 1024] [--out DIR]
+Spiked layers run on each path that takes the batch: the dense-count GEMV and the split-K int8
+GEMM up to 16 rows, the event GEMV up to 4, the int8 GEMM above.
+
+    python benchmarks/triton_e2e.py [--layers 4] [--context 1024] [--batches 1 8 32] [--out DIR]
 """
 from __future__ import annotations
 
@@ -33,24 +36,24 @@ GROUP = 128
 
 
 def gla_step(q, k, v, g, state):
-    """One recurrent GLA step: S = diag(exp g) S + k^T v, o = q S; [H, D] tensors, state
-    [H, D, D]. Uses fla's fused_recurrent_gla when installed."""
+    """One recurrent GLA step: S = diag(exp g) S + k^T v, o = q S; [B, H, D] tensors, state
+    [B, H, D, D]. Uses fla's fused_recurrent_gla when installed."""
     try:
         from fla.ops.gla import fused_recurrent_gla
     except ImportError:
-        state.mul_(g.exp()[:, :, None]).add_(k[:, :, None] * v[:, None, :])
-        return torch.einsum("hk,hkv->hv", q, state)
-    o, new_state = fused_recurrent_gla(q[None, None], k[None, None], v[None, None],
-                                       gk=g[None, None], scale=1.0, initial_state=state[None],
+        state.mul_(g.exp()[..., None]).add_(k[..., None] * v[..., None, :])
+        return torch.einsum("bhk,bhkv->bhv", q, state)
+    o, new_state = fused_recurrent_gla(q[:, None], k[:, None], v[:, None], gk=g[:, None],
+                                       scale=1.0, initial_state=state,
                                        output_final_state=True)
-    state.copy_(new_state[0])
-    return o[0, 0]
+    state.copy_(new_state)
+    return o[:, 0]
 
 
 class Stack:
     """Weights and state of the decoder stack, in one dtype, with linears given by ``linear``."""
 
-    def __init__(self, layers: int, context: int, dtype, gen):
+    def __init__(self, layers: int, context: int, dtype, gen, batch: int = 1):
         def w(n, k):
             return torch.randint(-127, 128, (n, k), generator=gen, device="cuda",
                                  dtype=torch.int8)
@@ -62,10 +65,10 @@ class Stack:
                      "g2": torch.randn(KV_HEADS * HEAD_DIM, 16, device="cuda", dtype=dtype) * 0.2,
                      "gla": i % 2 == 0}
             if layer["gla"]:
-                layer["state"] = torch.zeros(HEADS, HEAD_DIM, HEAD_DIM, device="cuda",
+                layer["state"] = torch.zeros(batch, HEADS, HEAD_DIM, HEAD_DIM, device="cuda",
                                              dtype=torch.float32)
             else:
-                shape = (1, KV_HEADS, context, HEAD_DIM)
+                shape = (batch, KV_HEADS, context, HEAD_DIM)
                 layer["kc"] = torch.randn(shape, device="cuda", dtype=dtype)
                 layer["vc"] = torch.randn(shape, device="cuda", dtype=dtype)
             self.layers.append(layer)
@@ -74,20 +77,23 @@ class Stack:
 
 def mixer(layer, q, k, v, x_dtype, h):
     """Attention (SWA layers, the cache's last token replaced by the new k/v) or a GLA step."""
+    b = q.shape[0]
+    rep = HEADS // KV_HEADS
     if layer["gla"]:
-        qh = F.relu(q.view(HEADS, HEAD_DIM)).float()
-        kh = F.relu(k.view(KV_HEADS, HEAD_DIM)).repeat_interleave(HEADS // KV_HEADS, 0).float()
-        vh = v.view(KV_HEADS, HEAD_DIM).repeat_interleave(HEADS // KV_HEADS, 0).float()
-        g = F.logsigmoid(F.linear(F.linear(h, layer["g1"]), layer["g2"])) / 16
-        gh = g.view(KV_HEADS, HEAD_DIM).repeat_interleave(HEADS // KV_HEADS, 0).float()
+        qh = F.relu(q.view(b, HEADS, HEAD_DIM)).float()
+        kh = F.relu(k.view(b, KV_HEADS, HEAD_DIM)).repeat_interleave(rep, 1).float()
+        vh = v.view(b, KV_HEADS, HEAD_DIM).repeat_interleave(rep, 1).float()
+        g = F.logsigmoid(F.linear(F.linear(h.to(layer["g1"].dtype), layer["g1"]), layer["g2"]))
+        g = g / 16
+        gh = g.view(b, KV_HEADS, HEAD_DIM).repeat_interleave(rep, 1).float()
         o = gla_step(qh, kh, vh, gh, layer["state"])
         o = F.rms_norm(o, (HEAD_DIM,))
-        return o.reshape(1, HIDDEN).to(x_dtype)
-    layer["kc"][0, :, -1] = k.view(KV_HEADS, HEAD_DIM)
-    layer["vc"][0, :, -1] = v.view(KV_HEADS, HEAD_DIM)
-    o = F.scaled_dot_product_attention(q.view(1, HEADS, 1, HEAD_DIM), layer["kc"], layer["vc"],
-                                       enable_gqa=True)
-    return o.reshape(1, HIDDEN)
+        return o.reshape(b, HIDDEN).to(x_dtype)
+    layer["kc"][:, :, -1] = k.view(b, KV_HEADS, HEAD_DIM)
+    layer["vc"][:, :, -1] = v.view(b, KV_HEADS, HEAD_DIM)
+    o = F.scaled_dot_product_attention(q.view(b, HEADS, 1, HEAD_DIM).to(layer["kc"].dtype),
+                                       layer["kc"], layer["vc"], enable_gqa=True)
+    return o.reshape(b, HIDDEN)
 
 
 def decode_step(stack: Stack, x, linear):
@@ -102,55 +108,70 @@ def decode_step(stack: Stack, x, linear):
     return x
 
 
+def spiked_linear(kern, path: str):
+    """The spiked linear of the stack on one path: encode h, then the layer's kernel."""
+    def linear(h, layer, name):
+        w, wt, scale = layer[name + "_w"], layer[name + "_wt"], layer[name + "_scale"]
+        enc = launch.encode(kern, h.float().contiguous(), w.shape[1], dynamic=True, k=3.0,
+                            vth_min=1e-5, vth_max=1e4, limit=2 ** 20, threshold=None,
+                            path=path, unit=GROUP)
+        run = {"event": launch.event_linear, "dense": launch.dense_linear,
+               "gemm": launch.gemm_linear}[path]
+        return run(kern, enc, wt if path == "event" else w, GROUP, scale, None,
+                   store_acc=False, decode=True)[1]
+    return linear
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--context", type=int, default=1024)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
     kern = kernels(interpret=False)
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    result = {"machine": machine(), "layers": args.layers, "context": args.context}
+    result = {"machine": machine(), "layers": args.layers, "context": args.context, "runs": []}
     try:
         import fla  # noqa: F401
         result["gla"] = f"fla {fla.__version__} fused_recurrent_gla"
     except ImportError:
         result["gla"] = "torch recurrent step (fla not installed)"
-
-    bf = Stack(args.layers, args.context, torch.bfloat16, gen)
-    for layer in bf.layers:
-        for name in ("qkv", "o", "gate_up", "down"):
-            layer[name + "_bf16"] = (layer[name].float() * 1e-3).to(torch.bfloat16)
-            del layer[name]
-    x_bf = torch.randn(1, HIDDEN, device="cuda", dtype=torch.bfloat16)
-    bf_us = graph_time_us([lambda: decode_step(bf, x_bf, lambda h, layer, name: F.linear(
-        h, layer[name + "_bf16"]))], replays=20)
-
-    sp = Stack(args.layers, args.context, torch.float32, gen)
-    for layer in sp.layers:
-        for name in ("qkv", "o", "gate_up", "down"):
-            w = layer.pop(name)
-            layer[name + "_wt"] = w.t().contiguous()
-            layer[name + "_scale"] = torch.full((w.shape[1] // GROUP, w.shape[0]), 1e-3,
-                                                device="cuda")
-
-    def spiked(h, layer, name):
-        wt = layer[name + "_wt"]
-        enc = launch.encode(kern, h.float().contiguous(), wt.shape[0], dynamic=True, k=3.0,
-                            vth_min=1e-5, vth_max=1e4, limit=2 ** 20, threshold=None,
-                            path="event", unit=GROUP)
-        return launch.event_linear(kern, enc, wt, GROUP, layer[name + "_scale"], None,
-                                   store_acc=False, decode=True)[1]
-
-    x_sp = torch.randn(1, HIDDEN, device="cuda")
-    sp_us = graph_time_us([lambda: decode_step(sp, x_sp, spiked)], replays=20)
-    result.update({
-        "bf16_us_per_token": round(bf_us, 1), "spiking_us_per_token": round(sp_us, 1),
-        "bf16_tokens_per_s": round(1e6 / bf_us, 1), "spiking_tokens_per_s": round(1e6 / sp_us, 1),
-        "speedup": round(bf_us / sp_us, 2),
-        "tokens_per_s_28_layers_bf16": round(1e6 / bf_us * args.layers / 28, 1),
-        "tokens_per_s_28_layers_spiking": round(1e6 / sp_us * args.layers / 28, 1)})
-    print(json.dumps(result, indent=1))
+    for batch in args.batches:
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        bf = Stack(args.layers, args.context, torch.bfloat16, gen, batch)
+        for layer in bf.layers:
+            for name in ("qkv", "o", "gate_up", "down"):
+                layer[name + "_bf16"] = (layer[name].float() * 1e-3).to(torch.bfloat16)
+                del layer[name]
+        x_bf = torch.randn(batch, HIDDEN, device="cuda", dtype=torch.bfloat16)
+        bf_us = graph_time_us([lambda: decode_step(bf, x_bf, lambda h, layer, name: F.linear(
+            h, layer[name + "_bf16"]))], replays=20)
+        del bf
+        # the spiking stack keeps bf16 caches and gate weights like the baseline; its residual
+        # stream and the encoders' inputs are float32
+        sp = Stack(args.layers, args.context, torch.bfloat16, gen, batch)
+        for layer in sp.layers:
+            for name in ("qkv", "o", "gate_up", "down"):
+                w = layer.pop(name)
+                layer[name + "_w"] = w
+                layer[name + "_wt"] = w.t().contiguous()
+                layer[name + "_scale"] = torch.full((w.shape[1] // GROUP, w.shape[0]), 1e-3,
+                                                    device="cuda")
+        x_sp = torch.randn(batch, HIDDEN, device="cuda")
+        paths = ["gemm", "dense"] + (["event"] if batch <= launch.EVENT_MAX_ROWS else []) \
+            if batch <= launch.DENSE_MAX_ROWS else ["gemm"]
+        for path in paths:
+            sp_us = graph_time_us([lambda: decode_step(sp, x_sp, spiked_linear(kern, path))],
+                                  replays=20)
+            run = {"batch": batch, "path": path, "bf16_us_per_step": round(bf_us, 1),
+                   "spiking_us_per_step": round(sp_us, 1),
+                   "bf16_tokens_per_s": round(batch * 1e6 / bf_us, 1),
+                   "spiking_tokens_per_s": round(batch * 1e6 / sp_us, 1),
+                   "speedup": round(bf_us / sp_us, 2)}
+            result["runs"].append(run)
+            print(json.dumps(run), flush=True)
+        del sp
+        torch.cuda.empty_cache()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "triton_e2e.json").write_text(json.dumps(result, indent=1))

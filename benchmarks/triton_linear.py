@@ -85,7 +85,7 @@ class Layer:
         self.w_host = w.cpu().numpy()
 
 
-TUNED = {"split": {}, "event": {}}  # filled by profile() and sweep() on the device
+TUNED = {"split": {}, "event": {}, "dense": {}}  # filled by profile() and sweep() on the device
 
 
 def split_for(k_in: int, m: int) -> bool:
@@ -102,21 +102,26 @@ def event_cfg_for(n_out: int):
     return TUNED["event"][min(TUNED["event"], key=lambda n: abs(n - n_out))]
 
 
-def encode_only(kern, x, k_in, path, split, k=3.0, group=GROUP):
+def encode_only(kern, x, k_in, path, split, k=3.0, group=GROUP, block=None):
     return launch.encode(kern, x, k_in, dynamic=True, k=k, vth_min=1e-5, vth_max=1e4,
                          limit=2 ** 20, threshold=None, path=path, unit=min(group or 128, 128),
-                         split=split)
+                         split=split, block=block)
 
 
 def ours(kern, x: torch.Tensor, layer: Layer, copy: int, path: str, cfg=None, group=GROUP,
          k: float = 3.0):
     m = x.shape[0]
-    enc = encode_only(kern, x, layer.k, path, split_for(layer.k, m), k, group)
+    enc = encode_only(kern, x, layer.k, path, None if path == "dense" else
+                      split_for(layer.k, m), k, group)
     if cfg is None and path == "event":
         cfg = event_cfg_for(layer.n)
     scale = layer.scale if group else layer.scale[:1]
     if path == "event":
         return launch.event_linear(kern, enc, layer.wt[copy], group, scale, None,
+                                   store_acc=False, decode=True, cfg=cfg)[1]
+    if path == "dense":
+        cfg = cfg or TUNED["dense"].get((layer.k, layer.n, group))
+        return launch.dense_linear(kern, enc, layer.w[copy], group, scale, None,
                                    store_acc=False, decode=True, cfg=cfg)[1]
     return launch.gemm_linear(kern, enc, layer.w[copy], group, scale, None, store_acc=False,
                               decode=True, cfg=cfg)[1]
@@ -126,7 +131,9 @@ def check_exact(kern, rng) -> list[dict]:
     """GPU integer results against the numpy reference, bit for bit."""
     results = []
     cases = [(1, 3584, 18944, "event"), (4, 18944, 3584, "event"), (1, 11008, 4096, "event"),
-             (32, 3584, 3584, "gemm"), (32, 18944, 512, "gemm"), (40, 4096, 1024, "gemm")]
+             (1, 3584, 18944, "dense"), (1, 18944, 3584, "dense"), (8, 11008, 4096, "dense"),
+             (32, 3584, 3584, "gemm"), (32, 18944, 512, "gemm"), (40, 4096, 1024, "gemm"),
+             (2048, 18944, 3584, "gemm")]
     for m, k_in, n_out, path in cases:
         for group in (GROUP, None):
             x = activations("student_t3", (m, k_in), rng) * 3
@@ -142,13 +149,17 @@ def check_exact(kern, rng) -> list[dict]:
                                 path=path, unit=min(group or 128, 128))
             wdev = torch.from_numpy(w).to(DEV)
             sdev = torch.from_numpy(scale).to(DEV)
-            if path == "event":
-                acc, y = launch.event_linear(kern, enc, wdev.t().contiguous(), group, sdev, None,
-                                             store_acc=True, decode=True)
-            else:
-                acc, y = launch.gemm_linear(kern, enc, wdev, group, sdev, None, store_acc=True,
-                                            decode=True)
-            torch.cuda.synchronize()
+            run = {"event": launch.event_linear, "dense": launch.dense_linear,
+                   "gemm": launch.gemm_linear}[path]
+            try:
+                acc, y = run(kern, enc, wdev.t().contiguous() if path == "event" else wdev,
+                             group, sdev, None, store_acc=True, decode=True)
+                torch.cuda.synchronize()
+            except Exception as exc:  # one failing case must not hide the others
+                results.append({"m": m, "k": k_in, "n": n_out, "path": path, "group": group,
+                                "error": repr(exc)[:300]})
+                print(f"exact {path} M={m} {k_in}->{n_out} group={group}: ERROR {exc!r:.200}")
+                continue
             ok = (np.array_equal(enc.vth.cpu().numpy(), vth_ref[:, 0])
                   and np.array_equal(enc.counts.cpu().numpy(), counts_ref)
                   and np.array_equal(acc.cpu().numpy(), acc_ref))
@@ -221,9 +232,19 @@ def bench_shape(kern, k_in, n_out, batches, densities, bw, rng, rows_out, quick)
                 row("ours_event", us, density=label, weight_bytes=union * k_in * n_out,
                     note=f"union density {union:.3f}, count density "
                          f"{np.mean(counts != 0):.3f}")
-        row("ours_int8_gemm_g128", graph_time_us([lambda i=i: ours(kern, x32[i], layer, i, "gemm")
-                                                  for i in range(copies)]),
-            weight_bytes=k_in * n_out)
+        if m <= launch.DENSE_MAX_ROWS:
+            for group in (GROUP, None):
+                counts = ref.spike_encode({**ENC, "k": 3.0}, x32[0].cpu().numpy())[0]
+                row("ours_dense" + ("_g128" if group else "_perchannel"),
+                    graph_time_us([lambda i=i, g=group: ours(kern, x32[i], layer, i, "dense",
+                                                             group=g)
+                                   for i in range(copies)]), density="gaussian_k3",
+                    weight_bytes=k_in * n_out, note=f"count density {np.mean(counts != 0):.3f}")
+        else:
+            row("ours_int8_gemm_g128", graph_time_us([lambda i=i: ours(kern, x32[i], layer, i,
+                                                                       "gemm")
+                                                      for i in range(copies)]),
+                weight_bytes=k_in * n_out)
         if m >= 512:
             row("ours_int8_gemm_perchannel",
                 graph_time_us([lambda i=i: ours(kern, x32[i], layer, i, "gemm", group=None)
@@ -232,24 +253,29 @@ def bench_shape(kern, k_in, n_out, batches, densities, bw, rng, rows_out, quick)
 
 
 def profile(kern, rng) -> list[dict]:
-    """Where the time goes: each encoder form alone, then the event GEMV and the int8 GEMM alone
-    on inputs encoded beforehand."""
+    """Where the time goes: each encoder form alone (the one-program form at several block
+    sizes), then the event GEMV and the int8 GEMM alone on inputs encoded beforehand."""
     out = []
     for k_in, n_out in TUNE_SHAPES:
         layer = Layer(k_in, n_out, 2, rng)
         for m in (1, TUNE_BATCH):
             xs = [torch.from_numpy(activations("gaussian", (m, k_in), rng)).to(DEV)
                   for _ in range(4)]
-            paths = ("none", "event", "gemm") if m == 1 else ("none", "gemm")
+            forms = [("split", True, None)] + ([("single", False, b)
+                                                for b in (1024, 2048, 4096, 8192)]
+                                               if m == 1 else [])
+            paths = ("event", "gemm", "dense") if m == 1 else ("gemm",)
             best = {}
             for path in paths:
-                for split in (True, False):
-                    us = graph_time_us([lambda i=i: encode_only(kern, xs[i], k_in, path, split)
+                for name, split, block in (forms if path != "dense" else [("block_sums", None,
+                                                                          None)]):
+                    us = graph_time_us([lambda i=i: encode_only(kern, xs[i], k_in, path, split,
+                                                                block=block)
                                         for i in range(4)], replays=10)
                     best.setdefault(path, []).append((us, split))
-                    out.append({"stage": f"encode_{path}", "k": k_in, "m": m, "split": split,
-                                "us": round(us, 2)})
-                    print(f"profile encode {path:5s} K={k_in} M={m} split={split}: {us:.2f} us",
+                    out.append({"stage": f"encode_{path}", "k": k_in, "m": m, "form": name,
+                                "block": block, "us": round(us, 2)})
+                    print(f"profile encode {path:5s} K={k_in} M={m} {name} {block}: {us:.2f} us",
                           flush=True)
             TUNED["split"][(k_in, m)] = min(best["event" if m == 1 else "gemm"])[1]
         for d in (0.3, 1.0):
@@ -289,11 +315,11 @@ def sweep(kern, bw, rng) -> list[dict]:
         encs = [encode_only(kern, x, k_in, "event", True) for x in xs]
         best = None
         for bn in (128, 256):
-            for e in (64, 128):
+            for prefetch in (True, False):
                 for gps in (4, 8):
                     for nw, ns in ((4, 2),):
-                        cfg = launch.EventConfig(bn=bn, e=e, gps=gps, num_warps=nw,
-                                                 num_stages=ns)
+                        cfg = launch.EventConfig(bn=bn, e=64, gps=gps, num_warps=nw,
+                                                 num_stages=ns, prefetch=prefetch)
                         try:
                             us = graph_time_us([lambda i=i: launch.event_linear(
                                 kern, encs[i], layer.wt[i], GROUP, layer.scale, None,
@@ -313,10 +339,49 @@ def sweep(kern, bw, rng) -> list[dict]:
     return out
 
 
+def sweep_dense(kern, bw, rng, shapes) -> list[dict]:
+    """Launch configurations of the dense-count GEMV (encoder block sums included), M=1, on
+    every shape, groups of 128 and per channel; the best is kept per shape and grouping."""
+    out = []
+    for k_in, n_out in shapes:
+        copies = copies_for(k_in * n_out)
+        layer = Layer(k_in, n_out, copies, rng)
+        xs = [torch.from_numpy(activations("gaussian", (1, k_in), rng)).to(DEV)
+              for _ in range(copies)]
+        for group in (GROUP, None):
+            best = None
+            auto = launch.dense_config(n_out, k_in, group)
+            for bn in (32, 64, 128):
+                for split in sorted({1, 4, auto.split}):
+                    for nw, ns in ((4, 4), (8, 4)):
+                        cfg = launch.DenseConfig(bn=bn, bk=auto.bk, split=split, num_warps=nw,
+                                                 num_stages=ns)
+                        try:
+                            us = graph_time_us([lambda i=i: ours(kern, xs[i], layer, i, "dense",
+                                                                 cfg=cfg, group=group)
+                                                for i in range(copies)], replays=10)
+                        except Exception as exc:  # a config that does not compile
+                            print("dense cfg failed", cfg, repr(exc)[:200])
+                            continue
+                        out.append({"k": k_in, "n": n_out, "group": group, "cfg": cfg.__dict__,
+                                    "auto": cfg == auto, "us": round(us, 2),
+                                    "floor_us": round(k_in * n_out / bw / 1e3, 2)})
+                        if best is None or us < best[0]:
+                            best = (us, cfg)
+            print("sweep dense", k_in, n_out, group, "best", best, flush=True)
+            TUNED["dense"][(k_in, n_out, group)] = best[1]
+        torch.cuda.empty_cache()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer shapes and configurations")
-    ap.add_argument("--sweep", action="store_true", help="also sweep launch configurations")
+    ap.add_argument("--quick", action="store_true",
+                    help="batches only on the two tuning shapes, fewer baseline configurations")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also sweep the dense-count GEMV's launch configurations")
+    ap.add_argument("--sweep-event", action="store_true",
+                    help="also sweep the event GEMV's launch configurations")
     ap.add_argument("--profile", action="store_true", help="also time each stage alone")
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--check-only", action="store_true")
@@ -348,15 +413,20 @@ def main() -> None:
         result["encoder_split"] = {f"{k}x{m}": v for (k, m), v in TUNED["split"].items()}
         save()
     if args.sweep:
+        result["sweep_dense"] = sweep_dense(kern, result["copy_gbs"], rng, SHAPES)
+        save()
+    if args.sweep_event:
         result["sweep"] = sweep(kern, result["copy_gbs"], rng)
         result["tuned"] = {"split": {f"{k}x{m}": v for (k, m), v in TUNED["split"].items()},
-                           "event": {n: c.__dict__ for n, c in TUNED["event"].items()}}
+                           "event": {n: c.__dict__ for n, c in TUNED["event"].items()},
+                           "dense": {f"{k}x{n}_g{g}": c.__dict__
+                                     for (k, n, g), c in TUNED["dense"].items()}}
         save()
     densities = SYNTHETIC + [("gaussian", k) for k in K_VALUES]
     result["rows"] = []
-    shapes = SHAPES if not args.quick else [(3584, 18944), (18944, 3584), (3584, 512)]
-    batches = BATCHES if not args.quick else [1, 4, 2048]
-    for k_in, n_out in shapes:
+    for k_in, n_out in SHAPES:
+        batches = BATCHES if not args.quick else [1, 4, 2048] if (k_in, n_out) in TUNE_SHAPES \
+            else [1]
         bench_shape(kern, k_in, n_out, batches, densities, result["copy_gbs"], rng,
                     result["rows"], args.quick)
         save()

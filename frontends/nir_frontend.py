@@ -18,7 +18,7 @@ import nir
 import numpy as np
 
 from sbcompile.errors import SbcError, UnsupportedError
-from sbcompile.ir.graph import Graph, Node
+from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
 from sbcompile.nir_time import STEP
 
@@ -33,11 +33,10 @@ class _Builder:
         return self.graph.add_param(base, np.asarray(array, dtype=np.float32)
                                     if np.asarray(array).dtype.kind == "f" else np.asarray(array))
 
-    def node(self, op: str, inputs: list[str], base: str, shape: tuple, dtype: str = "float32",
-             **attrs) -> str:
-        out = self.graph.add_value(base, shape, dtype)
-        self.graph.nodes.append(Node(self.graph.fresh_name(base), op, inputs, [out], attrs))
-        return out
+    def node(self, op: str, inputs: list[str], base: str, **attrs) -> str:
+        """A node of ``op`` and its output value, both named from ``base``; the output's shape
+        and dtype are the op's rules' (``ir.shapes``)."""
+        return self.graph.add_node(op, inputs, [base], base, **attrs)[0]
 
 
 def _shape(types: dict, key: str) -> tuple:
@@ -52,21 +51,20 @@ def _pair(value) -> list[int]:
     return [int(arr[0])] * 2 if arr.size == 1 else [int(v) for v in arr]
 
 
-def _spikes(b: _Builder, name: str, v: str, shape: tuple, threshold) -> str:
-    above = b.node("greater", [v, b.param(f"{name}.v_threshold", threshold)], f"{name}.fired",
-                   shape, "bool")
-    return b.node("cast", [above], name, shape, to="float32")
+def _spikes(b: _Builder, name: str, v: str, threshold) -> str:
+    above = b.node("greater", [v, b.param(f"{name}.v_threshold", threshold)], f"{name}.fired")
+    return b.node("cast", [above], name, to="float32")
 
 
 def _affine(b, name, node, x, shape):
     inputs = [x, b.param(f"{name}.weight", node.weight)]
     if isinstance(node, nir.Affine):
         inputs.append(b.param(f"{name}.bias", node.bias))
-    return b.node("linear", inputs, name, shape[:-1] + (node.weight.shape[0],))
+    return b.node("linear", inputs, name)
 
 
 def _scale(b, name, node, x, shape):
-    return b.node("mul", [x, b.param(f"{name}.scale", node.scale)], name, shape)
+    return b.node("mul", [x, b.param(f"{name}.scale", node.scale)], name)
 
 
 def _conv(b, name, node, x, shape):
@@ -81,13 +79,10 @@ def _conv(b, name, node, x, shape):
                                                       for k, d in zip(kernel, dilation)]
     else:
         pad = _pair(node.padding)
-    stride = _pair(node.stride)
-    out = [(n + 2 * p - d * (k - 1) - 1) // s + 1
-           for n, p, d, k, s in zip(shape[2:], pad, dilation, kernel, stride)]
     return b.node("conv", [x, b.param(f"{name}.weight", node.weight),
                            b.param(f"{name}.bias", node.bias)], name,
-                  (shape[0], int(node.weight.shape[0]), *out), strides=stride, pads=pad + pad,
-                  dilations=dilation, group=int(node.groups))
+                  strides=_pair(node.stride), pads=pad + pad, dilations=dilation,
+                  group=int(node.groups))
 
 
 def _flatten(b, name, node, x, shape):
@@ -95,37 +90,33 @@ def _flatten(b, name, node, x, shape):
     start, end = node.start_dim % len(dims), node.end_dim % len(dims)
     new = dims[:start] + [math.prod(dims[start:end + 1])] + dims[end + 1:]
     target = b.graph.add_param(f"{name}.shape", np.array([0] + new, np.int64))
-    return b.node("reshape", [x, target], name, (shape[0], *new))
+    return b.node("reshape", [x, target], name)
 
 
 def _pool(b, name, node, x, shape):
     kernel, stride, pad = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
-    out = [(n + 2 * p - k) // s + 1 for n, p, k, s in zip(shape[2:], pad, kernel, stride)]
-    out_shape = (*shape[:2], *out)
     y = b.node("avg_pool", [x], name if isinstance(node, nir.AvgPool2d) else f"{name}.mean",
-               out_shape, kernel=kernel, strides=stride, pads=pad + pad, count_include_pad=1)
+               kernel=kernel, strides=stride, pads=pad + pad, count_include_pad=1)
     if isinstance(node, nir.AvgPool2d):
         return y
-    return b.node("mul", [y, b.param(f"{name}.window", np.float32(math.prod(kernel)))], name,
-                  out_shape)
+    return b.node("mul", [y, b.param(f"{name}.window", np.float32(math.prod(kernel)))], name)
 
 
 def _if(b, name, node, x, shape):
-    v = b.node("mul", [x, b.param(f"{name}.r", node.r)], f"{name}.v", shape)
-    return _spikes(b, name, v, shape, node.v_threshold)
+    v = b.node("mul", [x, b.param(f"{name}.r", node.r)], f"{name}.v")
+    return _spikes(b, name, v, node.v_threshold)
 
 
 def _lif(b, name, node, x, shape):
-    drive = b.node("mul", [x, b.param(f"{name}.r", node.r)], f"{name}.drive", shape)
-    drive = b.node("add", [drive, b.param(f"{name}.v_leak", node.v_leak)], f"{name}.drive",
-                   shape)
+    drive = b.node("mul", [x, b.param(f"{name}.r", node.r)], f"{name}.drive")
+    drive = b.node("add", [drive, b.param(f"{name}.v_leak", node.v_leak)], f"{name}.drive")
     v = b.node("mul", [drive, b.param(f"{name}.dt_over_tau", STEP / np.asarray(node.tau))],
-               f"{name}.v", shape)
-    return _spikes(b, name, v, shape, node.v_threshold)
+               f"{name}.v")
+    return _spikes(b, name, v, node.v_threshold)
 
 
 def _threshold(b, name, node, x, shape):
-    return _spikes(b, name, x, shape, node.threshold)
+    return _spikes(b, name, x, node.threshold)
 
 
 CONVERTERS = {nir.Affine: _affine, nir.Linear: _affine, nir.Scale: _scale, nir.Conv2d: _conv,
@@ -162,7 +153,7 @@ def load_nir(path: str | Path) -> Graph:
         x = sources[0]
         shape = b.graph.values[x].shape
         for other in sources[1:]:
-            x = b.node("add", [x, other], f"{name}.sum", shape)
+            x = b.node("add", [x, other], f"{name}.sum")
         if isinstance(node, nir.Output):
             produced[name] = x
             b.graph.outputs.append(x)

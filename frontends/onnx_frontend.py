@@ -2,9 +2,10 @@
 Graph.
 
 Steps: parse, check opsets and structure, pin user input shapes, infer shapes (onnx, strict), fold
-constants, rewrite common spellings into single ops (``onnx_rewrites``), lower every node to IR
-ops (``onnx_ops``), drop dead code and validate. ``support_table`` reports, per ONNX
-node, whether it is supported and which IR ops it became.
+constants and inline control flow of static structure (``onnx_control``), rewrite common
+spellings into single ops (``onnx_rewrites``), lower every node to IR ops (``onnx_ops``), drop
+dead code and validate. ``support_table`` reports, per ONNX node, whether it is supported and
+which IR ops it became.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import onnx
 
-from sbcompile.errors import UnsupportedError
+from sbcompile.errors import SbcError, UnsupportedError
 from sbcompile.frontends import onnx_model
+from sbcompile.frontends.onnx_control import expand_control_flow
 from sbcompile.frontends.onnx_fold import fold_constants, initializers
 from sbcompile.frontends.onnx_lowering import Lowering, NodeView
 from sbcompile.frontends.onnx_ops import converter_for
@@ -99,6 +101,18 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
     consts = initializers(proto, label)
     types = _inferred_types(proto, list(proto.graph.node), consts, label)
     nodes, folded = fold_constants(proto, consts, types, opsets)
+    while True:  # If / Loop / Scan of static structure, until nothing more inlines
+        before = list(proto.graph.node)
+        if not expand_control_flow(proto, consts, types):
+            break
+        try:
+            types.update(_inferred_types(proto, list(proto.graph.node), consts, label))
+        except SbcError:  # the inlined body does not type-check outside its node: keep it
+            del proto.graph.node[:]
+            proto.graph.node.extend(before)
+            break
+        nodes, more = fold_constants(proto, consts, types, opsets)
+        folded.update(more)
     if folded:  # infer again: computed shapes are known now
         types.update(_inferred_types(proto, nodes, consts, label))
 

@@ -183,22 +183,62 @@ def _batch_norm(n: NodeView) -> None:
             attrs=("axes", "keepdims", "noop_with_empty_axes"))
 def _reduce(n: NodeView) -> None:
     op = "reduce_" + n.op_type[len("Reduce"):].lower()
+    axes = reduce_axes(n)
+    if axes == "noop":
+        n.emit("identity", [n.inputs[0]])
+        return
+    runtime, attr = axes
+    n.emit(op, [n.inputs[0], *runtime], axes=attr, keepdims=int(n.attr("keepdims", 1)))
+
+
+def reduce_axes(n: NodeView) -> tuple[list[str], list[int] | None] | str:
+    """The axes of a Reduce* node as (runtime axes input or [], axes attribute or None for all),
+    or "noop" when none are given and noop_with_empty_axes is set. A runtime axes tensor that
+    comes out empty reduces over all axes, so it needs noop_with_empty_axes=0."""
     axes = n.attr("axes")
     if axes is None and n.input(1):
-        axes = n.need_const(1, "axes").tolist()
+        const = n.const(1)
+        if const is None:
+            if n.attr("noop_with_empty_axes", 0):
+                raise n.refuse("runtime axes with noop_with_empty_axes=1 are not supported")
+            return [n.inputs[1]], None
+        axes = const.tolist()
     if not axes:
-        if n.attr("noop_with_empty_axes", 0):
-            n.emit("identity", [n.inputs[0]])
-            return
-        axes = None
-    n.emit(op, [n.inputs[0]], axes=axes, keepdims=int(n.attr("keepdims", 1)))
+        return "noop" if n.attr("noop_with_empty_axes", 0) else ([], None)
+    return [], [int(a) for a in axes]
 
 
-@_converter("ArgMax", attrs=("axis", "keepdims", "select_last_index"))
+@_converter("ArgMax", "ArgMin", attrs=("axis", "keepdims", "select_last_index"))
 def _argmax(n: NodeView) -> None:
-    if n.attr("select_last_index", 0):
-        raise n.refuse("select_last_index=1 is not supported")
-    n.emit("argmax", n.inputs, axis=int(n.attr("axis", 0)), keepdims=int(n.attr("keepdims", 1)))
+    """select_last_index=1: the first extremum of the reversed axis, counted from the end."""
+    op = n.op_type.lower()
+    axis, keepdims = int(n.attr("axis", 0)), int(n.attr("keepdims", 1))
+    if not n.attr("select_last_index", 0):
+        n.emit(op, n.inputs, axis=axis, keepdims=keepdims)
+        return
+    x = n.type(n.inputs[0])
+    axis %= len(x.shape)
+    out = n.type(n.outputs[0])
+    reversed_x = n.emit("slice", [n.inputs[0], n.param(np.array([-1], np.int64), "starts"),
+                                  n.param(np.array([np.iinfo(np.int64).min], np.int64), "ends"),
+                                  n.param(np.array([axis], np.int64), "axes"),
+                                  n.param(np.array([-1], np.int64), "steps")],
+                        n.temp(x.shape, x.dtype))
+    index = n.emit(op, [reversed_x], n.temp(out.shape, "int64"), axis=axis, keepdims=keepdims)
+    last = n.emit("shape", [n.inputs[0]], n.temp((1,), "int64"), start=axis, end=axis + 1)
+    last = n.emit("sub", [last, n.param(np.array([1], np.int64), "one")], n.temp((1,), "int64"))
+    n.emit("sub", [last, index])
+
+
+@_converter("TopK", attrs=("axis", "largest", "sorted"))
+def _topk(n: NodeView) -> None:
+    n.emit("topk", n.inputs, n.outputs, axis=int(n.attr("axis", -1)),
+           largest=int(n.attr("largest", 1)), sorted=int(n.attr("sorted", 1)))
+
+
+@_converter("Einsum", attrs=("equation",))
+def _einsum(n: NodeView) -> None:
+    n.emit("einsum", n.inputs, equation=n.attr("equation").replace(" ", ""))
 
 
 # ---- shape and data movement --------------------------------------------------------------------
@@ -342,6 +382,61 @@ def _pool(n: NodeView) -> None:
     n.emit("max_pool" if n.op_type == "MaxPool" else "avg_pool", n.inputs, **attrs)
 
 
+@_converter("ConvTranspose", attrs=("auto_pad", "dilations", "group", "kernel_shape",
+                                    "output_padding", "output_shape", "pads", "strides"))
+def _conv_transpose(n: NodeView) -> None:
+    """Pads resolved here: from output_shape or auto_pad=SAME_* (output = input * stride) the
+    total padding is split as ONNX specifies (SAME_UPPER: the smaller half first)."""
+    w_shape = n.type(n.inputs[1]).shape
+    kernel = [int(k) for k in n.attr("kernel_shape", w_shape[2:])]
+    n_sp = len(kernel)
+    strides = [int(s) for s in n.attr("strides", [1] * n_sp)]
+    dilations = [int(d) for d in n.attr("dilations", [1] * n_sp)]
+    extra = [int(p) for p in n.attr("output_padding", [0] * n_sp)]
+    auto_pad = n.attr("auto_pad", "NOTSET")
+    target = n.attr("output_shape")
+    if target is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        target = "same"
+    if target is None:
+        pads = [int(p) for p in n.attr("pads", [0] * (2 * n_sp))]
+    else:
+        spatial = n.type(n.inputs[0]).shape[2:]
+        if not all(isinstance(d, int) for d in spatial):
+            raise n.refuse("output_shape or auto_pad needs static spatial dims")
+        if target == "same":
+            target = [d * s for d, s in zip(spatial, strides)]
+        target = [int(t) for t in target][-n_sp:]
+        total = [s * (d - 1) + e + (k - 1) * dl + 1 - t for d, s, e, k, dl, t in
+                 zip(spatial, strides, extra, kernel, dilations, target)]
+        small, large = [t // 2 for t in total], [t - t // 2 for t in total]
+        pads = small + large if auto_pad == "SAME_UPPER" else large + small
+    n.emit("conv_transpose", n.inputs, strides=strides, pads=pads, dilations=dilations,
+           group=int(n.attr("group", 1)), output_padding=extra)
+
+
+_RESIZE_ATTRS = ("antialias", "axes", "coordinate_transformation_mode", "cubic_coeff_a",
+                 "exclude_outside", "extrapolation_value", "keep_aspect_ratio_policy", "mode",
+                 "nearest_mode")
+
+
+@_converter("Resize", attrs=_RESIZE_ATTRS)
+def _resize(n: NodeView) -> None:
+    if len(n.inputs) < 3:
+        raise n.refuse("the opset-10 form (scales as input 1) is not supported")
+    attrs = {k: n.attr(k) for k in _RESIZE_ATTRS if n.attr(k) is not None}
+    if attrs.get("mode", "nearest") not in ("nearest", "linear", "cubic"):
+        raise n.refuse(f"mode '{attrs['mode']}' is not supported")
+    for key in ("cubic_coeff_a", "extrapolation_value"):
+        if key in attrs:
+            attrs[key] = float(attrs[key])
+    for key in ("antialias", "exclude_outside"):
+        if key in attrs:
+            attrs[key] = int(attrs[key])
+    if "axes" in attrs:
+        attrs["axes"] = [int(a) for a in attrs["axes"]]
+    n.emit("resize", n.inputs, **attrs)
+
+
 # ---- attention ----------------------------------------------------------------------------------
 @_converter("Attention", attrs=("is_causal", "scale", "softcap", "qk_matmul_output_mode",
                                    "softmax_precision", "q_num_heads", "kv_num_heads"))
@@ -387,3 +482,8 @@ def _fused_attention(n: NodeView) -> None:
     band = {key: int(n.attr(key)) for key in ("causal", "window") if n.attr(key) is not None}
     n.emit("attention", n.inputs, scale=float(onnx.numpy_helper.to_array(n.attr("scale"))),
            **band)
+
+
+# Converters that compose several IR ops, the recurrent layers and the refusals of control flow
+# that could not be inlined register from their modules.
+from sbcompile.frontends import onnx_control, onnx_decompose, onnx_recurrent  # noqa: E402,F401

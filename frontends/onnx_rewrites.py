@@ -5,9 +5,10 @@ own where they fit (BatchNorm folding into Conv/Gemm, the scaled-dot-product-att
 no-op Cast; onnx_ir's identity elimination) and ours, written the same way, for the rest
 (``rewrite_noops``, ``rewrite_activations``, ``rewrite_norms``, ``rewrite_attention``,
 ``rewrite_linear``). A match's intermediate values must have no other consumer (onnxscript
-checks it), so a rewrite never changes what any other node sees. Fused results are standard ONNX ops (Gelu, LayerNormalization,
-RMSNormalization, Conv, Gemm) or ops of the private domain ``FUSED_DOMAIN`` (Linear, Silu,
-Attention with causal/window and GQA) that ``onnx_ops`` lowers one to one.
+checks it), so a rewrite never changes what any other node sees. Fused results are standard ONNX
+ops (Gelu, LayerNormalization, RMSNormalization, Conv, Gemm) or ops of the private domain
+``FUSED_DOMAIN`` (Linear, Silu, Attention with causal/window and GQA) that ``onnx_ops`` lowers
+one to one.
 """
 from __future__ import annotations
 
@@ -50,9 +51,9 @@ def rewrite(proto: onnx.ModelProto, nodes: list[onnx.NodeProto], consts: dict[st
         if not RULES.apply_to_model(model):
             break
     IdentityEliminationPass()(model)
-    for name, value in model.graph.initializers.items():
-        if value.const_value is not tensors.get(name):
-            consts[name] = value.const_value.numpy()
+    for value in model.graph.initializers.values():
+        if value.const_value is not tensors.get(value.name):
+            consts[value.name] = value.const_value.numpy()
     sources = {}
     for node in model.graph:
         if SOURCES_KEY in node.metadata_props:

@@ -3,7 +3,8 @@ and sliding-window masks read off its operands.
 
 onnxscript's SDPA pattern finds ``softmax(q k^T [* or / scale] [+ mask]) v`` (scale factors on q,
 k or the scores, k^T by one of its transposes; commuted, so the mask may come first); its result
-here is our Attention. Then:
+here is our Attention (a Softmax over axis 3 of the rank-4 scores is first spelled axis=-1).
+Then:
 - a mask applied through ``Where(keep, scores, -big)`` (masked_fill) is first made additive,
 - Llama's repeat_kv (Unsqueeze, Expand, Reshape) on k and v goes: attention reads the kv heads,
 - a constant mask that is 0 exactly on a causal band (optionally a sliding window of w keys) and
@@ -21,6 +22,7 @@ from onnxscript.rewriter.ort_fusions.sdpa import SDPA
 
 from sbcompile.frontends.rewrite_base import (FUSED_DOMAIN, MASKED, array, dims, scalar,
                                              sourced, typed)
+from sbcompile.ir.ops import attention_keep
 
 
 def _agree(*pairs: tuple) -> bool:
@@ -77,6 +79,23 @@ class AttentionFromParts(SDPA):
         scale = ir.tensor(np.array(self._scale, np.float64))  # a float attribute is float32
         return op.Attention(query, key, value, *([mask] if mask is not None else []),
                             _domain=FUSED_DOMAIN, scale=scale)
+
+
+class SoftmaxLastAxis(pattern.RewriteRuleClassBase):
+    """Softmax over axis 3 of rank-4 scores read by a MatMul -> axis=-1, as the SDPA pattern
+    spells it."""
+
+    def pattern(self, op, x):
+        return op.Softmax(x, _outputs=["probs"])
+
+    def check(self, context, x, probs, **_):
+        axis = probs.producer().attributes.get("axis")
+        return (axis is not None and axis.as_int() == 3 and dims(x) is not None
+                and len(dims(x)) == 4 and bool(probs.uses())
+                and all(node.op_type == "MatMul" and i == 0 for node, i in probs.uses()))
+
+    def rewrite(self, op, x, **_):
+        return op.Softmax(x, axis=-1)
 
 
 class WhereMaskedScores(pattern.RewriteRuleClassBase):
@@ -181,12 +200,9 @@ def causal_band(mask: np.ndarray | None) -> dict | None:
     keep = m == 0
     if not np.all(keep | (m <= MASKED)):
         return None
-    i = np.arange(tq)[:, None] + (tk - tq)
-    j = np.arange(tk)[None, :]
     window = int(keep.sum(axis=1).max())
     for attrs in ({"causal": 1, "window": 0}, {"causal": 1, "window": window}):
-        band = (j <= i) & ((j > i - attrs["window"]) if attrs["window"] else True)
-        if np.array_equal(band, keep):
+        if np.array_equal(attention_keep(tq, tk, **attrs), keep):
             return attrs
     return None
 
@@ -213,6 +229,7 @@ class BoolMask(pattern.RewriteRuleClassBase):
         return op.Attention(q, k, v, keep, _domain=FUSED_DOMAIN, **attn.producer().attributes)
 
 
-RULES = [*(sourced(WhereMaskedScores, keep) for keep in (True, False)),
-         *sourced(AttentionFromParts).commute(), sourced(AttentionKvHeads), sourced(CausalBandMask),
+RULES = [sourced(SoftmaxLastAxis), *(sourced(WhereMaskedScores, keep) for keep in (True, False)),
+         *sourced(AttentionFromParts).commute(), sourced(AttentionKvHeads),
+         sourced(CausalBandMask),
          *(sourced(BoolMask, keep) for keep in (True, False))]

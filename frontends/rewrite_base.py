@@ -35,10 +35,12 @@ def sourced(rule_class: type[pattern.RewriteRuleClassBase], *args, **kwargs
     """The rule of ``rule_class(*args, **kwargs)``, its new nodes tagged with their sources."""
     rule = rule_class(*args, **kwargs)
     matched: list[ir.Node] = []
+    graphs: list[ir.Graph] = []
 
     def check(context, **bindings):
         nodes = set(context.nodes)
         matched[:] = [n for n in context.graph_or_function if n in nodes]  # in graph order
+        graphs[:] = [context.graph_or_function]
         return rule.check(context, **bindings)
 
     def rewrite(op, **bindings):
@@ -50,10 +52,23 @@ def sourced(rule_class: type[pattern.RewriteRuleClassBase], *args, **kwargs
         for node in op.nodes:
             node.metadata_props[SOURCES_KEY] = json.dumps(names)
             node.name = names[0] if node is last else f"{names[0]}/{node.op_type}"
+        _fresh_initializer_names(op.initializers, graphs[0])
         return outputs
 
     return pattern.RewriteRule(rule.pattern, rewrite, check, name=rule.name,
                                remove_nodes=rule.remove_nodes)
+
+
+def _fresh_initializer_names(values: Sequence[ir.Value], graph: ir.Graph) -> None:
+    """Rename new initializers whose name a graph value has (rules name them after the weight
+    they derive from, and one weight may serve several layers)."""
+    taken = set(graph.initializers) | {v.name for n in graph for v in n.outputs}
+    taken |= {v.name for v in graph.inputs}
+    for value in values:
+        base, i = value.name, 1
+        while value.name in taken:
+            value.name, i = f"{base}_{i}", i + 1
+        taken.add(value.name)
 
 
 # ---- constants and shapes -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
+from sbcompile.ir.records import Analysis, SpikedLayer, set_analysis, spiked_layers
 from sbcompile.passes.calibrate import check_calibration
 from sbcompile.passes.energy import energy_table, synaptic_ops
 from sbcompile.ir.codings import events_per_count, steps_needed, steps_per_row
@@ -38,7 +39,7 @@ HIST_RANGE = 16  # count histogram bins -16..16 plus two overflow bins
 class LayerStats:
     """Streaming accumulators of one spiked layer."""
 
-    def __init__(self, info: dict) -> None:
+    def __init__(self, info: SpikedLayer) -> None:
         self.info = info
         self.n = self.zeros = 0
         self.events = 0
@@ -57,7 +58,7 @@ class LayerStats:
 
     def update(self, counts, vth, x_spiking, y_spiking, y_float, node_attrs, coding) -> None:
         info = self.info
-        conv = info["op"] == "conv"
+        conv = info.op == "conv"
         steps = steps_needed(counts, coding)
         self.steps_max = max(self.steps_max, steps)
         ev = events_per_count(counts, coding, T=max(steps, 1))
@@ -78,16 +79,16 @@ class LayerStats:
         if conv:
             c_in = counts.shape[1]
             group = node_attrs.get("group", 1) or 1
-            kernel = info["kernel"]
+            kernel = info.kernel
             ones = np.ones((group, c_in // group) + tuple(kernel), dtype=np.int64)
             reach = conv_nd(ev, ones, None, node_attrs.get("strides"), node_attrs.get("pads"),
                             node_attrs.get("dilations"), group)
-            self.synaptic += int(reach.sum()) * (info["fan_out"] // group)
-            self.dense_macs += int(np.prod(y_spiking.shape)) * info["fan_in"]
+            self.synaptic += int(reach.sum()) * (info.fan_out // group)
+            self.dense_macs += int(np.prod(y_spiking.shape)) * info.fan_in
         else:
-            self.synaptic += int(ev.sum()) * info["fan_out"]
-            self.dense_macs += tokens * info["fan_in"] * info["fan_out"]
-            self.rows_read += int(np.count_nonzero(rows)) * info["fan_out"]
+            self.synaptic += int(ev.sum()) * info.fan_out
+            self.dense_macs += tokens * info.fan_in * info.fan_out
+            self.rows_read += int(np.count_nonzero(rows)) * info.fan_out
         self.encode_fid.update(counts * vth, x_spiking)
         self.output_fid.update(y_spiking, y_float)
         if self.raster is None:  # first sample: its first token, or a conv input's map
@@ -97,19 +98,16 @@ class LayerStats:
 
 def run(graph: Graph, config: CompileConfig, float_graph: Graph,
         calib) -> Graph:
-    """Attach ``graph.meta['analysis']`` (layers, totals, energy, outputs_fidelity)."""
+    """Attach the ``Analysis`` record (layers, totals, energy, outputs_fidelity)."""
     calib = check_calibration(float_graph, calib)
-    layers = graph.meta.get("layers", {})
-    for name, info in layers.items():
-        if info["op"] == "conv":
-            info["kernel"] = list(graph.params[info["weight_q"]].shape[2:])
+    layers = spiked_layers(graph)
     stats = {name: LayerStats(info) for name, info in layers.items()}
     enc_attrs = {n.outputs[0]: n.attrs for n in graph.nodes if n.op == "spike_encode"}
     int_nodes = {n.outputs[0]: n.attrs for n in graph.nodes if n.op in ("spike_linear",
                                                                          "spike_conv")}
-    keep_s = [v for info in layers.values() for v in (info["counts"], info["vth"], info["input"],
-                                                      info["output"])]
-    keep_f = [info["output"] for info in layers.values()]
+    keep_s = [v for info in layers.values() for v in (info.counts, info.vth, info.input,
+                                                      info.output)]
+    keep_f = [info.output for info in layers.values()]
     out_fid = {o: Fidelity() for o in graph.outputs}
     agree = {o: [0, 0] for o in graph.outputs}
     for batch in track(calib.batches(config.calib_batch), calib.num_batches(config.calib_batch),
@@ -118,8 +116,8 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
         env_s = evaluate(graph, batch, keep=keep_s)
         for name, st in stats.items():
             info = st.info
-            st.update(env_s[info["counts"]], env_s[info["vth"]], env_s[info["input"]],
-                      env_s[info["output"]], env_f[info["output"]], int_nodes[info["acc"]],
+            st.update(env_s[info.counts], env_s[info.vth], env_s[info.input],
+                      env_s[info.output], env_f[info.output], int_nodes[info.acc],
                       config.coding)
         for o in graph.outputs:
             out_fid[o].update(env_s[o], env_f[o])
@@ -137,9 +135,8 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
                                if agree[o][1] else {})}
                         for o in graph.outputs}
     graph = graph.copy()
-    graph.meta["analysis"] = {"samples": int(samples), "layers": layer_reports, "totals": totals,
-                              "energy": energy_table(totals["ops"], first),
-                              "outputs_fidelity": outputs_fidelity}
+    set_analysis(graph, Analysis(int(samples), layer_reports, totals,
+                                 energy_table(totals["ops"], first), outputs_fidelity))
     return graph
 
 
@@ -188,11 +185,11 @@ def _ops(st: LayerStats, config: CompileConfig, samples: int, enc: dict) -> dict
 def _layer_report(name: str, st: LayerStats, config: CompileConfig, global_T: int,
                   samples: int, enc_attrs: dict) -> dict:
     info = st.info
-    return {"name": name, "op": info["op"], "fan_in": info["fan_in"],
-            "fan_out": info["fan_out"], "group_size": info["group_size"],
-            "weights_at_limit": info["weights_at_limit"],
+    return {"name": name, "op": info.op, "fan_in": info.fan_in,
+            "fan_out": info.fan_out, "group_size": info.group_size,
+            "weights_at_limit": info.weights_at_limit,
             "sparsity": _sparsity(st, config, global_T),
-            "ops": _ops(st, config, samples, enc_attrs[info["counts"]]),
+            "ops": _ops(st, config, samples, enc_attrs[info.counts]),
             "fidelity": {"encode": st.encode_fid.result(), "output": st.output_fid.result()},
             "count_histogram": {"range": HIST_RANGE, "counts": st.hist.tolist()},
             "raster_first_sample": st.raster}

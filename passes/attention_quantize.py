@@ -9,7 +9,7 @@ For every ``attention`` node not excluded by name:
   ``spike_encode(x / s)`` with the static threshold 1 and max_count 127 (round half to even,
   clipped: symmetric int8); the attention reads ``counts * s``.
 The softmax and its products stay float; the counts are what a target stores (int8 K/V) and
-multiplies (integer q . k). ``graph.meta['attention_quantize']`` names each node's counts.
+multiplies (integer q . k). The ``AttentionCounts`` record names each node's counts.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph, Node
+from sbcompile.ir.records import AttentionCounts, set_attention_counts
 from sbcompile.passes.targets import is_excluded
 
 INT8_MAX = 127
@@ -29,67 +30,47 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
     for node in [n for n in graph.nodes if n.op == "attention"]:
         if is_excluded(node.name, config):
             continue
-        entry = {"q": _spike_query(graph, node, config.k)}
-        for slot, label in ((1, "k"), (2, "v")):
-            node.inputs[slot], entry[label] = _int8_per_token(graph, node, slot, label)
-        record[node.name] = entry
-    graph.meta["attention_quantize"] = record
+        q = _spike_query(graph, node, config.k)
+        node.inputs[1], k = _int8_per_token(graph, node, 1, "k")
+        node.inputs[2], v = _int8_per_token(graph, node, 2, "v")
+        record[node.name] = AttentionCounts(q, k, v)
+    set_attention_counts(graph, record)
     graph.toposort()
     return graph
-
-
-def _insert(graph: Graph, before: Node, nodes: list[Node]) -> None:
-    at = graph.nodes.index(before)
-    graph.nodes[at:at] = nodes
-
-
-def _value_like(graph: Graph, base: str, like: str, dtype: str | None = None,
-                last: int | None = None) -> str:
-    shape = graph.values[like].shape
-    if last is not None:
-        shape = tuple(shape[:-1]) + (last,)
-    return graph.add_value(base, shape, dtype or graph.values[like].dtype)
 
 
 def _spike_query(graph: Graph, node: Node, k: float) -> str:
     """Spike the query; return its counts."""
     q, name = node.inputs[0], f"{node.name}.q"
-    counts = _value_like(graph, f"{name}.counts", q, "int32")
-    vth = _value_like(graph, f"{name}.vth", q, "float32", last=1)
-    xhat = _value_like(graph, f"{name}.xhat", q, "float32")
-    _insert(graph, node, [
-        Node(graph.fresh_name(f"{name}.encode"), "spike_encode", [q], [counts, vth],
-             {"policy": "dynamic", "granularity": "token", "k": float(k), "max_count": None}),
-        Node(graph.fresh_name(f"{name}.reconstruct"), "spike_decode", [counts, vth], [xhat],
-             {"layout": "counts"})])
-    node.inputs[0] = xhat
+    add = _builder(graph, node)
+    counts, vth = add("spike_encode", [q], [f"{name}.counts", f"{name}.vth"], f"{name}.encode",
+                      policy="dynamic", granularity="token", k=float(k), max_count=None)
+    node.inputs[0], = add("spike_decode", [counts, vth], [f"{name}.xhat"], f"{name}.reconstruct",
+                          layout="counts")
     return counts
 
 
 def _int8_per_token(graph: Graph, node: Node, slot: int, label: str) -> tuple[str, str]:
     """(dequantized value, int8-range counts) of input ``slot`` per token and head."""
     x, name = node.inputs[slot], f"{node.name}.{label}"
-    mag = _value_like(graph, f"{name}.abs", x)
-    amax = _value_like(graph, f"{name}.absmax", x, last=1)
-    scale = _value_like(graph, f"{name}.scale", x, last=1)
-    safe = _value_like(graph, f"{name}.scale_safe", x, last=1)
-    scaled = _value_like(graph, f"{name}.scaled", x)
-    counts = _value_like(graph, f"{name}.counts", x, "int32")
-    one = graph.add_value(f"{name}.one", (), "float32")
-    ints = _value_like(graph, f"{name}.int", x)
-    xhat = _value_like(graph, f"{name}.xhat", x)
     p127 = graph.add_param(f"{name}.qmax", np.float32(INT8_MAX))
     floor = graph.add_param(f"{name}.floor", np.float32(SCALE_FLOOR))
     unit = graph.add_param(f"{name}.unit", np.float32(1.0))
-    op = graph.fresh_name
-    _insert(graph, node, [
-        Node(op(f"{name}.abs"), "abs", [x], [mag]),
-        Node(op(f"{name}.absmax"), "reduce_max", [mag], [amax], {"axes": [-1], "keepdims": 1}),
-        Node(op(f"{name}.scale"), "div", [amax, p127], [scale]),
-        Node(op(f"{name}.scale_safe"), "max", [scale, floor], [safe]),
-        Node(op(f"{name}.scaled"), "div", [x, safe], [scaled]),
-        Node(op(f"{name}.encode"), "spike_encode", [scaled, unit], [counts, one],
-             {"policy": "static", "max_count": INT8_MAX}),
-        Node(op(f"{name}.int"), "spike_decode", [counts, one], [ints], {"layout": "counts"}),
-        Node(op(f"{name}.dequantize"), "mul", [ints, safe], [xhat])])
+    add = _builder(graph, node)
+    mag, = add("abs", [x], [f"{name}.abs"], f"{name}.abs")
+    amax, = add("reduce_max", [mag], [f"{name}.absmax"], f"{name}.absmax", axes=[-1], keepdims=1)
+    scale, = add("div", [amax, p127], [f"{name}.scale"], f"{name}.scale")
+    safe, = add("max", [scale, floor], [f"{name}.scale_safe"], f"{name}.scale_safe")
+    scaled, = add("div", [x, safe], [f"{name}.scaled"], f"{name}.scaled")
+    counts, one = add("spike_encode", [scaled, unit], [f"{name}.counts", f"{name}.one"],
+                      f"{name}.encode", policy="static", max_count=INT8_MAX)
+    ints, = add("spike_decode", [counts, one], [f"{name}.int"], f"{name}.int", layout="counts")
+    xhat, = add("mul", [ints, safe], [f"{name}.xhat"], f"{name}.dequantize")
     return xhat, counts
+
+
+def _builder(graph: Graph, before: Node):
+    """``graph.add_node`` inserting each node just before ``before``."""
+    def add(op: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> list[str]:
+        return graph.add_node(op, inputs, outputs, name, at=graph.nodes.index(before), **attrs)
+    return add

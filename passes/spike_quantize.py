@@ -17,7 +17,7 @@ import numpy as np
 from sbcompile.config import CompileConfig
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node
-from sbcompile.ir.ops import threshold_shape
+from sbcompile.ir.records import SpikedLayer, set_spiked_layer
 from sbcompile.passes.targets import spike_targets
 
 
@@ -29,7 +29,6 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
         if node.op == "matmul":
             _matmul_to_linear(graph, node)
         by_input.setdefault(value, []).append(node)
-    graph.meta.setdefault("layers", {})
     for value, layers in by_input.items():
         granularity = "sample" if any(n.op == "conv" for n in layers) else "token"
         if granularity == "sample" and any(n.op != "conv" for n in layers):
@@ -41,24 +40,19 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
                            and all(n.op == "linear" for n in layers))
             vth = static_threshold(graph, value, config, per_channel)
             encode_inputs.append(graph.add_param(f"{layers[0].name}.vth", vth))
-        xval = graph.values[value]
-        counts = graph.add_value(f"{layers[0].name}.counts", xval.shape, "int32")
-        vth_shape = (graph.values[encode_inputs[1]].shape if config.policy == "static"
-                     else threshold_shape(xval.shape, granularity))
-        vth_v = graph.add_value(f"{layers[0].name}.vth_dyn" if config.policy == "dynamic"
-                                else f"{layers[0].name}.vth_out", vth_shape, "float32")
-        xhat = graph.add_value(f"{layers[0].name}.xhat", xval.shape, "float32")
-        enc = Node(graph.fresh_name(f"{layers[0].name}.encode"), "spike_encode", encode_inputs,
-                   [counts, vth_v], attrs)
-        dec = Node(graph.fresh_name(f"{layers[0].name}.reconstruct"), "spike_decode",
-                   [counts, vth_v], [xhat], {"layout": "counts"})
+        name = layers[0].name
         position = graph.nodes.index(layers[0])
-        graph.nodes[position:position] = [enc, dec]
+        vth_base = f"{name}.vth_dyn" if config.policy == "dynamic" else f"{name}.vth_out"
+        counts, vth_v = graph.add_node("spike_encode", encode_inputs,
+                                       [f"{name}.counts", vth_base], f"{name}.encode",
+                                       at=position, **attrs)
+        encoder = graph.nodes[position].name
+        xhat, = graph.add_node("spike_decode", [counts, vth_v], [f"{name}.xhat"],
+                               f"{name}.reconstruct", at=position + 1, layout="counts")
+        graph.replace_uses(value, xhat, only=layers)
         for layer in layers:
-            layer.inputs[0] = xhat
-            graph.meta["layers"][layer.name] = {"op": layer.op, "input": value,
-                                                "counts": counts, "vth": vth_v,
-                                                "encoder": enc.name}
+            set_spiked_layer(graph, layer.name, SpikedLayer(layer.op, value, counts, vth_v,
+                                                            encoder))
     graph.toposort()
     return graph
 

@@ -2,13 +2,20 @@
 ``group_size`` inputs (W8ASpike), turning each spiked layer into the exact integer chain
 spike_linear/spike_conv -> spike_decode. Records the share of weights at the int8 limit.
 Per-channel static thresholds are folded into the weights first (W[n, i] * vth[i]), so the
-integer product stays a plain count-weight product and the decode threshold is 1."""
+integer product stays a plain count-weight product and the decode threshold is 1. Layers with
+equal weights (a weight shared by several layers, the steps of an unrolled recurrence) share one
+int8 copy."""
 from __future__ import annotations
+
+import dataclasses
+import hashlib
 
 import numpy as np
 
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph, Node
+from sbcompile.ir.records import set_spiked_layer, spiked_layers
+from sbcompile.ir.shapes import infer_node
 
 QMAX = 127
 
@@ -41,10 +48,11 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
     graph = graph.copy()
     producers = graph.producers()
     new_nodes: list[Node] = []
-    shared: dict[str, tuple] = {}  # weight param -> its int8 copy, scale and group (made once)
+    layers = spiked_layers(graph)
+    shared: dict[tuple, tuple] = {}  # a weight's content -> its int8 copy, scale and group
     for node in graph.nodes:
-        info = graph.meta.get("layers", {}).get(node.name)
-        if info is None or node.op not in ("linear", "conv") or "acc" in info:
+        info = layers.get(node.name)
+        if info is None or node.op not in ("linear", "conv") or info.acc is not None:
             new_nodes.append(node)
             continue
         recon = producers[node.inputs[0]]
@@ -55,35 +63,36 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
             weight = weight * threshold[None, :]
             vth = graph.add_param(f"{node.name}.unit_vth", np.float32(1.0))
             wq, ws, q, scale, group = _quantized(graph, node, weight, config)
-        else:
-            if node.inputs[1] not in shared:
-                shared[node.inputs[1]] = _quantized(graph, node, weight, config)
-            wq, ws, q, scale, group = shared[node.inputs[1]]
+        else:  # equal weights (one parameter, or copies such as an unrolled cell's) share one
+            key = (node.op, weight.shape, hashlib.sha1(np.ascontiguousarray(weight)).hexdigest())
+            if key not in shared:
+                shared[key] = _quantized(graph, node, weight, config)
+            wq, ws, q, scale, group = shared[key]
         out = node.outputs[0]
-        cshape = graph.values[counts].shape
         bias = node.inputs[2] if len(node.inputs) > 2 else ""
         if node.op == "linear":
-            g = q.shape[1] // group
-            acc = graph.add_value(f"{node.name}.acc", tuple(cshape[:-1]) + (g, q.shape[0]),
-                                  "int32")
-            integer = Node(f"{node.name}.spike", "spike_linear", [counts, wq], [acc],
-                           {"group_size": group if g > 1 else None})
+            grouped = q.shape[1] // group > 1
+            op, attrs = "spike_linear", {"group_size": group if grouped else None}
             layout = "linear"
         else:
-            acc = graph.add_value(f"{node.name}.acc", graph.values[out].shape, "int32")
-            integer = Node(f"{node.name}.spike", "spike_conv", [counts, wq], [acc],
-                           {k: v for k, v in node.attrs.items()
-                            if k in ("strides", "pads", "dilations", "group")})
-            layout = "conv"
+            op, layout = "spike_conv", "conv"
+            attrs = {k: v for k, v in node.attrs.items()
+                     if k in ("strides", "pads", "dilations", "group")}
+        integer = Node(f"{node.name}.spike", op, [counts, wq], [], attrs)
+        acc_shape, = infer_node(integer, [graph.values[counts].shape, q.shape], [None, None])
+        integer.outputs = [graph.add_value(f"{node.name}.acc", acc_shape, "int32")]
+        acc = integer.outputs[0]
         decode_inputs = [acc, vth, ws] + ([bias] if bias else [])
         decode = Node(f"{node.name}.decode", "spike_decode", decode_inputs, [out],
                       {"layout": layout})
         new_nodes += [integer, decode]
-        info.update({"acc": acc, "output": out, "weight_q": wq, "weight_scale": ws,
-                     "fan_in": int(q.shape[1]) if node.op == "linear" else int(np.prod(q.shape[1:])),
-                     "fan_out": int(q.shape[0]), "group_size": group,
-                     "weights_at_limit": float(np.mean(np.abs(q) == QMAX)),
-                     "weight_bytes": int(q.size + scale.size * 4)})
+        fan_in = int(q.shape[1]) if node.op == "linear" else int(np.prod(q.shape[1:]))
+        set_spiked_layer(graph, node.name, dataclasses.replace(
+            info, acc=acc, output=out, weight_q=wq, weight_scale=ws, fan_in=fan_in,
+            fan_out=int(q.shape[0]), group_size=group,
+            weights_at_limit=float(np.mean(np.abs(q) == QMAX)),
+            weight_bytes=int(q.size + scale.size * 4),
+            kernel=list(q.shape[2:]) if node.op == "conv" else None))
     graph.nodes = new_nodes
     graph.remove_unused()
     return graph

@@ -260,13 +260,28 @@ def _batch_norm(a, x, scale, bias, mean, var):
 # ---- reductions ---------------------------------------------------------------------------------
 def _reduce(fn, widen=True):
     """A reduction over `axes`; sums, means and products accumulate in float64 / int64."""
-    def kernel(a, x):
+    def kernel(a, x, runtime_axes=None):
         axes = None if a["axes"] is None else tuple(a["axes"])
+        if runtime_axes is not None and runtime_axes.size:
+            axes = tuple(int(i) for i in runtime_axes)
         src = x
         if widen:
             src = x.astype(np.float64 if x.dtype.kind == "f" else np.int64)
+        if fn in (np.max, np.min) and x.size == 0:  # empty: the identity of max / min
+            return _like(fn(src, axis=axes, keepdims=bool(a["keepdims"]),
+                            initial=_lowest(x.dtype, fn is np.min)), x)
         return _like(fn(src, axis=axes, keepdims=bool(a["keepdims"])), x)
     return kernel
+
+
+def _lowest(dtype: np.dtype, negate: bool):
+    """The smallest value of dtype (the largest when negate): -inf, the integer minimum, False."""
+    if dtype.kind == "f":
+        return np.inf if negate else -np.inf
+    if dtype.kind == "b":
+        return bool(negate)
+    info = np.iinfo(dtype)
+    return info.max if negate else info.min
 
 
 def _argmax(a, x):
@@ -324,6 +339,7 @@ def _gather_elements(a, data, idx):
 
 
 def _unsqueeze(a, x, axes):
+    axes = np.atleast_1d(axes)
     rank = x.ndim + len(axes)
     return x.reshape(_unsqueezed_shape(x.shape, [_axis(int(i), rank) for i in axes]))
 
@@ -336,7 +352,7 @@ def _unsqueezed_shape(shape, axes):
 def _squeeze(a, x, axes=None):
     if axes is None:
         return np.squeeze(x)
-    return np.squeeze(x, axis=tuple(_axis(int(i), x.ndim) for i in axes))
+    return np.squeeze(x, axis=tuple(_axis(int(i), x.ndim) for i in np.atleast_1d(axes)))
 
 
 def _expand(a, x, shape):
@@ -410,6 +426,210 @@ def _gla(a, q, k, v, g):
         state = decay * state + kw[:, step, :, :, None] * vw[:, step, :, None, :]
         y[:, step] = scale * np.einsum("bhk,bhkv->bhv", qw[:, step], state)
     return _like(y, q)
+
+
+# ---- real-model coverage: scans, selection, einsum, transposed conv, resize -------------------------
+def _argmin(a, x):
+    y = np.argmin(x, axis=a["axis"])
+    if a["keepdims"]:
+        y = np.expand_dims(y, a["axis"])
+    return np.asarray(y, dtype=np.int64)
+
+
+def _running(accumulate, identity):
+    """cumsum / cumprod: ``accumulate`` along the axis held by the scalar input, in float64 for
+    floats; exclusive shifts in ``identity``, reverse runs from the end."""
+    def kernel(a, x, axis):
+        axis = _axis(int(np.asarray(axis).reshape(())), x.ndim)
+        w = np.flip(_wide(x), axis) if a["reverse"] else _wide(x)
+        y = accumulate(w, axis=axis)
+        if a["exclusive"]:
+            first = np.full_like(np.take(y, [0], axis=axis), identity)
+            y = np.concatenate([first, np.take(y, np.arange(y.shape[axis] - 1), axis=axis)],
+                               axis=axis)
+        return _like(np.flip(y, axis) if a["reverse"] else y, x)
+    return kernel
+
+
+def _topk(a, x, k):
+    """A stable sort (ties: lower index first) on a key that orders as wanted; ``~x`` reverses
+    integers without overflow, ``-x`` floats exactly."""
+    axis, k = _axis(a["axis"], x.ndim), int(np.asarray(k).reshape(-1)[0])
+    key = x if not a["largest"] else (~x if x.dtype.kind in "iu" else -x)
+    order = np.take(np.argsort(key, axis=axis, kind="stable"), np.arange(k), axis=axis)
+    return np.take_along_axis(x, order, axis=axis), order.astype(np.int64)
+
+
+def _einsum(a, *xs):
+    return _like(np.einsum(a["equation"], *[_wide(x) for x in xs]), xs[0])
+
+
+def _conv_transpose(a, x, w, b=None):
+    """The transposed convolution as a convolution: x dilated by the strides (zeros between
+    samples), padded by (kernel - 1) * dilation minus the pads (plus output_padding at the end;
+    a negative amount crops), correlated with the kernel flipped and its in/out channels swapped
+    per group."""
+    n_sp, group = x.ndim - 2, a["group"]
+    strides = list(a["strides"] or [1] * n_sp)
+    dilations = list(a["dilations"] or [1] * n_sp)
+    pads = list(a["pads"] or [0] * (2 * n_sp))
+    extra = list(a["output_padding"] or [0] * n_sp)
+    xw = _wide(x)
+    dilated = np.zeros(x.shape[:2] + tuple((d - 1) * s + 1 for d, s in zip(x.shape[2:], strides)))
+    dilated[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)] = xw
+    reach = [(k - 1) * d for k, d in zip(w.shape[2:], dilations)]
+    begin = [r - p for r, p in zip(reach, pads[:n_sp])]
+    end = [r - p + e for r, p, e in zip(reach, pads[n_sp:], extra)]
+    dilated = np.pad(dilated, [(0, 0), (0, 0)] + [(max(b_, 0), max(e, 0))
+                                                  for b_, e in zip(begin, end)])
+    crop = tuple(slice(max(-b_, 0), dilated.shape[2 + i] - max(-e, 0))
+                 for i, (b_, e) in enumerate(zip(begin, end)))
+    dilated = dilated[(slice(None), slice(None)) + crop]
+    c_per_group = w.shape[0] // group
+    flipped = np.flip(_wide(w), axis=tuple(range(2, w.ndim)))
+    kernel = np.concatenate([np.swapaxes(flipped[g * c_per_group:(g + 1) * c_per_group], 0, 1)
+                             for g in range(group)], axis=0)
+    y = conv_nd(dilated, kernel, None if b is None else _wide(b), None, None, dilations, group)
+    return _like(y, x)
+
+
+def _resize(a, x, roi=None, scales=None, sizes=None):
+    """Separable resize (docs/OPS.md): one [out, in] weight matrix per resized axis."""
+    rank = x.ndim
+    axes = [_axis(int(i), rank) for i in (a["axes"] if a["axes"] is not None else range(rank))]
+    scales = None if scales is None or scales.size == 0 else [float(s) for s in scales]
+    sizes = None if sizes is None or sizes.size == 0 else [int(s) for s in sizes]
+    roi = None if roi is None or roi.size == 0 else [float(r) for r in roi]
+    if sizes is not None:
+        ratios = [sizes[i] / x.shape[ax] for i, ax in enumerate(axes)]
+        policy = a["keep_aspect_ratio_policy"]
+        if policy != "stretch":
+            ratio = min(ratios) if policy == "not_larger" else max(ratios)
+            ratios = [ratio] * len(axes)
+            sizes = [int(ratio * x.shape[ax] + 0.5) for ax in axes]
+    else:
+        ratios = scales
+        sizes = [int(math.floor(s * x.shape[ax])) for s, ax in zip(scales, axes)]
+    y = _wide(x)
+    outside = np.zeros((1,) * rank, bool)
+    for i, ax in enumerate(axes):
+        span = (roi[i], roi[i + len(axes)]) if roi is not None else (0.0, 1.0)
+        weights, extrapolated = _resize_weights(a, x.shape[ax], sizes[i], ratios[i], span)
+        y = np.moveaxis(np.tensordot(weights, np.moveaxis(y, ax, 0), axes=1), 0, ax)
+        if extrapolated is not None:
+            outside = outside | extrapolated.reshape((1,) * ax + (-1,) + (1,) * (rank - ax - 1))
+    if outside.any():
+        y = np.where(outside, a["extrapolation_value"], y)
+    return _like(y, x)
+
+
+def _source_coordinates(a, size: int, out: int, scale: float, span) -> np.ndarray:
+    """Input coordinate of every output index under coordinate_transformation_mode."""
+    mode = a["coordinate_transformation_mode"]
+    o = np.arange(out, dtype=np.float64)
+    width = scale * size  # the unrounded output length the modes are defined on
+    if mode == "half_pixel":
+        return (o + 0.5) / scale - 0.5
+    if mode == "half_pixel_symmetric":
+        return size / 2 * (1 - out / width) + (o + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return (o + 0.5) / scale - 0.5 if width != 1 else np.full(out, -0.5)
+    if mode == "align_corners":
+        return o * (size - 1) / (width - 1) if width != 1 else np.zeros(out)
+    if mode == "asymmetric":
+        return o / scale
+    if mode == "tf_half_pixel_for_nn":
+        return (o + 0.5) / scale
+    if mode == "tf_crop_and_resize":
+        start, stop = span
+        if width == 1:
+            return np.full(out, (stop - start) * (size - 1) / 2 + start * (size - 1))
+        return o * (stop - start) * (size - 1) / (width - 1) + start * (size - 1)
+    raise ValueError(f"coordinate_transformation_mode '{mode}'")
+
+
+def _keys_cubic(u: np.ndarray, coeff: float) -> np.ndarray:
+    u = np.abs(u)
+    near = ((coeff + 2) * u - (coeff + 3)) * u * u + 1
+    far = ((coeff * u - 5 * coeff) * u + 8 * coeff) * u - 4 * coeff
+    return np.where(u <= 1, near, np.where(u < 2, far, 0.0))
+
+
+def _resize_weights(a, size: int, out: int, scale: float, span):
+    """The [out, size] interpolation matrix of one axis, and (tf_crop_and_resize) which outputs
+    fall outside the input."""
+    coords = _source_coordinates(a, size, out, scale, span)
+    weights = np.zeros((out, size))
+    rows = np.arange(out)
+    extrapolated = None
+    if a["coordinate_transformation_mode"] == "tf_crop_and_resize":
+        extrapolated = (coords < 0) | (coords > size - 1)
+    if a["mode"] == "nearest":
+        pick = {"round_prefer_floor": lambda c: np.ceil(c - 0.5),
+                "round_prefer_ceil": lambda c: np.floor(c + 0.5),
+                "floor": np.floor, "ceil": np.ceil}[a["nearest_mode"]](coords)
+        weights[rows, np.clip(pick, 0, size - 1).astype(np.int64)] = 1.0
+        return weights, extrapolated
+    radius = 1.0 if a["mode"] == "linear" else 2.0
+    stretch = min(scale, 1.0) if a["antialias"] else 1.0  # filters widen when downsampling
+    reach = int(math.ceil(radius / stretch))
+    taps = np.floor(coords)[:, None] + np.arange(1 - reach, reach + 1)[None, :]
+    u = (taps - coords[:, None]) * stretch
+    w = (np.clip(1 - np.abs(u), 0, 1) if a["mode"] == "linear"
+         else _keys_cubic(u, a["cubic_coeff_a"]))
+    inside = (taps >= 0) & (taps <= size - 1)
+    if a["exclude_outside"]:
+        w = np.where(inside, w, 0.0)
+    if a["exclude_outside"] or a["antialias"]:
+        total = w.sum(axis=1, keepdims=True)
+        w = w / np.where(total == 0, 1.0, total)
+    np.add.at(weights, (np.repeat(rows, taps.shape[1]),
+                        np.clip(taps, 0, size - 1).astype(np.int64).ravel()), w.ravel())
+    return weights, extrapolated
+
+
+def _gather_nd(a, data, indices):
+    b = a["batch_dims"]
+    lead = data.shape[:b]
+    depth = indices.shape[-1]
+    flat_data = data.reshape((-1,) + data.shape[b:])
+    flat_idx = indices.reshape((-1,) + indices.shape[b:])
+    picked = []
+    for d, idx in zip(flat_data, flat_idx):
+        tuples = idx.reshape(-1, depth)
+        tuples = np.where(tuples < 0, tuples + np.array(d.shape[:depth]), tuples)
+        picked.append(np.stack([d[tuple(t)] for t in tuples]) if len(tuples) else
+                      np.zeros((0,) + d.shape[depth:], d.dtype))
+    rest = data.shape[b + depth:]
+    return np.stack(picked).reshape(lead + indices.shape[b:-1] + rest)
+
+
+_SCATTER = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+def _scatter_into(y, index: tuple, update, reduction: str) -> None:
+    y[index] = update if reduction == "none" else _SCATTER[reduction](y[index], update)
+
+
+def _scatter_elements(a, data, indices, updates):
+    axis = _axis(a["axis"], data.ndim)
+    y = data.copy()
+    idx = np.where(indices < 0, indices + data.shape[axis], indices)
+    for pos in np.ndindex(*idx.shape):
+        target = pos[:axis] + (int(idx[pos]),) + pos[axis + 1:]
+        _scatter_into(y, target, updates[pos], a["reduction"])
+    return y
+
+
+def _scatter_nd(a, data, indices, updates):
+    y = data.copy()
+    depth = indices.shape[-1]
+    tuples = indices.reshape(-1, depth)
+    rows = updates.reshape((-1,) + updates.shape[indices.ndim - 1:])
+    for t, u in zip(tuples, rows):
+        t = tuple(int(i) + data.shape[k] if i < 0 else int(i) for k, i in enumerate(t))
+        _scatter_into(y, t, u, a["reduction"])
+    return y
 
 
 FLOAT_KERNELS = {
@@ -486,4 +706,27 @@ FLOAT_KERNELS = {
     "pad": _pad,
     "attention": _attention,
     "gla": _gla,
+    "tan": _float_only(np.tan),
+    "asin": _float_only(np.arcsin),
+    "acos": _float_only(np.arccos),
+    "atan": _float_only(np.arctan),
+    "sinh": _float_only(np.sinh),
+    "cosh": _float_only(np.cosh),
+    "asinh": _float_only(np.arcsinh),
+    "acosh": _float_only(np.arccosh),
+    "atanh": _float_only(np.arctanh),
+    "round": lambda a, x: _like(np.round(x), x),
+    "sign": lambda a, x: _like(np.sign(x), x),
+    "softplus": _float_only(lambda w: np.maximum(w, 0) + np.log1p(np.exp(-np.abs(w)))),
+    "argmin": _argmin,
+    "cumsum": _running(np.cumsum, 0),
+    "topk": _topk,
+    "einsum": _einsum,
+    "conv_transpose": _conv_transpose,
+    "resize": _resize,
+    "cumprod": _running(np.cumprod, 1),
+    "det": _float_only(np.linalg.det),
+    "gather_nd": _gather_nd,
+    "scatter_elements": _scatter_elements,
+    "scatter_nd": _scatter_nd,
 }

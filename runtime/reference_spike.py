@@ -14,17 +14,35 @@ from sbcompile.runtime.reference_float import conv_nd
 INT32_MAX = np.iinfo(np.int32).max
 
 
+def pairwise_abs_sum(rows: np.ndarray) -> np.ndarray:
+    """sum(|row|) of each row of ``rows`` (float32 [R, n]) in the op's fixed order: zero-padded
+    to the next power of two, then adjacent pairs added level by level. Every step is an
+    elementwise float32 add, so the bits do not depend on numpy's own summation order."""
+    n = rows.shape[-1]
+    width = 1 << max(n - 1, 0).bit_length()
+    level = np.zeros(rows.shape[:-1] + (width,), np.float32)
+    level[..., :n] = np.abs(rows.astype(np.float32))
+    with np.errstate(over="ignore"):  # a sum past float32 is inf, as in every target
+        while level.shape[-1] > 1:
+            level = level[..., 0::2] + level[..., 1::2]
+    return level[..., 0]
+
+
 def dynamic_threshold(x: np.ndarray, k: float, vth_min: float, vth_max: float,
                       granularity: str) -> np.ndarray:
     """SpikingBrain's adaptive threshold: mean(|x|) / k, clipped to [vth_min, vth_max], float32,
-    per token (last axis) or per sample (all axes but 0), kept as size-1 dims."""
-    axes = threshold_axes(x.ndim, granularity)
-    # C-contiguous first: numpy's summation order follows memory layout, the op table's order
-    # is that of a contiguous row (a transposed view would be summed in another order)
-    mean_abs = np.mean(np.abs(np.ascontiguousarray(x, dtype=np.float32)), axis=axes,
-                       keepdims=True, dtype=np.float32)
+    per token (last axis) or per sample (all axes but 0), kept as size-1 dims. The mean is the
+    pairwise sum (``pairwise_abs_sum``) divided by the count, both in float32."""
+    x = np.asarray(x, dtype=np.float32)
+    threshold_axes(x.ndim, granularity)  # (rejects an unknown granularity)
+    if granularity == "token":
+        rows, kept = x.reshape(-1, x.shape[-1]), x.shape[:-1] + (1,)
+    else:
+        rows, kept = x.reshape(x.shape[0], -1), (x.shape[0],) + (1,) * (x.ndim - 1)
+    n = np.float32(rows.shape[-1])
+    mean_abs = pairwise_abs_sum(rows) / n
     return np.clip(mean_abs / np.float32(k), np.float32(vth_min), np.float32(vth_max)).astype(
-        np.float32)
+        np.float32).reshape(kept)
 
 
 def quantize_counts(x: np.ndarray, vth: np.ndarray, limit: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from collections import Counter
 
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
+from sbcompile.ir.records import analysis, spiked_layers
 
 
 def model_summary(graph: Graph) -> dict:
@@ -26,20 +27,19 @@ def model_summary(graph: Graph) -> dict:
 
 
 def build_report(graph: Graph, float_graph: Graph, config: CompileConfig) -> dict:
-    analysis = graph.meta.get("analysis")
+    measured = analysis(graph)
     report = {"model": {**model_summary(float_graph), "compiled_ops": model_summary(graph)["ops"]},
-              "config": config.to_json(), "measured": analysis is not None}
-    if analysis is None:
-        layers = [{"name": name, "op": info["op"], "fan_in": info.get("fan_in"),
-                   "fan_out": info.get("fan_out")}
-                  for name, info in graph.meta.get("layers", {}).items()]
+              "config": config.to_json(), "measured": measured is not None}
+    if measured is None:
+        layers = [{"name": name, "op": info.op, "fan_in": info.fan_in, "fan_out": info.fan_out}
+                  for name, info in spiked_layers(graph).items()]
         report.update({"layers": layers, "totals": {"layers_spiked": len(layers)},
                        "energy": {}, "outputs_fidelity": {},
                        "note": "no calibration data: sparsity, energy and fidelity not measured"})
     else:
-        report.update({k: analysis[k] for k in ("layers", "totals", "energy",
-                                                "outputs_fidelity")})
-        report["calibration_samples"] = analysis["samples"]
+        report.update({"layers": measured.layers, "totals": measured.totals,
+                       "energy": measured.energy, "outputs_fidelity": measured.outputs_fidelity,
+                       "calibration_samples": measured.samples})
     return report
 
 

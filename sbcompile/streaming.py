@@ -24,7 +24,7 @@ import numpy as np
 from sbcompile.artifact import Artifact
 from sbcompile.config import CompileConfig
 from sbcompile.errors import SbcError
-from sbcompile.ir.graph import Graph, Node
+from sbcompile.ir.graph import Graph
 from sbcompile.pipeline import compile_graph
 from sbcompile.runtime.reference import run as run_graph
 
@@ -55,7 +55,8 @@ class StackShape:
 
 
 class _Builder:
-    """Appends nodes to a graph; every op returns its output value's name."""
+    """Appends nodes to a graph (shapes from the op table's rules); every op returns its output
+    value's name."""
 
     def __init__(self, name: str, batch: str, tokens: int, hidden: int):
         self.g = Graph(name, [INPUT], [], {}, [])
@@ -65,33 +66,26 @@ class _Builder:
     def param(self, base: str, array: np.ndarray) -> str:
         return self.g.add_param(base, array)
 
-    def op(self, op: str, inputs: list[str], shape: tuple, name: str, **attrs) -> str:
-        dtype = self.g.values[inputs[0]].dtype
-        out = self.g.add_value(name, shape, dtype)
-        self.g.nodes.append(Node(self.g.fresh_name(f"{name}_node"), op, inputs, [out], attrs))
-        return out
-
-    def shape_of(self, value: str) -> tuple:
-        return self.g.values[value].shape
+    def op(self, op: str, inputs: list[str], name: str, **attrs) -> str:
+        return self.g.add_node(op, inputs, [name], f"{name}_node", **attrs)[0]
 
     def linear(self, x: str, weight: np.ndarray, name: str, bias: np.ndarray | None = None) -> str:
         ins = [x, self.param(f"{name}.weight", weight)]
         if bias is not None:
             ins.append(self.param(f"{name}.bias", bias))
-        return self.op("linear", ins, self.shape_of(x)[:-1] + (weight.shape[0],), name)
+        return self.op("linear", ins, name)
 
     def reshape(self, x: str, dims: tuple[int, ...], name: str) -> str:
         """Reshape keeping batch and tokens (ONNX 0 = copy the input dim)."""
         shape = self.param(f"{name}.shape", np.array((0, 0) + dims, dtype=np.int64))
-        return self.op("reshape", [x, shape], (self.batch, self.tokens) + dims, name)
+        return self.op("reshape", [x, shape], name)
 
     def norm(self, x: str, scale: np.ndarray, eps: float, name: str) -> str:
-        return self.op("rms_norm", [x, self.param(f"{name}.scale", scale)], self.shape_of(x),
-                       name, axis=-1, epsilon=eps)
+        return self.op("rms_norm", [x, self.param(f"{name}.scale", scale)], name, axis=-1,
+                       epsilon=eps)
 
     def binary(self, op: str, a: str, b: str, name: str) -> str:
-        """``b`` broadcasts into ``a``, whose shape the result takes."""
-        return self.op(op, [a, b], self.shape_of(a), name)
+        return self.op(op, [a, b], name)
 
 
 def decoder_layer(shape: StackShape, index: int, tokens: int, seed: int = 0) -> Graph:
@@ -119,8 +113,7 @@ def decoder_layer(shape: StackShape, index: int, tokens: int, seed: int = 0) -> 
     o_proj = b.linear(mix, weight(h, shape.heads * shape.head_dim), "o_proj")
     hid = b.binary("add", INPUT, o_proj, "attn_residual")
     y = b.norm(hid, scale(h), shape.eps, "post_norm")
-    gate = b.op("silu", [b.linear(y, weight(shape.intermediate, h), "gate_proj")],
-                b.shape_of(y)[:-1] + (shape.intermediate,), "gate_act")
+    gate = b.op("silu", [b.linear(y, weight(shape.intermediate, h), "gate_proj")], "gate_act")
     up = b.linear(y, weight(shape.intermediate, h), "up_proj")
     act = b.binary("mul", gate, up, "mlp_act")
     b.g.outputs = [b.binary("add", hid, b.linear(act, weight(h, shape.intermediate), "down_proj"),
@@ -137,8 +130,7 @@ def _repeat_heads(b: _Builder, x: str, shape: StackShape, name: str) -> str:
     rep = shape.heads // shape.kv_heads
     split = b.reshape(x, (shape.kv_heads, 1, shape.head_dim), f"{name}.split")
     reps = b.param(f"{name}.reps", np.array((1, 1, 1, rep, 1), dtype=np.int64))
-    wide = b.op("expand", [split, reps], (b.batch, b.tokens, shape.kv_heads, rep,
-                                          shape.head_dim), f"{name}.expand")
+    wide = b.op("expand", [split, reps], f"{name}.expand")
     return b.reshape(wide, (shape.heads, shape.head_dim), name)
 
 
@@ -146,21 +138,19 @@ def _gla(b: _Builder, shape: StackShape, x: str, weight, scale) -> str:
     """ReLU q/k, GQA k/v, low-rank log-sigmoid gate / 16, GLA recurrence, per-head RMSNorm."""
     h, hd = shape.hidden, shape.head_dim
     kv_w = shape.kv_heads * hd
-    q = b.op("relu", [b.linear(x, weight(shape.heads * hd, h), "q_proj")],
-             (b.batch, b.tokens, shape.heads * hd), "q_relu")
-    k = b.op("relu", [b.linear(x, weight(kv_w, h), "k_proj")], (b.batch, b.tokens, kv_w),
-             "k_relu")
+    q = b.op("relu", [b.linear(x, weight(shape.heads * hd, h), "q_proj")], "q_relu")
+    k = b.op("relu", [b.linear(x, weight(kv_w, h), "k_proj")], "k_relu")
     v = b.linear(x, weight(kv_w, h), "v_proj")
     low = b.linear(x, weight(shape.gate_rank, h), "gk_proj.0")
     logit = b.linear(low, weight(kv_w, shape.gate_rank), "gk_proj.1",
                      bias=np.zeros(kv_w, dtype=np.float32))
-    sig = b.op("sigmoid", [logit], b.shape_of(logit), "gate_sigmoid")
-    logsig = b.op("log", [sig], b.shape_of(logit), "gate_logsigmoid")
+    sig = b.op("sigmoid", [logit], "gate_sigmoid")
+    logsig = b.op("log", [sig], "gate_logsigmoid")
     g = b.binary("div", logsig, b.param("gate_normalizer", np.float32(16.0)), "gate")
     heads = [_heads(b, q, shape.heads, hd, "q_heads")] + [
         _repeat_heads(b, _heads(b, t, shape.kv_heads, hd, f"{n}_kv"), shape, f"{n}_heads")
         for t, n in ((k, "k"), (v, "v"), (g, "g"))]
-    o = b.op("gla", heads, b.shape_of(heads[0]), "gla", scale=float(hd ** -0.5))
+    o = b.op("gla", heads, "gla", scale=float(hd ** -0.5))
     o = b.norm(o, scale(hd), 1e-5, "gla_norm")
     return b.reshape(o, (shape.heads * hd,), "gla_merge")
 
@@ -184,26 +174,22 @@ def _swa(b: _Builder, shape: StackShape, x: str, weight, rng) -> str:
     for name, n_heads in (("q", shape.heads), ("k", shape.kv_heads), ("v", shape.kv_heads)):
         bias = (0.02 * rng.standard_normal(n_heads * hd, dtype=np.float32)).astype(np.float32)
         flat = b.linear(x, weight(n_heads * hd, h), f"{name}_proj", bias=bias)
-        t = b.op("transpose", [_heads(b, flat, n_heads, hd, f"{name}_heads")],
-                 (b.batch, n_heads, b.tokens, hd), f"{name}_bhtd", perm=[0, 2, 1, 3])
+        t = b.op("transpose", [_heads(b, flat, n_heads, hd, f"{name}_heads")], f"{name}_bhtd",
+                 perm=[0, 2, 1, 3])
         if name != "v":
             t = _rope(b, t, cos_p, sin_p, idx, name)
         proj[name] = t
-    att = b.op("attention", [proj["q"], proj["k"], proj["v"]], b.shape_of(proj["q"]),
-               "attention", scale=float(hd ** -0.5), causal=1, window=shape.window)
-    back = b.op("transpose", [att], (b.batch, b.tokens, shape.heads, hd), "attn_bthd",
-                perm=[0, 2, 1, 3])
+    att = b.op("attention", [proj["q"], proj["k"], proj["v"]], "attention",
+               scale=float(hd ** -0.5), causal=1, window=shape.window)
+    back = b.op("transpose", [att], "attn_bthd", perm=[0, 2, 1, 3])
     return b.reshape(back, (shape.heads * hd,), "attn_merge")
 
 
 def _rope(b: _Builder, t: str, cos: str, sin: str, idx: dict, name: str) -> str:
     """t * cos + rotate_half(t) * sin, rotate_half(t) = concat(-t[..., D/2:], t[..., :D/2])."""
-    s = b.shape_of(t)
-    half_shape = s[:-1] + (s[-1] // 2,)
-    hi = b.op("slice", [t, idx["half"], idx["end"], idx["axis"]], half_shape, f"{name}_hi")
-    lo = b.op("slice", [t, idx["zero"], idx["half"], idx["axis"]], half_shape, f"{name}_lo")
-    rot = b.op("concat", [b.op("neg", [hi], half_shape, f"{name}_neg"), lo], s, f"{name}_rot",
-               axis=-1)
+    hi = b.op("slice", [t, idx["half"], idx["end"], idx["axis"]], f"{name}_hi")
+    lo = b.op("slice", [t, idx["zero"], idx["half"], idx["axis"]], f"{name}_lo")
+    rot = b.op("concat", [b.op("neg", [hi], f"{name}_neg"), lo], f"{name}_rot", axis=-1)
     return b.binary("add", b.binary("mul", t, cos, f"{name}_cos"),
                     b.binary("mul", rot, sin, f"{name}_sin"), f"{name}_rope")
 

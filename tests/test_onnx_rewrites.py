@@ -45,10 +45,10 @@ def _only(model: onnx.ModelProto, feeds: dict, op: str) -> dict:
 # ---- GELU ---------------------------------------------------------------------------------------
 def _product(product: str, part: str) -> list:
     """Nodes computing y = x * 0.5 * part in one association and operand order."""
-    first, second = {"(x*p)*h": (("x", part), ("m", "half")), "(p*x)*h": ((part, "x"), ("m", "half")),
-                     "(x*h)*p": (("x", "half"), ("m", part)), "p*(x*h)": (("x", "half"), (part, "m")),
-                     "x*(p*h)": ((part, "half"), ("x", "m")), "(p*h)*x": ((part, "half"), ("m", "x"))
-                     }[product]
+    first, second = {
+        "(x*p)*h": (("x", part), ("m", "half")), "(p*x)*h": ((part, "x"), ("m", "half")),
+        "(x*h)*p": (("x", "half"), ("m", part)), "p*(x*h)": (("x", "half"), (part, "m")),
+        "x*(p*h)": ((part, "half"), ("x", "m")), "(p*h)*x": ((part, "half"), ("m", "x"))}[product]
     return [h.make_node("Mul", list(first), ["m"]), h.make_node("Mul", list(second), ["y"])]
 
 
@@ -64,7 +64,8 @@ def _gelu_model(product: str, form: str, variant: str) -> onnx.ModelProto:
         if variant == "pow":
             nodes = [h.make_node("Pow", ["x", "three"], ["cube"])]
         else:
-            nodes = [h.make_node("Mul", ["x", "x"], ["sq"]), h.make_node("Mul", ["x", "sq"], ["cube"])]
+            nodes = [h.make_node("Mul", ["x", "x"], ["sq"]),
+                     h.make_node("Mul", ["x", "sq"], ["cube"])]
         nodes += [h.make_node("Mul", ["k", "cube"], ["t"]), h.make_node("Add", ["t", "x"], ["i"]),
                   h.make_node("Mul", ["c", "i"], ["s"]), h.make_node("Tanh", ["s"], ["e"])]
     nodes += [h.make_node("Add", ["one", "e"], ["p"]), *_product(product, "p")]
@@ -294,7 +295,8 @@ def test_repeat_kv_of_transposed_key_and_mask_first():
                   h.make_node("Reshape", [f"{name}e", "full"], [f"{name}r"])]
     nodes += [h.make_node("Transpose", ["kr"], ["kt"], perm=[0, 1, 3, 2]),
               h.make_node("MatMul", ["q", "kt"], ["qk"]), h.make_node("Div", ["qk", "c"], ["s"]),
-              h.make_node("Add", ["pad", "s"], ["sm"]), h.make_node("Softmax", ["sm"], ["p"], axis=-1),
+              h.make_node("Add", ["pad", "s"], ["sm"]),
+              h.make_node("Softmax", ["sm"], ["p"], axis=-1),
               h.make_node("MatMul", ["p", "vr"], ["y"])]
     inits = [_init("ax", np.array([2])), _init("rep", np.array([1, 2, 2, 5, 8])),
              _init("full", np.array([1, 4, 5, 8])), _init("c", np.float32(math.sqrt(8)))]
@@ -307,6 +309,12 @@ def test_repeat_kv_of_transposed_key_and_mask_first():
     attention = load_onnx(model).nodes[-1]
     assert attention.inputs[1:] == ["kh", "v", "pad"]
     assert attention.attrs["scale"] == pytest.approx(8 ** -0.5)
+
+
+def test_softmax_over_axis_3():
+    nodes = [*_scores_nodes(), h.make_node("Softmax", ["s"], ["p"], axis=3),
+             h.make_node("MatMul", ["p", "v"], ["y"])]
+    _only(_qkv_model(nodes, []), _feeds(), "attention")
 
 
 def test_key_in_bshd_layout():
@@ -370,3 +378,18 @@ def test_dropout_in_training_mode_is_refused():
     model = _model([node], [X], [Y], [_init("ratio", np.float32(0.3)), _init("train", True)])
     with pytest.raises(UnsupportedError, match="training mode"):
         load_onnx(model)
+
+
+def test_weights_shared_by_several_layers():
+    """One norm weight and one MatMul weight serve two layers each (exporters deduplicate equal
+    initializers): every layer fuses, each with its own derived constants."""
+    nodes = []
+    for i, src in enumerate(["x", "h1"]):
+        nodes += [_square("pow", src, f"sq{i}"), _mean(f"sq{i}", f"ms{i}", 18),
+                  h.make_node("Add", [f"ms{i}", "eps"], [f"a{i}"]),
+                  h.make_node("Sqrt", [f"a{i}"], [f"r{i}"]),
+                  h.make_node("Div", [src, f"r{i}"], [f"n{i}"]),
+                  h.make_node("Mul", [f"n{i}", "w"], [f"s{i}"]),
+                  h.make_node("MatMul", [f"s{i}", "m"], ["h1" if i == 0 else "y"])]
+    model = _model(nodes, [X], [Y], [*_norm_inits(), _init("m", _randn(16, 16))])
+    assert _against_ort(model, {"x": _randn(2, 5, 16)}) == ["rms_norm", "linear"] * 2

@@ -99,3 +99,20 @@ def test_validate_compares_declared_shapes_with_the_rules():
     with pytest.raises(GraphError, match="node 'fc' \\(linear\\): input has 7 features"):
         validate(_graph([node], {"x": np.zeros((2, 7), np.float32)}, params,
                         {"y": ((2, 4), "float32")}))
+
+
+def test_use_lists_name_every_slot_and_follow_edits():
+    """mul(d, d) reads d in both slots; consumers() lists the node once; replace_uses edits
+    every slot and the use-lists follow."""
+    d = np.zeros((2, 3), np.float32)
+    graph = _graph([Node("sq", "mul", ["d", "d"], ["y"])], {"d": d}, {},
+                   {"y": ((2, 3), "float32")})
+    sq = graph.nodes[0]
+    assert [(n.name, slot) for n, slot in graph.uses()["d"]] == [("sq", 0), ("sq", 1)]
+    assert graph.consumers()["d"] == [sq]
+    e, = graph.add_node("neg", ["d"], ["e"], "negate", at=0)
+    graph.replace_uses("d", e, only=[sq])
+    assert sq.inputs == [e, e]
+    assert [(n.name, slot) for n, slot in graph.uses()[e]] == [("sq", 0), ("sq", 1)]
+    assert [n.name for n, _ in graph.uses()["d"]] == ["negate"]
+    validate(graph)

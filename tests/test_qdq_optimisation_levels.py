@@ -84,3 +84,26 @@ def test_wide_linear_splits_its_sums_to_stay_exact():
         got = _run(exported.SerializeToString(), {"x": x.astype(np.float32)}, level)
         for name in keep:
             np.testing.assert_array_equal(got[name], want[name], err_msg=f"{level} {name}")
+
+
+@pytest.mark.parametrize("shape, granularity", [((3, 5), "token"), ((3, 8), "token"),
+                                                ((2, 129), "token"), ((2, 1000), "token"),
+                                                ((2, 8200), "token"), ((2, 4, 7, 9), "sample"),
+                                                ((1, 3, 60, 50), "sample")])
+def test_dynamic_threshold_is_the_references_bit_for_bit(shape, granularity):
+    """The export's mean(|x|) follows the op table's pairwise order for any row length (short,
+    odd, past 8192, several axes); onnxruntime's ReduceMean did not."""
+    from sbcompile.ir.graph import Graph, Node, Value
+
+    vth_shape = shape[:-1] + (1,) if granularity == "token" else (shape[0],) + (1,) * (
+        len(shape) - 1)
+    values = {"x": Value("x", shape, "float32"), "counts": Value("counts", shape, "int32"),
+              "vth": Value("vth", vth_shape, "float32")}
+    node = Node("enc", "spike_encode", ["x"], ["counts", "vth"],
+                {"policy": "dynamic", "granularity": granularity, "k": 3.0, "max_count": None})
+    graph = Graph("enc", ["x"], ["counts", "vth"], values, [node], {})
+    x = (np.random.default_rng(1).standard_normal(shape) * 3).astype(np.float32)
+    want = reference.evaluate(graph, {"x": x})
+    got = _run(to_onnx(graph).SerializeToString(), {"x": x}, LEVELS[-1])
+    np.testing.assert_array_equal(got["vth"], want["vth"])
+    np.testing.assert_array_equal(got["counts"], want["counts"])

@@ -1,12 +1,15 @@
 """The spiking ops' reference semantics against the formulas of FACTS.md section 1."""
+import struct
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sbcompile.runtime.reference_spike import (dynamic_threshold, quantize_counts,
-                                               spike_decode, spike_encode, spike_linear)
+from sbcompile.runtime.reference_spike import (dynamic_threshold, pairwise_abs_sum,
+                                               quantize_counts, spike_decode, spike_encode,
+                                               spike_linear)
 
 DYNAMIC = {"policy": "dynamic", "granularity": "token", "k": 3.0, "vth_min": 1e-5,
            "vth_max": 1e4, "max_count": None, "safety_count": 2 ** 20}
@@ -69,3 +72,41 @@ def test_spike_linear_groups_exact_and_decode_matches_formula(seed, group):
     y = spike_decode({"layout": "linear"}, acc, vth, scale, bias)
     expected = vth * (acc.astype(np.float64) * scale).sum(1) + bias
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-3)
+
+
+def _f32(v: float) -> float:
+    return struct.unpack("f", struct.pack("f", v))[0]
+
+
+def _python_tree(values: list) -> float:
+    """The threshold's summation order in plain Python: a power-of-two row (zero-padded) is the
+    sum of its two halves' trees; float32 rounding after every add (double then single rounding
+    is exact for a sum of two float32 values)."""
+    if len(values) == 1:
+        return values[0]
+    half = len(values) // 2
+    return _f32(_python_tree(values[:half]) + _python_tree(values[half:]))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 129, 1000, 3584, 8193])
+def test_threshold_sum_order_is_the_ops_pairwise_tree(n, monkeypatch):
+    rng = np.random.default_rng(n)
+    rows = (rng.standard_normal((3, n)) * rng.lognormal(0, 4, (3, n))).astype(np.float32)
+    rows[0, : min(n, 2)] = [1e30, -1e30][: min(n, 2)]
+    width = 1 << (n - 1).bit_length()
+    expected = [_python_tree([abs(float(v)) for v in r] + [0.0] * (width - n)) for r in rows]
+
+    def numpy_sum_is_not_used(*a, **k):
+        raise AssertionError("the threshold must not depend on numpy's summation")
+    for name in ("sum", "mean"):
+        monkeypatch.setattr(np, name, numpy_sum_is_not_used)
+    got = pairwise_abs_sum(rows)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.array(expected, np.float32))
+    # the same bits whatever the memory layout (numpy's own reductions change with it)
+    for view in (np.asfortranarray(rows), rows[:, ::-1][:, ::-1], rows.T.copy().T):
+        np.testing.assert_array_equal(pairwise_abs_sum(view), got)
+    vth = dynamic_threshold(rows, 3.0, 1e-5, 1e4, "token")
+    means = np.array(expected, np.float32) / np.float32(n)
+    np.testing.assert_array_equal(vth[:, 0], np.clip(means / np.float32(3.0), np.float32(1e-5),
+                                                     np.float32(1e4)))

@@ -35,12 +35,13 @@ def test_measured_density_sets_the_event_rows(digits):
         if encoder is None:
             continue
         assert encoder.event_max_rows == _event_rows(measured[name])
+        assert encoder.density == pytest.approx(measured[name])
         checked += 1
     assert checked
     stored = stored_program(digits.programs, digits.graph, "triton")  # what the compile kept
     assert {e.node: e.event_max_rows for e in stored.encodes.values()} == \
         {e.node: e.event_max_rows for e in program.encodes.values()}
-    assert any(_event_rows(d) != _event_rows(DEFAULT_DENSITY) for d in measured.values())
+    assert any(abs(d - DEFAULT_DENSITY) > 0.01 for d in measured.values())  # not the default
 
 
 def test_the_setting_overrides_the_measurement(digits):

@@ -6,6 +6,7 @@ file); in the parent they are skipped and nothing here imports Triton. Integer r
 vth of the dynamic threshold, acc) must equal the reference bit for bit; float outputs agree
 within FLOAT_TOL of the largest |y| (the decode sums group products in a different order).
 """
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,12 +14,13 @@ import sys
 import numpy as np
 import pytest
 
+from sbcompile.config import CompileConfig
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node, Value
 from sbcompile.ir.ops import threshold_shape
+from sbcompile.ir.records import SpikedLayer, set_spiked_layer
 from sbcompile.runtime import reference
 from sbcompile.runtime import reference_spike as rs
-from sbcompile.runtime.triton.pairwise import emulate_sum, slot_tables
 
 CHILD = os.environ.get("TRITON_INTERPRET") == "1"
 child_only = pytest.mark.skipif(not CHILD, reason="runs in the interpreter child process")
@@ -34,17 +36,6 @@ def test_kernels_under_interpreter():
                            __file__], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "skipped" in proc.stdout  # the parent-only tests
-
-
-@pytest.mark.parametrize("row_len", [1, 7, 8, 129, 1000, 3584, 8193, 18944])
-def test_pairwise_tables_reproduce_numpy_sum(row_len):
-    rng = np.random.default_rng(row_len)
-    rows = np.abs(rng.standard_normal((3, row_len)) * rng.lognormal(0, 3, (3, row_len)))
-    rows = rows.astype(np.float32)
-    expected = np.sum(rows, axis=-1, dtype=np.float32)
-    np.testing.assert_array_equal([emulate_sum(r) for r in rows], expected)
-    starts, lengths, depth = slot_tables(row_len)
-    assert starts.shape[1] == 1 << depth and lengths.sum() == row_len
 
 
 @pytest.mark.skipif(CHILD, reason="parent only")
@@ -102,10 +93,10 @@ def mlp_graph(n_in: int, widths: list[int], group=128, enc=None, seed=0, lead=("
     return g
 
 
-def check_against_reference(graph: Graph, feeds: dict, **run_kw) -> dict:
+def check_against_reference(graph: Graph, feeds: dict, config=None, **run_kw) -> dict:
     from sbcompile.backends.triton import lower
     from sbcompile.runtime.triton.executor import run
-    got = run(lower(graph), feeds, interpret=True, **run_kw)
+    got = run(lower(graph, config), feeds, interpret=True, **run_kw)
     ints = [n.outputs[0] for n in graph.nodes if n.op in ("spike_encode", "spike_linear")]
     ref = reference.evaluate(graph, feeds, keep=ints)
     for name in ints:
@@ -161,6 +152,31 @@ def test_encoder_equals_reference(rows, row_len, seed, path, split):
 
 
 @child_only
+@pytest.mark.parametrize("block,path", [(128, "gemm"), (256, "event"), (4096, "event")])
+def test_threshold_bits_do_not_depend_on_the_kernel_block(block, path):
+    """The pairwise order lets the one-program encoder step through the row in any power-of-two
+    block (compacting step by step on the event path): the reference's bits every time."""
+    import torch
+
+    from sbcompile.runtime.triton import launch
+    from sbcompile.runtime.triton.loader import kernels
+    x = activations(np.random.default_rng(block), (1, 1000))
+    x[0, 100:300] = 0.0  # a block pointer run with no events
+    counts, vth = rs.spike_encode(DYNAMIC, x)
+    enc = launch.encode(kernels(True), torch.from_numpy(x), 1000, dynamic=True, k=3.0,
+                        vth_min=1e-5, vth_max=1e4, limit=2 ** 20, threshold=None, path=path,
+                        split=False, block=block)
+    np.testing.assert_array_equal(enc.vth.numpy(), vth[:, 0])
+    np.testing.assert_array_equal(enc.counts.numpy(), counts)
+    if path == "event":
+        idx, ev, bptr, _, unit = enc.events
+        union = np.flatnonzero(counts[0])
+        np.testing.assert_array_equal(idx[:int(bptr[-1])].numpy(), union)
+        np.testing.assert_array_equal(bptr[:-1].numpy(),
+                                      np.searchsorted(union, np.arange(0, 1000, unit)))
+
+
+@child_only
 @pytest.mark.parametrize("rows,n_in,n_out,group,seed", [
     (1, 384, 96, 128, 0), (2, 1000, 70, None, 1), (4, 256, 300, 64, 2), (3, 256, 33, 32, 4)])
 def test_event_linear_equals_reference(rows, n_in, n_out, group, seed):
@@ -169,9 +185,46 @@ def test_event_linear_equals_reference(rows, n_in, n_out, group, seed):
 
 @child_only
 @pytest.mark.parametrize("rows,n_in,n_out,group,seed", [
-    (5, 384, 96, 128, 0), (40, 256, 130, None, 1), (17, 96, 50, 32, 3)])
+    (5, 384, 96, 128, 0), (40, 256, 130, None, 1), (17, 96, 50, 32, 3), (1, 1024, 70, None, 5),
+    (2, 1024, 40, 128, 6)])
 def test_int8_gemm_equals_reference(rows, n_in, n_out, group, seed):
     check_linear("gemm", rows, n_in, n_out, group, seed)
+
+
+@child_only
+@pytest.mark.parametrize("rows,n_in,n_out,group,seed,static", [
+    (1, 384, 96, 128, 0, False), (3, 1000, 70, None, 1, False), (16, 256, 40, 64, 2, False),
+    (2, 256, 33, 32, 3, True)])
+def test_dense_count_gemv_equals_reference(rows, n_in, n_out, group, seed, static):
+    """The fused quantise + int8 GEMV of decode: counts, vth, acc exact; y within FLOAT_TOL."""
+    import torch
+
+    from sbcompile.runtime.triton import launch
+    from sbcompile.runtime.triton.loader import kernels
+    rng = np.random.default_rng(seed)
+    x = activations(rng, (rows, n_in))
+    attrs = {**DYNAMIC, "policy": "static"} if static else DYNAMIC
+    threshold = np.float32(0.05)
+    counts_ref, vth_ref = rs.spike_encode(attrs, x, threshold)
+    w = rng.integers(-128, 128, (n_out, n_in), dtype=np.int8)
+    n_groups = n_in // group if group else 1
+    scale = (rng.random((n_groups, n_out)) * 0.01).astype(np.float32)
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    acc_ref = rs.spike_linear({"group_size": group}, counts_ref, w)
+    y_ref = rs.spike_decode({"layout": "linear"}, acc_ref, vth_ref, scale, bias)
+    enc = launch.encode(kernels(True), torch.from_numpy(x), n_in, dynamic=not static, k=3.0,
+                        vth_min=1e-5, vth_max=1e4, limit=2 ** 20,
+                        threshold=torch.tensor([threshold]), path="dense")
+    for cfg in (None, launch.DenseConfig(bn=16, bk=launch.dense_step(n_in, group), split=1)):
+        acc, y = launch.dense_linear(kernels(True), enc, torch.from_numpy(w), group,
+                                     torch.from_numpy(scale), torch.from_numpy(bias),
+                                     store_acc=True, decode=True, cfg=cfg)
+        np.testing.assert_array_equal(enc.counts.numpy(), counts_ref)
+        np.testing.assert_array_equal(np.broadcast_to(enc.vth_rows.numpy(), (rows,)),
+                                      np.broadcast_to(vth_ref.reshape(-1), (rows,)))
+        np.testing.assert_array_equal(acc.numpy(), acc_ref)
+        np.testing.assert_allclose(y.numpy(), y_ref, rtol=0,
+                                   atol=FLOAT_TOL * np.abs(y_ref).max())
 
 
 def check_linear(path, rows, n_in, n_out, group, seed):
@@ -204,15 +257,36 @@ def check_linear(path, rows, n_in, n_out, group, seed):
                          decode=False)
     assert none is None
     np.testing.assert_array_equal(acc_only.numpy(), acc_ref)
+    if path == "event":  # the loop without the id prefetch gives the same integers
+        cfg = dataclasses.replace(launch.event_config(n_out, rows), prefetch=False)
+        acc, _ = run(kernels(True), enc, weight, group, torch.from_numpy(scale), None,
+                     store_acc=True, decode=True, cfg=cfg)
+        np.testing.assert_array_equal(acc.numpy(), acc_ref)
 
 
 # ---- the executor, in the child -----------------------------------------------------------
 @child_only
-@pytest.mark.parametrize("batch", [1, 20])
-def test_mlp_event_and_gemm_paths(batch):
+@pytest.mark.parametrize("batch,density,path", [
+    (1, 0.8, "dense"), (3, 0.1, "event"), (4, 0.3, "dense"), (20, 0.1, "gemm"),
+    (2, 0.8, "gemm_large")])
+def test_mlp_paths_by_planned_density(batch, density, path, monkeypatch):
+    from sbcompile.runtime.triton import launch
+    taken = []
+    for name in ("event_linear", "dense_linear", "gemm_linear"):
+        def spy(*a, _f=getattr(launch, name), _n=name, **k):
+            taken.append(_n.split("_")[0])
+            return _f(*a, **k)
+        monkeypatch.setattr(launch, name, spy)
+    if path == "gemm_large":  # dense counts on a large layer: encoder + split-K int8 GEMM
+        monkeypatch.setattr(launch, "FUSED_MAX_WEIGHTS", 1000)
+        path = "gemm"
     graph = mlp_graph(256, [128, 64])
     x = activations(np.random.default_rng(batch), (batch, 256))
-    check_against_reference(graph, {"x": x})
+    for i in range(2):  # the layer records through which the density setting reaches them
+        set_spiked_layer(graph, f"l{i}_linear", SpikedLayer("linear", "x", f"l{i}_counts",
+                                                            f"l{i}_vth", f"l{i}_encode"))
+    check_against_reference(graph, {"x": x}, CompileConfig(triton_density=density))
+    assert taken == [path, path]
 
 
 @child_only

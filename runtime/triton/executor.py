@@ -43,6 +43,7 @@ class _Run:
         for step in program.linears.values():
             counts = self.g.node(step.node).inputs[0]
             self.readers.setdefault(counts, []).append(step)
+        self.consumers = self.g.consumers()
 
     def value(self, name: str) -> torch.Tensor:
         if name in self.env:
@@ -50,7 +51,7 @@ class _Run:
         key = (str(self.dev), name)
         if key not in self.p.device_cache:
             src = self.g.params[name] if name in self.g.params else self.p.tensors[name]
-            self.p.device_cache[key] = torch.from_numpy(np.ascontiguousarray(src)).to(self.dev)
+            self.p.device_cache[key] = torch.from_numpy(np.asarray(src, order="C")).to(self.dev)
         return self.p.device_cache[key]
 
     def encode(self, node, step) -> None:
@@ -62,8 +63,13 @@ class _Run:
             if dynamic else shape[-1]
         rows = x.numel() // step.channels
         fast = self.readers.get(node.outputs[0], [])
+        only_fast = len(fast) == len(self.consumers.get(node.outputs[0], []))
         if rows <= step.event_max_rows:
             path = "event"
+        elif rows <= launch.DENSE_MAX_ROWS and row_len == step.channels and fast and \
+                only_fast and all(s.dense and s.weights <= launch.FUSED_MAX_WEIGHTS
+                                  for s in fast):
+            path = "dense"  # small layers, counts too dense to skip: quantised in the GEMV
         elif fast and all(s.gemm for s in fast):
             path = "gemm"
         else:
@@ -90,6 +96,10 @@ class _Run:
         if enc.events is not None:
             acc, y = launch.event_linear(self.kern, enc, self.value(step.wt), step.group_size,
                                          scale, bias, store_acc=store_acc,
+                                         decode=decode is not None)
+        elif enc.dense is not None:
+            acc, y = launch.dense_linear(self.kern, enc, self.value(step.weight),
+                                         step.group_size, scale, bias, store_acc=store_acc,
                                          decode=decode is not None)
         else:
             acc, y = launch.gemm_linear(self.kern, enc, self.value(step.weight),
@@ -120,7 +130,7 @@ class _Run:
         outs = outs if isinstance(outs, tuple) else (outs,)
         for name, out in zip(node.outputs, outs):
             if isinstance(out, np.ndarray) or np.isscalar(out):
-                out = torch.from_numpy(np.ascontiguousarray(out)).to(self.dev)
+                out = torch.from_numpy(np.asarray(out, order="C")).to(self.dev)
             self.env[name] = out
 
     def check_ranges(self) -> None:
@@ -152,7 +162,7 @@ class _Run:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, arr in reference.check_feeds(self.g, feeds).items():
-            self.env[name] = torch.from_numpy(np.ascontiguousarray(arr)).to(self.dev)
+            self.env[name] = torch.from_numpy(np.asarray(arr, order="C")).to(self.dev)
         for node in self.g.nodes:
             if node.name in self.done:
                 continue
@@ -160,7 +170,7 @@ class _Run:
             if node.name in self.p.encodes:
                 self.encode(node, self.p.encodes[node.name])
             elif step is not None and self.encoded.get(node.inputs[0]) is not None and \
-                    (self.encoded[node.inputs[0]].events or self.encoded[node.inputs[0]].digits):
+                    self.encoded[node.inputs[0]].fast:
                 self.linear(node, step, self.encoded[node.inputs[0]])
             else:
                 self.generic(node)

@@ -7,18 +7,19 @@ CUDA graph.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 
-from sbcompile.runtime.triton.pairwise import BUFFER, slot_tables
-
 EVENT_MAX_ROWS = 4  # the event GEMV packs rows x blocks x 4 digits into one int8 dot tile
 EVENT_BLOCK = 128  # channels per block when a layer has one weight group
 QUANT_BLOCK = 1024  # channels per program of the split encoder
+SUM_BLOCK = 1024  # values per partial sum of the split encoder (any power of two: same bits)
+SINGLE_MAX = 2048  # longest single row the one-program encoder takes by default (the split
+# form was faster on the H200 at 3584 and 18944 values: 8.3 vs 9.3 us, 19.2 vs 35.7 us)
+DENSE_MAX_ROWS = 16  # the dense-count GEMV's row tile
 
 
 @dataclass
@@ -29,10 +30,16 @@ class Encoded:
     vth_rows: torch.Tensor  # float32 [rows]: the threshold of each count row
     events: tuple | None = None  # (idx, ev, bptr, m_pad, unit)
     digits: tuple | None = None  # (planes [n, rows, channels] int8, peak int32 [1], n)
+    dense: dict | None = None  # the dense-count GEMV quantises x itself: its inputs
 
     @property
     def rows(self) -> int:
         return self.counts.shape[0]
+
+    @property
+    def fast(self) -> bool:
+        """Whether a kernel path reads this encoding (else its layers take the reference)."""
+        return self.events is not None or self.digits is not None or self.dense is not None
 
 
 def digits_for(limit: int) -> int:
@@ -42,27 +49,20 @@ def digits_for(limit: int) -> int:
     return 2 if limit <= 127 * 128 + 63 else 3
 
 
-@functools.lru_cache(maxsize=64)
-def _tables_cpu(row_len: int):
-    starts, lengths, depth = slot_tables(row_len)
-    return torch.from_numpy(starts), torch.from_numpy(lengths), depth
+def _log2_up(n: int) -> int:
+    """The exponent of the smallest power of two >= n (n >= 1)."""
+    return max(n - 1, 0).bit_length()
 
 
 _device_cache: dict = {}
 
 
 def _on(device: torch.device, key, make):
-    """A per-device constant (tables, lock arrays): built once, reused by every launch."""
+    """A per-device constant (lock arrays, dummies): built once, reused by every launch."""
     k = (str(device), key)
     if k not in _device_cache:
         _device_cache[k] = make()
     return _device_cache[k]
-
-
-def _tables(device, row_len):
-    starts, lengths, depth = _tables_cpu(row_len)
-    return _on(device, ("tables", row_len),
-               lambda: (starts.to(device), lengths.to(device), depth))
 
 
 def _dummy(device, dtype=torch.int32):
@@ -71,21 +71,26 @@ def _dummy(device, dtype=torch.int32):
 
 def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k: float,
            vth_min: float, vth_max: float, limit: int, threshold: torch.Tensor | None,
-           path: str, unit: int = EVENT_BLOCK, split: bool | None = None) -> Encoded:
+           path: str, unit: int = EVENT_BLOCK, split: bool | None = None,
+           block: int | None = None) -> Encoded:
     """Spike-encode ``x`` (float32 [R, L], one threshold per row of L; ``threshold``: a float32
     tensor of one element when static) into counts viewed as [R * L / channels, channels].
     ``path``: 'event' also compacts the nonzero channels (union over rows; unit = channels per
-    block pointer), 'gemm' also writes int8 digit planes.
-    ``split``: buffer sums, then quantisation, in parallel programs (two launches, plus the
-    compaction); otherwise one program per row does everything (one launch). By default split
-    unless there is a single row of at most one numpy buffer (faster so on the H200)."""
+    block pointer), 'gemm' also writes int8 digit planes; 'dense' (rows of exactly ``channels``
+    values, at most DENSE_MAX_ROWS) only sums the row blocks: the dense-count GEMV quantises x
+    itself and fills counts and vth (``dense_linear``).
+    ``split``: block sums, then quantisation, in parallel programs (two launches, plus the
+    compaction); otherwise one program per row does everything (one launch, ``block`` values
+    per step). By default split unless there is a single row of at most SINGLE_MAX values."""
     dev = x.device
     n_rows, row_len = x.shape
+    if path == "dense":
+        return _dense_encoded(kern, x, dynamic=dynamic, k=k, vth_min=vth_min, vth_max=vth_max,
+                              limit=limit, threshold=threshold)
     if split is None:
-        split = n_rows > 1 or row_len > BUFFER
+        split = n_rows > 1 or row_len > SINGLE_MAX
     counts = torch.empty((n_rows, row_len), dtype=torch.int32, device=dev)
     vth = torch.empty(n_rows, dtype=torch.float32, device=dev) if dynamic else threshold
-    starts, lengths, depth = _tables(dev, row_len)
     m = n_rows * row_len // channels
     dummy = _dummy(dev)
     fused_compact = path == "event" and m == 1
@@ -103,22 +108,23 @@ def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k
         planes = torch.empty((n_digits, m, channels), dtype=torch.int8, device=dev)
         peak = torch.zeros(1, dtype=torch.int32, device=dev)
     if split:
-        partial = torch.empty((n_rows, starts.shape[0]), dtype=torch.float32, device=dev) \
-            if dynamic else dummy
+        n_sums = math.ceil(row_len / SUM_BLOCK)
+        partial = dummy
         if dynamic:
-            kern.encode.buffer_sums_kernel[(n_rows, starts.shape[0])](
-                x, partial, starts, lengths, starts.shape[0], row_len, S=starts.shape[1],
-                D=depth, num_warps=4)
+            partial, n_sums, _ = _block_sums(kern, x)
         kern.encode.quantize_kernel[(n_rows, math.ceil(row_len / QUANT_BLOCK))](
-            x, partial, vth, counts, planes, peak, starts.shape[0], row_len, float(k),
-            float(vth_min), float(vth_max), float(limit), DYNAMIC=dynamic, BLOCK=QUANT_BLOCK,
+            x, partial, vth, counts, planes, peak, n_sums, row_len, float(k),
+            float(vth_min), float(vth_max), float(limit), DYNAMIC=dynamic,
+            NB=1 << _log2_up(n_sums), LOG_NB=_log2_up(n_sums), BLOCK=QUANT_BLOCK,
             N_DIGITS=n_digits, num_warps=4)
     else:
+        block = block or (2048 if fused_compact else 1024)
+        n_steps = math.ceil(row_len / block)
         kern.encode.encode_rows_kernel[(n_rows,)](
-            x, vth, counts, planes, peak, idx, ev, bptr, n_units,
-            starts, lengths, starts.shape[0], row_len, float(k), float(vth_min),
-            float(vth_max), float(limit), DYNAMIC=dynamic, S=starts.shape[1], D=depth,
-            BLOCK=2048 if fused_compact else 1024, N_DIGITS=n_digits, COMPACT=fused_compact,
+            x, vth, counts, planes, peak, idx, ev, bptr, n_units, row_len, float(k),
+            float(vth_min), float(vth_max), float(limit), DYNAMIC=dynamic,
+            NB=1 << _log2_up(n_steps), LOG_NB=_log2_up(n_steps), BLOCK=block,
+            LOG_BLOCK=_log2_up(block), N_DIGITS=n_digits, COMPACT=fused_compact,
             BLOCK_CH=unit, num_warps=8)
     if path == "event" and not (fused_compact and not split):
         kern.encode.compact_kernel[(1,)](
@@ -138,6 +144,41 @@ def encode(kern: ModuleType, x: torch.Tensor, channels: int, *, dynamic: bool, k
     return enc
 
 
+def _block_sums(kern: ModuleType, x: torch.Tensor, with_max: bool = False):
+    """Partial sums of |x| per row over blocks of SUM_BLOCK values (the first level of the
+    threshold's pairwise tree above SUM_BLOCK), their count, and (with_max) the blocks'
+    largest |x| (else None)."""
+    n_rows, row_len = x.shape
+    n_sums = math.ceil(row_len / SUM_BLOCK)
+    partial = torch.empty((n_rows, n_sums), dtype=torch.float32, device=x.device)
+    xmax = torch.empty_like(partial) if with_max else None
+    kern.encode.block_sums_kernel[(n_rows, n_sums)](
+        x, partial, xmax if with_max else partial, n_sums, row_len, SUM_BLOCK=SUM_BLOCK,
+        LOG_SUM=_log2_up(SUM_BLOCK), MAX=with_max, num_warps=4)
+    return partial, n_sums, xmax
+
+
+def _dense_encoded(kern, x, *, dynamic, k, vth_min, vth_max, limit, threshold) -> Encoded:
+    n_rows, row_len = x.shape
+    if n_rows > DENSE_MAX_ROWS:
+        raise ValueError(f"the dense-count GEMV takes at most {DENSE_MAX_ROWS} rows")
+    n_digits = digits_for(limit)
+    if dynamic:
+        partial, n_sums, xmax = _block_sums(kern, x, with_max=n_digits > 1)
+    else:  # one 'block' per row: its largest |x|, if the peak count is needed
+        partial, n_sums, xmax = _dummy(x.device, torch.float32), 1, None
+        if n_digits > 1:
+            xmax = x.abs().amax(dim=1, keepdim=True)
+    counts = torch.empty((n_rows, row_len), dtype=torch.int32, device=x.device)
+    vth = torch.empty(n_rows, dtype=torch.float32, device=x.device) if dynamic else threshold
+    vth_rows = vth if dynamic else vth.reshape(1).expand(n_rows).contiguous()
+    return Encoded(counts, vth, vth_rows, dense={
+        "x": x, "partial": partial, "xmax": xmax, "n_sums": n_sums, "dynamic": dynamic,
+        "k": float(k), "vth_min": float(vth_min), "vth_max": float(vth_max),
+        "limit": float(limit), "n_digits": n_digits, "threshold": threshold,
+        "counts_written": False})
+
+
 @dataclass(frozen=True)
 class EventConfig:
     bn: int = 256
@@ -145,6 +186,8 @@ class EventConfig:
     gps: int = 4
     num_warps: int = 4
     num_stages: int = 2
+    prefetch: bool = False  # load the next chunk's event ids during this chunk's weight rows
+    # (measured 1-5 % slower on the H200, benchmarks/triton_decode.py: kept as an option)
 
 
 @dataclass(frozen=True)
@@ -156,6 +199,7 @@ class GemmConfig:
     group_m: int = 8
     num_warps: int = 8
     num_stages: int = 3
+    split: int = 1  # K slices per column tile (the dense-count GEMV of few rows)
 
 
 def event_config(n_out: int, rows: int) -> EventConfig:
@@ -197,7 +241,8 @@ def event_linear(kern: ModuleType, enc: Encoded, wt: torch.Tensor, group_size: i
         acc, y, part, locks, enc.rows, n_out, n_blocks, n_units, n_slices,
         BLOCK_CH=block, UPB=block // unit, GPS=cfg.gps, M_PAD=m_pad, BN=cfg.bn, E=cfg.e,
         GROUPED=grouped, DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
-        SPLIT=split, NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
+        SPLIT=split, NUM_STAGES=cfg.num_stages, PREFETCH=cfg.prefetch,
+        num_warps=cfg.num_warps)
     return (acc if store_acc else None), (y if decode else None)
 
 
@@ -215,11 +260,29 @@ def gemm_step(channels: int, group_size: int | None) -> tuple[int, int] | None:
     return None
 
 
-def gemm_config(rows: int, n_out: int, channels: int, group_size: int | None) -> GemmConfig:
+GEMV_PROGRAMS = 512  # programs a few-row GEMM aims for (about four per H200 multiprocessor)
+FUSED_MAX_WEIGHTS = 8 << 20  # up to this many weights the fused dense-count GEMV is faster
+FUSED_PROGRAMS = 264  # the fused GEMV's target (each program also quantises its K slice)
+
+
+def gemm_config(rows: int, n_out: int, channels: int, group_size: int | None,
+                store_acc: bool = False) -> GemmConfig:
+    """Tiles for the int8 GEMM. Up to 64 rows (decode on dense counts) it streams the weight
+    like a GEMV: 16- or 64-row tiles, narrow column tiles, and K split so that about
+    GEMV_PROGRAMS programs read the weight at once (H200, benchmarks/triton_decode.py)."""
     bk, sub = gemm_step(channels, group_size)
-    bm = 16 if rows <= 16 else 64 if rows <= 64 else 128
-    return GemmConfig(bm=bm, bn=128 if n_out >= 128 else 64, bk=bk, sub=sub,
-                      num_warps=4 if bm <= 64 else 8)
+    if rows <= 64:
+        bm = 16 if rows <= 16 else 64
+        bn = 64 if n_out >= 8192 else 32
+        n_tiles = math.ceil(rows / bm) * math.ceil(n_out / bn)
+        n_steps = channels // (bk * sub)
+        split = max(1, min(n_steps, GEMV_PROGRAMS // n_tiles))
+        return GemmConfig(bm=bm, bn=bn, bk=bk, sub=sub, num_warps=4, num_stages=4, split=split)
+    if store_acc and group_size is not None and group_size < channels:
+        # storing every group's acc needs a layout-conversion buffer per store: 128-row tiles
+        # ask for more shared memory than the H200 has (345 KB with Triton 3.6)
+        return GemmConfig(bm=64, bn=128, bk=bk, sub=sub, num_warps=4)
+    return GemmConfig(bm=128, bn=128 if n_out >= 128 else 64, bk=bk, sub=sub, num_warps=8)
 
 
 def gemm_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: int | None,
@@ -231,18 +294,101 @@ def gemm_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: int
     n_out, channels = w.shape
     dev = w.device
     grouped = group_size is not None and group_size < channels
-    cfg = cfg or gemm_config(enc.rows, n_out, channels, group_size)
+    cfg = cfg or gemm_config(enc.rows, n_out, channels, group_size, store_acc)
     n_groups = channels // group_size if grouped else 1
     acc = torch.empty((enc.rows, n_groups, n_out), dtype=torch.int32, device=dev) \
         if store_acc else _dummy(dev)
     y = torch.empty((enc.rows, n_out), dtype=torch.float32, device=dev) if decode else \
         _dummy(dev, torch.float32)
-    grid = (math.ceil(enc.rows / cfg.bm) * math.ceil(n_out / cfg.bn),)
-    kern.int8_gemm.int8_gemm_kernel[grid](
+    n_tiles = math.ceil(enc.rows / cfg.bm) * math.ceil(n_out / cfg.bn)
+    n_steps = channels // (cfg.bk * cfg.sub)
+    per_split = math.ceil(n_steps / cfg.split)
+    split = math.ceil(n_steps / per_split)
+    part = locks = _dummy(dev)
+    if split > 1:
+        part = torch.empty((split, enc.rows, n_out), device=dev,
+                           dtype=torch.float32 if grouped else torch.int32)
+        locks = _on(dev, ("gemm_locks", n_tiles),
+                    lambda: torch.zeros(n_tiles, dtype=torch.int32, device=dev))
+    kern.int8_gemm.int8_gemm_kernel[(n_tiles, split)](
         planes, w, peak, scale if scale is not None else _dummy(dev, torch.float32),
         enc.vth_rows, bias if bias is not None else _dummy(dev, torch.float32), acc, y,
-        enc.rows, n_out, channels, n_groups, enc.rows * channels,
+        part, locks, enc.rows, n_out, channels, n_groups, enc.rows * channels, per_split,
         BM=cfg.bm, BN=cfg.bn, BK=cfg.bk, SUB=cfg.sub, GROUPED=grouped, N_DIGITS=n_digits,
         DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
-        GROUP_M=cfg.group_m, NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
+        GROUP_M=cfg.group_m, NUM_STAGES=cfg.num_stages, SPLIT=split, num_warps=cfg.num_warps)
+    return (acc if store_acc else None), (y if decode else None)
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    bn: int = 32
+    bk: int = 128  # channels per step (the group size when grouped)
+    split: int = 1
+    num_warps: int = 4
+    num_stages: int = 4
+    one_row: bool = True  # a single row is quantised as a vector, not as the padded tile
+
+
+def dense_step(channels: int, group_size: int | None) -> int | None:
+    """Channels per step of the dense-count GEMV: the group (a power of two from 32 to 256), or
+    128 for one group (any K); None when the groups do not fit a step."""
+    if group_size is None or group_size >= channels:
+        return 128
+    if group_size in (32, 64, 128, 256) and channels % group_size == 0:
+        return group_size
+    return None
+
+
+def dense_config(n_out: int, channels: int, group_size: int | None) -> DenseConfig:
+    """Narrow column tiles and K split so that about FUSED_PROGRAMS programs stream the weight
+    (the tiles of the final H200 table, benchmarks/results/triton_decode_small_final.json)."""
+    bk = dense_step(channels, group_size)
+    bn = 64 if n_out >= 8192 else 32
+    n_tiles = math.ceil(n_out / bn)
+    split = max(1, min(math.ceil(channels / bk), FUSED_PROGRAMS // n_tiles))
+    return DenseConfig(bn=bn, bk=bk, split=split)
+
+
+def dense_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: int | None,
+                 scale: torch.Tensor | None, bias: torch.Tensor | None, *, store_acc: bool,
+                 decode: bool, cfg: DenseConfig | None = None):
+    """acc and y like ``gemm_linear`` from x itself (``encode(path='dense')``): the first call
+    on an encoding also writes its counts and vth. ``w``: int8 [N, K] (K-major)."""
+    d = enc.dense
+    n_out, channels = w.shape
+    dev = w.device
+    grouped = group_size is not None and group_size < channels
+    cfg = cfg or dense_config(n_out, channels, group_size)
+    n_groups = channels // group_size if grouped else 1
+    rows = enc.rows
+    acc = torch.empty((rows, n_groups, n_out), dtype=torch.int32, device=dev) \
+        if store_acc else _dummy(dev)
+    y = torch.empty((rows, n_out), dtype=torch.float32, device=dev) if decode else \
+        _dummy(dev, torch.float32)
+    n_tiles = math.ceil(n_out / cfg.bn)
+    n_steps = math.ceil(channels / cfg.bk)
+    per_split = math.ceil(n_steps / cfg.split)
+    split = math.ceil(n_steps / per_split)
+    part = locks = _dummy(dev)
+    if split > 1:
+        part = torch.empty((split, rows, n_out), device=dev,
+                           dtype=torch.float32 if grouped else torch.int32)
+        locks = _on(dev, ("dense_locks", n_tiles),
+                    lambda: torch.zeros(n_tiles, dtype=torch.int32, device=dev))
+    store_counts = not d["counts_written"]
+    d["counts_written"] = True
+    n_sums = d["n_sums"]
+    threshold = d["threshold"] if d["threshold"] is not None else _dummy(dev, torch.float32)
+    kern.dense_gemv.dense_gemv_kernel[(n_tiles, split)](
+        d["x"], d["partial"], d["xmax"] if d["xmax"] is not None else d["partial"], threshold,
+        w, scale if scale is not None else
+        _dummy(dev, torch.float32), bias if bias is not None else _dummy(dev, torch.float32),
+        enc.vth if d["dynamic"] else _dummy(dev, torch.float32), enc.counts, acc, y, part,
+        locks, rows, n_out, channels, n_groups, n_sums, per_split, d["k"], d["vth_min"],
+        d["vth_max"], d["limit"], BM=DENSE_MAX_ROWS, BN=cfg.bn, BK=cfg.bk, GROUPED=grouped,
+        DYNAMIC=d["dynamic"], NB=1 << _log2_up(n_sums), LOG_NB=_log2_up(n_sums),
+        N_DIGITS=d["n_digits"], DECODE=decode, HAS_BIAS=bias is not None, STORE_ACC=store_acc,
+        STORE_COUNTS=store_counts, SPLIT=split, NUM_STAGES=cfg.num_stages,
+        ONE_ROW=rows == 1 and cfg.one_row, num_warps=cfg.num_warps)
     return (acc if store_acc else None), (y if decode else None)

@@ -29,7 +29,8 @@ class EncodeStep:
     node: str
     channels: int  # inputs of the layers it feeds (the counts' last axis)
     unit: int  # channels per event-list block pointer (divides every consumer's block)
-    event_max_rows: int  # at most this many count rows take the event GEMV
+    event_max_rows: int  # at most this many count rows take the event GEMV (0: none)
+    density: float | None = None  # the count density the dispatch was planned for
 
 
 @dataclass
@@ -43,6 +44,8 @@ class LinearStep:
     bias: str | None  # graph parameter: float32 [N]
     group_size: int | None
     gemm: bool  # K and the group are multiples of 32: the int8 GEMM can take it
+    dense: bool = False  # the dense-count GEMV can take it (one group, or power-of-two groups)
+    weights: int = 0  # N * K: small layers take the fused dense-count GEMV, others the GEMM
 
 
 @dataclass

@@ -15,6 +15,7 @@ import networkx as nx
 import numpy as np
 
 from sbcompile.errors import GraphError
+from sbcompile.ir.shapes import constant_values, infer_dtypes, infer_node
 
 Dim = int | str
 DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
@@ -71,13 +72,27 @@ class Graph:
     def producers(self) -> dict[str, Node]:
         return {out: n for n in self.nodes for out in n.outputs}
 
-    def consumers(self) -> dict[str, list[Node]]:
-        result: dict[str, list[Node]] = {}
+    def uses(self) -> dict[str, list[tuple[Node, int]]]:
+        """Use-lists: value -> (node, input slot) for every slot that reads it, in node order
+        (a node reading a value twice, as ``mul(d, d)``, appears with both slots). Built from the
+        nodes on each call, so it is current after any edit."""
+        result: dict[str, list[tuple[Node, int]]] = {}
         for n in self.nodes:
-            for i in n.inputs:
+            for slot, i in enumerate(n.inputs):
                 if i:
-                    result.setdefault(i, []).append(n)
+                    result.setdefault(i, []).append((n, slot))
         return result
+
+    def consumers(self) -> dict[str, list[Node]]:
+        """value -> the nodes that read it, each once."""
+        return {value: list({id(n): n for n, _ in uses}.values())
+                for value, uses in self.uses().items()}
+
+    def replace_uses(self, old: str, new: str, only: list[Node] | None = None) -> None:
+        """Make every slot reading ``old`` (of the nodes ``only``, when given) read ``new``."""
+        for node, slot in self.uses().get(old, []):
+            if only is None or any(node is n for n in only):
+                node.inputs[slot] = new
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
@@ -133,6 +148,27 @@ class Graph:
         name = self.fresh_name(base)
         self.values[name] = Value(name, tuple(shape), dtype)
         return name
+
+    def add_node(self, op: str, inputs: list[str], outputs: list[str], name: str, *,
+                 at: int | None = None, **attrs) -> list[str]:
+        """The IR's one node builder: add a node of ``op`` reading ``inputs`` (appended, or
+        inserted at position ``at``) and return its output values, created under fresh names
+        from ``outputs`` with the shapes and dtypes the op's rules give (``ir.shapes``); the
+        node's own name is fresh from ``name``."""
+        node = Node(name, op, list(inputs), list(outputs), attrs)
+        shapes = [tuple(self.values[i].shape) if i else None for i in node.inputs]
+        known = constant_values({i: self.params[i] for i in node.inputs if i in self.params})
+        out_shapes = infer_node(node, shapes, [known.get(i) if i else None for i in node.inputs])
+        out_dtypes = infer_dtypes(node, [self.values[i].dtype if i else None
+                                         for i in node.inputs])
+        if any(shape is None for shape in out_shapes):
+            raise GraphError(f"node '{node.name}' ({op}): its output shapes do not follow from "
+                             "its inputs")
+        node.outputs = [self.add_value(base, shape, dtype)
+                        for base, shape, dtype in zip(outputs, out_shapes, out_dtypes)]
+        node.name = self.fresh_name(name)
+        self.nodes.insert(len(self.nodes) if at is None else at, node)
+        return node.outputs
 
     def remove_unused(self) -> None:
         """Drop nodes whose outputs reach no graph output, then values and params nobody uses."""

@@ -121,9 +121,10 @@ _op("batch_norm", "norm", "x scale bias mean var", "y",
     onnx="BatchNormalization", epsilon=1e-5)
 # ---- reductions ---------------------------------------------------------------------------------
 for _name in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod"):
-    _op(_name, "reduce", "x", "y",
-        f"{_name[7:]} over `axes` (all when null), keepdims keeps them as size 1",
-        axes=None, keepdims=1)
+    _op(_name, "reduce", "x axes?", "y",
+        f"{_name[7:]} over `axes` (the attribute, or the int64 input axes; all when null or "
+        "empty), keepdims keeps them as size 1; over no elements max gives the dtype's lowest "
+        "value (-inf), min its highest", axes=None, keepdims=1)
 _op("argmax", "reduce", "x", "y", "index of the first maximum along `axis` (int64)",
     onnx="ArgMax", axis=0, keepdims=1)
 # ---- shape and data movement --------------------------------------------------------------------
@@ -179,8 +180,11 @@ _op("gla", "attention", "q k v g", "y",
 _op("spike_encode", "spike", "x threshold?", "counts vth",
     "integer spike counts under an adaptive threshold. dynamic: vth = clip(mean(|x|) / k, vth_min,"
     " vth_max) over the last axis (granularity token) or all but axis 0 (sample), kept as size-1 "
-    "dims, the float32 mean summed in numpy 1.26's order (blocks of 8192, pairwise within; GPU "
-    "kernels follow it so counts stay bit-exact); static: vth = threshold (a parameter: scalar, "
+    "dims; mean = S / n in float32 (n values), S the float32 sum of |x| in one fixed order, a "
+    "pairwise tree: the |x| (row-major over the reduced axes) zero-padded to the next power of "
+    "two, then level by level element 2i + element 2i+1 until one is left (so any power-of-two "
+    "block is summed alone and the block sums by the same tree: every target gives the same "
+    "bits); static: vth = threshold (a parameter: scalar, "
     "or one per input channel). counts = round_half_even(x / vth) clipped to +-max_count (null: "
     "+-safety_count), int32; vth float32. With max_count null, every target refuses an input "
     "whose counts reach safety_count (the clamp is a guard, not the model)",
@@ -197,6 +201,68 @@ _op("spike_decode", "spike", "acc vth scale? bias?", "y",
     "float reconstruction: linear acc [..., G, N]: y = vth * sum_g(acc[..., g, :] * scale[g, :]) "
     "+ bias; conv acc [B, O, *sp]: y = vth * acc * scale[O] + bias[O]; counts (no scale): "
     "y = vth * counts. Float32, summed over g in order", layout="linear")
+
+# ---- real-model coverage (issue 14): ops no decomposition expresses exactly or cheaply ------------
+for _name, _sem in [("tan", "tan(x)"), ("asin", "arcsin(x)"), ("acos", "arccos(x)"),
+                    ("atan", "arctan(x)"), ("sinh", "sinh(x)"), ("cosh", "cosh(x)"),
+                    ("asinh", "arsinh(x)"), ("acosh", "arcosh(x)"), ("atanh", "artanh(x)"),
+                    ("round", "round half to even"), ("sign", "-1, 0 or 1 by the sign of x")]:
+    _op(_name, "elementwise", "x", "y", _sem, onnx=_name.capitalize())
+_op("softplus", "activation", "x", "y", "ln(1 + exp(x)), evaluated without overflow or "
+    "cancellation (log1p of exp(-|x|) plus max(x, 0))", onnx="Softplus")
+_op("argmin", "reduce", "x", "y", "index of the first minimum along `axis` (int64)",
+    onnx="ArgMin", axis=0, keepdims=1)
+_op("cumsum", "reduce", "x axis", "y",
+    "running sum along the axis held by the scalar `axis` (int32/int64, negative counts from "
+    "the end); exclusive=1 leaves out the element itself (the first output is 0), reverse=1 "
+    "sums from the end; floats summed in float64 in order and rounded once",
+    onnx="CumSum", exclusive=0, reverse=0)
+_op("topk", "reduce", "x k", "values indices",
+    "the k (a 1-element int64 tensor) largest (largest=1) or smallest elements along `axis`, "
+    "in that order; equal values keep the lower index first; indices int64; sorted=0 gives "
+    "the same order", onnx="TopK", axis=-1, largest=1, sorted=1)
+_op("einsum", "linear", "xs*", "y",
+    "numpy.einsum(equation, *xs) with ONNX's equation rules (explicit `->` or implicit "
+    "alphabetical output, `...` broadcasting); floats contracted in float64, rounded once",
+    onnx="Einsum", equation=None)
+_op("conv_transpose", "linear", "x weight bias?", "y",
+    "N-d transposed convolution (the gradient of conv), x [N, C, *spatial], weight "
+    "[C, O/group, *kernel]: out = (in - 1) * stride + (kernel - 1) * dilation + 1 + "
+    "output_padding - pad_begin - pad_end; pads are [begin..., end...] (auto_pad and "
+    "output_shape are resolved into pads by the frontend)", onnx="ConvTranspose",
+    strides=None, pads=None, dilations=None, group=1, output_padding=None)
+_op("resize", "shape", "x roi? scales? sizes?", "y",
+    "ONNX Resize (opset 19), separable per axis: output size from `sizes` or floor(in * scale) "
+    "(keep_aspect_ratio_policy stretch/not_larger/not_smaller for sizes); each output index i "
+    "maps to an input coordinate by coordinate_transformation_mode (half_pixel, "
+    "half_pixel_symmetric, pytorch_half_pixel, align_corners, asymmetric, tf_crop_and_resize "
+    "with roi); mode nearest picks by nearest_mode (round_prefer_floor, round_prefer_ceil, "
+    "floor, ceil), linear interpolates 2 neighbours, cubic 4 with coefficient cubic_coeff_a "
+    "(exclude_outside renormalises the taps inside); antialias widens linear/cubic filters by "
+    "1/scale when downsampling; coordinates are clamped to the edge, except that "
+    "tf_crop_and_resize writes extrapolation_value outside [0, in - 1]; `axes` lists the "
+    "axes scales/sizes/roi refer to (null: all); weights computed in float64", onnx="Resize",
+    mode="nearest", coordinate_transformation_mode="half_pixel",
+    nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
+    extrapolation_value=0.0, antialias=0, axes=None, keep_aspect_ratio_policy="stretch")
+_op("cumprod", "reduce", "x axis", "y",
+    "running product along the axis held by the scalar `axis`, exclusive and reverse as cumsum "
+    "(an exclusive product starts at 1); floats multiplied in float64 in order, rounded once",
+    onnx="CumProd", exclusive=0, reverse=0)
+_op("det", "linear", "x", "y", "determinant of the trailing [M, M] matrices (LU in float64)",
+    onnx="Det")
+_op("gather_nd", "shape", "data indices", "y",
+    "the slices of data picked by the index tuples of the last axis of indices (int64, negative "
+    "ones wrap), the first batch_dims axes shared: y[b..., i...] = data[b..., indices[b..., i..., "
+    ":]]", onnx="GatherND", batch_dims=0)
+_op("scatter_elements", "shape", "data indices updates", "y",
+    "a copy of data with updates written at indices along `axis` (numpy.put_along_axis; "
+    "negative indices wrap); reduction add/mul/max/min combines with what is there, in index "
+    "order", onnx="ScatterElements", axis=0, reduction="none")
+_op("scatter_nd", "shape", "data indices updates", "y",
+    "a copy of data with updates written at the index tuples of the last axis of indices, in "
+    "index order; reduction add/mul/max/min combines with what is there",
+    onnx="ScatterND", reduction="none")
 
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
 CATEGORIES = ("linear", "pool", "elementwise", "activation", "norm", "reduce", "shape",

@@ -175,6 +175,11 @@ def _reduced(x: Shape, axes: list[int] | None, keepdims: int) -> Shape:
 
 @_rule("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod")
 def _reduce(a, s, v):
+    if len(s) > 1 and s[1] is not None:  # axes as an input: known when its value is
+        axes = _ints(v[1])
+        if axes is None:
+            return [(UNKNOWN,) * len(s[0]) if a["keepdims"] else None]
+        return [_reduced(s[0], axes or None, a["keepdims"])]
     return [_reduced(s[0], a["axes"], a["keepdims"])]
 
 
@@ -441,6 +446,122 @@ def _spike_decode(a, s, v):
     return [broadcast(acc, tuple(s[1]))]
 
 
+# ---- the ops real exported models add (issue 14) --------------------------------------------------
+@_rule("tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "round", "sign",
+       "softplus", "cumsum", "cumprod", "scatter_elements", "scatter_nd")
+def _same_as_input(a, s, v):
+    return [tuple(s[0])]
+
+
+@_rule("argmin")
+def _argmin(a, s, v):
+    return [_reduced(s[0], [a["axis"]], a["keepdims"])]
+
+
+@_rule("det")
+def _det(a, s, v):
+    x = tuple(s[0])
+    if len(x) < 2 or (known(x[-1]) and known(x[-2]) and x[-1] != x[-2]):
+        raise ShapeError(f"det needs square trailing matrices, got {list(x)}")
+    return [x[:-2]]
+
+
+@_rule("gather_nd")
+def _gather_nd(a, s, v):
+    data, idx = tuple(s[0]), tuple(s[1])
+    depth, b = idx[-1], a["batch_dims"]
+    if not known(depth):
+        return [None]
+    return [idx[:-1] + data[b + depth:]]
+
+
+@_rule("topk")
+def _topk(a, s, v):
+    x = tuple(s[0])
+    axis = _axis(a["axis"], len(x))
+    k = _ints(v[1])
+    if k is not None and known(x[axis]) and k[0] > x[axis]:
+        raise ShapeError(f"k={k[0]} exceeds the axis size {x[axis]}")
+    out = x[:axis] + (k[0] if k is not None else UNKNOWN,) + x[axis + 1:]
+    return [out, out]
+
+
+@_rule("einsum")
+def _einsum(a, s, v):
+    """Letters take their dims from the operands; ``...`` broadcasts; without ``->`` the output
+    is the ellipsis then the letters used once, in alphabetical order."""
+    equation = a["equation"].replace(" ", "")
+    lhs, _, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(s):
+        raise ShapeError(f"equation '{equation}' has {len(terms)} operands, got {len(s)}")
+    dims: dict[str, Dim] = {}
+    ellipsis: Shape = ()
+    for term, shape in zip(terms, s):
+        head, dots, tail = term.partition("...")
+        rest = len(shape) - len(head) - len(tail)
+        if (rest < 0) or (rest and not dots):
+            raise ShapeError(f"operand '{term}' does not fit shape {list(shape)}")
+        if dots:
+            ellipsis = broadcast(ellipsis, tuple(shape[len(head):len(shape) - len(tail)]))
+        for letter, d in zip(head + tail, tuple(shape[:len(head)]) +
+                             tuple(shape[len(shape) - len(tail):])):
+            if letter not in dims or (not known(dims[letter]) or dims[letter] == 1):
+                dims[letter] = d
+    if not _:
+        letters = [c for c in sorted(set(lhs) - {",", "."}) if lhs.count(c) == 1]
+        rhs = "..." * bool(ellipsis or "..." in lhs) + "".join(letters)
+    head, dots, tail = rhs.partition("...")
+    return [tuple(dims[c] for c in head) + (ellipsis if dots else ()) +
+            tuple(dims[c] for c in tail)]
+
+
+@_rule("conv_transpose")
+def _conv_transpose(a, s, v):
+    x, w = s[0], s[1]
+    if len(x) != len(w):
+        raise ShapeError(f"input rank {len(x)} != weight rank {len(w)}")
+    if known(x[1]) and x[1] != w[0]:
+        raise ShapeError(f"input has {x[1]} channels, weight expects {w[0]}")
+    n_sp = len(x) - 2
+    strides = a["strides"] or [1] * n_sp
+    dilations = a["dilations"] or [1] * n_sp
+    pads = a["pads"] or [0] * (2 * n_sp)
+    extra = a["output_padding"] or [0] * n_sp
+    spatial = tuple((d - 1) * strides[i] + (w[2 + i] - 1) * dilations[i] + 1 + extra[i]
+                    - pads[i] - pads[i + n_sp] if known(d) else UNKNOWN
+                    for i, d in enumerate(x[2:]))
+    return [(x[0], w[1] * a["group"]) + spatial]
+
+
+@_rule("resize")
+def _resize(a, s, v):
+    x = list(s[0])
+    axes = [_axis(i, len(x)) for i in (a["axes"] if a["axes"] is not None else range(len(x)))]
+    scales = _floats(v[2]) if len(v) > 2 else None
+    sizes = _ints(v[3]) if len(v) > 3 else None
+    if sizes:
+        if a["keep_aspect_ratio_policy"] != "stretch":
+            if not all(known(x[i]) for i in axes):
+                return [tuple(UNKNOWN if i in axes else d for i, d in enumerate(x))]
+            ratios = [n / x[i] for n, i in zip(sizes, axes)]
+            ratio = min(ratios) if a["keep_aspect_ratio_policy"] == "not_larger" else max(ratios)
+            sizes = [int(ratio * x[i] + 0.5) for i in axes]
+        for n, i in zip(sizes, axes):
+            x[i] = n
+    elif scales:
+        for f, i in zip(scales, axes):
+            x[i] = int(math.floor(x[i] * f)) if known(x[i]) else UNKNOWN
+    else:
+        for i in axes:
+            x[i] = UNKNOWN
+    return [tuple(x)]
+
+
+def _floats(value: np.ndarray | None) -> list[float] | None:
+    return None if value is None else [float(f) for f in np.asarray(value).reshape(-1)]
+
+
 # ---- inference ----------------------------------------------------------------------------------
 def infer_node(node, shapes: list[Shape | None],
                values: list[np.ndarray | None]) -> list[Shape | None]:
@@ -474,8 +595,10 @@ def propagate(node, shapes: dict[str, Shape | None], values: dict[str, np.ndarra
 
 
 def constant_values(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The parameters whose values shape rules follow (small integer tensors)."""
-    return {k: p for k, p in params.items() if _small_int(p)}
+    """The parameters whose values shape rules follow (small integer tensors, and the small
+    float vectors of Resize scales)."""
+    return {k: p for k, p in params.items()
+            if _small_int(p) or (p.dtype.kind == "f" and p.ndim == 1 and p.size <= VALUE_LIMIT)}
 
 
 def infer(graph, input_shapes: dict[str, Shape] | None = None,
@@ -523,3 +646,31 @@ def agree(declared: Shape, inferred: Shape | None) -> bool:
         return True
     return len(declared) == len(inferred) and all(
         not (known(d) and known(i)) or d == i for d, i in zip(declared, inferred))
+
+
+# ---- dtypes -------------------------------------------------------------------------------------
+BOOL_OPS = ("equal", "less", "greater", "and", "or", "not")
+INT64_OPS = ("shape", "argmax")
+
+
+def infer_dtypes(node, dtypes: list[str | None]) -> list[str]:
+    """The output dtypes of ``node`` for input dtypes ``dtypes``: bool for comparisons and
+    logic, int64 for shapes and indices, int32 counts and accumulators, float32 thresholds and
+    decodes, an attribute's dtype for casts and fills, else the first input's (the second's for
+    ``where``)."""
+    a, op = node_attrs(node), node.op
+    if op in BOOL_OPS:
+        return ["bool"]
+    if op in INT64_OPS:
+        return ["int64"]
+    if op == "cast":
+        return [a["to"]]
+    if op == "constant_of_shape":
+        return [a["dtype"]]
+    if op == "spike_encode":
+        return ["int32", "float32"]
+    if op in ("spike_linear", "spike_conv"):
+        return ["int32"]
+    if op == "spike_decode":
+        return ["float32"]
+    return [dtypes[1] if op == "where" else dtypes[0]] * len(node.outputs or OPS[op].outputs)

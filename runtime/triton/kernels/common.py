@@ -1,5 +1,5 @@
-"""Device helpers shared by the kernels: numpy's float32 row sum, round half to even, the
-quantiser, and the signed base-128 digits that feed int8 tensor cores."""
+"""Device helpers shared by the kernels: the threshold's pairwise float32 row sum, round half to
+even, the quantiser, and the signed base-128 digits that feed int8 tensor cores."""
 import triton
 import triton.language as tl
 
@@ -19,38 +19,28 @@ def pairwise_pairs(v):
 
 
 @triton.jit
-def buffer_abs_sum(row_ptr, starts_ptr, lengths_ptr, b, S: tl.constexpr, D: tl.constexpr):
-    """numpy's pairwise float32 sum of |x| over buffer b of a row (see ``pairwise.py``): leaves
-    in parallel over S = 2**D slots, 8 lanes each, then pairwise over slots."""
-    slot = tl.arange(0, S)
-    lane = tl.arange(0, 8)
-    start = tl.load(starts_ptr + b * S + slot)
-    length = tl.load(lengths_ptr + b * S + slot)
-    n_blocks = length // 8
-    lanes = tl.zeros([S, 8], tl.float32)
-    for i in tl.static_range(16):
-        m = (i < n_blocks)[:, None]
-        v = tl.load(row_ptr + start[:, None] + i * 8 + lane[None, :], mask=m, other=0.0)
-        lanes += tl.abs(v)
-    for _ in tl.static_range(3):
-        lanes = pairwise_pairs(lanes)
-    leaf = tl.reshape(lanes, [S])
-    tail = start + n_blocks * 8
-    for t in tl.static_range(7):
-        v = tl.load(row_ptr + tail + t, mask=t < length - n_blocks * 8, other=0.0)
-        leaf = leaf + tl.abs(v)
-    for _ in tl.static_range(D):
-        leaf = pairwise_pairs(leaf)
-    return tl.sum(leaf, axis=0)  # one element left: the sum is exact
+def tree_sum(v, LOG: tl.constexpr):
+    """Sum along the last axis of 2**LOG values in the op's order (docs/OPS.md, spike_encode):
+    adjacent pairs added level by level."""
+    for _ in tl.static_range(LOG):
+        v = pairwise_pairs(v)
+    return tl.sum(v, axis=len(v.shape) - 1)  # one element left: the sum is exact
 
 
 @triton.jit
-def row_abs_sum(row_ptr, starts_ptr, lengths_ptr, n_buffers, S: tl.constexpr, D: tl.constexpr):
-    """sum(|row|) in float32 in exactly numpy's order: buffer sums added in order from 0."""
-    total = tl.zeros([], tl.float32)
-    for b in range(n_buffers):
-        total = total + buffer_abs_sum(row_ptr, starts_ptr, lengths_ptr, b, S, D)
-    return total
+def row_abs_sum(row_ptr, row_len, BLOCK: tl.constexpr, LOG_BLOCK: tl.constexpr,
+                NB: tl.constexpr, LOG_NB: tl.constexpr):
+    """sum(|row|) in the op's pairwise order: blocks of BLOCK = 2**LOG_BLOCK values (the row
+    zero-padded) each by ``tree_sum``, then the NB = 2**LOG_NB block sums (zero-padded) by the
+    same tree. Any power-of-two BLOCK gives the same bits: the padded tree over BLOCK * NB values
+    holds the tree over the next power of two of row_len as its leftmost subtree, zeros else."""
+    slot = tl.arange(0, NB)
+    sums = tl.zeros([NB], tl.float32)
+    for j in range(0, tl.cdiv(row_len, BLOCK)):
+        offs = j * BLOCK + tl.arange(0, BLOCK)
+        v = tl.abs(tl.load(row_ptr + offs, mask=offs < row_len, other=0.0))
+        sums = tl.where(slot == j, tree_sum(v, LOG_BLOCK), sums)
+    return tree_sum(sums, LOG_NB)
 
 
 @triton.jit
@@ -59,14 +49,6 @@ def vth_of_sum(total, row_len, k, vth_min, vth_max):
     mean = tl.math.div_rn(total, row_len.to(tl.float32))
     vth = tl.math.div_rn(mean, k)
     return tl.minimum(tl.maximum(vth, vth_min), vth_max)
-
-
-@triton.jit
-def dynamic_vth(row_ptr, row_len, starts_ptr, lengths_ptr, n_buffers, k, vth_min, vth_max,
-                S: tl.constexpr, D: tl.constexpr):
-    """clip(mean(|row|) / k, vth_min, vth_max) with correctly rounded float32 divisions."""
-    total = row_abs_sum(row_ptr, starts_ptr, lengths_ptr, n_buffers, S, D)
-    return vth_of_sum(total, row_len, k, vth_min, vth_max)
 
 
 @triton.jit
@@ -97,3 +79,64 @@ def int_to_float_small(v):
     """int32 -> float32 for |v| < 2**22 with one integer add and one float subtract (the I2F
     conversion runs at a quarter of the float rate)."""
     return (v + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
+
+
+@triton.jit
+def slice_total(part, part_ptr, offs, mask, plane, lock_ptr, tile, ps, n_slices,
+                SB: tl.constexpr):
+    """Combine the partial results of the n_slices programs of one output tile without timing
+    dependence: each stores its partial [R, BN] at ``part_ptr + ps * plane + offs`` and takes an
+    atomic ticket; the last to arrive sums all partials in slice order (SB at a time) and resets
+    the ticket. Returns (total, whether this program is the last)."""
+    tl.store(part_ptr + ps * plane + offs, part, mask=mask)
+    tl.debug_barrier()
+    ticket = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel")
+    last = ticket == n_slices - 1
+    total = tl.zeros(part.shape, part.dtype)
+    if last:
+        sl = tl.arange(0, SB)
+        for s0 in range(0, n_slices, SB):
+            tile_ptrs = part_ptr + (s0 + sl[:, None, None]) * plane + offs[None, :, :]
+            vals = tl.load(tile_ptrs, cache_modifier=".cg", other=0,
+                           mask=(s0 + sl < n_slices)[:, None, None] & mask[None, :, :])
+            total += tl.sum(vals, axis=0)
+        tl.atomic_xchg(lock_ptr + tile, 0)
+    return total, last
+
+
+@triton.jit
+def linear_epilogue(carry, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr,
+                    GROUPED: tl.constexpr, DECODE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    STORE_ACC: tl.constexpr):
+    """The finished tile: per-channel acc (one group) and y = vth * (acc * scale | y) + bias;
+    ``vth`` [BM] holds the rows' thresholds."""
+    mask = (rm < M)[:, None] & (rn < N)[None, :]
+    y = carry
+    if not GROUPED:
+        if STORE_ACC:
+            tl.store(acc_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], carry, mask=mask)
+        if DECODE:
+            y = carry.to(tl.float32) * tl.load(scale_ptr + rn, mask=rn < N, other=0.0)[None, :]
+    if DECODE:
+        y = y * vth[:, None]
+        if HAS_BIAS:
+            y = y + tl.load(bias_ptr + rn, mask=rn < N, other=0.0)[None, :]
+        tl.store(y_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], y, mask=mask)
+
+
+@triton.jit
+def finish_tile(carry, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr, part_ptr,
+                lock_ptr, tile, ps, GROUPED: tl.constexpr, DECODE: tl.constexpr,
+                HAS_BIAS: tl.constexpr, STORE_ACC: tl.constexpr, SPLIT: tl.constexpr):
+    """The epilogue of a (possibly K-split) GEMM tile: with SPLIT > 1 the last slice of the
+    tile to finish combines the slices (``slice_total``) and writes it."""
+    if SPLIT > 1:
+        mask = (rm < M)[:, None] & (rn < N)[None, :]
+        total, last = slice_total(carry, part_ptr, rm[:, None] * N + rn[None, :], mask, M * N,
+                                  lock_ptr, tile, ps, tl.num_programs(1), 4)
+        if last:
+            linear_epilogue(total, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr,
+                            GROUPED, DECODE, HAS_BIAS, STORE_ACC)
+    else:
+        linear_epilogue(carry, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr,
+                        GROUPED, DECODE, HAS_BIAS, STORE_ACC)

@@ -4,7 +4,7 @@ an event list (for the event GEMV). Nothing here synchronises with the host."""
 import triton
 import triton.language as tl
 
-from .common import buffer_abs_sum, dynamic_vth, low_digit, quantize, vth_of_sum
+from .common import low_digit, quantize, row_abs_sum, tree_sum, vth_of_sum
 
 
 @triton.jit
@@ -44,28 +44,35 @@ def quantize_block(x_ptr, counts_ptr, digits_ptr, offs, valid, vth, limit, total
 
 
 @triton.jit
-def buffer_sums_kernel(x_ptr, partial_ptr, starts_ptr, lengths_ptr, n_buffers, row_len,
-                       S: tl.constexpr, D: tl.constexpr):
-    """Program (row, b): numpy's pairwise sum of |x| over buffer b of the row."""
+def block_sums_kernel(x_ptr, partial_ptr, xmax_ptr, n_sum_blocks, row_len,
+                      SUM_BLOCK: tl.constexpr, LOG_SUM: tl.constexpr, MAX: tl.constexpr):
+    """Program (row, b): the pairwise sum of |x| over block b (SUM_BLOCK values) of the row,
+    and (MAX) the block's largest |x|."""
     row = tl.program_id(0)
     b = tl.program_id(1)
-    s = buffer_abs_sum(x_ptr + row.to(tl.int64) * row_len, starts_ptr, lengths_ptr, b, S, D)
-    tl.store(partial_ptr + row * n_buffers + b, s)
+    offs = b * SUM_BLOCK + tl.arange(0, SUM_BLOCK)
+    v = tl.abs(tl.load(x_ptr + row.to(tl.int64) * row_len + offs, mask=offs < row_len,
+                       other=0.0))
+    tl.store(partial_ptr + row * n_sum_blocks + b, tree_sum(v, LOG_SUM))
+    if MAX:
+        tl.store(xmax_ptr + row * n_sum_blocks + b, tl.max(v, axis=0))
 
 
 @triton.jit
 def quantize_kernel(x_ptr, partial_ptr, vth_ptr, counts_ptr, digits_ptr, peak_ptr,
-                    n_buffers, row_len, k, vth_min, vth_max, limit,
-                    DYNAMIC: tl.constexpr, BLOCK: tl.constexpr, N_DIGITS: tl.constexpr):
-    """Program (row, block): the row's vth from its buffer sums (added in order, as numpy
-    does; block 0 stores it), then the counts and digit planes of one block of the row."""
+                    n_sum_blocks, row_len, k, vth_min, vth_max, limit,
+                    DYNAMIC: tl.constexpr, NB: tl.constexpr, LOG_NB: tl.constexpr,
+                    BLOCK: tl.constexpr, N_DIGITS: tl.constexpr):
+    """Program (row, block): the row's vth from its block sums (the rest of the pairwise tree;
+    every program computes the same bits, block 0 stores it), then the counts and digit planes
+    of one block of the row."""
     row = tl.program_id(0)
     blk = tl.program_id(1)
     if DYNAMIC:
-        total = tl.zeros([], tl.float32)
-        for b in range(n_buffers):
-            total = total + tl.load(partial_ptr + row * n_buffers + b)
-        vth = vth_of_sum(total, row_len, k, vth_min, vth_max)
+        slot = tl.arange(0, NB)
+        sums = tl.load(partial_ptr + row * n_sum_blocks + slot, mask=slot < n_sum_blocks,
+                       other=0.0)
+        vth = vth_of_sum(tree_sum(sums, LOG_NB), row_len, k, vth_min, vth_max)
         if blk == 0:
             tl.store(vth_ptr + row, vth)
     else:
@@ -80,19 +87,18 @@ def quantize_kernel(x_ptr, partial_ptr, vth_ptr, counts_ptr, digits_ptr, peak_pt
 
 @triton.jit
 def encode_rows_kernel(x_ptr, vth_ptr, counts_ptr, digits_ptr, peak_ptr,
-                       idx_ptr, ev_ptr, bptr_ptr, n_blocks,
-                       starts_ptr, lengths_ptr, n_buffers, row_len, k, vth_min, vth_max, limit,
-                       DYNAMIC: tl.constexpr, S: tl.constexpr, D: tl.constexpr,
-                       BLOCK: tl.constexpr, N_DIGITS: tl.constexpr, COMPACT: tl.constexpr,
-                       BLOCK_CH: tl.constexpr):
-    """One program per row of ``row_len`` values: vth (dynamic: numpy-exact mean|x|/k, stored;
-    static: read), counts, then N_DIGITS int8 digit planes (with the peak |count| folded into
-    ``peak`` by atomic max) or, for a single row, the event list (COMPACT)."""
+                       idx_ptr, ev_ptr, bptr_ptr, n_blocks, row_len, k, vth_min, vth_max, limit,
+                       DYNAMIC: tl.constexpr, NB: tl.constexpr, LOG_NB: tl.constexpr,
+                       BLOCK: tl.constexpr, LOG_BLOCK: tl.constexpr, N_DIGITS: tl.constexpr,
+                       COMPACT: tl.constexpr, BLOCK_CH: tl.constexpr):
+    """One program per row of ``row_len`` values: vth (dynamic: mean|x|/k with the op's pairwise
+    sum, stored; static: read), counts, then N_DIGITS int8 digit planes (with the peak |count|
+    folded into ``peak`` by atomic max) or, for a single row, the event list (COMPACT)."""
     row = tl.program_id(0)
     base = row.to(tl.int64) * row_len
     if DYNAMIC:
-        vth = dynamic_vth(x_ptr + base, row_len, starts_ptr, lengths_ptr, n_buffers, k,
-                          vth_min, vth_max, S, D)
+        total = row_abs_sum(x_ptr + base, row_len, BLOCK, LOG_BLOCK, NB, LOG_NB)
+        vth = vth_of_sum(total, row_len, k, vth_min, vth_max)
         tl.store(vth_ptr + row, vth)
     else:
         vth = tl.load(vth_ptr)

@@ -62,7 +62,7 @@ def event_gemv_kernel(idx_ptr, ev_ptr, bptr_ptr, wt_ptr, scale_ptr, vth_ptr, bia
                       M_PAD: tl.constexpr,
                       BN: tl.constexpr, E: tl.constexpr, GROUPED: tl.constexpr,
                       DECODE: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_ACC: tl.constexpr,
-                      SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr):
+                      SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr, PREFETCH: tl.constexpr):
     pn = tl.program_id(0)
     ps = tl.program_id(1)
     cols = pn * BN + tl.arange(0, BN)
@@ -73,14 +73,36 @@ def event_gemv_kernel(idx_ptr, ev_ptr, bptr_ptr, wt_ptr, scale_ptr, vth_ptr, bia
     e_lo = tl.load(bptr_ptr + b0 * UPB)
     e_hi = tl.load(bptr_ptr + tl.minimum((b0 + GPS) * UPB, n_units))
     sums = tl.zeros([ROWS, BN], tl.int32)
-    for e0 in tl.range(e_lo, e_hi, E, num_stages=NUM_STAGES):
-        ev = e0 + tl.arange(0, E)
-        emask = ev < e_hi
-        ch = tl.load(idx_ptr + ev, mask=emask, other=0)
-        c = tl.load(ev_ptr + ev[None, :] * M_PAD + rows_m[:, None], mask=emask[None, :], other=0)
-        w = tl.load(wt_ptr + ch[:, None].to(tl.int64) * N + cols[None, :],
-                    mask=emask[:, None] & cmask[None, :], other=0)
-        sums += tl.dot(_a_tile(c, ch // BLOCK_CH - b0, GPS, M_PAD, E), w, out_dtype=tl.int32)
+    if PREFETCH:
+        # event ids and counts of the next chunk load while this chunk's weight rows do, so
+        # the weight loads do not wait on a dependent id load each step
+        ev = e_lo + tl.arange(0, E)
+        ch = tl.load(idx_ptr + ev, mask=ev < e_hi, other=0)
+        c = tl.load(ev_ptr + ev[None, :] * M_PAD + rows_m[:, None], mask=(ev < e_hi)[None, :],
+                    other=0)
+        for e0 in range(e_lo, e_hi, E):
+            emask = e0 + tl.arange(0, E) < e_hi
+            w = tl.load(wt_ptr + ch[:, None].to(tl.int64) * N + cols[None, :],
+                        mask=emask[:, None] & cmask[None, :], other=0)
+            nxt = e0 + E + tl.arange(0, E)
+            ch_next = tl.load(idx_ptr + nxt, mask=nxt < e_hi, other=0)
+            c_next = tl.load(ev_ptr + nxt[None, :] * M_PAD + rows_m[:, None],
+                             mask=(nxt < e_hi)[None, :], other=0)
+            sums += tl.dot(_a_tile(c, ch // BLOCK_CH - b0, GPS, M_PAD, E), w,
+                           out_dtype=tl.int32)
+            ch = ch_next
+            c = c_next
+    else:
+        for e0 in tl.range(e_lo, e_hi, E, num_stages=NUM_STAGES):
+            ev = e0 + tl.arange(0, E)
+            emask = ev < e_hi
+            ch = tl.load(idx_ptr + ev, mask=emask, other=0)
+            c = tl.load(ev_ptr + ev[None, :] * M_PAD + rows_m[:, None], mask=emask[None, :],
+                        other=0)
+            w = tl.load(wt_ptr + ch[:, None].to(tl.int64) * N + cols[None, :],
+                        mask=emask[:, None] & cmask[None, :], other=0)
+            sums += tl.dot(_a_tile(c, ch // BLOCK_CH - b0, GPS, M_PAD, E), w,
+                           out_dtype=tl.int32)
     # combine digits: acc = d0 + 128 d1 + 16384 d2 (int32, wrapping is exact when the sum fits)
     p4 = tl.arange(0, 4)
     weights = tl.where(p4 == 0, 1, tl.where(p4 == 1, 128, tl.where(p4 == 2, 16384, 0)))

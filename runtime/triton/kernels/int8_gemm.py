@@ -6,11 +6,16 @@ some count needs more digits (rare: > 127), a second pass adds 128 * (plane 1 + 
 A loop step covers SUB dots of BK channels. GROUPED: a step is one weight group, whose int32 sum
 is stored (the acc output) and/or scaled into the float output at once; otherwise one group
 spans all of K (per-channel scales) and is decoded once after the loop. Offsets are int32: the
-host keeps M * K, N * K and the digit planes under 2**31 elements."""
+host keeps M * K, N * K and the digit planes under 2**31 elements.
+
+SPLIT > 1 (the dense-count GEMV of decode: few rows, so few column tiles): program (tile, ps)
+takes steps [ps * steps_per_split, ...) of K only, and the slices of a tile are combined by the
+last one to finish (``common.slice_total``, in slice order): int32 sums per channel (exact),
+float partial outputs per group."""
 import triton
 import triton.language as tl
 
-from .common import int_to_float_small
+from .common import finish_tile, int_to_float_small
 
 
 @triton.jit
@@ -62,7 +67,7 @@ def _step_product(a_ptrs, w_ptrs, k0, plane_stride, amask, wmask, HIGH: tl.const
 
 @triton.jit
 def _gemm_pass(a_ptr, w_ptr, plane_stride, rm, rn, M, N, K, G, carry, scale_ptr, acc_ptr,
-               HIGH: tl.constexpr, N_DIGITS: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
+               step_lo, step_hi, HIGH: tl.constexpr, N_DIGITS: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
                GROUPED: tl.constexpr, DECODE: tl.constexpr, STORE_ACC: tl.constexpr,
                NUM_STAGES: tl.constexpr):
     """One sweep over K in steps of SUB * BK channels (one weight group when GROUPED).
@@ -72,7 +77,7 @@ def _gemm_pass(a_ptr, w_ptr, plane_stride, rm, rn, M, N, K, G, carry, scale_ptr,
     w_ptrs = w_ptr + rn[:, None] * K + rk[None, :]
     amask = (rm < M)[:, None]
     wmask = (rn < N)[:, None]
-    for ks in tl.range(0, K // (BK * SUB), num_stages=NUM_STAGES):
+    for ks in tl.range(step_lo, step_hi, num_stages=NUM_STAGES):
         if GROUPED:
             d = _step_product(a_ptrs, w_ptrs, ks * BK * SUB, plane_stride, amask, wmask, HIGH,
                               N_DIGITS, BK, SUB)
@@ -91,12 +96,13 @@ def _gemm_pass(a_ptr, w_ptr, plane_stride, rm, rn, M, N, K, G, carry, scale_ptr,
 
 @triton.jit
 def int8_gemm_kernel(a_ptr, w_ptr, peak_ptr, scale_ptr, vth_ptr, bias_ptr, acc_ptr, y_ptr,
-                     M, N, K, G, plane_stride,
+                     part_ptr, lock_ptr, M, N, K, G, plane_stride, steps_per_split,
                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SUB: tl.constexpr,
                      GROUPED: tl.constexpr, N_DIGITS: tl.constexpr,
                      DECODE: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_ACC: tl.constexpr,
-                     GROUP_M: tl.constexpr, NUM_STAGES: tl.constexpr):
+                     GROUP_M: tl.constexpr, NUM_STAGES: tl.constexpr, SPLIT: tl.constexpr):
     pid = tl.program_id(0)
+    ps = tl.program_id(1)
     grid_m = tl.cdiv(M, BM)
     grid_n = tl.cdiv(N, BN)
     width = GROUP_M * grid_n  # L2-friendly order: GROUP_M row tiles sweep the columns together
@@ -106,28 +112,25 @@ def int8_gemm_kernel(a_ptr, w_ptr, peak_ptr, scale_ptr, vth_ptr, bias_ptr, acc_p
     pn = (pid % width) // size_m
     rm = pm * BM + tl.arange(0, BM)
     rn = pn * BN + tl.arange(0, BN)
+    if SPLIT > 1:
+        step_lo = ps * steps_per_split
+        step_hi = tl.minimum(step_lo + steps_per_split, K // (BK * SUB))
+    else:
+        step_lo = 0
+        step_hi = K // (BK * SUB)
     if GROUPED:
         carry = tl.zeros([BM, BN], tl.float32)  # y, group by group
     else:
         carry = tl.zeros([BM, BN], tl.int32)  # the one group's sums
     carry = _gemm_pass(a_ptr, w_ptr, plane_stride, rm, rn, M, N, K, G, carry, scale_ptr,
-                       acc_ptr, False, N_DIGITS, BK, SUB, GROUPED, DECODE, STORE_ACC,
-                       NUM_STAGES)
+                       acc_ptr, step_lo, step_hi, False, N_DIGITS, BK, SUB, GROUPED, DECODE,
+                       STORE_ACC, NUM_STAGES)
     if N_DIGITS > 1:
         peak = tl.load(peak_ptr)
         if peak > 127:
             carry = _gemm_pass(a_ptr, w_ptr, plane_stride, rm, rn, M, N, K, G, carry,
-                               scale_ptr, acc_ptr, True, N_DIGITS, BK, SUB, GROUPED,
-                               DECODE, STORE_ACC, NUM_STAGES)
-    mask = (rm < M)[:, None] & (rn < N)[None, :]
-    y = carry
-    if not GROUPED:
-        if STORE_ACC:
-            tl.store(acc_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], carry, mask=mask)
-        if DECODE:
-            y = carry.to(tl.float32) * tl.load(scale_ptr + rn, mask=rn < N, other=0.0)[None, :]
-    if DECODE:
-        y = y * tl.load(vth_ptr + rm, mask=rm < M, other=0.0)[:, None]
-        if HAS_BIAS:
-            y = y + tl.load(bias_ptr + rn, mask=rn < N, other=0.0)[None, :]
-        tl.store(y_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], y, mask=mask)
+                               scale_ptr, acc_ptr, step_lo, step_hi, True, N_DIGITS, BK, SUB,
+                               GROUPED, DECODE, STORE_ACC, NUM_STAGES)
+    vth = tl.load(vth_ptr + rm, mask=rm < M, other=0.0)
+    finish_tile(carry, rm, rn, M, N, scale_ptr, vth, bias_ptr, acc_ptr, y_ptr, part_ptr,
+                lock_ptr, pid, ps, GROUPED, DECODE, HAS_BIAS, STORE_ACC, SPLIT)
