@@ -42,7 +42,10 @@ def read_model(model: str | Path | bytes | onnx.ModelProto) -> tuple[onnx.ModelP
         raise SbcError(f"expected an ONNX file, bytes or ModelProto, got {type(model).__name__}")
     if proto.ir_version <= 0 or not proto.HasField("graph") or not proto.opset_import:
         raise SbcError(f"{label}: not an ONNX model (no IR version, graph or opset import)")
-    check_model_file(proto, label)
+    try:
+        check_model_file(proto, label)
+    except UnicodeDecodeError:  # protobuf decodes string fields when they are first read
+        raise SbcError(f"{label}: not a valid ONNX model (a name or string is not UTF-8)") from None
     return proto, label
 
 
@@ -67,6 +70,8 @@ def check_model_file(proto: onnx.ModelProto, label: str) -> None:
                                f"newest onnx knows ({onnx.IR_VERSION})")
     seen: set[str] = set()
     for node in proto.graph.node:
+        _ = (node.op_type, node.domain, list(node.input), list(node.output),
+             [(a.name, a.s, list(a.strings)) for a in node.attribute])  # decodes every string
         if node.name and node.name in seen:
             raise SbcError(f"{label}: two nodes are named '{node.name}'")
         seen.add(node.name)
