@@ -19,6 +19,7 @@ import numpy as np
 
 from sbcompile.frontends.onnx_lowering import NodeView
 from sbcompile.frontends.onnx_ops import _converter
+from sbcompile.ir.ops import OPS
 
 _ATTRS = ("activation_alpha", "activation_beta", "activations", "clip", "direction",
           "hidden_size", "layout")
@@ -52,9 +53,10 @@ class _Cell:
 
 # ---- activations (the names ONNX recurrent ops accept, without alpha/beta) ----------------------
 def _activation(n: NodeView, name: str) -> Callable[[_Cell, str], str]:
-    simple = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "Softplus": "softplus"}
-    if name in simple:
-        return lambda c, x: c.op(simple[name], x)
+    direct = next((s.name for s in OPS.values()
+                   if s.onnx == name and s.inputs == ("x",) and not s.attrs), None)
+    if direct:
+        return lambda c, x: c.op(direct, x)
     if name == "Softsign":
         return lambda c, x: c.op("div", x, c.op("add", c.op("abs", x), c.const(1.0)))
     if name == "HardSigmoid":
