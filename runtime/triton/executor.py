@@ -39,7 +39,8 @@ class _Run:
         self.done: set[str] = set()  # decode nodes fused into their layer
         self.readers = {}  # counts value -> the fast layers reading it
         self.peaks: list[tuple] = []  # (node, peak |count| on the device) per kernel layer
-        self.encoder_peaks: list[tuple] = []  # (node, peak |count| on the device)
+        self.encoder_peaks: list[tuple] = []  # (node, its Encoded): peaks read after the
+        # layers ran, since the dense-count GEMV writes the counts of its own encoder
         for step in program.linears.values():
             counts = self.g.node(step.node).inputs[0]
             self.readers.setdefault(counts, []).append(step)
@@ -80,7 +81,7 @@ class _Run:
                             limit=count_limit(a), threshold=threshold,
                             path=path, unit=step.unit)
         self.encoded[node.outputs[0]] = enc
-        self.encoder_peaks.append((node, enc.counts.abs().amax()))
+        self.encoder_peaks.append((node, enc))
         self.env[node.outputs[0]] = enc.counts.view(shape)
         if dynamic:
             self.env[node.outputs[1]] = enc.vth.view(threshold_shape(shape, a["granularity"]))
@@ -138,7 +139,8 @@ class _Run:
         saturates (``ops.saturation``), and int32 accumulators that would wrap in
         the kernels: a layer whose peak count times its largest row of |W| could pass int32 is
         recomputed exactly by the reference kernel, which raises as it would."""
-        device_peaks = [p for _, p in self.encoder_peaks] + [p for _, p in self.peaks]
+        device_peaks = [e.counts.abs().amax() for _, e in self.encoder_peaks] \
+            + [p for _, p in self.peaks]
         if not device_peaks:
             return
         host = iter(torch.stack([p.float() for p in device_peaks]).cpu().numpy().tolist())
