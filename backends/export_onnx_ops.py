@@ -14,7 +14,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from sbcompile.errors import UnsupportedError
-from sbcompile.ir.graph import Graph, Node
+from sbcompile.ir.graph import Graph, Node, unique_name
 from sbcompile.ir.ops import OPS, attention_keep
 
 OPSET = 23
@@ -36,12 +36,7 @@ class OnnxBuilder:
         self._taken = set(graph.values) | {n.name for n in graph.nodes}
 
     def fresh(self, base: str) -> str:
-        name, i = base, 0
-        while name in self._taken:
-            i += 1
-            name = f"{base}_{i}"
-        self._taken.add(name)
-        return name
+        return unique_name(base, self._taken)
 
     def value(self, name: str) -> str:
         """An IR value as an ONNX input (parameters become initializers on first use)."""

@@ -20,7 +20,7 @@ from onnx import helper
 
 from sbcompile.frontends.onnx_lowering import NodeView
 from sbcompile.frontends.onnx_ops import _converter
-from sbcompile.ir.graph import Value
+from sbcompile.ir.graph import Value, unique_name
 
 MAX_UNROLLED_NODES = 200_000  # beyond this an unrolled loop is refused (a runaway trip count)
 
@@ -35,12 +35,7 @@ class _Namer:
         self.taken |= {o for n in g.node for o in [*n.output, n.name]}
 
     def __call__(self, base: str) -> str:
-        name, i = base, 0
-        while name in self.taken:
-            i += 1
-            name = f"{base}_{i}"
-        self.taken.add(name)
-        return name
+        return unique_name(base, self.taken)
 
 
 def expand_control_flow(proto: onnx.ModelProto, consts: dict[str, np.ndarray],

@@ -16,6 +16,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from sbcompile.frontends.onnx_model import FUSED_DOMAIN
+from sbcompile.ir.graph import unique_name
 
 SOURCES_KEY = "ai.sbcompile.sources"
 MASKED = -1e9  # additive mask entries at or below this are "masked" (exp underflows to 0)
@@ -65,10 +66,9 @@ def _fresh_initializer_names(values: Sequence[ir.Value], graph: ir.Graph) -> Non
     taken = set(graph.initializers) | {v.name for n in graph for v in n.outputs}
     taken |= {v.name for v in graph.inputs}
     for value in values:
-        base, i = value.name, 1
-        while value.name in taken:
-            value.name, i = f"{base}_{i}", i + 1
-        taken.add(value.name)
+        name = unique_name(value.name, taken)
+        if name != value.name:
+            value.name = name
 
 
 # ---- constants and shapes -----------------------------------------------------------------------

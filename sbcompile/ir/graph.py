@@ -21,6 +21,18 @@ Dim = int | str
 DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 
 
+def unique_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_1``, ``base_2``, ... whichever is first not in ``taken``; the name
+    returned joins ``taken``. The one naming rule of every pass, frontend and exporter."""
+    name = base
+    for i in itertools.count(1):
+        if name not in taken:
+            taken.add(name)
+            return name
+        name = f"{base}_{i}"
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class Value:
     name: str
@@ -128,14 +140,7 @@ class Graph:
 
     # ---- edits ---------------------------------------------------------------------------
     def fresh_name(self, base: str) -> str:
-        taken = set(self.values) | {n.name for n in self.nodes} | set(self.params)
-        if base not in taken:
-            return base
-        for i in itertools.count(1):
-            cand = f"{base}_{i}"
-            if cand not in taken:
-                return cand
-        raise AssertionError("unreachable")
+        return unique_name(base, set(self.values) | {n.name for n in self.nodes} | set(self.params))
 
     def add_param(self, base: str, array: np.ndarray) -> str:
         name = self.fresh_name(base)
