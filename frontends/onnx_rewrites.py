@@ -50,7 +50,9 @@ def rewrite(proto: onnx.ModelProto, nodes: list[onnx.NodeProto], consts: dict[st
     for _ in range(MAX_PASSES):
         if not RULES.apply_to_model(model):
             break
-    IdentityEliminationPass()(model)
+    if not any(a.type == ir.AttributeType.GRAPH for n in model.graph for a in n.attributes.values()):
+        IdentityEliminationPass()(model)  # (it fails inside the branches of a run-time If,
+        # which lowering refuses with its reason)
     for value in model.graph.initializers.values():
         if value.const_value is not tensors.get(value.name):
             consts[value.name] = value.const_value.numpy()
