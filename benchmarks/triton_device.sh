@@ -67,7 +67,7 @@ check)
 attention)
     (cd /tmp && timeout 120 python3 -m pytest -q -p no:cacheprovider \
         "$here/tests/test_spike_attention.py" "$here/tests/test_spike_ops.py" 2>&1 | tail -3)
-    timeout 300 python3 benchmarks/triton_attention.py --out "$OUT" > "$OUT/attention.log" 2>&1 \
+    timeout 240 python3 benchmarks/triton_attention.py --out "$OUT" > "$OUT/attention.log" 2>&1 \
         || echo "attention run failed"
     grep -E "exact|layer|Error|error" "$OUT/attention.log" | head -20
     timeout 100 python3 benchmarks/triton_linear.py --check-only --out "$OUT" \
