@@ -4,9 +4,10 @@ are INT8 per token and head (the INT8 KV cache), and the scores are an exact int
 ``config.attention_quantize`` is set (presets ``spikingbrain`` and its alias
 ``spikingbrain_kv8``).
 
-Every ``attention`` node not excluded by name becomes:
-- q [B, H, T, D] -> ``spike_encode`` (dynamic, per token and head: V_th = mean|q| / k over D):
-  integer counts and their threshold;
+Every ``attention`` node not kept float (``exclude``, or a ``layers`` entry with ``float``)
+becomes:
+- q [B, H, T, D] -> ``spike_encode`` (dynamic, per token and head: V_th = mean|q| / k over D, k
+  the node's ``layer_settings``): integer counts and their threshold;
 - k and v -> s = max(max|x| over D, 1e-8) / 127 per token and head; counts =
   ``spike_encode(x / s)`` with the static threshold 1 and max_count 127 (round half to even,
   clipped: symmetric int8), cast to int8: what a target stores as its KV cache;
@@ -24,7 +25,7 @@ import math
 
 import numpy as np
 
-from sbcompile.config import CompileConfig
+from sbcompile.config import CompileConfig, layer_settings
 from sbcompile.ir.graph import Graph, Node
 from sbcompile.ir.ops import node_attrs
 from sbcompile.ir.records import AttentionCounts, set_attention_counts
@@ -43,7 +44,7 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
             continue
         a = node_attrs(node)
         add = _builder(graph, node)
-        q_counts, q_vth = _spike_query(add, node, config.k)
+        q_counts, q_vth = _spike_query(add, node, layer_settings(config, node.name).k)
         k_int8, k_scale, k_counts = _int8_per_token(graph, add, node, 1, "k")
         v_int8, v_scale, v_counts = _int8_per_token(graph, add, node, 2, "v")
         scores, = add("spike_scores", [q_counts, k_int8], [f"{node.name}.scores"],

@@ -96,3 +96,17 @@ def test_spikingbrain_attention_runs_bit_exact_on_lava_and_triton(tmp_path):
             np.testing.assert_array_equal(values[name], counts, err_msg=f"{target} {name}")
         np.testing.assert_allclose(values["hidden_out"], ref.outputs["hidden_out"], rtol=1e-5,
                                    atol=1e-5)
+
+
+def test_layers_entries_set_the_query_k_or_keep_attention_float():
+    graph, _ = _layer_and_input()
+    att = next(n for n in graph.nodes if n.op == "attention")
+    config = make_config("spikingbrain")
+    config.layers = {att.name: {"k": 5.0}}
+    out = attention_quantize.run(graph, config)
+    q_encoder = next(n for n in out.nodes
+                     if n.op == "spike_encode" and n.inputs[0] == att.inputs[0])
+    assert q_encoder.attrs["k"] == 5.0
+    config.layers = {att.name: {"float": True}}
+    kept = attention_quantize.run(graph, config)
+    assert [n.op for n in kept.nodes] == [n.op for n in graph.nodes]
