@@ -97,8 +97,10 @@ class LayerStats:
 
 
 def run(graph: Graph, config: CompileConfig, float_graph: Graph,
-        calib) -> Graph:
-    """Attach the ``Analysis`` record (layers, totals, energy, outputs_fidelity)."""
+        calib, observe=None) -> Graph:
+    """Attach the ``Analysis`` record (layers, totals, energy, outputs_fidelity).
+    ``observe(float_outputs, spiking_outputs)``, when given, sees every batch's graph outputs
+    (a task metric reads them)."""
     calib = check_calibration(float_graph, calib)
     layers = spiked_layers(graph)
     stats = {name: LayerStats(info) for name, info in layers.items()}
@@ -119,6 +121,8 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
             st.update(env_s[info.counts], env_s[info.vth], env_s[info.input],
                       env_s[info.output], env_f[info.output], int_nodes[info.acc],
                       config.coding)
+        if observe is not None:
+            observe({o: env_f[o] for o in graph.outputs}, {o: env_s[o] for o in graph.outputs})
         for o in graph.outputs:
             out_fid[o].update(env_s[o], env_f[o])
             if env_f[o].ndim >= 2:
