@@ -297,6 +297,10 @@ def compile(model: str, calib: str | None, config_file: str | None, preset: str 
     artifact = compile_graph(graph, config, calib_data)
     artifact.save(out)
     print_terminal(artifact.report, console=console)
+    if artifact.report.get("tune"):
+        from sbcompile.report import print_tune
+
+        print_tune(artifact.report["tune"], console=console)
     console.print(f"wrote {out}")
 
 

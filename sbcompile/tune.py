@@ -26,7 +26,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from sbcompile.config import CompileConfig
+from sbcompile.config import CompileConfig, LayerSettings, layer_settings
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.records import analysis
@@ -34,6 +34,7 @@ from sbcompile.passes import analyse, calibrate
 from sbcompile.passes.energy import dense_mac_price, energy_table, synaptic_ops
 from sbcompile.passes.spike_quantize import static_threshold
 from sbcompile.passes.targets import spike_groups
+from sbcompile.runtime.reference import evaluate
 from sbcompile.tune_metrics import LabelledMetric, check_floor, compared_value
 
 DYNAMIC_K = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # cheapest (coarsest) first
@@ -42,6 +43,7 @@ UNARY_T = (1, 2, 3, 4, 6, 8)                                 # codings that spen
 UNARY_CODINGS = ("binary", "ternary")
 CLIP_SCALE = (3.0, 2.0, 1.5, 1.25, 1.0)  # static threshold x the mse-optimal one, cheapest first
 FLOAT = {"float": True}
+PER_LAYER_LIMIT = 12  # more knobs than this: ranking from one analysis, descent by prefixes
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Trial:
     cost: float
     feasible: bool
     note: str
+    layer_cosine: dict = field(default_factory=dict)  # per spiked layer, output vs float
 
 
 @dataclass
@@ -131,6 +134,10 @@ class Evaluator:
             self.calibrated = calibrate.run(graph, self.base, calib)
         self.dense_macs: dict[str, float] = {}  # per layer, from the first evaluation
         self.float_metric = 1.0
+        # the float graph's layer outputs per batch, evaluated once for every candidate
+        keep = [n.outputs[0] for g in spike_groups(graph, self.base) for n in g.layers]
+        self.float_envs = [evaluate(graph, batch, keep=keep)
+                           for batch in calib.batches(self.base.calib_batch)]
 
     def __call__(self, layers: dict, note: str, floor: float) -> Trial:
         from sbcompile.pipeline import spiking_graph
@@ -140,7 +147,8 @@ class Evaluator:
         if self.labelled is not None:
             self.labelled.reset()
         g = analyse.run(g, cfg, self.graph, self.calib,
-                        observe=self.labelled.observe if self.labelled else None)
+                        observe=self.labelled.observe if self.labelled else None,
+                        float_envs=self.float_envs)
         record = analysis(g)
         for rep in record.layers:
             self.dense_macs.setdefault(rep["name"], rep["ops"]["dense_macs"])
@@ -158,7 +166,8 @@ class Evaluator:
         sparsity = 1 - (synaptic_ops(record.totals["ops"]) + float_macs) / all_macs \
             if all_macs else 0.0
         cost = energy if self.objective == "energy" else 1 - sparsity
-        return Trial(dict(layers), value, energy, sparsity, cost, value >= floor, note)
+        cosines = {rep["name"]: rep["fidelity"]["output"]["cosine"] for rep in record.layers}
+        return Trial(dict(layers), value, energy, sparsity, cost, value >= floor, note, cosines)
 
 
 def build_knobs(graph: Graph, base: CompileConfig) -> list[Knob]:
@@ -201,17 +210,16 @@ class Tuner:
             settings["threshold"] = float(vth) * CLIP_SCALE[clip]
         return settings
 
-    def _layer_settings(self, knob: Knob, settings: dict):
-        from sbcompile.config import layer_settings
-
-        cfg = dataclasses.replace(self.evaluate.base, layers={knob.name: settings})
+    def _layer_settings(self, knob: Knob, settings: dict) -> LayerSettings:
+        cfg = dataclasses.replace(self.evaluate.base, layers={glob.escape(knob.name): settings})
         return layer_settings(cfg, knob.name)
 
-    def layers(self, changed: Knob | None = None, **state) -> dict:
-        """The ``layers`` entries of the current state, ``changed`` moved to ``state``."""
+    def layers(self, moves: dict | None = None) -> dict:
+        """The ``layers`` entries of the current state, with ``moves`` ({id(knob): {axis:
+        index}}) applied."""
         out = {}
         for knob in self.knobs:
-            settings = self.entry(knob, **state) if knob is changed else self.entry(knob)
+            settings = self.entry(knob, **(moves or {}).get(id(knob), {}))
             for name in knob.layers:
                 out[glob.escape(name)] = settings
         return out
@@ -234,37 +242,72 @@ class Tuner:
         if self.evaluate.float_metric < self.floor:
             raise unreachable(self.floor, self.evaluate.metric, start.metric,
                               self.evaluate.float_metric)
+        ranking = self._rank(start)
+        current = self._float_until_feasible(start, ranking)
+        if len(self.knobs) <= PER_LAYER_LIMIT:
+            for r in sorted(ranking, key=lambda r: -r["cost_saved"] / max(r["metric_lost"],
+                                                                          1e-9)):
+                knob = r["knob"]
+                current = self._bisect(knob, "rung", current)
+                if self._clips(knob):
+                    current = self._bisect(knob, "clip", current)
+        else:
+            order = [r["knob"] for r in sorted(ranking, key=lambda r: r["metric_lost"])]
+            current = self._descend(order, "rung", current)
+            current = self._descend([k for k in order if self._clips(k)], "clip", current)
+        return current, [{k: v for k, v in r.items() if k != "knob"} for r in ranking]
+
+    def _clips(self, knob: Knob) -> bool:
+        return knob.clip is not None and "max_count" in knob.rungs[knob.rung]
+
+    def _rank(self, start: Trial) -> list[dict]:
+        """Each knob's sensitivity: with few knobs, probed (alone at its cheapest rung: the
+        fidelity lost and the cost saved); with many, read from the start's analysis (the
+        worst output cosine of its layers), one evaluation for all."""
         ranking = []
         for knob in self.knobs:
+            if len(self.knobs) > PER_LAYER_LIMIT:
+                lost = 1 - min(start.layer_cosine.get(n, 1.0) for n in knob.layers)
+                ranking.append({"layer": knob.name, "metric_lost": lost, "cost_saved": None,
+                                "measured": "layer output cosine", "knob": knob})
+                continue
             if self.out_of_time():
                 break
-            probe = self.run_trial(self.layers(knob, rung=0), f"probe {knob.name}")
-            lost = max(start.metric - probe.metric, 0.0)
-            saved = start.cost - probe.cost
-            ranking.append({"layer": knob.name, "metric_lost": lost, "cost_saved": saved,
-                            "knob": knob})
-        ranking.sort(key=lambda r: -r["metric_lost"])
-        current = start
-        for r in ranking:  # float the most sensitive until the floor holds
-            if current.feasible:
-                break
-            knob = r["knob"]
+            probe = self.run_trial(self.layers({id(knob): {"rung": 0}}), f"probe {knob.name}")
+            ranking.append({"layer": knob.name, "metric_lost": max(start.metric - probe.metric,
+                                                                   0.0),
+                            "cost_saved": start.cost - probe.cost,
+                            "measured": "probe at the cheapest rung", "knob": knob})
+        return ranking
+
+    def _float_until_feasible(self, start: Trial, ranking: list[dict]) -> Trial:
+        """The fewest most-sensitive knobs made float for the floor to hold (bisection over
+        the ranking; every knob float is the float model, which holds it)."""
+        if start.feasible:
+            return start
+        order = [r["knob"] for r in sorted(ranking, key=lambda r: -r["metric_lost"])]
+        ranked = {id(k) for k in order}
+        order += [k for k in self.knobs if id(k) not in ranked]  # unranked: out of time
+        lo, hi, best = 1, len(order), None
+        while lo < hi and not self.out_of_time():
+            mid = (lo + hi) // 2
+            trial = self.run_trial(self._floated(order[:mid]), f"float {mid} layers")
+            if trial.feasible:
+                hi, best = mid, trial
+            else:
+                lo = mid + 1
+        if best is None:  # none measured to hold: every knob float
+            hi = len(order)
+            best = self.run_trial(self._floated(order), "every layer float")
+            if not best.feasible:
+                raise unreachable(self.floor, self.evaluate.metric,
+                                  max(t.metric for t in self.trials), self.evaluate.float_metric)
+        for knob in order[:hi]:
             knob.rung = len(knob.rungs) - 1
-            current = self.run_trial(self.layers(), f"float {knob.name}")
-        if not current.feasible:  # out of time or untested: everything float is the float model
-            for knob in self.knobs:
-                knob.rung = len(knob.rungs) - 1
-            current = self.run_trial(self.layers(), "every layer float")
-            if not current.feasible:
-                raise unreachable(self.floor, self.evaluate.metric, current.metric,
-                                  self.evaluate.float_metric)
-        ranking.sort(key=lambda r: -r["cost_saved"] / max(r["metric_lost"], 1e-9))
-        for r in ranking:
-            knob = r["knob"]
-            current = self._bisect(knob, "rung", current)
-            if knob.clip is not None and "max_count" in knob.rungs[knob.rung]:
-                current = self._bisect(knob, "clip", current)
-        return current, [{k: v for k, v in r.items() if k != "knob"} for r in ranking]
+        return best
+
+    def _floated(self, knobs: list[Knob]) -> dict:
+        return self.layers({id(k): {"rung": len(k.rungs) - 1} for k in knobs})
 
     def _bisect(self, knob: Knob, axis: str, current: Trial) -> Trial:
         """The cheapest index of ``axis`` (rung or clip) at or below the knob's current one that
@@ -273,7 +316,7 @@ class Tuner:
         lo, hi = 0, getattr(knob, axis)
         while lo < hi and not self.out_of_time():
             mid = (lo + hi) // 2
-            trial = self.run_trial(self.layers(knob, **{axis: mid}),
+            trial = self.run_trial(self.layers({id(knob): {axis: mid}}),
                                    f"{knob.name} {axis} {mid}")
             if trial.feasible and trial.cost <= current.cost:
                 hi, current = mid, trial
@@ -282,11 +325,36 @@ class Tuner:
         setattr(knob, axis, hi)
         return current
 
+    def _descend(self, order: list[Knob], axis: str, current: Trial) -> Trial:
+        """Many knobs: from the cheapest index of ``axis`` up, the longest prefix of the
+        least-sensitive knobs still finer than it that can take it and keep the floor
+        (bisection over the prefix length); those stay there, the rest go on to the next."""
+        top = max((getattr(k, axis) for k in order), default=0)
+        for level in range(top):
+            movable = [k for k in order if getattr(k, axis) > level]
+            lo, hi = 0, len(movable)
+            while lo < hi and not self.out_of_time():
+                mid = (lo + hi + 1) // 2
+                trial = self.run_trial(self.layers({id(k): {axis: level} for k in movable[:mid]}),
+                                       f"{mid} layers to {axis} {level}")
+                if trial.feasible and trial.cost <= current.cost:
+                    lo, current = mid, trial
+                else:
+                    hi = mid - 1
+            for knob in movable[:lo]:
+                setattr(knob, axis, level)
+        return current
+
 
 def expected_evaluations(knobs: list[Knob]) -> int:
-    """Start, one probe per knob, a bisection per ladder, the untuned preset (floats extra)."""
+    """Start, the ranking, the bisections, the untuned preset (floats extra)."""
+    clipped = [k for k in knobs if k.clip is not None]
+    if len(knobs) > PER_LAYER_LIMIT:
+        per_level = math.ceil(math.log2(len(knobs) + 1))
+        levels = max(k.rung for k in knobs) + (len(CLIP_SCALE) - 1 if clipped else 0)
+        return 2 + levels * per_level
     steps = sum(math.ceil(math.log2(k.rung + 1)) for k in knobs)
-    steps += sum(math.ceil(math.log2(len(CLIP_SCALE))) for k in knobs if k.clip is not None)
+    steps += math.ceil(math.log2(len(CLIP_SCALE))) * len(clipped)
     return 2 + len(knobs) + steps
 
 

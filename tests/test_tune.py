@@ -55,11 +55,19 @@ def _invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("preset,metric,floor", [("spikingbrain", "cosine", 0.995),
-                                                 ("loihi2", "agreement", 0.95)])
-def test_tune_meets_the_floor_cheaper_than_its_start(cnn, preset, metric, floor):
+@pytest.mark.parametrize("preset,metric,floor,per_layer", [
+    ("spikingbrain", "cosine", 0.995, True), ("loihi2", "agreement", 0.95, True),
+    ("spikingbrain", "cosine", 0.995, False)])  # False: the many-layer path (ranked prefixes)
+def test_tune_meets_the_floor_cheaper_than_its_start(cnn, preset, metric, floor, per_layer,
+                                                     monkeypatch):
+    import sbcompile.tune
+
+    if not per_layer:
+        monkeypatch.setattr(sbcompile.tune, "PER_LAYER_LIMIT", 1)
     graph, calib = cnn
     result = tune(graph, make_config(preset), calib, metric, floor)
+    assert all(r["measured"] == ("probe at the cheapest rung" if per_layer else
+                                 "layer output cosine") for r in result.ranking)
     assert result.chosen.metric >= floor and result.chosen.feasible
     start = result.trials[0]
     assert result.chosen.cost <= start.cost
