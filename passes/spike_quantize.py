@@ -34,12 +34,13 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
         if granularity == "sample" and any(n.op != "conv" for n in layers):
             granularity = "token"
             layers = [n for n in layers if n.op != "conv"]  # rare: leave the convs in float
-        encode_inputs, attrs = [value], _encoder_attrs(config, granularity)
+        encode_inputs, max_count = [value], config.max_count
         if config.policy == "static":
             per_channel = (config.threshold_granularity == "channel"
                            and all(n.op == "linear" for n in layers))
-            vth = static_threshold(graph, value, config, per_channel)
+            vth, max_count = static_threshold(graph, value, config, per_channel)
             encode_inputs.append(graph.add_param(f"{layers[0].name}.vth", vth))
+        attrs = _encoder_attrs(config, granularity, max_count)
         name = layers[0].name
         position = graph.nodes.index(layers[0])
         vth_base = f"{name}.vth_dyn" if config.policy == "dynamic" else f"{name}.vth_out"
@@ -57,9 +58,8 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
     return graph
 
 
-def _encoder_attrs(config: CompileConfig, granularity: str) -> dict:
-    attrs = {"policy": config.policy, "granularity": granularity,
-             "max_count": config.max_count}
+def _encoder_attrs(config: CompileConfig, granularity: str, max_count: int | None) -> dict:
+    attrs = {"policy": config.policy, "granularity": granularity, "max_count": max_count}
     if config.policy == "dynamic":
         attrs["k"] = float(config.k)
     return attrs
@@ -74,32 +74,61 @@ def _matmul_to_linear(graph: Graph, node: Node) -> None:
 
 
 def static_threshold(graph: Graph, value: str, config: CompileConfig,
-                     per_channel: bool = False) -> np.ndarray:
-    """Calibrated threshold of ``value``: a scalar, or one per input channel (last axis)."""
+                     per_channel: bool = False) -> tuple[np.ndarray, int]:
+    """Calibrated threshold of ``value`` (a scalar, or one per input channel: the last axis) and
+    its encoder's max_count: ``config.max_count``, or with it None the one ``choose_max_count``
+    picks from the histograms."""
     cal = graph.meta.get("calibration", {}).get(value)
     if cal is None:
         raise SbcError(f"static thresholds need calibration data (no statistics for '{value}'); "
                        "pass --calib")
-    if config.max_count is None:
-        raise SbcError("static thresholds need max_count")
     if per_channel:
         hist, top = cal["channel_hist"], cal["channel_absmax"]
     else:
         hist, top = cal["hist"][None], np.array([cal["absmax"]])
-    vth = threshold_from_histogram(np.asarray(hist, dtype=np.float64),
-                                   np.asarray(top, dtype=np.float64), config)
-    return (vth if per_channel else vth[0]).astype(np.float32)
+    hist, top = np.asarray(hist, dtype=np.float64), np.asarray(top, dtype=np.float64)
+    max_count = config.max_count
+    if max_count is None:
+        max_count = choose_max_count(hist, top, config)
+    vth = threshold_from_histogram(hist, top, config, max_count)
+    return (vth if per_channel else vth[0]).astype(np.float32), int(max_count)
+
+
+def choose_max_count(hist: np.ndarray, top: np.ndarray, config: CompileConfig) -> int:
+    """The fewest steps T <= t_max (for unary codings T is the max count) whose error-minimising
+    threshold reconstructs the histogrammed input to ``t_snr_db`` (signal power over squared
+    error, all channels together); t_max when none does. The clip level and T are so chosen
+    together: each T gets its own best threshold, and T stops growing once the error is small
+    enough, since every extra step costs events."""
+    centers = _bin_centers(hist, top)
+    signal = float((hist * centers ** 2).sum())
+    for m in range(1, config.t_max + 1):
+        vth = threshold_from_histogram(hist, top, config, m)
+        if signal <= 0 or signal / max(_squared_error(hist, centers, vth, m), 1e-300) >= \
+                10 ** (config.t_snr_db / 10):
+            return m
+    return config.t_max
+
+
+def _bin_centers(hist: np.ndarray, top: np.ndarray) -> np.ndarray:
+    top = np.where(top > 0, top, 1.0)
+    return (np.arange(hist.shape[1]) + 0.5)[None, :] * (top[:, None] / hist.shape[1])
+
+
+def _squared_error(hist: np.ndarray, centers: np.ndarray, vth: np.ndarray, m: int) -> float:
+    vth = np.asarray(vth, dtype=np.float64).reshape(-1, 1)
+    return float((hist * (centers - np.clip(np.rint(centers / vth), 0, m) * vth) ** 2).sum())
 
 
 def threshold_from_histogram(hist: np.ndarray, top: np.ndarray,
-                             config: CompileConfig) -> np.ndarray:
+                             config: CompileConfig, max_count: int) -> np.ndarray:
     """Thresholds [C] from |x| histograms [C, B] over [0, top[c]]: the percentile clip level over
     max_count, or the threshold minimising the squared reconstruction error (searched so the clip
     level max_count * vth spans [top / 2^12, top])."""
     top = np.where(top > 0, top, 1.0)
     bins = hist.shape[1]
-    centers = (np.arange(bins) + 0.5)[None, :] * (top[:, None] / bins)
-    m = config.max_count
+    centers = _bin_centers(hist, top)
+    m = max_count
     if config.calib_method == "percentile":
         cdf = np.cumsum(hist, axis=1) / np.maximum(hist.sum(axis=1, keepdims=True), 1.0)
         idx = np.minimum((cdf < config.percentile / 100.0).sum(axis=1), bins - 1)

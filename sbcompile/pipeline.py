@@ -1,7 +1,8 @@
 """The compile driver: model -> IR -> passes -> spiking IR -> artifact (with its report).
 
 Pass order: calibrate -> spike_quantize -> (attention_quantize, when configured) ->
-weight_quantize -> count_bounds (with calibration data) -> expand -> analyse, then lowering to
+weight_quantize -> count_bounds and bias_correct (with calibration data) -> expand -> analyse,
+then lowering to
 the configured targets. Calibration data is optional for the dynamic (SpikingBrain) policy, whose
 thresholds need no statistics (calibrate runs for static thresholds only), and required for static
 thresholds; without it the report holds the structure but no measured sparsity, energy or
@@ -21,8 +22,8 @@ from sbcompile.config import CompileConfig, make_config
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
-from sbcompile.passes import (analyse, attention_quantize, calibrate, count_bounds, expand,
-                             spike_quantize, weight_quantize)
+from sbcompile.passes import (analyse, attention_quantize, bias_correct, calibrate,
+                             count_bounds, expand, spike_quantize, weight_quantize)
 from sbcompile.report import build_report
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def compile_graph(graph: Graph, config: CompileConfig,
     g = _timed("weight_quantize", weight_quantize.run, g, config)
     if calib is not None:
         g = _timed("count_bounds", count_bounds.run, g, config, calib)
+        g = _timed("bias_correct", bias_correct.run, g, config, float_graph, calib)
     g = _timed("expand", expand.run, g, config)
     validate(g)
     if calib is not None:
