@@ -14,36 +14,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from sbcompile.config import CompileConfig
+from sbcompile.config import CompileConfig, LayerSettings
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node
 from sbcompile.ir.records import SpikedLayer, set_spiked_layer
-from sbcompile.passes.targets import spike_targets
+from sbcompile.passes.targets import spike_groups
 
 
 def run(graph: Graph, config: CompileConfig) -> Graph:
     graph = graph.copy()
-    targets = spike_targets(graph, config)
-    by_input: dict[str, list[Node]] = {}
-    for node, value in targets:
-        if node.op == "matmul":
-            _matmul_to_linear(graph, node)
-        by_input.setdefault(value, []).append(node)
-    for value, layers in by_input.items():
+    for group in spike_groups(graph, config):
+        for node in group.layers:
+            if node.op == "matmul":
+                _matmul_to_linear(graph, node)
+        value, layers, settings = group.value, group.layers, group.settings
         granularity = "sample" if any(n.op == "conv" for n in layers) else "token"
         if granularity == "sample" and any(n.op != "conv" for n in layers):
             granularity = "token"
             layers = [n for n in layers if n.op != "conv"]  # rare: leave the convs in float
-        encode_inputs, max_count = [value], config.max_count
-        if config.policy == "static":
-            per_channel = (config.threshold_granularity == "channel"
+        encode_inputs, max_count = [value], settings.max_count
+        if settings.policy == "static":
+            per_channel = (settings.threshold_granularity == "channel"
                            and all(n.op == "linear" for n in layers))
-            vth, max_count = static_threshold(graph, value, config, per_channel)
+            vth, max_count = static_threshold(graph, value, settings, per_channel)
             encode_inputs.append(graph.add_param(f"{layers[0].name}.vth", vth))
-        attrs = _encoder_attrs(config, granularity, max_count)
+        attrs = _encoder_attrs(settings, granularity, max_count)
         name = layers[0].name
         position = graph.nodes.index(layers[0])
-        vth_base = f"{name}.vth_dyn" if config.policy == "dynamic" else f"{name}.vth_out"
+        vth_base = f"{name}.vth_dyn" if settings.policy == "dynamic" else f"{name}.vth_out"
         counts, vth_v = graph.add_node("spike_encode", encode_inputs,
                                        [f"{name}.counts", vth_base], f"{name}.encode",
                                        at=position, **attrs)
@@ -58,10 +56,10 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
     return graph
 
 
-def _encoder_attrs(config: CompileConfig, granularity: str, max_count: int | None) -> dict:
-    attrs = {"policy": config.policy, "granularity": granularity, "max_count": max_count}
-    if config.policy == "dynamic":
-        attrs["k"] = float(config.k)
+def _encoder_attrs(settings: LayerSettings, granularity: str, max_count: int | None) -> dict:
+    attrs = {"policy": settings.policy, "granularity": granularity, "max_count": max_count}
+    if settings.policy == "dynamic":
+        attrs["k"] = float(settings.k)
     return attrs
 
 
@@ -73,11 +71,14 @@ def _matmul_to_linear(graph: Graph, node: Node) -> None:
     node.attrs = {}
 
 
-def static_threshold(graph: Graph, value: str, config: CompileConfig,
+def static_threshold(graph: Graph, value: str, settings: LayerSettings,
                      per_channel: bool = False) -> tuple[np.ndarray, int]:
-    """Calibrated threshold of ``value`` (a scalar, or one per input channel: the last axis) and
-    its encoder's max_count: ``config.max_count``, or with it None the one ``choose_max_count``
-    picks from the histograms."""
+    """The static threshold of ``value`` and its encoder's max_count. The threshold: the layer's
+    fixed one, else calibrated (a scalar, or one per input channel: the last axis). The max
+    count: ``settings.max_count``; with it None, the one ``choose_max_count`` picks from the
+    histograms (t_max beside a fixed threshold)."""
+    if settings.threshold is not None:
+        return np.float32(settings.threshold), int(settings.max_count or settings.t_max)
     cal = graph.meta.get("calibration", {}).get(value)
     if cal is None:
         raise SbcError(f"static thresholds need calibration data (no statistics for '{value}'); "
@@ -87,14 +88,14 @@ def static_threshold(graph: Graph, value: str, config: CompileConfig,
     else:
         hist, top = cal["hist"][None], np.array([cal["absmax"]])
     hist, top = np.asarray(hist, dtype=np.float64), np.asarray(top, dtype=np.float64)
-    max_count = config.max_count
+    max_count = settings.max_count
     if max_count is None:
-        max_count = choose_max_count(hist, top, config)
-    vth = threshold_from_histogram(hist, top, config, max_count)
+        max_count = choose_max_count(hist, top, settings)
+    vth = threshold_from_histogram(hist, top, settings, max_count)
     return (vth if per_channel else vth[0]).astype(np.float32), int(max_count)
 
 
-def choose_max_count(hist: np.ndarray, top: np.ndarray, config: CompileConfig) -> int:
+def choose_max_count(hist: np.ndarray, top: np.ndarray, settings: LayerSettings) -> int:
     """The fewest steps T <= t_max (for unary codings T is the max count) whose error-minimising
     threshold reconstructs the histogrammed input to ``t_snr_db`` (signal power over squared
     error, all channels together); t_max when none does. The clip level and T are so chosen
@@ -102,12 +103,12 @@ def choose_max_count(hist: np.ndarray, top: np.ndarray, config: CompileConfig) -
     enough, since every extra step costs events."""
     centers = _bin_centers(hist, top)
     signal = float((hist * centers ** 2).sum())
-    for m in range(1, config.t_max + 1):
-        vth = threshold_from_histogram(hist, top, config, m)
+    for m in range(1, settings.t_max + 1):
+        vth = threshold_from_histogram(hist, top, settings, m)
         if signal <= 0 or signal / max(_squared_error(hist, centers, vth, m), 1e-300) >= \
-                10 ** (config.t_snr_db / 10):
+                10 ** (settings.t_snr_db / 10):
             return m
-    return config.t_max
+    return settings.t_max
 
 
 def _bin_centers(hist: np.ndarray, top: np.ndarray) -> np.ndarray:
@@ -121,7 +122,7 @@ def _squared_error(hist: np.ndarray, centers: np.ndarray, vth: np.ndarray, m: in
 
 
 def threshold_from_histogram(hist: np.ndarray, top: np.ndarray,
-                             config: CompileConfig, max_count: int) -> np.ndarray:
+                             settings: LayerSettings, max_count: int) -> np.ndarray:
     """Thresholds [C] from |x| histograms [C, B] over [0, top[c]]: the percentile clip level over
     max_count, or the threshold minimising the squared reconstruction error (searched so the clip
     level max_count * vth spans [top / 2^12, top])."""
@@ -129,9 +130,9 @@ def threshold_from_histogram(hist: np.ndarray, top: np.ndarray,
     bins = hist.shape[1]
     centers = _bin_centers(hist, top)
     m = max_count
-    if config.calib_method == "percentile":
+    if settings.calib_method == "percentile":
         cdf = np.cumsum(hist, axis=1) / np.maximum(hist.sum(axis=1, keepdims=True), 1.0)
-        idx = np.minimum((cdf < config.percentile / 100.0).sum(axis=1), bins - 1)
+        idx = np.minimum((cdf < settings.percentile / 100.0).sum(axis=1), bins - 1)
         return np.maximum(centers[np.arange(len(top)), idx] / m, 1e-5)
     best = top / m
     best_err = np.full(len(top), np.inf)

@@ -246,25 +246,51 @@ def check(model: str, preset: str) -> None:
                        f" ({first['op_type']})")
 
 
+def build_config(config_file: str | None, preset: str | None, sets: tuple, exclude: tuple):
+    """The compile config of the command line: the config file (when given) over its preset,
+    or the preset (default spikingbrain); ``--set`` and ``--exclude`` over either."""
+    from sbcompile.config import config_from_file, make_config, parse_set_options
+
+    overrides = parse_set_options(list(sets))
+    if config_file is not None:
+        return config_from_file(config_file, preset, overrides, list(exclude))
+    return make_config(preset or "spikingbrain", overrides, list(exclude))
+
+
+CONFIG_OPTIONS = [
+    click.option("--config", "config_file", default=None, metavar="FILE",
+                 help="Config file (JSON of config fields, per-layer `layers` too; what `tune` "
+                      "writes)."),
+    click.option("--preset", default=None,
+                 help="Preset [default: the config file's, else spikingbrain]."),
+    click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a field."),
+    click.option("--exclude", multiple=True, metavar="PATTERN",
+                 help="Keep matching layers float."),
+]
+
+
+def config_options(fn):
+    for option in reversed(CONFIG_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
 @main.command()
 @click.argument("model")
 @click.option("--calib", type=str, default=None, help="Calibration inputs (.npz).")
-@click.option("--preset", default="spikingbrain", show_default=True)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a field.")
-@click.option("--exclude", multiple=True, metavar="PATTERN", help="Keep matching layers float.")
+@config_options
 @INPUT_SHAPE
 @click.option("-o", "--output", required=True, help="Artifact to write (.sbc).")
 @guarded
-def compile(model: str, calib: str | None, preset: str, sets: tuple, exclude: tuple,
-            input_shapes: tuple, output: str) -> None:
+def compile(model: str, calib: str | None, config_file: str | None, preset: str | None,
+            sets: tuple, exclude: tuple, input_shapes: tuple, output: str) -> None:
     """Compile MODEL (.onnx, or .nir for the NIR primitives sbcompile reads) into a spiking
     artifact."""
-    from sbcompile.config import make_config, parse_set_options
     from sbcompile.npz import load_npz
     from sbcompile.pipeline import compile_graph, load_model
     from sbcompile.report import print_terminal
 
-    config = make_config(preset, parse_set_options(list(sets)), list(exclude))
+    config = build_config(config_file, preset, sets, exclude)
     out = check_output_path(output, "-o")
     graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
     calib_data = load_npz(calib) if calib else None

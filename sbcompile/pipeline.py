@@ -2,14 +2,14 @@
 
 Pass order: calibrate -> spike_quantize -> (attention_quantize, when configured) ->
 weight_quantize -> count_bounds and bias_correct (with calibration data) -> expand -> analyse,
-then lowering to
-the configured targets. Calibration data is optional for the dynamic (SpikingBrain) policy, whose
-thresholds need no statistics (calibrate runs for static thresholds only), and required for static
-thresholds; without it the report holds the structure but no measured sparsity, energy or
+then lowering to the configured targets. Calibration data is optional for the dynamic
+(SpikingBrain) policy, whose thresholds need no statistics (calibrate runs for static thresholds
+only), and required for static thresholds; without it the report holds the structure but no measured sparsity, energy or
 fidelity.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from sbcompile.artifact import Artifact
-from sbcompile.config import CompileConfig, make_config
+from sbcompile.config import CompileConfig, apply_overrides, make_config
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
 from sbcompile.passes import (analyse, attention_quantize, bias_correct, calibrate,
                              count_bounds, expand, spike_quantize, weight_quantize)
+from sbcompile.passes.targets import spike_groups
 from sbcompile.report import build_report
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,15 @@ def compile_graph(graph: Graph, config: CompileConfig,
         calib = calibrate.check_calibration(graph, calib)
     if not config.spike:
         return Artifact(graph, config.to_json(), build_report(graph, graph, config), {}, None)
-    if config.policy == "static" and calib is None:
-        raise SbcError(f"preset '{config.preset}' uses static thresholds: pass calibration data "
-                       "(--calib X.npz)")
-    # thresholds need statistics only when static; dynamic ones are computed per token
+    # thresholds need statistics only when static and not fixed; dynamic ones are computed per
+    # token
+    calibrated = [grp for grp in spike_groups(graph, config) if grp.needs_statistics]
+    if calibrated and calib is None:
+        where = (f"preset '{config.preset}'" if config.policy == "static"
+                 else f"layer '{calibrated[0].layers[0].name}'")
+        raise SbcError(f"{where} uses static thresholds: pass calibration data (--calib X.npz)")
     g = graph
-    if calib is not None and config.policy == "static":
+    if calibrated:
         g = _timed("calibrate", calibrate.run, g, config, calib)
     g = _timed("spike_quantize", spike_quantize.run, g, config)
     if config.attention_quantize:
@@ -153,21 +157,33 @@ def _timed(what: str, fn, *args):
     return result
 
 
+def resolve_config(preset: str, overrides: dict[str, str] | None, exclude: list[str] | None,
+                   config: CompileConfig | None) -> CompileConfig:
+    """``config`` (a config file's, say) when given, else the preset; overrides and exclude
+    patterns over it."""
+    if config is None:
+        return make_config(preset, overrides, exclude)
+    return apply_overrides(dataclasses.replace(config, layers=dict(config.layers),
+                                               exclude=list(config.exclude)),
+                           overrides, exclude)
+
+
 def compile_model(model: Any, preset: str = "spikingbrain",
                   calib: dict[str, np.ndarray] | None = None,
                   overrides: dict[str, str] | None = None,
                   exclude: list[str] | None = None,
-                  input_shapes: dict | None = None) -> Artifact:
-    """Compile an ONNX model (path, bytes, ModelProto) or IR graph under a preset;
-    ``input_shapes`` pins input dims as in ``load_model``."""
-    config = make_config(preset, overrides, exclude)
+                  input_shapes: dict | None = None,
+                  config: CompileConfig | None = None) -> Artifact:
+    """Compile an ONNX model (path, bytes, ModelProto) or IR graph under a preset, or under
+    ``config`` when given; ``input_shapes`` pins input dims as in ``load_model``."""
+    config = resolve_config(preset, overrides, exclude, config)
     return compile_graph(load_model(model, input_shapes), config, calib)
 
 
 def compile_module(module, example_inputs, preset: str = "spikingbrain",
             calib: dict[str, np.ndarray] | None = None, overrides: dict[str, str] | None = None,
             exclude: list[str] | None = None, input_names: list[str] | None = None,
-            dynamic_axes: dict | None = None) -> Artifact:
+            dynamic_axes: dict | None = None, config: CompileConfig | None = None) -> Artifact:
     """Compile a PyTorch module (exported through the PyTorch frontend). Axis 0 of every input
     is left symbolic unless ``dynamic_axes`` says otherwise."""
     from sbcompile.frontends.torch_frontend import batch_axes, import_module
@@ -176,4 +192,4 @@ def compile_module(module, example_inputs, preset: str = "spikingbrain",
         dynamic_axes = batch_axes(module, example_inputs)
     graph = import_module(module, example_inputs, input_names=input_names,
                           dynamic_axes=dynamic_axes)
-    return compile_graph(graph, make_config(preset, overrides, exclude), calib)
+    return compile_graph(graph, resolve_config(preset, overrides, exclude, config), calib)
