@@ -21,9 +21,12 @@ from sbcompile.ir.records import SpikedLayer, set_spiked_layer
 from sbcompile.passes.targets import spike_groups
 
 
-def run(graph: Graph, config: CompileConfig) -> Graph:
+def run(graph: Graph, config: CompileConfig, values: set[str] | None = None) -> Graph:
+    """Encoders for every spike group (of the inputs ``values`` only, when given)."""
     graph = graph.copy()
     for group in spike_groups(graph, config):
+        if values is not None and group.value not in values:
+            continue
         for node in group.layers:
             if node.op == "matmul":
                 _matmul_to_linear(graph, node)
@@ -53,6 +56,21 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
             set_spiked_layer(graph, layer.name, SpikedLayer(layer.op, value, counts, vth_v,
                                                             encoder))
     graph.toposort()
+    return graph
+
+
+def run_sequential(graph: Graph, config: CompileConfig, calib) -> Graph:
+    """``calib_order=sequential``: the groups in graph order, each calibrated on the activations
+    of the graph with every group before it already spiked, so a threshold (and T) fits the
+    input its layer really receives, upstream spiking errors included (thresholds from the float
+    model fit inputs the spiked model never produces, and the errors compound layer by layer).
+    One calibration pass per calibrated group."""
+    from sbcompile.passes import calibrate
+
+    for group in spike_groups(graph, config):
+        if group.needs_statistics:
+            graph = calibrate.run(graph, config, calib, values={group.value})
+        graph = run(graph, config, values={group.value})
     return graph
 
 

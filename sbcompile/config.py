@@ -29,7 +29,7 @@ class CompileConfig:
     max_count: int | None = None        # clamp of |count|; None: unbounded (dynamic, SpikingBrain)
                                         # or chosen per layer by calibration (static)
     t_max: int = 8                      # static, max_count None: the largest count (T) it may pick
-    t_snr_db: float = 20.0              # ... the fewest steps reconstructing the input to this SNR
+    t_snr_db: float = 22.0              # ... the fewest steps reconstructing the input to this SNR
     calib_method: str = "mse"           # static thresholds: mse (error-minimising) | percentile
     threshold_granularity: str = "tensor"  # static: one threshold per tensor | per input channel
     percentile: float = 99.99           # for calib_method=percentile: vth = pct(|x|) / max_count
@@ -45,7 +45,8 @@ class CompileConfig:
     triton_density: float | None = None  # expected nonzero count fraction; None: as measured
     count_bound: str = "measured"       # unbounded counts: measured on calibration | worst_case
     count_margin: float = 2.0           # measured bound = margin x largest |count| seen
-    bias_correction: bool = False       # fold each layer's mean spiking error into its bias
+    calib_order: str = "float"          # static thresholds from the float activations, or
+                                        # sequential: each with the layers before it spiked
     # per-layer overrides: {fnmatch pattern: {LayerSettings field: value}}, first match wins
     layers: dict[str, dict] = field(default_factory=dict)
 
@@ -86,6 +87,8 @@ class CompileConfig:
             raise SbcError(f"t_max must be in 1..{T_MAX_LIMIT}, got {self.t_max}")
         if not self.t_snr_db > 0:
             raise SbcError(f"t_snr_db must be > 0, got {self.t_snr_db}")
+        if self.calib_order not in ("float", "sequential"):
+            raise SbcError(f"calib_order must be float or sequential, not '{self.calib_order}'")
         if self.calib_method not in ("mse", "percentile"):
             raise SbcError(f"calib_method must be mse or percentile, not '{self.calib_method}'")
         if self.threshold_granularity not in ("tensor", "channel"):
@@ -231,7 +234,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # SpikingBrain's / ST-BIF's ternary: T steps of {-1, 0, +1}, T <= 8 chosen per layer by
     # calibration; --set max_count=1 is the one-step form
     "ternary": {"policy": "static", "max_count": None, "t_max": 8, "coding": "ternary",
-                "group_size": None, "t_mode": "tensor", "bias_correction": True},
+                "group_size": None, "t_mode": "tensor", "calib_order": "sequential"},
     "loihi2": {"policy": "static", "max_count": 127, "coding": "graded", "group_size": None,
                "t_mode": "tensor"},
 }

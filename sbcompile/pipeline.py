@@ -1,10 +1,11 @@
 """The compile driver: model -> IR -> passes -> spiking IR -> artifact (with its report).
 
 Pass order: calibrate -> spike_quantize -> (attention_quantize, when configured) ->
-weight_quantize -> count_bounds and bias_correct (with calibration data) -> expand -> analyse,
-then lowering to the configured targets. Calibration data is optional for the dynamic
-(SpikingBrain) policy, whose thresholds need no statistics (calibrate runs for static thresholds
-only), and required for static thresholds; without it the report holds the structure but no measured sparsity, energy or
+weight_quantize -> count_bounds (with calibration data) -> expand -> analyse, then lowering to
+the configured targets (``calib_order=sequential`` calibrates and spikes one layer group after the
+other instead). Calibration data is optional for the dynamic (SpikingBrain) policy, whose
+thresholds need no statistics (calibrate runs for static thresholds only), and required for
+static thresholds; without it the report holds the structure but no measured sparsity, energy or
 fidelity.
 """
 from __future__ import annotations
@@ -22,8 +23,8 @@ from sbcompile.config import CompileConfig, apply_overrides, make_config
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
-from sbcompile.passes import (analyse, attention_quantize, bias_correct, calibrate,
-                             count_bounds, expand, spike_quantize, weight_quantize)
+from sbcompile.passes import (analyse, attention_quantize, calibrate, count_bounds, expand,
+                             spike_quantize, weight_quantize)
 from sbcompile.passes.targets import spike_groups
 from sbcompile.report import build_report
 
@@ -69,15 +70,17 @@ def compile_graph(graph: Graph, config: CompileConfig,
                  else f"layer '{calibrated[0].layers[0].name}'")
         raise SbcError(f"{where} uses static thresholds: pass calibration data (--calib X.npz)")
     g = graph
-    if calibrated:
-        g = _timed("calibrate", calibrate.run, g, config, calib)
-    g = _timed("spike_quantize", spike_quantize.run, g, config)
+    if calibrated and config.calib_order == "sequential":
+        g = _timed("calibrate, spike_quantize", spike_quantize.run_sequential, g, config, calib)
+    else:
+        if calibrated:
+            g = _timed("calibrate", calibrate.run, g, config, calib)
+        g = _timed("spike_quantize", spike_quantize.run, g, config)
     if config.attention_quantize:
         g = _timed("attention_quantize", attention_quantize.run, g, config)
     g = _timed("weight_quantize", weight_quantize.run, g, config)
     if calib is not None:
         g = _timed("count_bounds", count_bounds.run, g, config, calib)
-        g = _timed("bias_correct", bias_correct.run, g, config, float_graph, calib)
     g = _timed("expand", expand.run, g, config)
     validate(g)
     if calib is not None:
