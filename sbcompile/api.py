@@ -109,9 +109,9 @@ def compile(model: Any, example_inputs: tuple | None = None, *, preset: str = "s
             config: CompileConfig | str | Path | None = None) -> CompiledModel:
     """Compile a model under a preset (``overrides``: ``--set`` style fields, ``exclude``:
     layer name patterns kept float), or under ``config`` (a CompileConfig or a config file such
-    as ``tune`` writes; overrides and exclude apply over it). A PyTorch module needs ``example_inputs``; its inputs are
-    named ``input_names`` and axis 0 of each is left symbolic unless ``dynamic_axes`` says
-    otherwise. ``input_shapes`` pins an ONNX model's input dims ({name: [dims]}; a string keeps
+    as ``tune`` writes; overrides and exclude apply over it). A PyTorch module needs
+    ``example_inputs``; its inputs are named ``input_names`` and axis 0 of each is left
+    symbolic unless ``dynamic_axes`` says otherwise. ``input_shapes`` pins an ONNX model's input dims ({name: [dims]}; a string keeps
     a dim dynamic), as ``--input-shape`` does."""
     from sbcompile import pipeline
     from sbcompile.config import config_from_file

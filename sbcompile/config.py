@@ -49,6 +49,12 @@ class CompileConfig:
                                         # sequential: each with the layers before it spiked
     # per-layer overrides: {fnmatch pattern: {LayerSettings field: value}}, first match wins
     layers: dict[str, dict] = field(default_factory=dict)
+    # set: search the per-layer settings first (sbcompile.tune) to keep tune_metric >= it
+    fidelity_floor: float | None = None
+    tune_metric: str = "cosine"         # cosine (end to end, worst output) | agreement (argmax)
+    tune_objective: str = "energy"      # least energy | most sparsity (synaptic ops avoided)
+    tune_energy: str = "spikingbrain"   # energy preset the energy objective prices with
+    tune_seconds: float = 600.0         # search time bound (the best feasible so far is kept)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -117,6 +123,7 @@ class CompileConfig:
             raise SbcError(f"count_margin must be >= 1, got {self.count_margin}")
         if self.calib_batch < 1:
             raise SbcError(f"calib_batch must be >= 1, got {self.calib_batch}")
+        _check_tuning(self)
         _check_layers(self)
         return self
 
@@ -166,6 +173,24 @@ def layer_settings(config: CompileConfig, name: str) -> LayerSettings:
     settings = LayerSettings(**{k: getattr(config, k) for k in _GLOBAL_KEYS})
     settings = dataclasses.replace(settings, **overrides)
     return dataclasses.replace(settings, float=True) if excluded else settings
+
+
+def _check_tuning(config: CompileConfig) -> None:
+    from sbcompile.passes.energy import CONVENTIONS
+    from sbcompile.tune_metrics import COMPARED, check_floor
+
+    if config.tune_metric not in COMPARED:  # a labelled metric needs `sbcompile tune --labels`
+        raise SbcError(f"tune_metric must be one of {', '.join(COMPARED)}, not "
+                       f"'{config.tune_metric}'")
+    if config.fidelity_floor is not None:
+        check_floor(config.tune_metric, config.fidelity_floor, "fidelity_floor")
+    if config.tune_objective not in ("energy", "sparsity"):
+        raise SbcError(f"tune_objective must be energy or sparsity, not '{config.tune_objective}'")
+    if config.tune_energy not in CONVENTIONS:
+        raise SbcError(f"tune_energy must be one of {', '.join(CONVENTIONS)}, not "
+                       f"'{config.tune_energy}'")
+    if not config.tune_seconds > 0:
+        raise SbcError(f"tune_seconds must be > 0, got {config.tune_seconds}")
 
 
 def _check_layers(config: CompileConfig) -> None:

@@ -55,13 +55,40 @@ def load_model(model: Any, input_shapes: dict | None = None) -> Graph:
 
 def compile_graph(graph: Graph, config: CompileConfig,
                   calib: dict[str, np.ndarray] | None = None) -> Artifact:
-    """Run the passes on a float IR graph; return the artifact (graph, baseline, report)."""
+    """Run the passes on a float IR graph; return the artifact (graph, baseline, report).
+    With ``fidelity_floor`` set, the per-layer settings are searched first (``tune``) and the
+    artifact stores the settings found, its report the search."""
     validate(graph)
     float_graph = graph
     if calib is not None:
         calib = calibrate.check_calibration(graph, calib)
     if not config.spike:
         return Artifact(graph, config.to_json(), build_report(graph, graph, config), {}, None)
+    search = None
+    if config.fidelity_floor is not None:
+        from sbcompile.tune import tune_for_compile
+
+        search = tune_for_compile(graph, config, calib)
+        config = search.config
+    g = spiking_graph(graph, config, calib)
+    if calib is not None:
+        g = _timed("analyse", analyse.run, g, config, float_graph, calib)
+    g.meta.pop("calibration", None)  # histograms served the thresholds; the report keeps results
+    report = build_report(g, float_graph, config)
+    if g.meta.get("count_bounds"):  # bounds >= the largest count seen: none saturated there
+        report["count_bounds"] = g.meta["count_bounds"]
+    if search is not None:
+        report["tune"] = search.summary()
+    programs, report["targets"] = lower_targets(g, config)
+    return Artifact(g, config.to_json(), report, programs, float_graph)
+
+
+def spiking_graph(graph: Graph, config: CompileConfig, calib, measure_bounds: bool = True
+                  ) -> Graph:
+    """The passes from calibration through expand (validated). Calibration runs when a layer's
+    static threshold needs statistics that ``graph.meta['calibration']`` does not already hold;
+    count bounds are measured when ``calib`` is given and ``measure_bounds`` (they never clip
+    the calibration inputs themselves, so a search measuring on those may skip them)."""
     # thresholds need statistics only when static and not fixed; dynamic ones are computed per
     # token
     calibrated = [grp for grp in spike_groups(graph, config) if grp.needs_statistics]
@@ -70,27 +97,23 @@ def compile_graph(graph: Graph, config: CompileConfig,
                  else f"layer '{calibrated[0].layers[0].name}'")
         raise SbcError(f"{where} uses static thresholds: pass calibration data (--calib X.npz)")
     g = graph
-    if calibrated and config.calib_order == "sequential":
+    held = graph.meta.get("calibration", {})
+    if calibrated and config.calib_order == "sequential":  # statistics of the spiked upstream
         g = _timed("calibrate, spike_quantize", spike_quantize.run_sequential, g, config, calib)
     else:
-        if calibrated:
+        if any(grp.value not in held or (grp.settings.threshold_granularity == "channel"
+                                         and "channel_hist" not in held[grp.value])
+               for grp in calibrated):
             g = _timed("calibrate", calibrate.run, g, config, calib)
         g = _timed("spike_quantize", spike_quantize.run, g, config)
     if config.attention_quantize:
         g = _timed("attention_quantize", attention_quantize.run, g, config)
     g = _timed("weight_quantize", weight_quantize.run, g, config)
-    if calib is not None:
+    if calib is not None and measure_bounds:
         g = _timed("count_bounds", count_bounds.run, g, config, calib)
     g = _timed("expand", expand.run, g, config)
     validate(g)
-    if calib is not None:
-        g = _timed("analyse", analyse.run, g, config, float_graph, calib)
-    g.meta.pop("calibration", None)  # histograms served the thresholds; the report keeps results
-    report = build_report(g, float_graph, config)
-    if g.meta.get("count_bounds"):  # bounds >= the largest count seen: none saturated there
-        report["count_bounds"] = g.meta["count_bounds"]
-    programs, report["targets"] = lower_targets(g, config)
-    return Artifact(g, config.to_json(), report, programs, float_graph)
+    return g
 
 
 def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes], dict]:
