@@ -67,8 +67,26 @@ def _digits_train_module():
     return module
 
 
-def digits_deep_module():
+def shipped_digits_module():
+    """The bundled digits CNN as a torch module with the ONNX file's own weights (the export
+    folded its batch norms into the convolutions)."""
+    import onnx
     import torch
+    from torch import nn
+
+    module = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+        nn.Flatten(), nn.Linear(32 * 2 * 2, 64), nn.ReLU(), nn.Linear(64, 10))
+    weights = {i.name: torch.from_numpy(onnx.numpy_helper.to_array(i).copy())
+               for i in onnx.load(str(ROOT / "examples/digits/model.onnx")).graph.initializer}
+    names = {"0": "features.0", "3": "features.4", "7": "classifier.1", "9": "classifier.3"}
+    module.load_state_dict({f"{k}.{p}": weights[f"{v}.{p}"] for k, v in names.items()
+                            for p in ("weight", "bias")})
+    return module.eval()
+
+
+def digits_deep_module():
     from torch import nn
 
     return nn.Sequential(
@@ -76,23 +94,6 @@ def digits_deep_module():
         nn.Conv2d(24, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AvgPool2d(2),
         nn.Conv2d(32, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU(), nn.AvgPool2d(2),
         nn.Flatten(), nn.Linear(48 * 2 * 2, 64), nn.ReLU(), nn.Linear(64, 10))
-
-
-def train(module, x, y, seed: int, epochs: int = 30):
-    import torch
-    from torch import nn
-
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        module.train()
-        for idx in torch.randperm(len(xt), generator=gen).split(64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(module(xt[idx]), yt[idx]).backward()
-            opt.step()
-    return module.eval()
 
 
 def to_onnx(module, example, path: Path, name: str) -> Path:
@@ -108,20 +109,26 @@ def to_onnx(module, example, path: Path, name: str) -> Path:
 def digits_cases(work: Path) -> list[dict]:
     """The two digits CNNs as torch modules (for SJ) and ONNX (for us), with their data."""
     import torch
+    from sbcompile.pipeline import load_model
+    from sbcompile.runtime.reference import evaluate
 
     tr = _digits_train_module()
     x_tr, x_te, y_tr, y_te = tr.load_split()
-    shipped, _ = tr.train()  # deterministic: the weights of examples/digits/model.onnx
-    deep = train(digits_deep_module(), x_tr, y_tr, seed=1)
+    shipped = shipped_digits_module()
+    torch.manual_seed(1)
+    deep = tr.fit(digits_deep_module(), x_tr, y_tr, seed=1, epochs=30)
     cases = []
     for name, module, onnx in (("digits CNN", shipped, ROOT / "examples/digits/model.onnx"),
                                ("digits deep CNN", deep,
                                 to_onnx(deep, x_te[:4], work / "digits_deep.onnx", "image"))):
         with torch.no_grad():
             logits = module(torch.from_numpy(x_te)).numpy()
+        floats = evaluate(load_model(onnx), {"image": x_te})["logits"]
         cases.append({"name": name, "module": module, "onnx": onnx, "input": "image",
+                      "output": "logits",
                       "folds": [(x_tr[:256], x_te)], "labels": y_te, "torch_logits": logits,
-                      "calib_torch": x_tr[:256]})
+                      "calib_torch": x_tr[:256],
+                      "torch_vs_onnx_max_abs": float(np.abs(logits - floats).max())})
     return cases
 
 
@@ -139,10 +146,12 @@ def mtcnn_cases() -> list[dict]:
     from fetch_models import cache_dir
 
     cases = []
-    for name, file, inp, size in (("MTCNN R-Net", "mtcnn_rnet.onnx", "input_2", 24),
-                                  ("MTCNN O-Net", "mtcnn_onet.onnx", "input_3", 48)):
+    for name, file, inp, out, size in (
+            ("MTCNN R-Net", "mtcnn_rnet.onnx", "input_2", "softmax_1", 24),
+            ("MTCNN O-Net", "mtcnn_onet.onnx", "input_3", "softmax_2", 48)):
         x = lfw_inputs(size)
         cases.append({"name": name, "module": None, "onnx": cache_dir() / file, "input": inp,
+                      "output": out,
                       "folds": [(x[0::2], x[1::2]), (x[1::2], x[0::2])], "labels": None})
     return cases
 
@@ -164,7 +173,7 @@ def ours(case: dict, preset: str, overrides: dict) -> dict:
         model = sbcompile.compile(case["onnx"], preset=preset, calib={name: calib},
                                   overrides={**overrides, "targets": ""})
         seconds += time.perf_counter() - start
-        out = model.output_names[0]
+        out = case["output"]  # the face/non-face scores, not the box regression beside them
         spiked = model.run({name: evaluate}).outputs[out]
         floats = model.run({name: evaluate}, use_float=True).outputs[out]
         agree += int(np.sum(spiked.argmax(-1) == floats.argmax(-1)))
@@ -348,6 +357,8 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="model names (substring match)")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="the results file (rows of "
+                        "models it already holds and this run does not measure are kept)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as work:
@@ -356,7 +367,8 @@ def main() -> int:
         for case in cases:
             if args.only and not any(o.lower() in case["name"].lower() for o in args.only):
                 continue
-            res = {"name": case["name"], "ours": {}}
+            res = {"name": case["name"], "ours": {},
+                   "torch_vs_onnx_max_abs": case.get("torch_vs_onnx_max_abs")}
             for key, (preset, overrides) in OURS.items():
                 res["ours"][key] = ours(case, preset, overrides)
                 print(case["name"], key, {k: v for k, v in res["ours"][key].items()
@@ -375,12 +387,12 @@ def main() -> int:
               f"{platform.processor() or 'cpu'}, Python {platform.python_version()}",
               "spikingjelly": version("spikingjelly"), "sj_prelu": prelu,
               "agreement_goal": AGREEMENT_GOAL, "results": results}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    if args.only and RESULTS.exists():  # keep the other models' rows
-        old = json.loads(RESULTS.read_text())
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    if args.json.exists():  # keep the other models' rows
+        old = json.loads(args.json.read_text())
         names = {r["name"] for r in results}
         record["results"] = [r for r in old["results"] if r["name"] not in names] + results
-    RESULTS.write_text(json.dumps(record, indent=1, default=str))
+    args.json.write_text(json.dumps(record, indent=1, default=str))
     print(tables(record["results"]))
     print(json.dumps([{r["name"]: r["goal"]} for r in record["results"]], indent=1))
     return 0
