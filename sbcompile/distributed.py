@@ -42,12 +42,13 @@ def forward_task(index: int, build: LayerBuilder, acts: np.ndarray) -> np.ndarra
 def compile_task(index: int, build: LayerBuilder, acts: np.ndarray, config: CompileConfig,
                  out_dir: Path | None) -> dict:
     """Build, compile and write layer ``index``; its record, with the worker's timings."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     graph = build_layer(index, build)
     built = time.perf_counter()
     record = compile_layer(index, graph, acts, config, out_dir)
     del graph
-    record.update(build_s=built - start, seconds=time.perf_counter() - start)
+    record.update(build_s=built - start, seconds=time.perf_counter() - start,
+                  cpu_s=time.process_time() - cpu)
     return with_memory(record)
 
 

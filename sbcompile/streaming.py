@@ -261,21 +261,21 @@ def compile_stream(layers: Iterable[LayerBuilder], calib: np.ndarray,
     layer graphs (one input, one output of the same shape); ``calib`` [batch, T, hidden] feeds
     the first. Each spiking layer is saved as ``out_dir/layerNNN.sbc`` when ``out_dir`` is
     given. Returns (and passes to ``on_layer``) one record per layer (``compile_layer``'s, with
-    build, forward and total seconds and memory). ``sbcompile.distributed`` runs the same
+    build, forward and total seconds, CPU seconds and memory). ``sbcompile.distributed`` runs the same
     per-layer steps as tasks on a cluster."""
     acts = np.ascontiguousarray(calib, dtype=np.float32)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     records = []
     for index, build in enumerate(layers):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         graph = build_layer(index, build)
         built = time.perf_counter()
         record = compile_layer(index, graph, acts, config, out_dir)
         forwarded = time.perf_counter()
         acts = forward_layer(graph, acts)
         record.update(build_s=built - start, forward_s=time.perf_counter() - forwarded,
-                      seconds=time.perf_counter() - start)
+                      seconds=time.perf_counter() - start, cpu_s=time.process_time() - cpu)
         del graph
         records.append(with_memory(record))
         if on_layer is not None:

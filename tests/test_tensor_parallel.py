@@ -16,9 +16,9 @@ from sbcompile.config import make_config
 from sbcompile.errors import SbcError
 from sbcompile.pipeline import compile_graph, load_model
 from sbcompile.runtime import reference
-from sbcompile.runtime.tensor_parallel import (digit_planes, from_planes, make_shard,
-                                               shard_acc_reference, shard_bounds, split_of,
-                                               MEGATRON_PLAN)
+from sbcompile.runtime.tensor_parallel import (MEGATRON_PLAN, TensorParallelRun, digit_planes,
+                                               from_planes, make_shard, shard_acc_reference,
+                                               shard_bounds, split_of)
 from sbcompile.streaming import StackShape, decoder_layer
 
 HERE = Path(__file__).resolve().parent
@@ -127,6 +127,11 @@ def test_shards_cover_the_weight_and_their_sums_are_exact():
     assert split_of("q_proj_node.spike", MEGATRON_PLAN) == "column"
     with pytest.raises(SbcError, match="split 'diagonal'"):
         split_of("x", {"*": "diagonal"})
+
+
+def test_a_run_outside_a_process_group_is_refused():
+    with pytest.raises(SbcError, match="torch.distributed is not initialised"):
+        TensorParallelRun(decoder_layer(SHAPE, 0, 4))
 
 
 def test_the_gpu_decode_path_under_gloo_and_the_interpreter(tmp_path):
