@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from sbcompile.cli import main
 from sbcompile.config import make_config
-from sbcompile.distributed import compile_stream_distributed, dask_client
+from sbcompile.distributed import compile_stream_distributed, dask_client, same_blas_threads
 from sbcompile.errors import SbcError
 from sbcompile.frontends.torch_frontend import export_module
 from sbcompile.streaming import StackShape, compile_stream, decoder_layer, layer_path
@@ -25,7 +26,9 @@ from sbcompile.streaming import StackShape, compile_stream, decoder_layer, layer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import RMSNorm, SwiGLU  # noqa: E402
 
-SHAPE = StackShape(layers=5, hidden=48, heads=6, kv_heads=3, head_dim=8, intermediate=80,
+# wide enough that BLAS splits its products over threads (so the float results depend on the
+# thread count, which the tasks must match): the serial compile runs with two
+SHAPE = StackShape(layers=4, hidden=384, heads=6, kv_heads=2, head_dim=64, intermediate=1536,
                    window=3, rope_theta=500.0)
 TOKENS = 6
 CONFIG = make_config("spikingbrain", {"targets": ""})
@@ -53,7 +56,8 @@ def _calib() -> np.ndarray:
 @pytest.fixture(scope="module")
 def serial(tmp_path_factory):
     out = tmp_path_factory.mktemp("serial")
-    records = compile_stream(_builders(), _calib(), CONFIG, out)
+    with threadpool_limits(limits=2, user_api="blas"):
+        records = compile_stream(_builders(), _calib(), CONFIG, out)
     return out, records
 
 
@@ -66,8 +70,9 @@ def client():
 def test_two_workers_match_the_serial_compile_bit_for_bit(serial, client, tmp_path):
     out, serial_records = serial
     seen = []
-    records = compile_stream_distributed(_builders(), _calib(), CONFIG, tmp_path, client,
-                                         on_layer=seen.append)
+    with threadpool_limits(limits=2, user_api="blas"):
+        records = compile_stream_distributed(_builders(), _calib(), CONFIG, tmp_path, client,
+                                             on_layer=seen.append)
     assert [r["layer"] for r in records] == list(range(SHAPE.layers))
     assert sorted(r["layer"] for r in seen) == list(range(SHAPE.layers))
     assert stack_digests(tmp_path, SHAPE.layers) == stack_digests(out, SHAPE.layers)
@@ -92,19 +97,31 @@ def test_a_killed_worker_is_survived(serial, client, tmp_path):
     marker = tmp_path / "killed"
     out = tmp_path / "out"
     pids = set(client.run(os.getpid).values())
-    compile_stream_distributed(_killing_builders(marker, victim=2), _calib(), CONFIG, out,
-                               client)
+    with threadpool_limits(limits=2, user_api="blas"):
+        compile_stream_distributed(_killing_builders(marker, victim=2), _calib(), CONFIG, out,
+                                   client)
     assert marker.exists()  # a worker did die in layer 2's task ...
-    client.wait_for_workers(2)
+    client.wait_for_workers(2, timeout=120)
     assert set(client.run(os.getpid).values()) != pids  # ... and its nanny started another
     assert stack_digests(out, SHAPE.layers) == stack_digests(serial[0], SHAPE.layers)
 
 
-def test_a_layer_that_kills_every_worker_is_an_error(client, tmp_path):
-    with pytest.raises(SbcError, match="layer 1: its task killed every worker"):
-        compile_stream_distributed(_killing_builders(tmp_path / "k", victim=1, every_time=True),
-                                   _calib(), CONFIG, tmp_path, client)
-    client.wait_for_workers(2)
+def test_a_layer_that_kills_every_worker_is_an_error(tmp_path):
+    """On its own one-worker cluster that allows no failure: the first death is final."""
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            dask_client(workers=1) as own:
+        with pytest.raises(SbcError, match="layer 1: its task killed 1 worker, one after"):
+            compile_stream_distributed(
+                _killing_builders(tmp_path / "k", victim=1, every_time=True), _calib(), CONFIG,
+                tmp_path, own)
+
+
+def test_a_worker_without_the_blas_of_the_compiling_process_is_refused():
+    with pytest.raises(SbcError, match="worker BLAS threads .* differ"):
+        with same_blas_threads({"libno_such_blas": 2}):
+            pass
 
 
 def test_a_bad_layer_fails_the_distributed_compile(client):
