@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import time
 import uuid
 from pathlib import Path
@@ -127,6 +128,17 @@ def compile_stream_distributed(layers: Sequence[LayerBuilder], calib: np.ndarray
 
 
 @contextlib.contextmanager
+def _start_method_restored(unset: bool) -> Iterator[None]:
+    """Leave multiprocessing's start method unset if it was: starting the cluster fixes it,
+    and a library that sets its own later (Lava) would then fail in this process."""
+    try:
+        yield
+    finally:
+        if unset:
+            multiprocessing.set_start_method(None, force=True)
+
+
+@contextlib.contextmanager
 def dask_client(workers: int | None = None, address: str | None = None) -> Iterator:
     """A client of the cluster at ``address``, or of a local cluster of ``workers`` worker
     processes of one task thread each (each with its nanny, which restarts a killed worker),
@@ -151,9 +163,11 @@ def dask_client(workers: int | None = None, address: str | None = None) -> Itera
     # the nanny's default environment pins BLAS to one thread; the tasks set their own counts
     spawn_env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
                  if not k.endswith("_NUM_THREADS")}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}), \
+    unset = multiprocessing.get_start_method(allow_none=True) is None
+    with _start_method_restored(unset), \
+            dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                         dashboard_address=None, worker_dashboard_address=None,
+                         dashboard_address=":0", worker_dashboard_address=None,
                          silence_logs=logging.CRITICAL) as cluster, \
             Client(cluster) as client:
         yield client
