@@ -97,8 +97,12 @@ class LayerStats:
 
 
 def run(graph: Graph, config: CompileConfig, float_graph: Graph,
-        calib) -> Graph:
-    """Attach the ``Analysis`` record (layers, totals, energy, outputs_fidelity)."""
+        calib, observe=None, float_envs: list[dict] | None = None) -> Graph:
+    """Attach the ``Analysis`` record (layers, totals, energy, outputs_fidelity).
+    ``observe(float_outputs, spiking_outputs)``, when given, sees every batch's graph outputs
+    (a task metric reads them); ``float_envs``, the float graph's values per batch (each
+    spiked layer's output and the graph outputs), spares evaluating it again (a search
+    analysing many candidates of one model)."""
     calib = check_calibration(float_graph, calib)
     layers = spiked_layers(graph)
     stats = {name: LayerStats(info) for name, info in layers.items()}
@@ -110,15 +114,18 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     keep_f = [info.output for info in layers.values()]
     out_fid = {o: Fidelity() for o in graph.outputs}
     agree = {o: [0, 0] for o in graph.outputs}
-    for batch in track(calib.batches(config.calib_batch), calib.num_batches(config.calib_batch),
-                       "analysing"):
-        env_f = evaluate(float_graph, batch, keep=keep_f)
+    for i, batch in enumerate(track(calib.batches(config.calib_batch),
+                                    calib.num_batches(config.calib_batch), "analysing")):
+        env_f = float_envs[i] if float_envs is not None else \
+            evaluate(float_graph, batch, keep=keep_f)
         env_s = evaluate(graph, batch, keep=keep_s)
         for name, st in stats.items():
             info = st.info
             st.update(env_s[info.counts], env_s[info.vth], env_s[info.input],
                       env_s[info.output], env_f[info.output], int_nodes[info.acc],
                       config.coding)
+        if observe is not None:
+            observe({o: env_f[o] for o in graph.outputs}, {o: env_s[o] for o in graph.outputs})
         for o in graph.outputs:
             out_fid[o].update(env_s[o], env_f[o])
             if env_f[o].ndim >= 2:

@@ -8,8 +8,22 @@ from typing import Callable, Iterable, Iterator, TypeVar
 T = TypeVar("T")
 
 
+_quiet = False  # an outer display (the tune search's) is showing: inner bars stay silent
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence ``track`` inside a block that shows its own progress display."""
+    global _quiet
+    previous, _quiet = _quiet, True
+    try:
+        yield
+    finally:
+        _quiet = previous
+
+
 def track(items: Iterable[T], total: int | None, description: str) -> Iterator[T]:
-    if not sys.stderr.isatty():
+    if _quiet or not sys.stderr.isatty():
         yield from items
         return
     from rich.console import Console
@@ -23,7 +37,7 @@ def track(items: Iterable[T], total: int | None, description: str) -> Iterator[T
 def counter(total: int, description: str) -> Iterator[Callable[[], None]]:
     """A bar of ``total`` steps for work that reports as each step finishes (in any order):
     the block calls the function it gets once a step."""
-    if not sys.stderr.isatty():
+    if _quiet or not sys.stderr.isatty():
         yield lambda: None
         return
     from rich.console import Console
