@@ -58,7 +58,8 @@ def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=No
         console.print(escape(report.get("note", "no measurements")))
         return
     t = Table(show_edge=False, header_style="bold")
-    for col in ("layer", "op", "in->out", "zero", "slot", "spk/ch", "T", "cos out", "pJ"):
+    for col in ("layer", "op", "in->out", "zero", "slot", "spk/ch", "T", "T max", "cos out",
+                "pJ"):
         t.add_column(col, justify="right" if col not in ("layer", "op") else "left")
     for layer in report["layers"]:
         s = layer["sparsity"]
@@ -66,7 +67,7 @@ def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=No
         t.add_row(escape(layer["name"]), escape(layer["op"]),
                   f"{layer['fan_in']}->{layer['fan_out']}",
                   f"{s['count_zero']:.1%}", f"{s['spike_slot']:.1%}",
-                  f"{s['mean_spikes_per_channel']:.2f}", _fmt(s["T"]),
+                  f"{s['mean_spikes_per_channel']:.2f}", _fmt(s["T"]), _fmt(s.get("T_max")),
                   f"{layer['fidelity']['output']['cosine']:.4f}", f"{energy:,.0f}")
     console.print(t)
     tot = report["totals"]["sparsity"]
@@ -182,6 +183,7 @@ def _config_html(report: dict) -> str:
 def _layers_html(report: dict) -> str:
     head = ("<tr><th>layer</th><th>op</th><th>fan in</th><th>fan out</th><th>count zero</th>"
             "<th>spike slot</th><th>window</th><th>spikes/ch</th><th>silent ch</th><th>T</th>"
+            "<th>T max</th>"
             "<th>cos enc</th><th>cos out</th><th>SNR out dB</th></tr>")
     rows = []
     for layer in report["layers"] + [{"name": "TOTAL", "op": "", "fan_in": "", "fan_out": "",
@@ -192,7 +194,7 @@ def _layers_html(report: dict) -> str:
         cells = [layer["name"], layer["op"], layer["fan_in"], layer["fan_out"],
                  f"{s['count_zero']:.1%}", f"{s['spike_slot']:.1%}",
                  f"{s['spike_slot_window3']:.1%}", f"{s['mean_spikes_per_channel']:.3f}",
-                 f"{s['silent_channels']:.1%}", _fmt(s["T"]),
+                 f"{s['silent_channels']:.1%}", _fmt(s["T"]), _fmt(s.get("T_max")),
                  f"{fid['encode']['cosine']:.4f}" if fid else "",
                  f"{fid['output']['cosine']:.4f}" if fid else "",
                  _fmt(fid["output"]["snr_db"]) if fid else ""]
