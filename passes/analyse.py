@@ -14,6 +14,12 @@ Definitions (all per inference over the calibration set, coding named in the rep
 - spike_messages: events; neuron_updates: encoder neurons x steps; threshold_reductions: |x| adds
   of the dynamic threshold; rescales: one float multiply per layer output;
 - weight_bytes_read: int8 weight rows of nonzero channels, per token (event-driven decode view).
+
+Fidelity per layer (``passes/propagation.py``): ``output`` (the spiked run at the layer's output,
+every upstream layer spiked; also ``propagated``), ``isolated`` (only this layer spiked, on float
+inputs), ``introduced`` / ``inherited`` (the error the layer adds on the inputs it receives / the
+error it receives), ``input`` and ``encode``. With ``config.sensitivity`` the analysis also keeps
+each layer alone float and records the end-to-end cosine it recovers (``contribution``).
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ from sbcompile.passes.calibrate import check_calibration
 from sbcompile.passes.energy import energy_table, synaptic_ops
 from sbcompile.ir.codings import events_per_count, steps_needed, steps_per_row
 from sbcompile.passes.metrics import Fidelity
+from sbcompile.passes.propagation import (LayerPropagation, OutputsFidelity,
+                                          layer_sensitivity)
 from sbcompile.progress import track
 from sbcompile.runtime.reference import evaluate
 from sbcompile.runtime.reference_float import conv_nd
@@ -55,6 +63,7 @@ class LayerStats:
         self.encode_fid = Fidelity()
         self.output_fid = Fidelity()
         self.raster: list | None = None
+        self.propagation: LayerPropagation | None = None
 
     def update(self, counts, vth, x_spiking, y_spiking, y_float, node_attrs, coding) -> None:
         info = self.info
@@ -108,8 +117,11 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     keep_s = [v for info in layers.values() for v in (info.counts, info.vth, info.input,
                                                       info.output)]
     keep_f = [info.output for info in layers.values()]
-    out_fid = {o: Fidelity() for o in graph.outputs}
-    agree = {o: [0, 0] for o in graph.outputs}
+    for st in stats.values():
+        st.propagation = LayerPropagation(graph, float_graph, st.info)
+        keep_s += st.propagation.keep
+        keep_f += st.propagation.keep
+    outputs = OutputsFidelity(graph.outputs)
     for batch in track(calib.batches(config.calib_batch), calib.num_batches(config.calib_batch),
                        "analysing"):
         env_f = evaluate(float_graph, batch, keep=keep_f)
@@ -119,21 +131,20 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
             st.update(env_s[info.counts], env_s[info.vth], env_s[info.input],
                       env_s[info.output], env_f[info.output], int_nodes[info.acc],
                       config.coding)
-        for o in graph.outputs:
-            out_fid[o].update(env_s[o], env_f[o])
-            if env_f[o].ndim >= 2:
-                agree[o][0] += int(np.sum(env_s[o].argmax(-1) == env_f[o].argmax(-1)))
-                agree[o][1] += int(np.prod(env_f[o].shape[:-1]))
+            st.propagation.update(env_f, env_s, info.input)
+        outputs.update(env_s, env_f)
     samples = calib.samples
+    contributions = _contributions(graph, float_graph, config, calib) if config.sensitivity \
+        else None
     global_T = max([st.steps_max for st in stats.values()] or [0])
     layer_reports = [_layer_report(name, st, config, global_T, samples, enc_attrs)
                      for name, st in stats.items()]
+    if contributions is not None:
+        for rep in layer_reports:
+            rep["contribution"] = contributions["layers"][rep["name"]]
     totals = _totals(layer_reports, stats, config, global_T)
     first = layer_reports[0]["ops"] if layer_reports else None
-    outputs_fidelity = {o: {**out_fid[o].result(),
-                            **({"argmax_agreement": agree[o][0] / agree[o][1]}
-                               if agree[o][1] else {})}
-                        for o in graph.outputs}
+    outputs_fidelity = outputs.result()
     graph = graph.copy()
     set_analysis(graph, Analysis(int(samples), layer_reports, totals,
                                  energy_table(totals["ops"], first), outputs_fidelity))
@@ -190,7 +201,8 @@ def _layer_report(name: str, st: LayerStats, config: CompileConfig, global_T: in
             "weights_at_limit": info.weights_at_limit,
             "sparsity": _sparsity(st, config, global_T),
             "ops": _ops(st, config, samples, enc_attrs[info.counts]),
-            "fidelity": {"encode": st.encode_fid.result(), "output": st.output_fid.result()},
+            "fidelity": {"encode": st.encode_fid.result(), "output": st.output_fid.result(),
+                         **st.propagation.result()},
             "count_histogram": {"range": HIST_RANGE, "counts": st.hist.tolist()},
             "raster_first_sample": st.raster}
 
@@ -212,8 +224,36 @@ def _totals(layer_reports: list[dict], stats: dict, config: CompileConfig,
         for k, v in rep["ops"].items():
             ops[k] = ops.get(k, 0.0) + v
     ops["synaptic_ops"] = synaptic_ops(ops)
-    worst = min(layer_reports, key=lambda r: r["fidelity"]["output"]["cosine"], default=None)
     return {"sparsity": spars, "ops": ops, "layers_spiked": len(layer_reports),
-            "fidelity": {"worst_layer": worst["name"] if worst else None,
-                         "worst_output_cosine": worst["fidelity"]["output"]["cosine"]
-                         if worst else None}}
+            "fidelity": fidelity_ranking(layer_reports)}
+
+
+RANKINGS = {"isolated": lambda r: 1 - r["fidelity"]["isolated"]["cosine"],
+            "introduced": lambda r: 1 - r["fidelity"]["introduced"]["cosine"],
+            "propagated": lambda r: 1 - r["fidelity"]["output"]["cosine"],
+            "contribution": lambda r: r["contribution"]["recovered_cosine"]}
+
+
+def fidelity_ranking(layer_reports: list[dict]) -> dict:
+    """The layers ranked worst first by each measure the reports hold: isolated, introduced and
+    propagated error (1 - cosine), and, when measured, end-to-end contribution. ``worst_layer``
+    is the first of the best-founded ranking (contribution, else introduced);
+    ``worst_output_cosine`` keeps its old meaning, the lowest propagated cosine."""
+    if not layer_reports:
+        return {"worst_layer": None, "worst_output_cosine": None, "worst_by": None,
+                "rankings": {}}
+    rankings = {by: [r["name"] for r in sorted(layer_reports, key=key, reverse=True)]
+                for by, key in RANKINGS.items()
+                if all(by != "contribution" or "contribution" in r for r in layer_reports)}
+    worst_by = "contribution" if "contribution" in rankings else "introduced"
+    return {"worst_layer": rankings[worst_by][0], "worst_by": worst_by,
+            "worst_output_cosine": min(r["fidelity"]["output"]["cosine"] for r in layer_reports),
+            "rankings": rankings}
+
+
+def _contributions(graph: Graph, float_graph: Graph, config: CompileConfig, calib) -> dict:
+    """``layer_sensitivity`` over the calibration batches."""
+    batches = list(calib.batches(config.calib_batch))
+    names = list(spiked_layers(graph))
+    return layer_sensitivity(graph, float_graph, batches,
+                             progress=lambda xs: track(xs, len(names), "layer sensitivity"))

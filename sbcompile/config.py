@@ -35,6 +35,8 @@ class CompileConfig:
     triton_density: float | None = None  # expected nonzero count fraction; None: as measured
     count_bound: str = "measured"       # unbounded counts: measured on calibration | worst_case
     count_margin: float = 2.0           # measured bound = margin x largest |count| seen
+    sensitivity: bool = False           # analysis: each layer's end-to-end contribution (one
+    #                                     more spiked run per layer: keep it float, measure)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
