@@ -253,7 +253,7 @@ def fidelity_ranking(layer_reports: list[dict]) -> dict:
 
 def _contributions(graph: Graph, float_graph: Graph, config: CompileConfig, calib) -> dict:
     """``layer_sensitivity`` over the calibration batches."""
-    batches = list(calib.batches(config.calib_batch))
-    names = list(spiked_layers(graph))
-    return layer_sensitivity(graph, float_graph, batches,
-                             progress=lambda xs: track(xs, len(names), "layer sensitivity"))
+    batches = config.calib_batch
+    return layer_sensitivity(graph, float_graph, calib.batches(batches),
+                             progress=lambda xs: track(xs, calib.num_batches(batches),
+                                                       "layer sensitivity"))

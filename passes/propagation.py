@@ -31,21 +31,21 @@ from sbcompile.runtime.reference import evaluate
 
 @dataclass
 class LayerSlice:
-    """The nodes (graph order) that compute a layer's output from its input, and the runtime
-    values they read from outside (the layer's input, and any other value the layer reads)."""
+    """Nodes of a graph (in graph order) and the runtime values they read from outside: the
+    nodes that compute a layer's output from its input, or those after a point of the graph."""
 
     nodes: list[Node]
     inputs: list[str]
-    output: str
+    outputs: list[str]
 
-    def run(self, graph: Graph, env: dict[str, np.ndarray]) -> np.ndarray:
-        """The slice's output, its inputs read from ``env`` (a run of a graph with the same value
-        names)."""
-        sub = Graph(f"{graph.name}:{self.output}", list(self.inputs), [self.output],
+    def run(self, graph: Graph, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The slice's outputs, its inputs read from ``env`` (a run of a graph with the same
+        value names)."""
+        sub = Graph(f"{graph.name}:slice", list(self.inputs), list(self.outputs),
                     {v: graph.values[v] for n in self.nodes for v in n.inputs + n.outputs if v},
                     self.nodes, {p: graph.params[p] for n in self.nodes for p in n.inputs
                                  if p in graph.params})
-        return evaluate(sub, {v: env[v] for v in self.inputs})[self.output]
+        return evaluate(sub, {v: env[v] for v in self.inputs})
 
 
 def layer_slice(graph: Graph, start: str, output: str) -> LayerSlice:
@@ -66,7 +66,17 @@ def layer_slice(graph: Graph, start: str, output: str) -> LayerSlice:
             picked[node.name] = node
             todo.extend(i for i in node.inputs if i)
     order = {id(n): i for i, n in enumerate(graph.nodes)}
-    return LayerSlice(sorted(picked.values(), key=lambda n: order[id(n)]), inputs, output)
+    return LayerSlice(sorted(picked.values(), key=lambda n: order[id(n)]), inputs, [output])
+
+
+def suffix_slice(graph: Graph, start: int) -> LayerSlice:
+    """``graph.nodes[start:]``, reading what the nodes before them computed; its outputs are the
+    graph outputs it computes."""
+    nodes = graph.nodes[start:]
+    made = {o for n in nodes for o in n.outputs}
+    inputs = list(dict.fromkeys(i for n in nodes for i in n.inputs
+                                if i and i not in made and i not in graph.params))
+    return LayerSlice(nodes, inputs, [o for o in graph.outputs if o in made])
 
 
 class LayerPropagation:
@@ -83,14 +93,14 @@ class LayerPropagation:
     @property
     def keep(self) -> set[str]:
         """Values both runs must keep for ``update``."""
-        return set(self.spiked.inputs) | set(self.float.inputs) | {self.spiked.output}
+        return set(self.spiked.inputs) | set(self.float.inputs) | set(self.spiked.outputs)
 
     def update(self, env_f: dict[str, np.ndarray], env_s: dict[str, np.ndarray],
                layer_input: str) -> None:
-        out = self.spiked.output
+        out = self.spiked.outputs[0]
         y_f, y_s = env_f[out], env_s[out]
-        y_isolated = self.spiked.run(self.graph, env_f)
-        y_float_on_spiked = self.float.run(self.float_graph, env_s)
+        y_isolated = self.spiked.run(self.graph, env_f)[out]
+        y_float_on_spiked = self.float.run(self.float_graph, env_s)[out]
         self.fid["input"].update(env_s[layer_input], env_f[layer_input])
         self.fid["isolated"].update(y_isolated, y_f)
         self.fid["propagated"].update(y_s, y_f)
@@ -157,14 +167,6 @@ class OutputsFidelity:
                 for o, fid in self.fid.items()}
 
 
-def end_to_end(graph: Graph, float_graph: Graph, batches) -> dict:
-    """``OutputsFidelity`` of ``graph`` over ``batches``: (feeds, float outputs) pairs."""
-    acc = OutputsFidelity(float_graph.outputs)
-    for batch, ref in batches:
-        acc.update(evaluate(graph, batch), ref)
-    return acc.result()
-
-
 def _score(outputs: dict) -> float:
     """One number per run: the mean end-to-end cosine over the outputs."""
     return float(np.mean([f["cosine"] for f in outputs.values()]))
@@ -172,23 +174,38 @@ def _score(outputs: dict) -> float:
 
 def layer_sensitivity(graph: Graph, float_graph: Graph, batches, layers=None,
                       progress=None) -> dict:
-    """Per spiked layer (all, or ``layers``): the end-to-end fidelity over ``batches`` (a list
-    of feeds) with that layer alone kept float, and ``recovered_cosine``, its gain in mean
-    end-to-end cosine over the all-spiked ``graph`` (the layer's share of the end-to-end error;
-    the largest first is the order to keep layers float in). One spiked run per layer.
+    """Per spiked layer (all, or ``layers``): the end-to-end fidelity over ``batches`` (feeds)
+    with that layer alone kept float, and ``recovered_cosine``, its gain in mean end-to-end
+    cosine over the all-spiked ``graph`` (the layer's share of the end-to-end error; the largest
+    first is the order to keep layers float in). Per batch: one float and one spiked run, then
+    per layer only the nodes from that layer on, reading what the spiked run computed before it
+    (``progress`` wraps the batch iterable).
 
     Returns {"spiked": end-to-end fidelity of ``graph``, "layers": {name: {"outputs": ...,
     "recovered_cosine": float, "recovered_agreement": float | None}}, "ranking": [names]}."""
-    batches = [(b, evaluate(float_graph, b)) for b in batches]
-    base = end_to_end(graph, float_graph, batches)
     names = list(spiked_layers(graph)) if layers is None else list(layers)
+    original = {n.name for n in graph.nodes}
+    variants = {}
+    for name in names:
+        g = graph_with_float_layers(graph, float_graph, [name])
+        start = next(i for i, n in enumerate(g.nodes) if n.name not in original)
+        variants[name] = (g, suffix_slice(g, start))
+    keep = {v for _, suffix in variants.values() for v in suffix.inputs}
+    base = OutputsFidelity(float_graph.outputs)
+    kept_float = {name: OutputsFidelity(float_graph.outputs) for name in names}
+    for batch in (progress(batches) if progress else batches):
+        ref = evaluate(float_graph, batch)
+        env = evaluate(graph, batch, keep=keep)
+        base.update(env, ref)
+        for name, (g, suffix) in variants.items():
+            kept_float[name].update({**env, **suffix.run(g, env)}, ref)
+    spiked = base.result()
     result = {}
-    for name in (progress(names) if progress else names):
-        outs = end_to_end(graph_with_float_layers(graph, float_graph, [name]), float_graph,
-                          batches)
-        agreement = [(outs[o]["argmax_agreement"] - base[o]["argmax_agreement"])
+    for name, acc in kept_float.items():
+        outs = acc.result()
+        agreement = [outs[o]["argmax_agreement"] - spiked[o]["argmax_agreement"]
                      for o in outs if "argmax_agreement" in outs[o]]
-        result[name] = {"outputs": outs, "recovered_cosine": _score(outs) - _score(base),
+        result[name] = {"outputs": outs, "recovered_cosine": _score(outs) - _score(spiked),
                         "recovered_agreement": float(np.mean(agreement)) if agreement else None}
     ranking = sorted(result, key=lambda n: -result[n]["recovered_cosine"])
-    return {"spiked": base, "layers": result, "ranking": ranking}
+    return {"spiked": spiked, "layers": result, "ranking": ranking}

@@ -84,14 +84,27 @@ def test_float_layer_equals_compiling_with_exclude(sensitive):
                                   reference.run(excluded, zoo.eval_inputs)["logits"])
 
 
+def _max_abs(a, b) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+
+
 def test_layer_sensitivity_function(sensitive):
     zoo, graph, art = sensitive
     names = [r["name"] for r in art.report["layers"]][2:4]
     res = layer_sensitivity(art.graph, graph, [zoo.eval_inputs], layers=names)
     assert res["ranking"] == names[::-1]  # held-out inputs: fragile still first
     assert set(res["layers"]) == set(names)
+    # measured on the nodes after each layer only: as a whole run of the graph would
+    spiked = reference.run(art.graph, zoo.eval_inputs)["logits"]
+    for name in names:
+        whole = reference.run(graph_with_float_layers(art.graph, graph, [name]),
+                              zoo.eval_inputs)["logits"]
+        got = res["layers"][name]["outputs"]["logits"]["max_abs_err"]
+        assert got == _max_abs(whole, reference.run(graph, zoo.eval_inputs)["logits"])
     assert res["spiked"]["logits"]["cosine"] < res["layers"][names[1]]["outputs"]["logits"][
         "cosine"]
+    assert res["spiked"]["logits"]["max_abs_err"] == _max_abs(
+        spiked, reference.run(graph, zoo.eval_inputs)["logits"])
     with pytest.raises(SbcError, match="'nope' is not a spiked layer"):
         graph_with_float_layers(art.graph, graph, ["nope"])
 
