@@ -134,3 +134,14 @@ def test_report_command_shows_isolated_and_contribution(tmp_path, sensitive):
     assert f"worst layer: {worst}" in result.output
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["totals"]["fidelity"]["rankings"] == art.report["totals"]["fidelity"]["rankings"]
+
+
+def test_bad_sensitivity_value_is_one_error_line(tmp_path):
+    from sbcompile.demo import EXAMPLE
+
+    out = tmp_path / "m.sbc"
+    result = CliRunner().invoke(main, ["compile", str(EXAMPLE / "model.onnx"), "--set",
+                                       "sensitivity=maybe", "-o", str(out)])
+    assert result.exit_code == 2
+    assert "error: --set sensitivity=maybe: not a valid bool" in result.output
+    assert "Traceback" not in result.output and not out.exists()
