@@ -106,8 +106,15 @@ class LayerStats:
 
 
 def run(graph: Graph, config: CompileConfig, float_graph: Graph,
-        calib) -> Graph:
-    """Attach the ``Analysis`` record (layers, totals, energy, outputs_fidelity)."""
+        calib, observe=None, float_envs: list[dict] | None = None,
+        propagation: bool = True) -> Graph:
+    """Attach the ``Analysis`` record (layers, totals, energy, outputs_fidelity).
+    ``observe(float_outputs, spiking_outputs)``, when given, sees every batch's graph outputs
+    (a task metric reads them); ``float_envs``, the float graph's values per batch (each
+    spiked layer's output and the graph outputs; with ``propagation``, its input too), spares
+    evaluating it again (a search analysing many candidates of one model). ``propagation``
+    False leaves out the isolated / introduced / inherited fidelities (a search that reads only
+    the end-to-end figures)."""
     calib = check_calibration(float_graph, calib)
     layers = spiked_layers(graph)
     stats = {name: LayerStats(info) for name, info in layers.items()}
@@ -117,21 +124,26 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     keep_s = [v for info in layers.values() for v in (info.counts, info.vth, info.input,
                                                       info.output)]
     keep_f = [info.output for info in layers.values()]
-    for st in stats.values():
-        st.propagation = LayerPropagation(graph, float_graph, st.info)
-        keep_s += st.propagation.keep
-        keep_f += st.propagation.keep
+    if propagation:
+        for st in stats.values():
+            st.propagation = LayerPropagation(graph, float_graph, st.info)
+            keep_s += st.propagation.keep
+            keep_f += st.propagation.keep
     outputs = OutputsFidelity(graph.outputs)
-    for batch in track(calib.batches(config.calib_batch), calib.num_batches(config.calib_batch),
-                       "analysing"):
-        env_f = evaluate(float_graph, batch, keep=keep_f)
+    for i, batch in enumerate(track(calib.batches(config.calib_batch),
+                                    calib.num_batches(config.calib_batch), "analysing")):
+        env_f = float_envs[i] if float_envs is not None else \
+            evaluate(float_graph, batch, keep=keep_f)
         env_s = evaluate(graph, batch, keep=keep_s)
         for name, st in stats.items():
             info = st.info
             st.update(env_s[info.counts], env_s[info.vth], env_s[info.input],
                       env_s[info.output], env_f[info.output], int_nodes[info.acc],
                       config.coding)
-            st.propagation.update(env_f, env_s, info.input)
+            if propagation:
+                st.propagation.update(env_f, env_s, info.input)
+        if observe is not None:
+            observe({o: env_f[o] for o in graph.outputs}, {o: env_s[o] for o in graph.outputs})
         outputs.update(env_s, env_f)
     samples = calib.samples
     contributions = _contributions(graph, float_graph, config, calib) if config.sensitivity \
@@ -202,7 +214,7 @@ def _layer_report(name: str, st: LayerStats, config: CompileConfig, global_T: in
             "sparsity": _sparsity(st, config, global_T),
             "ops": _ops(st, config, samples, enc_attrs[info.counts]),
             "fidelity": {"encode": st.encode_fid.result(), "output": st.output_fid.result(),
-                         **st.propagation.result()},
+                         **(st.propagation.result() if st.propagation else {})},
             "count_histogram": {"range": HIST_RANGE, "counts": st.hist.tolist()},
             "raster_first_sample": st.raster}
 
@@ -237,15 +249,17 @@ RANKINGS = {"isolated": lambda r: 1 - r["fidelity"]["isolated"]["cosine"],
 def fidelity_ranking(layer_reports: list[dict]) -> dict:
     """The layers ranked worst first by each measure the reports hold: isolated, introduced and
     propagated error (1 - cosine), and, when measured, end-to-end contribution. ``worst_layer``
-    is the first of the best-founded ranking (contribution, else introduced);
+    is the first of the best-founded ranking measured (contribution, introduced, propagated);
     ``worst_output_cosine`` keeps its old meaning, the lowest propagated cosine."""
     if not layer_reports:
         return {"worst_layer": None, "worst_output_cosine": None, "worst_by": None,
                 "rankings": {}}
+    measured = {"contribution": all("contribution" in r for r in layer_reports),
+                "isolated": all("isolated" in r["fidelity"] for r in layer_reports)}
+    measured["introduced"] = measured["isolated"]
     rankings = {by: [r["name"] for r in sorted(layer_reports, key=key, reverse=True)]
-                for by, key in RANKINGS.items()
-                if all(by != "contribution" or "contribution" in r for r in layer_reports)}
-    worst_by = "contribution" if "contribution" in rankings else "introduced"
+                for by, key in RANKINGS.items() if measured.get(by, True)}
+    worst_by = next(by for by in ("contribution", "introduced", "propagated") if by in rankings)
     return {"worst_layer": rankings[worst_by][0], "worst_by": worst_by,
             "worst_output_cosine": min(r["fidelity"]["output"]["cosine"] for r in layer_reports),
             "rankings": rankings}

@@ -8,7 +8,7 @@ import numpy as np
 from sbcompile.config import CompileConfig
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
-from sbcompile.passes.targets import spike_targets
+from sbcompile.passes.targets import spike_groups
 from sbcompile.progress import track
 from sbcompile.runtime.reference import check_feeds, evaluate
 
@@ -103,11 +103,13 @@ def check_calibration(graph: Graph, calib) -> CalibrationSet:
 
 
 def run(graph: Graph, config: CompileConfig, calib) -> Graph:
-    """Record ``graph.meta["calibration"][value] = {absmax, mean_abs, rms, n, hist}`` (hist a numpy
-    array: the pipeline drops these statistics before the graph is serialised)."""
+    """Record ``graph.meta["calibration"][value] = {absmax, mean_abs, rms, n, hist}`` for every
+    spiked input whose static threshold is calibrated (hist a numpy array: the pipeline drops
+    these statistics before the graph is serialised)."""
     calib = check_calibration(graph, calib)
-    watched = sorted({value for _, value in spike_targets(graph, config)})
-    per_channel = config.threshold_granularity == "channel"
+    groups = [g for g in spike_groups(graph, config) if g.needs_statistics]
+    watched = sorted(g.value for g in groups)
+    channel_values = {g.value for g in groups if g.settings.threshold_granularity == "channel"}
     stats = {v: {"n": 0, "absmax": 0.0, "sum_abs": 0.0, "sum_sq": 0.0, "channel_absmax": 0.0}
              for v in watched}
     nb = calib.num_batches(config.calib_batch)
@@ -121,7 +123,7 @@ def run(graph: Graph, config: CompileConfig, calib) -> Graph:
             s["absmax"] = max(s["absmax"], float(a.max(initial=0.0)))
             s["sum_abs"] += float(a.sum())
             s["sum_sq"] += float((a * a).sum())
-            if per_channel:
+            if v in channel_values:
                 s["channel_absmax"] = np.maximum(s["channel_absmax"],
                                                  a.reshape(-1, a.shape[-1]).max(axis=0))
     # pass 2: histograms of |x| over [0, absmax]
@@ -132,7 +134,7 @@ def run(graph: Graph, config: CompileConfig, calib) -> Graph:
         for v in watched:
             top = stats[v]["absmax"] or 1.0
             hists[v] += np.histogram(np.abs(env[v]), bins=HIST_BINS, range=(0.0, top))[0]
-            if per_channel:
+            if v in channel_values:
                 channel_hists[v] = channel_hists[v] + _channel_histogram(
                     np.abs(env[v]), stats[v]["channel_absmax"])
     graph = graph.copy()
@@ -141,7 +143,7 @@ def run(graph: Graph, config: CompileConfig, calib) -> Graph:
             "rms": float(np.sqrt(s["sum_sq"] / max(s["n"], 1))),
             "hist": hists[v],
             **({"channel_absmax": s["channel_absmax"], "channel_hist": channel_hists[v]}
-               if per_channel else {})}
+               if v in channel_values else {})}
         for v, s in stats.items()}
     graph.meta["calibration_samples"] = calib.samples
     return graph

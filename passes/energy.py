@@ -74,6 +74,12 @@ def spiking_energy(preset: str, ops: dict, first_layer: dict | None = None) -> f
     raise KeyError(preset)
 
 
+def dense_mac_price(preset: str) -> float:
+    """pJ of one MAC of the dense float baseline under ``preset`` (FP16; vision_snn's is FP32):
+    what a layer kept in float costs per MAC."""
+    return E_FP32_MAC if preset == "vision_snn" else E_FP16_MAC
+
+
 def energy_table(ops: dict, first_layer: dict | None = None) -> dict:
     """For every preset: spiking pJ, dense FP16 and INT8 pJ, reductions, constants, convention.
     (vision_snn's dense baseline is FP32, as that convention prices it.)"""
@@ -81,7 +87,7 @@ def energy_table(ops: dict, first_layer: dict | None = None) -> dict:
     table = {}
     for preset in CONVENTIONS:
         spiking = spiking_energy(preset, ops, first_layer)
-        dense16 = macs * (E_FP32_MAC if preset == "vision_snn" else E_FP16_MAC)
+        dense16 = macs * dense_mac_price(preset)
         dense8 = macs * E_INT8_MAC
         table[preset] = {
             "spiking_pJ": spiking, "dense_fp16_pJ": dense16, "dense_int8_pJ": dense8,

@@ -14,35 +14,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from sbcompile.config import CompileConfig
+from sbcompile.config import CompileConfig, LayerSettings
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node
 from sbcompile.ir.records import SpikedLayer, set_spiked_layer
-from sbcompile.passes.targets import spike_targets
+from sbcompile.passes.targets import spike_groups
 
 
 def run(graph: Graph, config: CompileConfig) -> Graph:
     graph = graph.copy()
-    targets = spike_targets(graph, config)
-    by_input: dict[str, list[Node]] = {}
-    for node, value in targets:
-        if node.op == "matmul":
-            _matmul_to_linear(graph, node)
-        by_input.setdefault(value, []).append(node)
-    for value, layers in by_input.items():
+    for group in spike_groups(graph, config):
+        for node in group.layers:
+            if node.op == "matmul":
+                _matmul_to_linear(graph, node)
+        value, layers, settings = group.value, group.layers, group.settings
         granularity = "sample" if any(n.op == "conv" for n in layers) else "token"
         if granularity == "sample" and any(n.op != "conv" for n in layers):
             granularity = "token"
             layers = [n for n in layers if n.op != "conv"]  # rare: leave the convs in float
-        encode_inputs, attrs = [value], _encoder_attrs(config, granularity)
-        if config.policy == "static":
-            per_channel = (config.threshold_granularity == "channel"
+        encode_inputs, attrs = [value], _encoder_attrs(settings, granularity)
+        if settings.policy == "static":
+            per_channel = (settings.threshold_granularity == "channel"
                            and all(n.op == "linear" for n in layers))
-            vth = static_threshold(graph, value, config, per_channel)
+            vth = static_threshold(graph, value, settings, per_channel)
             encode_inputs.append(graph.add_param(f"{layers[0].name}.vth", vth))
         name = layers[0].name
         position = graph.nodes.index(layers[0])
-        vth_base = f"{name}.vth_dyn" if config.policy == "dynamic" else f"{name}.vth_out"
+        vth_base = f"{name}.vth_dyn" if settings.policy == "dynamic" else f"{name}.vth_out"
         counts, vth_v = graph.add_node("spike_encode", encode_inputs,
                                        [f"{name}.counts", vth_base], f"{name}.encode",
                                        at=position, **attrs)
@@ -57,11 +55,11 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
     return graph
 
 
-def _encoder_attrs(config: CompileConfig, granularity: str) -> dict:
-    attrs = {"policy": config.policy, "granularity": granularity,
-             "max_count": config.max_count}
-    if config.policy == "dynamic":
-        attrs["k"] = float(config.k)
+def _encoder_attrs(settings: LayerSettings, granularity: str) -> dict:
+    attrs = {"policy": settings.policy, "granularity": granularity,
+             "max_count": settings.max_count}
+    if settings.policy == "dynamic":
+        attrs["k"] = float(settings.k)
     return attrs
 
 
@@ -73,36 +71,39 @@ def _matmul_to_linear(graph: Graph, node: Node) -> None:
     node.attrs = {}
 
 
-def static_threshold(graph: Graph, value: str, config: CompileConfig,
+def static_threshold(graph: Graph, value: str, settings: LayerSettings,
                      per_channel: bool = False) -> np.ndarray:
-    """Calibrated threshold of ``value``: a scalar, or one per input channel (last axis)."""
+    """The static threshold of ``value``: the layer's fixed one, else calibrated: a scalar, or
+    one per input channel (last axis)."""
+    if settings.threshold is not None:
+        return np.float32(settings.threshold)
     cal = graph.meta.get("calibration", {}).get(value)
     if cal is None:
         raise SbcError(f"static thresholds need calibration data (no statistics for '{value}'); "
                        "pass --calib")
-    if config.max_count is None:
+    if settings.max_count is None:
         raise SbcError("static thresholds need max_count")
     if per_channel:
         hist, top = cal["channel_hist"], cal["channel_absmax"]
     else:
         hist, top = cal["hist"][None], np.array([cal["absmax"]])
     vth = threshold_from_histogram(np.asarray(hist, dtype=np.float64),
-                                   np.asarray(top, dtype=np.float64), config)
+                                   np.asarray(top, dtype=np.float64), settings)
     return (vth if per_channel else vth[0]).astype(np.float32)
 
 
 def threshold_from_histogram(hist: np.ndarray, top: np.ndarray,
-                             config: CompileConfig) -> np.ndarray:
+                             settings: LayerSettings) -> np.ndarray:
     """Thresholds [C] from |x| histograms [C, B] over [0, top[c]]: the percentile clip level over
     max_count, or the threshold minimising the squared reconstruction error (searched so the clip
     level max_count * vth spans [top / 2^12, top])."""
     top = np.where(top > 0, top, 1.0)
     bins = hist.shape[1]
     centers = (np.arange(bins) + 0.5)[None, :] * (top[:, None] / bins)
-    m = config.max_count
-    if config.calib_method == "percentile":
+    m = settings.max_count
+    if settings.calib_method == "percentile":
         cdf = np.cumsum(hist, axis=1) / np.maximum(hist.sum(axis=1, keepdims=True), 1.0)
-        idx = np.minimum((cdf < config.percentile / 100.0).sum(axis=1), bins - 1)
+        idx = np.minimum((cdf < settings.percentile / 100.0).sum(axis=1), bins - 1)
         return np.maximum(centers[np.arange(len(top)), idx] / m, 1e-5)
     best = top / m
     best_err = np.full(len(top), np.inf)

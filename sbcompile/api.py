@@ -105,23 +105,29 @@ def compile(model: Any, example_inputs: tuple | None = None, *, preset: str = "s
             calib: dict[str, np.ndarray] | None = None, overrides: dict[str, Any] | None = None,
             exclude: list[str] | None = None, input_names: list[str] | None = None,
             dynamic_axes: dict | None = None,
-            input_shapes: dict[str, list] | None = None) -> CompiledModel:
+            input_shapes: dict[str, list] | None = None,
+            config: CompileConfig | str | Path | None = None) -> CompiledModel:
     """Compile a model under a preset (``overrides``: ``--set`` style fields, ``exclude``:
-    layer name patterns kept float). A PyTorch module needs ``example_inputs``; its inputs are
-    named ``input_names`` and axis 0 of each is left symbolic unless ``dynamic_axes`` says
-    otherwise. ``input_shapes`` pins an ONNX model's input dims ({name: [dims]}; a string keeps
+    layer name patterns kept float), or under ``config`` (a CompileConfig or a config file such
+    as ``tune`` writes; overrides and exclude apply over it). A PyTorch module needs
+    ``example_inputs``; its inputs are named ``input_names`` and axis 0 of each is left
+    symbolic unless ``dynamic_axes`` says otherwise. ``input_shapes`` pins an ONNX model's input dims ({name: [dims]}; a string keeps
     a dim dynamic), as ``--input-shape`` does."""
     from sbcompile import pipeline
+    from sbcompile.config import config_from_file
 
+    if isinstance(config, (str, Path)):
+        config = config_from_file(config)
     if _is_torch_module(model):
         if example_inputs is None:
             raise SbcError("compiling a PyTorch module needs example_inputs")
         art = pipeline.compile_module(model, example_inputs, preset=preset, calib=calib,
                                       overrides=overrides, exclude=exclude,
-                                      input_names=input_names, dynamic_axes=dynamic_axes)
+                                      input_names=input_names, dynamic_axes=dynamic_axes,
+                                      config=config)
     else:
         art = pipeline.compile_model(model, preset=preset, calib=calib, overrides=overrides,
-                                     exclude=exclude, input_shapes=input_shapes)
+                                     exclude=exclude, input_shapes=input_shapes, config=config)
     return CompiledModel(art)
 
 

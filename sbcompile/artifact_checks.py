@@ -51,7 +51,8 @@ CONFIG = _obj({}, {"preset": STR, "spike": BOOL, "policy": {"enum": ["dynamic", 
                    "k": NUM, "max_count": {"type": ["integer", "null"]}, "calib_method": STR,
                    "threshold_granularity": STR, "percentile": NUM, "coding": STR,
                    "t_mode": STR, "window": POS, "group_size": {"type": ["integer", "null"]},
-                   "exclude": NAMES, "calib_batch": POS, "spike_conv": BOOL, "targets": NAMES})
+                   "exclude": NAMES, "calib_batch": POS, "spike_conv": BOOL, "targets": NAMES,
+                   "layers": _map({"type": "object"})})
 EMPTY = {"type": "object", "maxProperties": 0}  # an artifact built in code without one
 MANIFEST = _obj({"format_version": INT, "sbcompile_version": STR,
                  "config": CONFIG,

@@ -246,32 +246,181 @@ def check(model: str, preset: str) -> None:
                        f" ({first['op_type']})")
 
 
+def build_config(config_file: str | None, preset: str | None, sets: tuple, exclude: tuple):
+    """The compile config of the command line: the config file (when given) over its preset,
+    or the preset (default spikingbrain); ``--set`` and ``--exclude`` over either."""
+    from sbcompile.config import config_from_file, make_config, parse_set_options
+
+    overrides = parse_set_options(list(sets))
+    if config_file is not None:
+        return config_from_file(config_file, preset, overrides, list(exclude))
+    return make_config(preset or "spikingbrain", overrides, list(exclude))
+
+
+CONFIG_OPTIONS = [
+    click.option("--config", "config_file", default=None, metavar="FILE",
+                 help="Config file (JSON of config fields, per-layer `layers` too; what `tune` "
+                      "writes)."),
+    click.option("--preset", default=None,
+                 help="Preset [default: the config file's, else spikingbrain]."),
+    click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a field."),
+    click.option("--exclude", multiple=True, metavar="PATTERN",
+                 help="Keep matching layers float."),
+]
+
+
+def config_options(fn):
+    for option in reversed(CONFIG_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
 @main.command()
 @click.argument("model")
 @click.option("--calib", type=str, default=None, help="Calibration inputs (.npz).")
-@click.option("--preset", default="spikingbrain", show_default=True)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a field.")
-@click.option("--exclude", multiple=True, metavar="PATTERN", help="Keep matching layers float.")
+@config_options
 @INPUT_SHAPE
 @click.option("-o", "--output", required=True, help="Artifact to write (.sbc).")
 @guarded
-def compile(model: str, calib: str | None, preset: str, sets: tuple, exclude: tuple,
-            input_shapes: tuple, output: str) -> None:
+def compile(model: str, calib: str | None, config_file: str | None, preset: str | None,
+            sets: tuple, exclude: tuple, input_shapes: tuple, output: str) -> None:
     """Compile MODEL (.onnx, or .nir for the NIR primitives sbcompile reads) into a spiking
     artifact."""
-    from sbcompile.config import make_config, parse_set_options
     from sbcompile.npz import load_npz
     from sbcompile.pipeline import compile_graph, load_model
     from sbcompile.report import print_terminal
 
-    config = make_config(preset, parse_set_options(list(sets)), list(exclude))
+    config = build_config(config_file, preset, sets, exclude)
     out = check_output_path(output, "-o")
     graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
     calib_data = load_npz(calib) if calib else None
     artifact = compile_graph(graph, config, calib_data)
     artifact.save(out)
     print_terminal(artifact.report, console=console)
+    if artifact.report.get("tune"):
+        from sbcompile.report import print_tune
+
+        print_tune(artifact.report["tune"], console=console)
     console.print(f"wrote {out}")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--calib", type=str, required=True, help="Calibration inputs (.npz).")
+@config_options
+@INPUT_SHAPE
+@click.option("--budget", default="cosine=0.999", show_default=True, metavar="[METRIC=]FLOOR",
+              help="Fidelity floor to keep: cosine (end to end, worst output), agreement "
+                   "(argmax vs float), accuracy or ctc (vs --labels).")
+@click.option("--labels", default=None, metavar="Y.npz",
+              help="Labels per calibration sample, keyed by output name (accuracy, ctc).")
+@click.option("--ctc-blank", type=int, default=0, show_default=True, help="CTC blank class.")
+@click.option("--objective", type=click.Choice(["energy", "sparsity"]), default="energy",
+              show_default=True, help="Least energy, or most synaptic-op sparsity.")
+@click.option("--energy-preset", default="spikingbrain", show_default=True)
+@click.option("--max-time", type=float, default=600.0, show_default=True, callback=_seconds,
+              help="Seconds the search may take (it keeps the best settings found so far).")
+@click.option("-o", "--output", required=True, help="Config file to write (.json).")
+@click.option("--html", "html_out", default=None, help="Write the report with the search.")
+@click.option("--json", "json_out", default=None, help="Write report.json with the search.")
+@guarded
+def tune(model: str, calib: str, config_file: str | None, preset: str | None, sets: tuple,
+         exclude: tuple, input_shapes: tuple, budget: str, labels: str | None, ctc_blank: int,
+         objective: str, energy_preset: str, max_time: float, output: str,
+         html_out: str | None, json_out: str | None) -> None:
+    """Search per-layer settings of MODEL that keep a fidelity floor at the least energy (or
+    the most sparsity); write them as a config file that `compile --config` reads."""
+    from sbcompile.npz import load_npz
+    from sbcompile.passes.energy import CONVENTIONS
+    from sbcompile.tune_metrics import load_labels, parse_budget
+
+    metric, floor = parse_budget(budget)
+    if energy_preset not in CONVENTIONS:
+        raise SbcError(f"unknown energy preset '{energy_preset}' (known: "
+                       f"{', '.join(CONVENTIONS)})")
+    config = build_config(config_file, preset, sets, exclude)
+    outs = {flag: check_output_path(p, flag) for p, flag in
+            ((output, "-o"), (html_out, "--html"), (json_out, "--json")) if p is not None}
+    from sbcompile.pipeline import load_model
+
+    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
+    calib_data = load_npz(calib)
+    label_data = load_labels(labels, list(graph.outputs)) if labels else None
+    if metric in ("accuracy", "ctc") and label_data is None:
+        raise SbcError(f"--budget {metric}=...: a task metric needs --labels Y.npz")
+    _run_tune(graph, config, calib_data, metric, floor, objective, energy_preset, label_data,
+              ctc_blank, max_time, outs)
+
+
+def _run_tune(graph, config, calib_data, metric, floor, objective, energy_preset, labels,
+              blank, max_time, outs: dict) -> None:
+    import dataclasses
+
+    from sbcompile.output_path import write_atomic
+    from sbcompile.pipeline import compile_graph
+    from sbcompile.progress import quiet
+    from sbcompile.report import print_terminal, print_tune, render_html
+    from sbcompile.tune import tune as search
+
+    with TuneProgress(floor) as progress, quiet():
+        result = search(graph, config, calib_data, metric, floor, objective, energy_preset,
+                        labels, blank, max_time, progress)
+    with quiet():
+        art = compile_graph(graph, dataclasses.replace(result.config, targets=[]), calib_data)
+    report = {**art.report, "config": result.config.to_json(), "tune": result.summary()}
+    print_terminal(report, energy_preset, console=console)
+    print_tune(report["tune"], console=console)
+    data = (json.dumps(result.config.to_json(), indent=1) + "\n").encode()
+    write_atomic(outs["-o"], lambda f: f.write(data))
+    console.print(f"wrote {escape(str(outs['-o']))}")
+    if "--json" in outs:
+        doc = json.dumps(report, indent=1).encode()
+        write_atomic(outs["--json"], lambda f: f.write(doc))
+        console.print(f"wrote {escape(str(outs['--json']))}")
+    if "--html" in outs:
+        page = render_html(report, energy_preset).encode()
+        write_atomic(outs["--html"], lambda f: f.write(page))
+        console.print(f"wrote {escape(str(outs['--html']))}")
+
+
+class TuneProgress:
+    """The search's progress bar (stderr, on a terminal): evaluations, the phase, and the
+    cheapest settings that keep the floor so far."""
+
+    def __init__(self, floor: float) -> None:
+        self.floor, self.best = floor, None
+        self.bar = None
+
+    def __enter__(self):
+        if sys.stderr.isatty():
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+
+            self.bar = Progress(TextColumn("[bold]tune[/]"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("{task.description}"),
+                                console=err_console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("", total=None)
+        return self
+
+    def begin(self, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, total=total)
+
+    def __call__(self, trial, n: int) -> None:
+        if trial.feasible and (self.best is None or trial.cost < self.best.cost):
+            self.best = trial
+        if self.bar is None:
+            return
+        best = (f"best {self.best.energy_pJ / 1e3:,.2f} nJ at {self.best.metric:.4f}"
+                if self.best else f"floor {self.floor:g} not met yet")
+        total = self.bar.tasks[0].total
+        self.bar.update(self.task, completed=n, total=max(total or 0, n),
+                        description=escape(f"{trial.note} -> {trial.metric:.4f}; {best}"))
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 @main.command()

@@ -1,8 +1,14 @@
-"""Compile configuration: the presets of DESIGN.md and typed ``--set KEY=VALUE`` overrides."""
+"""Compile configuration: the presets of DESIGN.md, typed ``--set KEY=VALUE`` overrides, config
+files (``compile --config FILE``) and per-layer settings (``layers``: an ordered mapping from an
+fnmatch pattern of a spiked layer's name to overrides of that layer's spiking fields; the first
+matching pattern wins; ``layer_settings`` answers for one layer)."""
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +43,14 @@ class CompileConfig:
     count_margin: float = 2.0           # measured bound = margin x largest |count| seen
     sensitivity: bool = False           # analysis: each layer's end-to-end contribution (one
     #                                     more spiked run per layer: keep it float, measure)
+    # per-layer overrides: {fnmatch pattern: {LayerSettings field: value}}, first match wins
+    layers: dict[str, dict] = field(default_factory=dict)
+    # set: search the per-layer settings first (sbcompile.tune) to keep tune_metric >= it
+    fidelity_floor: float | None = None
+    tune_metric: str = "cosine"         # cosine (end to end, worst output) | agreement (argmax)
+    tune_objective: str = "energy"      # least energy | most sparsity (synaptic ops avoided)
+    tune_energy: str = "spikingbrain"   # energy preset the energy objective prices with
+    tune_seconds: float = 600.0         # search time bound (the best feasible so far is kept)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -99,7 +113,128 @@ class CompileConfig:
             raise SbcError(f"count_margin must be >= 1, got {self.count_margin}")
         if self.calib_batch < 1:
             raise SbcError(f"calib_batch must be >= 1, got {self.calib_batch}")
+        _check_tuning(self)
+        _check_layers(self)
         return self
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    """The spiking settings one layer compiles with: the config's fields of the same names,
+    overridden by the first ``layers`` pattern matching the layer. ``threshold`` fixes a static
+    threshold (no calibration); ``float`` keeps the layer unspiked (as ``exclude`` does).
+    A field added here becomes settable per layer; when CompileConfig has a field of the same
+    name, that is its default."""
+
+    policy: str
+    k: float
+    max_count: int | None
+    calib_method: str
+    percentile: float
+    threshold_granularity: str
+    threshold: float | None = None
+    float: bool = False
+
+    def encoder_fields(self) -> dict:
+        """What a spike encoder is built from (layers sharing one encoder must agree on it)."""
+        d = dataclasses.asdict(self)
+        d.pop("float")
+        return d
+
+
+LAYER_KEYS = tuple(f.name for f in dataclasses.fields(LayerSettings))
+_GLOBAL_KEYS = tuple(k for k in LAYER_KEYS if k in {f.name for f in dataclasses.fields(
+    CompileConfig)})
+
+
+def matching_pattern(config: CompileConfig, name: str) -> str | None:
+    """The first ``layers`` pattern matching layer ``name``, or None."""
+    return next((p for p in config.layers if fnmatch.fnmatchcase(name, p)), None)
+
+
+def layer_settings(config: CompileConfig, name: str) -> LayerSettings:
+    """The effective spiking settings of layer ``name``: the first matching ``layers`` entry
+    over the config's own fields; a layer ``exclude`` names is float."""
+    pattern = matching_pattern(config, name)
+    overrides = config.layers[pattern] if pattern is not None else {}
+    excluded = any(fnmatch.fnmatchcase(name, p) for p in config.exclude)
+    settings = LayerSettings(**{k: getattr(config, k) for k in _GLOBAL_KEYS})
+    settings = dataclasses.replace(settings, **overrides)
+    return dataclasses.replace(settings, float=True) if excluded else settings
+
+
+def _check_tuning(config: CompileConfig) -> None:
+    from sbcompile.passes.energy import CONVENTIONS
+    from sbcompile.tune_metrics import COMPARED, check_floor
+
+    if config.tune_metric not in COMPARED:  # a labelled metric needs `sbcompile tune --labels`
+        raise SbcError(f"tune_metric must be one of {', '.join(COMPARED)}, not "
+                       f"'{config.tune_metric}'")
+    if config.fidelity_floor is not None:
+        check_floor(config.tune_metric, config.fidelity_floor, "fidelity_floor")
+    if config.tune_objective not in ("energy", "sparsity"):
+        raise SbcError(f"tune_objective must be energy or sparsity, not '{config.tune_objective}'")
+    if config.tune_energy not in CONVENTIONS:
+        raise SbcError(f"tune_energy must be one of {', '.join(CONVENTIONS)}, not "
+                       f"'{config.tune_energy}'")
+    if not config.tune_seconds > 0:
+        raise SbcError(f"tune_seconds must be > 0, got {config.tune_seconds}")
+
+
+def _check_layers(config: CompileConfig) -> None:
+    """Each ``layers`` entry: a pattern string mapping to known keys of the right types, whose
+    effective settings pass the same checks as the whole config's."""
+    if not isinstance(config.layers, dict):
+        raise SbcError("layers must map layer name patterns to settings, got "
+                       f"{type(config.layers).__name__}")
+    types = {f.name: f.type for f in dataclasses.fields(LayerSettings)}
+    for pattern, overrides in config.layers.items():
+        where = f"layers['{pattern}']"
+        if not isinstance(pattern, str) or not pattern:
+            raise SbcError(f"{where}: a pattern must be a non-empty string")
+        if not isinstance(overrides, dict):
+            raise SbcError(f"{where}: expected an object of settings, got "
+                           f"{type(overrides).__name__}")
+        for key, value in overrides.items():
+            if key not in types:
+                raise SbcError(f"{where}: unknown key '{key}' (known: {', '.join(LAYER_KEYS)})")
+            if not _has_type(value, types[key]):
+                raise SbcError(f"{where}.{key}: expected {types[key]}, got {value!r}")
+        globals_ = {k: v for k, v in overrides.items() if k in _GLOBAL_KEYS}
+        try:
+            dataclasses.replace(config, layers={}, **globals_).check()
+        except SbcError as e:
+            raise SbcError(f"{where}: {e}") from None
+        s = dataclasses.replace(LayerSettings(**{k: getattr(config, k) for k in _GLOBAL_KEYS}),
+                                **overrides)
+        if s.threshold is not None:
+            if not (_finite_float32(s.threshold) and np.float32(s.threshold) > 0):
+                raise SbcError(f"{where}.threshold: must be > 0 and finite in float32, got "
+                               f"{s.threshold}")
+            if s.policy != "static":
+                raise SbcError(f"{where}.threshold: a fixed threshold needs policy static "
+                               f"(the layer's policy is {s.policy})")
+        if s.policy == "static" and s.max_count is None and not s.float:
+            raise SbcError(f"{where}.max_count: static thresholds need max_count")
+
+
+def _has_type(value: Any, type_text: str) -> bool:
+    """Whether a JSON value fits a field's annotation (int accepted where float is asked)."""
+    if value is None:
+        return "None" in type_text
+    if isinstance(value, bool):
+        return type_text.startswith("bool")
+    if type_text.startswith("int"):
+        return isinstance(value, int)
+    if type_text.startswith("float"):
+        return isinstance(value, (int, float))
+    if type_text.startswith("str"):
+        return isinstance(value, str)
+    if type_text.startswith("list"):
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if type_text.startswith("dict"):
+        return isinstance(value, dict)
+    return False
 
 
 def _finite_float32(value: float) -> bool:
@@ -125,7 +260,13 @@ def make_config(preset: str = "spikingbrain", overrides: dict[str, str] | None =
     """A preset with ``--set`` style string overrides parsed to each field's type."""
     if preset not in PRESETS:
         raise SbcError(f"unknown preset '{preset}' (known: {', '.join(PRESETS)})")
-    cfg = CompileConfig(preset=preset, **PRESETS[preset])
+    return apply_overrides(CompileConfig(preset=preset, **PRESETS[preset]), overrides, exclude)
+
+
+def apply_overrides(cfg: CompileConfig, overrides: dict[str, str] | None = None,
+                    exclude: list[str] | None = None) -> CompileConfig:
+    """``--set`` style overrides (strings parsed to each field's type) and ``--exclude``
+    patterns applied to ``cfg``, checked."""
     fields = {f.name: f for f in dataclasses.fields(CompileConfig)}
     for key, raw in (overrides or {}).items():
         if key not in fields or key == "preset":
@@ -142,6 +283,11 @@ def _parse(key: str, raw: Any, current: Any, type_text: str) -> Any:
         return raw
     text = raw.strip()
     try:
+        if type_text.startswith("dict"):
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise ValueError(text)
+            return value
         if "list" in type_text:
             return [p for p in text.split(",") if p]
         if text.lower() in ("none", "null") and "None" in type_text:
@@ -159,6 +305,41 @@ def _parse(key: str, raw: Any, current: Any, type_text: str) -> Any:
         return text
     except ValueError:
         raise SbcError(f"--set {key}={raw}: not a valid {type_text}") from None
+
+
+def config_from_file(path: str | Path, preset: str | None = None,
+                     overrides: dict[str, str] | None = None,
+                     exclude: list[str] | None = None) -> CompileConfig:
+    """A config file (JSON: any CompileConfig fields, such as ``tune`` writes or an artifact
+    stores) over its preset (``preset`` when given, else the file's, else spikingbrain), then
+    ``--set`` overrides and ``--exclude`` patterns over it. Errors name the file and key."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SbcError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SbcError(f"{path}: not a JSON config file ({e})") from None
+    if not isinstance(data, dict):
+        raise SbcError(f"{path}: a config file holds one JSON object of config fields")
+    fields = {f.name: f for f in dataclasses.fields(CompileConfig)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise SbcError(f"{path}: unknown config field '{unknown[0]}'")
+    wrong = [k for k, v in data.items() if not _has_type(v, fields[k].type)]
+    if wrong:
+        raise SbcError(f"{path}: {wrong[0]}: expected {fields[wrong[0]].type}, got "
+                       f"{data[wrong[0]]!r}")
+    try:
+        base = preset or data.get("preset", "spikingbrain")
+        cfg = make_config(base)
+        for key, value in data.items():
+            if key != "preset":
+                setattr(cfg, key, value)
+        cfg.check()
+    except SbcError as e:
+        raise SbcError(f"{path}: {e}") from None
+    return apply_overrides(cfg, overrides, exclude)
 
 
 def parse_set_options(items: list[str]) -> dict[str, str]:

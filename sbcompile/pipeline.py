@@ -9,6 +9,7 @@ fidelity.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -17,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from sbcompile.artifact import Artifact
-from sbcompile.config import CompileConfig, make_config
+from sbcompile.config import CompileConfig, apply_overrides, make_config
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
 from sbcompile.passes import (analyse, attention_quantize, calibrate, count_bounds, expand,
                              spike_quantize, weight_quantize)
+from sbcompile.passes.targets import spike_groups
 from sbcompile.report import build_report
 
 log = logging.getLogger(__name__)
@@ -52,36 +54,62 @@ def load_model(model: Any, input_shapes: dict | None = None) -> Graph:
 
 def compile_graph(graph: Graph, config: CompileConfig,
                   calib: dict[str, np.ndarray] | None = None) -> Artifact:
-    """Run the passes on a float IR graph; return the artifact (graph, baseline, report)."""
+    """Run the passes on a float IR graph; return the artifact (graph, baseline, report).
+    With ``fidelity_floor`` set, the per-layer settings are searched first (``tune``) and the
+    artifact stores the settings found, its report the search."""
     validate(graph)
     float_graph = graph
     if calib is not None:
         calib = calibrate.check_calibration(graph, calib)
     if not config.spike:
         return Artifact(graph, config.to_json(), build_report(graph, graph, config), {}, None)
-    if config.policy == "static" and calib is None:
-        raise SbcError(f"preset '{config.preset}' uses static thresholds: pass calibration data "
-                       "(--calib X.npz)")
-    # thresholds need statistics only when static; dynamic ones are computed per token
-    g = graph
-    if calib is not None and config.policy == "static":
-        g = _timed("calibrate", calibrate.run, g, config, calib)
-    g = _timed("spike_quantize", spike_quantize.run, g, config)
-    if config.attention_quantize:
-        g = _timed("attention_quantize", attention_quantize.run, g, config)
-    g = _timed("weight_quantize", weight_quantize.run, g, config)
-    if calib is not None:
-        g = _timed("count_bounds", count_bounds.run, g, config, calib)
-    g = _timed("expand", expand.run, g, config)
-    validate(g)
+    search = None
+    if config.fidelity_floor is not None:
+        from sbcompile.tune import tune_for_compile
+
+        search = tune_for_compile(graph, config, calib)
+        config = search.config
+    g = spiking_graph(graph, config, calib)
     if calib is not None:
         g = _timed("analyse", analyse.run, g, config, float_graph, calib)
     g.meta.pop("calibration", None)  # histograms served the thresholds; the report keeps results
     report = build_report(g, float_graph, config)
     if g.meta.get("count_bounds"):  # bounds >= the largest count seen: none saturated there
         report["count_bounds"] = g.meta["count_bounds"]
+    if search is not None:
+        report["tune"] = search.summary()
     programs, report["targets"] = lower_targets(g, config)
     return Artifact(g, config.to_json(), report, programs, float_graph)
+
+
+def spiking_graph(graph: Graph, config: CompileConfig, calib, measure_bounds: bool = True
+                  ) -> Graph:
+    """The passes from calibration through expand (validated). Calibration runs when a layer's
+    static threshold needs statistics that ``graph.meta['calibration']`` does not already hold;
+    count bounds are measured when ``calib`` is given and ``measure_bounds`` (they never clip
+    the calibration inputs themselves, so a search measuring on those may skip them)."""
+    # thresholds need statistics only when static and not fixed; dynamic ones are computed per
+    # token
+    calibrated = [grp for grp in spike_groups(graph, config) if grp.needs_statistics]
+    if calibrated and calib is None:
+        where = (f"preset '{config.preset}'" if config.policy == "static"
+                 else f"layer '{calibrated[0].layers[0].name}'")
+        raise SbcError(f"{where} uses static thresholds: pass calibration data (--calib X.npz)")
+    g = graph
+    held = graph.meta.get("calibration", {})
+    if any(grp.value not in held or (grp.settings.threshold_granularity == "channel"
+                                     and "channel_hist" not in held[grp.value])
+           for grp in calibrated):
+        g = _timed("calibrate", calibrate.run, g, config, calib)
+    g = _timed("spike_quantize", spike_quantize.run, g, config)
+    if config.attention_quantize:
+        g = _timed("attention_quantize", attention_quantize.run, g, config)
+    g = _timed("weight_quantize", weight_quantize.run, g, config)
+    if calib is not None and measure_bounds:
+        g = _timed("count_bounds", count_bounds.run, g, config, calib)
+    g = _timed("expand", expand.run, g, config)
+    validate(g)
+    return g
 
 
 def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes], dict]:
@@ -151,21 +179,33 @@ def _timed(what: str, fn, *args):
     return result
 
 
+def resolve_config(preset: str, overrides: dict[str, str] | None, exclude: list[str] | None,
+                   config: CompileConfig | None) -> CompileConfig:
+    """``config`` (a config file's, say) when given, else the preset; overrides and exclude
+    patterns over it."""
+    if config is None:
+        return make_config(preset, overrides, exclude)
+    return apply_overrides(dataclasses.replace(config, layers=dict(config.layers),
+                                               exclude=list(config.exclude)),
+                           overrides, exclude)
+
+
 def compile_model(model: Any, preset: str = "spikingbrain",
                   calib: dict[str, np.ndarray] | None = None,
                   overrides: dict[str, str] | None = None,
                   exclude: list[str] | None = None,
-                  input_shapes: dict | None = None) -> Artifact:
-    """Compile an ONNX model (path, bytes, ModelProto) or IR graph under a preset;
-    ``input_shapes`` pins input dims as in ``load_model``."""
-    config = make_config(preset, overrides, exclude)
+                  input_shapes: dict | None = None,
+                  config: CompileConfig | None = None) -> Artifact:
+    """Compile an ONNX model (path, bytes, ModelProto) or IR graph under a preset, or under
+    ``config`` when given; ``input_shapes`` pins input dims as in ``load_model``."""
+    config = resolve_config(preset, overrides, exclude, config)
     return compile_graph(load_model(model, input_shapes), config, calib)
 
 
 def compile_module(module, example_inputs, preset: str = "spikingbrain",
             calib: dict[str, np.ndarray] | None = None, overrides: dict[str, str] | None = None,
             exclude: list[str] | None = None, input_names: list[str] | None = None,
-            dynamic_axes: dict | None = None) -> Artifact:
+            dynamic_axes: dict | None = None, config: CompileConfig | None = None) -> Artifact:
     """Compile a PyTorch module (exported through the PyTorch frontend). Axis 0 of every input
     is left symbolic unless ``dynamic_axes`` says otherwise."""
     from sbcompile.frontends.torch_frontend import batch_axes, import_module
@@ -174,4 +214,4 @@ def compile_module(module, example_inputs, preset: str = "spikingbrain",
         dynamic_axes = batch_axes(module, example_inputs)
     graph = import_module(module, example_inputs, input_names=input_names,
                           dynamic_axes=dynamic_axes)
-    return compile_graph(graph, make_config(preset, overrides, exclude), calib)
+    return compile_graph(graph, resolve_config(preset, overrides, exclude, config), calib)

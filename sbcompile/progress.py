@@ -1,14 +1,29 @@
 """Progress bars for long work: shown on a terminal (stderr), silent otherwise."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
 
+_quiet = False  # an outer display (the tune search's) is showing: inner bars stay silent
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence ``track`` inside a block that shows its own progress display."""
+    global _quiet
+    previous, _quiet = _quiet, True
+    try:
+        yield
+    finally:
+        _quiet = previous
+
+
 def track(items: Iterable[T], total: int | None, description: str) -> Iterator[T]:
-    if not sys.stderr.isatty():
+    if _quiet or not sys.stderr.isatty():
         yield from items
         return
     from rich.console import Console

@@ -122,6 +122,29 @@ def fidelity_summary(report: dict) -> str:
             "err: share of the error at its output the layer adds itself")
 
 
+def print_tune(tune: dict, console=None) -> None:
+    """The tune search in the terminal: the floor, the chosen settings against the untuned
+    preset, the search's size and time, and the Pareto front."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = console or Console()
+    chosen, untuned = tune["chosen"], tune["untuned"]
+    goal = "least energy" if tune["objective"] == "energy" else "most sparsity"
+    console.print(escape(
+        f"tune: {tune['metric']} >= {tune['floor']:g} at the {goal} ({tune['energy_preset']}): "
+        f"{tune['evaluations']} evaluations in {tune['seconds']:.1f} s"
+        + (" (stopped at the time bound)" if tune["stopped_early"] else "")))
+    t = Table("", tune["metric"], "energy nJ", "synaptic-op sparsity", show_edge=False)
+    for label, p in (("tuned", chosen), ("untuned preset", untuned)):
+        t.add_row(label, f"{p['metric']:.4f}", f"{p['energy_pJ'] / 1e3:,.3f}",
+                  f"{p['sparsity']:.1%}")
+    console.print(t)
+    front = ", ".join(f"{p['metric']:.4f}@{p['energy_pJ'] / 1e3:,.2f}" for p in tune["front"])
+    console.print(escape(f"Pareto front ({tune['metric']}@nJ): {front}"))
+
+
 def simulated_vs_compiled(op_counts: dict, report: dict, samples: int) -> list[dict]:
     """Per spiked layer: each count measured in the simulation beside the compile-time
     estimate for ``samples`` inferences (the report's calibration average times samples; equal
@@ -174,7 +197,10 @@ def render_html(report: dict, energy_preset: str = "spikingbrain") -> str:
               "<h2>Fidelity per layer</h2>", _img(_plot_fidelity(report)),
               "<h2>Count histograms</h2>", _img(_plot_histograms(report)),
               "<h2>Spike raster (first sample: first token, or conv input map; first layers)</h2>",
-              _img(_plot_raster(report)), "</body></html>"]
+              _img(_plot_raster(report))]
+    if report.get("tune"):
+        parts += [_tune_html(report["tune"]), _img(_plot_pareto(report["tune"]))]
+    parts.append("</body></html>")
     return "".join(parts)
 
 
@@ -225,6 +251,49 @@ def _energy_html(report: dict) -> str:
     return ("<h2>Energy per inference (uJ)</h2><table><tr><th>preset</th><th>spiking</th>"
             "<th>dense FP16</th><th>dense INT8</th><th>vs FP16</th><th>vs INT8</th>"
             "<th>convention</th></tr>" + rows + "</table>")
+
+
+def _tune_html(tune: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{label}</td><td>{p['metric']:.4f}</td><td>{p['energy_pJ'] / 1e3:,.3f}</td>"
+        f"<td>{p['sparsity']:.1%}</td></tr>"
+        for label, p in (("tuned", tune["chosen"]), ("untuned preset", tune["untuned"])))
+    settings = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(s))}</td></tr>"
+                       for name, s in tune["layers"].items())
+    return (f"<h2>Tuning: {html.escape(tune['metric'])} &ge; {tune['floor']:g}</h2>"
+            f"<p>{tune['evaluations']} evaluations in {tune['seconds']:.1f} s, objective "
+            f"{html.escape(tune['objective'])}, energy preset "
+            f"{html.escape(tune['energy_preset'])}.</p><table><tr><th></th>"
+            f"<th>{html.escape(tune['metric'])}</th><th>energy nJ</th><th>sparsity</th></tr>"
+            f"{rows}</table><h3>Chosen per-layer settings</h3><table>{settings}</table>"
+            "<h3>Pareto front: fidelity vs energy</h3>")
+
+
+def _plot_pareto(tune: dict) -> bytes:
+    """Every configuration the search measured, its non-dominated front, the floor, the chosen
+    settings and the untuned preset."""
+    fig, (a, b) = _figure()
+    metric = plain_text(tune["metric"])
+    for ax, key, label in ((a, "energy_pJ", "energy per inference, nJ"),
+                           (b, "sparsity", "synaptic-op sparsity (1 - ops / dense MACs)")):
+        scale = 1e3 if key == "energy_pJ" else 1.0
+        pts = tune["points"]
+        ax.scatter([p[key] / scale for p in pts], [p["metric"] for p in pts], s=12,
+                   c=["tab:green" if p["feasible"] else "tab:gray" for p in pts],
+                   label="evaluated (green: meets the floor)")
+        if key == "energy_pJ":
+            front = tune["front"]
+            ax.step([p[key] / scale for p in front], [p["metric"] for p in front], "k-",
+                    where="post", lw=1, label="Pareto front")
+        ax.axhline(tune["floor"], color="tab:red", ls="--", lw=1, label="floor")
+        ax.scatter([tune["chosen"][key] / scale], [tune["chosen"]["metric"]], marker="*",
+                   s=160, c="tab:red", label="tuned", zorder=3)
+        ax.scatter([tune["untuned"][key] / scale], [tune["untuned"]["metric"]], marker="s",
+                   s=50, c="tab:blue", label="untuned preset", zorder=3)
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+    a.legend(fontsize=7)
+    return _save(fig)
 
 
 def _img(png: bytes) -> str:
