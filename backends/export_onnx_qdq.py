@@ -32,7 +32,7 @@ from sbcompile import __version__
 from sbcompile.backends.export_onnx_ops import OPSET, OnnxBuilder, emit_node, tensor_type
 from sbcompile.errors import SbcError, UnsupportedError
 from sbcompile.ir.graph import Graph, Node
-from sbcompile.ir.ops import count_limit, node_attrs, threshold_axes
+from sbcompile.ir.ops import attention_keep, count_limit, node_attrs, threshold_axes
 
 EXACT_LIMIT = 2 ** 24
 FLOAT, INT32 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT32
@@ -226,8 +226,88 @@ def _reshaped(b: OnnxBuilder, node: Node, name: str, shape: tuple) -> str:
     return b.const(array.astype(np.float32).reshape(shape), f"{name}.r")
 
 
+def _heads(b: OnnxBuilder, node: Node, name: str) -> int:
+    """The static head count (axis 1) of ``name``; batch and lengths may be symbolic."""
+    heads = b.graph.values[name].shape[1]
+    if not isinstance(heads, int):
+        raise UnsupportedError(f"node '{node.name}' ({node.op}): needs the static head count "
+                               f"of '{name}', which is {heads!r}")
+    return heads
+
+
+def _by_kv_head(b: OnnxBuilder, x: str, hkv: int, base: str) -> str:
+    """[B, Hq, T, X] as [B, Hkv, Hq/Hkv * T, X]: the query heads reading one KV head are
+    contiguous, so one batched product per KV head serves GQA."""
+    return b.add("Reshape", [x, b.const(np.array([0, hkv, -1, 0], np.int64), base)], base)
+
+
+def _by_query_head(b: OnnxBuilder, x: str, hq: int, base: str, outputs=None) -> str:
+    return b.add("Reshape", [x, b.const(np.array([0, hq, -1, 0], np.int64), base)], base,
+                 outputs)
+
+
+def _scores(b: OnnxBuilder, node: Node, a: dict) -> None:
+    """Query counts x int8 keys as a float32 MatMul of integer-valued tensors, exact because
+    every partial sum stays below 2^24 (the query encoder's bound (k + 1/2) D, or its
+    max_count D, times 128), cast to int32."""
+    q, k = node.inputs
+    hq, hkv = _heads(b, node, q), _heads(b, node, k)
+    d = b.graph.values[q].shape[3]
+    enc = next((n for n in b.graph.nodes if q in n.outputs), None)
+    if enc is None or enc.op != "spike_encode" or not isinstance(d, int):
+        raise UnsupportedError(f"node '{node.name}' (spike_scores): its query counts do not come "
+                               "from a spike_encode over a static head dimension")
+    ea = node_attrs(enc)
+    per_row = count_limit(ea) * d
+    if ea["policy"] == "dynamic":
+        per_row = min(per_row, (ea["k"] + 0.5) * d)
+    if per_row * 128 * 1.001 >= EXACT_LIMIT:
+        raise UnsupportedError(f"node '{node.name}' (spike_scores): integer partial sums can "
+                               f"reach {per_row * 128:.4g} >= 2^24, beyond exact float32 "
+                               "accumulation")
+    keys = b.add("Transpose", [b.as_float(k)], node.name, perm=[0, 1, 3, 2])
+    product = b.add("MatMul", [_by_kv_head(b, b.as_float(q), hkv, f"{node.name}.rows"), keys],
+                    node.name)
+    scores = _by_query_head(b, product, hq, f"{node.outputs[0]}.f")
+    b.floats[node.outputs[0]] = scores
+    b.add("Cast", [scores], node.name, [node.outputs[0]], to=INT32)
+
+
+def _spike_attention(b: OnnxBuilder, node: Node, a: dict) -> None:
+    """The reference's float32 logits (acc * (vth * scale) * k_scale^T), the band and mask,
+    Softmax (a row with every key masked gives zeros, as in the IR), times the dequantised
+    values, one batched product per KV head."""
+    acc, q_vth, k_scale, v, v_scale = node.inputs[:5]
+    mask = node.inputs[5] if len(node.inputs) > 5 else ""
+    hq, hkv, name = _heads(b, node, acc), _heads(b, node, v), node.name
+    ks = b.add("Transpose", [b.value(k_scale)], name, perm=[0, 1, 3, 2])  # [B, Hkv, 1, Tk]
+    ks = b.add("Reshape", [ks, b.const(np.array([0, hkv, 1, 1, -1], np.int64), name)], name)
+    ks = b.add("Expand", [ks, b.const(np.array([1, 1, hq // hkv, 1, 1], np.int64), name)], name)
+    ks = b.add("Reshape", [ks, b.const(np.array([0, hq, 1, -1], np.int64), name)], name)
+    qs = b.add("Mul", [b.value(q_vth), b.const(np.float32(a["scale"]), f"{name}.scale")], name)
+    logits = b.add("Mul", [b.add("Mul", [b.as_float(acc), qs], name), ks], name)
+    keep = ""
+    if a["causal"] or a["window"] > 0:
+        tq, tk = (b.static_shape(node.inputs[0], node)[i] for i in (2, 3))
+        keep = b.const(attention_keep(tq, tk, a["causal"], a["window"]), f"{name}.keep")
+    if mask and b.graph.values[mask].dtype == "bool":
+        keep = b.add("And", [b.value(mask), keep], name) if keep else b.value(mask)
+    elif mask:
+        logits = b.add("Add", [logits, b.value(mask)], name)
+    if keep:
+        logits = b.add("Where", [keep, logits, b.const(np.float32(-np.inf), f"{name}.ninf")],
+                       name)
+    p = b.add("Softmax", [logits], name, axis=-1)
+    p = b.add("Where", [b.add("IsNaN", [p], name), b.const(np.float32(0), f"{name}.zero"), p],
+              name)
+    values = b.add("Mul", [b.as_float(v), b.value(v_scale)], name)  # [B, Hkv, Tk, Dv]
+    out = b.add("MatMul", [_by_kv_head(b, p, hkv, f"{name}.rows"), values], name)
+    _by_query_head(b, out, hq, f"{name}.out", list(node.outputs))
+
+
 SPIKE_EMITTERS = {"spike_encode": _encode, "spike_linear": _linear, "spike_conv": _conv,
-                  "spike_decode": _decode}
+                  "spike_decode": _decode, "spike_scores": _scores,
+                  "spike_attention": _spike_attention}
 
 
 def _build(graph: Graph) -> tuple[OnnxBuilder, list[tuple[str, str]]]:

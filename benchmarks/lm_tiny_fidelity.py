@@ -5,9 +5,12 @@ of accuracy against sparsity beside SpikingBrain-7B's published sweep (FACTS.md 
 Data: the shipped held-out set (128 windows of 64 characters from standard-library modules the
 model never saw in training, 8192 predictions). Sparsity figures come from the compile report
 (analyse pass) run on those same inputs; with dynamic thresholds nothing is fitted to them.
-Agreement is also split by the float model's margin between its two most likely tokens. One more
-row adds SpikingBrain's attention numerics at k = 3 (preset spikingbrain_kv8, which runs
-passes/attention_quantize.py: spiked SWA query, INT8 K/V per token and head).
+Agreement is also split by the float model's margin between its two most likely tokens. The sweep
+spikes the projections only (``attention_quantize=0``: the preset before it spiked attention);
+one more row is preset ``spikingbrain`` as it is, at k = 3, with SpikingBrain's attention
+numerics (passes/attention_quantize.py: spiked SWA query, INT8 K/V per token and head, integer
+scores), against float and against the projections-only row, with the sparsity of the
+attention's inputs (query counts and int8 K/V) on the same held-out inputs.
 Writes benchmarks/results/lm_tiny_fidelity.json and lm_tiny_k_sweep.png.
 
     python benchmarks/lm_tiny_fidelity.py
@@ -26,6 +29,7 @@ sys.path.insert(0, str(ROOT / "examples" / "spikingbrain_tiny"))
 from data import decode, encode  # noqa: E402
 from spiking import compile_tiny, data, float_graph  # noqa: E402
 
+from sbcompile.ir.records import attention_counts  # noqa: E402
 from sbcompile.lm import generate, next_token_metrics  # noqa: E402
 from sbcompile.runtime import reference  # noqa: E402
 
@@ -53,6 +57,18 @@ def margin_split(float_logits: np.ndarray, spiking_logits: np.ndarray) -> list[d
     return rows
 
 
+def attention_sparsity(env: dict, records: dict) -> dict:
+    """Over every spiked attention: the query counts' zero fraction and mean |count| (spikes
+    per channel before expansion), and the int8 K and V values' zero fraction and mean |value|."""
+    out = {}
+    for part in ("q", "k", "v"):
+        values = np.concatenate([env[getattr(r, part)].ravel() for r in records.values()])
+        out[part] = {"count_zero": float(np.mean(values == 0)),
+                     "mean_abs": float(np.abs(values).mean()),
+                     "max_abs": float(np.abs(values).max())}
+    return out
+
+
 def main() -> None:
     graph = float_graph()
     held = data("heldout")
@@ -61,7 +77,7 @@ def main() -> None:
     base = next_token_metrics(float_logits, float_logits, held["labels"])
     rows, artifacts = [], {}
     for k in KS:
-        art = compile_tiny(graph, k, calib=feeds)
+        art = compile_tiny(graph, k, calib=feeds, attention=False)
         logits = reference.run(art.graph, feeds)["logits"]
         m = next_token_metrics(logits, float_logits, held["labels"])
         sp = art.report["totals"]["sparsity"]
@@ -71,16 +87,22 @@ def main() -> None:
                                            "mean_spikes_per_channel", "T")},
                      "margins": margin_split(float_logits, logits)})
         artifacts[k] = art
-    art = artifacts[3.0]
-    kv8 = compile_tiny(graph, 3.0, calib=feeds, preset="spikingbrain_kv8")
-    logits = reference.run(kv8.graph, feeds)["logits"]
+    projections = artifacts[3.0]
+    art = compile_tiny(graph, 3.0, calib=feeds)
+    records = attention_counts(art.graph)
+    env = reference.evaluate(art.graph, feeds, keep=[v for r in records.values()
+                                                     for v in (r.q, r.k, r.v)])
+    logits = env["logits"]
     m = next_token_metrics(logits, float_logits, held["labels"])
+    before = reference.run(projections.graph, feeds)["logits"]
     attention = {"k": 3.0, **m, "loss_rel": m["loss"] / base["loss"] - 1,
-                 "accuracy_rel": m["accuracy"] / base["accuracy"] - 1}
+                 "accuracy_rel": m["accuracy"] / base["accuracy"] - 1,
+                 "vs_projections_only": next_token_metrics(logits, before, held["labels"]),
+                 "inputs": attention_sparsity(env, records)}
     samples = {p: {"float": decode(generate(reference.run, art.baseline, encode(p), 40)),
                    "spiking": decode(generate(reference.run, art.graph, encode(p), 40))}
                for p in PROMPTS}
-    result = {"float": base, "sweep": rows, "k3_attention_int8": attention, "published": {
+    result = {"float": base, "sweep": rows, "k3_attention_spiked": attention, "published": {
         "float_accuracy": PUBLISHED["float_accuracy"],
         "k": {str(k): {"accuracy": a, "sparsity": s} for k, (a, s) in PUBLISHED["k"].items()}},
         "greedy_40_k3": samples, "eval_predictions": int(held["labels"].size),
@@ -98,9 +120,12 @@ def main() -> None:
               f"{r['mean_spikes_per_channel']:>6.3f}   "
               + (f"{pub[0]:.4f} ({pub[0] / PUBLISHED['float_accuracy'] - 1:+.2%}), {pub[1]:.3f}"
                  if pub else "-"))
-    print(f"k=3 with spiked SWA query and int8 K/V: agreement {attention['agreement']:.4f}, "
+    print(f"spikingbrain (k=3, attention spiked): agreement {attention['agreement']:.4f}, "
           f"loss {attention['loss']:.4f} ({attention['loss_rel']:+.2%}), accuracy "
-          f"{attention['accuracy']:.4f} ({attention['accuracy_rel']:+.2%})")
+          f"{attention['accuracy']:.4f} ({attention['accuracy_rel']:+.2%}); agreement with "
+          f"the projections-only row {attention['vs_projections_only']['agreement']:.4f}")
+    for part, sp in attention["inputs"].items():
+        print(f"  attention {part}: " + ", ".join(f"{k} {v:.3f}" for k, v in sp.items()))
     for p, s in samples.items():
         print(f"{p!r}: float {s['float']!r} | spiking {s['spiking']!r}")
     plot(rows, RESULTS / "lm_tiny_k_sweep.png")

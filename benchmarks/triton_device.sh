@@ -8,6 +8,8 @@
 #   decode   triton_decode (every decode path, six shapes), e2e batches 1/8/32, the tiny LM
 #   ncu      Nsight Compute over the decode kernels (triton_ncu.py)
 #   check    exactness table and the small shapes' decode rows
+#   attention the integer attention: its tests on the GPU, the score kernel's exactness and
+#            timing against bf16 (triton_attention.py), then the check mode
 # Usage: benchmarks/triton_device.sh MODE
 set -u
 MODE=${1:-decode}
@@ -62,4 +64,13 @@ check)
     grep -E "exact" "$OUT/check.log"
     timeout 60 python3 benchmarks/triton_decode.py --small --out "$OUT" > "$OUT/decode.log" 2>&1
     grep -E "method=" "$OUT/decode.log" | cut -c1-110;;
+attention)
+    (cd /tmp && timeout 120 python3 -m pytest -q -p no:cacheprovider \
+        "$here/tests/test_spike_attention.py" "$here/tests/test_spike_ops.py" 2>&1 | tail -3)
+    timeout 240 python3 benchmarks/triton_attention.py --out "$OUT" > "$OUT/attention.log" 2>&1 \
+        || echo "attention run failed"
+    grep -E "exact|layer|Error|error" "$OUT/attention.log" | head -20
+    timeout 100 python3 benchmarks/triton_linear.py --check-only --out "$OUT" \
+        > "$OUT/check.log" 2>&1
+    grep -E "exact" "$OUT/check.log";;
 esac

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import sys
 import time
@@ -169,8 +170,8 @@ def main() -> None:
     previous = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
     rows = {(r["model"], r["preset"]): r for r in previous}  # other rows kept as measured
     rows.update(fresh)
-    doc = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-                      f"{platform.python_version()}",
+    doc = {"machine": f"{os.cpu_count()}-core {platform.machine()}, Python "
+                      f"{platform.python_version()}, numpy {np.__version__}",
            "date": date.today().isoformat(), "rows": list(rows.values())}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=1) + "\n")

@@ -395,13 +395,19 @@ def _pad(a, x, pads, value=None):
 def _attention(a, q, k, v, mask=None):
     """softmax(q k^T * scale + masks) v with GQA, causal and sliding-window masks; a row whose every
     key is masked yields zeros."""
-    hq, hkv, tq, tk, d = q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3]
-    rep = hq // hkv
+    rep = q.shape[1] // k.shape[1]
     kk = np.repeat(k.astype(np.float64), rep, axis=1)
-    vv = np.repeat(v.astype(np.float64), rep, axis=1)
-    scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(d)
+    scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(q.shape[3])
     s = np.matmul(q.astype(np.float64), np.swapaxes(kk, -1, -2)) * scale
-    keep = attention_keep(tq, tk, a["causal"], a["window"])
+    return _like(attend(a, s, v, mask), q)
+
+
+def attend(a, s, v, mask=None):
+    """softmax(s + masks) v in float64: s [B, Hq, Tq, Tk] the scaled logits, v [B, Hkv, Tk, Dv]
+    (GQA), with attention's mask input, causal and window attributes; a row whose every key is
+    masked yields zeros."""
+    vv = np.repeat(v.astype(np.float64), s.shape[1] // v.shape[1], axis=1)
+    keep = attention_keep(s.shape[2], s.shape[3], a["causal"], a["window"])
     if mask is not None and mask.dtype == np.bool_:
         keep = keep & mask
     elif mask is not None:
@@ -411,7 +417,7 @@ def _attention(a, q, k, v, mask=None):
     e = np.exp(s - np.where(np.isfinite(peak), peak, 0.0))
     total = e.sum(axis=-1, keepdims=True)
     p = np.divide(e, total, out=np.zeros_like(e), where=total > 0)
-    return _like(np.matmul(p, vv), q)
+    return np.matmul(p, vv)
 
 
 def _gla(a, q, k, v, g):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from sbcompile.ir.ops import count_limit, saturation, threshold_axes
-from sbcompile.runtime.reference_float import conv_nd
+from sbcompile.runtime.reference_float import attend, conv_nd
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -108,6 +108,25 @@ def spike_decode(a, acc, vth, scale=None, bias=None):
     return y.astype(np.float32)
 
 
+def spike_scores(a, q_counts, k):
+    """acc[b, h, i, j] = q_counts[b, h, i] . k[b, h // rep, j] (exact, int32), as a float64
+    product: partial sums stay integers below 2^53 (|count| <= 2^20, |k| <= 128, D < 2^25)."""
+    if k.dtype != np.int8:
+        raise ValueError(f"spike_scores needs int8 keys, got {k.dtype}")
+    kk = np.repeat(k.astype(np.float64), q_counts.shape[1] // k.shape[1], axis=1)
+    return _to_int32(np.matmul(q_counts.astype(np.float64), np.swapaxes(kk, -1, -2)))
+
+
+def spike_attention(a, acc, q_vth, k_scale, v, v_scale, mask=None):
+    """Logits from the integer scores in float32 (acc * (q_vth * scale) * k_scale^T), then
+    attention's band, mask and softmax on the dequantised int8 values (``attend``)."""
+    rep = acc.shape[1] // k_scale.shape[1]
+    ks = np.swapaxes(np.repeat(k_scale.astype(np.float32), rep, axis=1), -1, -2)
+    logits = acc.astype(np.float32) * (q_vth.astype(np.float32) * np.float32(a["scale"])) * ks
+    values = v.astype(np.float32) * v_scale.astype(np.float32)
+    return attend(a, logits.astype(np.float64), values, mask).astype(np.float32)
+
+
 def _to_int32(acc: np.ndarray) -> np.ndarray:
     if acc.size and np.abs(acc).max() > INT32_MAX:  # (the encoder's safety clamp prevents it)
         raise OverflowError("integer accumulator exceeds int32")
@@ -115,4 +134,5 @@ def _to_int32(acc: np.ndarray) -> np.ndarray:
 
 
 SPIKE_KERNELS = {"spike_encode": spike_encode, "spike_linear": spike_linear,
-                 "spike_conv": spike_conv, "spike_decode": spike_decode}
+                 "spike_conv": spike_conv, "spike_decode": spike_decode,
+                 "spike_scores": spike_scores, "spike_attention": spike_attention}

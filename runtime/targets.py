@@ -16,11 +16,10 @@ import numpy as np
 
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node
-from sbcompile.ir.ops import node_attrs, saturation
+from sbcompile.ir.ops import INTEGER_OPS, node_attrs, saturation
 
 TARGETS = ("reference", "lava", "triton", "onnxruntime")
 PROGRAM_TARGETS = ("lava", "triton", "onnxruntime")
-INTEGER_OPS = ("spike_encode", "spike_linear", "spike_conv")
 
 
 class TargetProgram(Protocol):

@@ -3,15 +3,20 @@ threshold; T, i.e. ``max_count``, and the clip of a static one; or float) so tha
 a fidelity floor at the least energy (or the most sparsity), and write them as ``layers``.
 
 The search is greedy with bisection, never exhaustive (its evaluations grow as layers x log of
-the ladder), and measures every step on the calibration inputs:
-1. start: every layer at its finest rung;
-2. sensitivity: each layer alone at its cheapest rung, the others at the start: fidelity lost and
-   cost saved;
-3. when the start misses the floor, layers go float, most sensitive first, until it holds
-   (the float model itself missing it: the floor is unreachable);
-4. in order of cost saved per fidelity lost, each layer is bisected down its ladder (then, for a
-   static threshold, down its clip ladder) to the cheapest rung that keeps the floor, the other
-   layers as they stand. Each accepted step was measured to keep the floor, so the result does.
+the ladder, or with many layers as log of both), and measures every step on the calibration
+inputs:
+1. the untuned preset (a point to compare with), then the start: every layer at its finest rung;
+2. sensitivity: with up to PER_LAYER_LIMIT encoders, each layer alone at its cheapest rung, the
+   others at the start (fidelity lost, cost saved); with more, each layer's output cosine in the
+   untuned preset's analysis (one evaluation for all);
+3. when the start misses the floor, the fewest most-sensitive layers go float for it to hold
+   (bisection over the ranking; the float model itself missing it: the floor is unreachable);
+4. few layers: in order of cost saved per fidelity lost, each layer is bisected down its ladder
+   (then, for a static threshold, down its clip ladder) to the cheapest rung that keeps the
+   floor, the others as they stand. Many layers: the cheapest rung all can share (bisection),
+   then from the cheapest rung up, the longest prefix of the least-sensitive layers that can
+   take it (bisection over the prefix length). Each accepted step was measured to keep the
+   floor, so the result does.
 Costs: energy is the report's spiking estimate under ``energy_preset`` plus the dense float MACs
 of the layers kept float; sparsity is 1 - (synaptic ops + float MACs) / dense MACs. Every
 evaluated configuration is a point of the fidelity-cost plane; the non-dominated ones form the
@@ -37,7 +42,8 @@ from sbcompile.passes.targets import spike_groups
 from sbcompile.runtime.reference import evaluate
 from sbcompile.tune_metrics import LabelledMetric, check_floor, compared_value
 
-DYNAMIC_K = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # cheapest (coarsest) first
+# cheapest (coarsest) first; even the finest spiking rung costs a fraction of a float layer
+DYNAMIC_K = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 STATIC_T = (1, 3, 7, 15, 31, 63, 127)                        # graded and bit-serial codings
 UNARY_T = (1, 2, 3, 4, 6, 8)                                 # codings that spend a step a unit
 UNARY_CODINGS = ("binary", "ternary")
@@ -238,13 +244,18 @@ class Tuner:
         return self.stopped_early
 
     # -- the search --------------------------------------------------------------------------
-    def search(self) -> tuple[Trial, list[dict]]:
-        start = self.run_trial(self.layers(), "start: every layer at its finest rung")
+    def search(self) -> tuple[Trial, Trial, list[dict]]:
+        """(the chosen trial, the untuned preset's, the sensitivity ranking)."""
+        untuned = self.run_trial({}, "untuned preset")
         if self.evaluate.float_metric < self.floor:
-            raise unreachable(self.floor, self.evaluate.metric, start.metric,
+            # the floor asks more than the float model gives
+            raise unreachable(self.floor, self.evaluate.metric, untuned.metric,
                               self.evaluate.float_metric)
-        ranking = self._rank(start)
+        start = self.run_trial(self.layers(), "start: every layer at its finest rung")
+        ranking = self._rank(start, untuned)
         current = self._float_until_feasible(start, ranking)
+        if len(self.knobs) > PER_LAYER_LIMIT:
+            current = self._uniform(current)
         if len(self.knobs) <= PER_LAYER_LIMIT:
             for r in sorted(ranking, key=lambda r: -r["cost_saved"] / max(r["metric_lost"],
                                                                           1e-9)):
@@ -256,19 +267,20 @@ class Tuner:
             order = [r["knob"] for r in sorted(ranking, key=lambda r: r["metric_lost"])]
             current = self._descend(order, "rung", current)
             current = self._descend([k for k in order if self._clips(k)], "clip", current)
-        return current, [{k: v for k, v in r.items() if k != "knob"} for r in ranking]
+        return current, untuned, [{k: v for k, v in r.items() if k != "knob"} for r in ranking]
 
     def _clips(self, knob: Knob) -> bool:
         return knob.clip is not None and "max_count" in knob.rungs[knob.rung]
 
-    def _rank(self, start: Trial) -> list[dict]:
+    def _rank(self, start: Trial, untuned: Trial) -> list[dict]:
         """Each knob's sensitivity: with few knobs, probed (alone at its cheapest rung: the
-        fidelity lost and the cost saved); with many, read from the start's analysis (the
-        worst output cosine of its layers), one evaluation for all."""
+        fidelity lost and the cost saved); with many, read from the untuned preset's analysis
+        (the worst output cosine of its layers, upstream layers spiked too), one evaluation
+        for all."""
         ranking = []
         for knob in self.knobs:
             if len(self.knobs) > PER_LAYER_LIMIT:
-                lost = 1 - min(start.layer_cosine.get(n, 1.0) for n in knob.layers)
+                lost = 1 - min(untuned.layer_cosine.get(n, 1.0) for n in knob.layers)
                 ranking.append({"layer": knob.name, "metric_lost": lost, "cost_saved": None,
                                 "measured": "layer output cosine", "knob": knob})
                 continue
@@ -306,6 +318,23 @@ class Tuner:
         for knob in order[:hi]:
             knob.rung = len(knob.rungs) - 1
         return best
+
+    def _uniform(self, current: Trial) -> Trial:
+        """Many knobs: the cheapest rung that every knob still spiking can take at once and
+        keep the floor (bisection over the ladder), where the descent by prefixes starts."""
+        spiking = [k for k in self.knobs if "float" not in k.rungs[k.rung]]
+        lo, hi = 0, min((k.rung for k in spiking), default=0)
+        while lo < hi and not self.out_of_time():
+            mid = (lo + hi) // 2
+            trial = self.run_trial(self.layers({id(k): {"rung": mid} for k in spiking}),
+                                   f"every spiking layer at rung {mid}")
+            if trial.feasible and trial.cost <= current.cost:
+                hi, current = mid, trial
+            else:
+                lo = mid + 1
+        for knob in spiking:
+            knob.rung = min(knob.rung, hi)
+        return current
 
     def _floated(self, knobs: list[Knob]) -> dict:
         return self.layers({id(k): {"rung": len(k.rungs) - 1} for k in knobs})
@@ -350,10 +379,11 @@ class Tuner:
 def expected_evaluations(knobs: list[Knob]) -> int:
     """Start, the ranking, the bisections, the untuned preset (floats extra)."""
     clipped = [k for k in knobs if k.clip is not None]
-    if len(knobs) > PER_LAYER_LIMIT:
+    if len(knobs) > PER_LAYER_LIMIT:  # the uniform rung, then prefixes below it (about half)
+        top = max(k.rung for k in knobs)
         per_level = math.ceil(math.log2(len(knobs) + 1))
-        levels = max(k.rung for k in knobs) + (len(CLIP_SCALE) - 1 if clipped else 0)
-        return 2 + levels * per_level
+        levels = top // 2 + (len(CLIP_SCALE) - 1 if clipped else 0)
+        return 2 + math.ceil(math.log2(top + 1)) + levels * per_level
     steps = sum(math.ceil(math.log2(k.rung + 1)) for k in knobs)
     steps += math.ceil(math.log2(len(CLIP_SCALE))) * len(clipped)
     return 2 + len(knobs) + steps
@@ -390,8 +420,7 @@ def tune(graph: Graph, base: CompileConfig, calib, metric: str, floor: float,
     if hasattr(progress, "begin"):
         progress.begin(expected_evaluations(knobs))
     tuner = Tuner(evaluator, knobs, floor, seconds, progress)
-    chosen, ranking = tuner.search()
-    untuned = tuner.run_trial({}, "untuned preset")
+    chosen, untuned, ranking = tuner.search()
     config = dataclasses.replace(base, layers=chosen.layers, fidelity_floor=None)
     return Search(config.check(), metric, floor, objective, energy_preset, chosen, untuned,
                   evaluator.float_metric, tuner.trials, time.monotonic() - began,

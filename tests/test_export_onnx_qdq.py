@@ -88,6 +88,27 @@ def test_weight_groups_sum_in_the_reference_order():
                                atol=1e-6 * np.abs(want["logits"]).max())
 
 
+@pytest.mark.parametrize("build", ["bert", "decoder"])
+def test_spiked_attention_exports_exactly(build):
+    """Preset spikingbrain's integer attention (spike_scores, spike_attention) in the export:
+    the scores and every count equal the reference's, the outputs agree."""
+    import models
+    from sbcompile.runtime.targets import integer_values
+
+    zoo = getattr(models, f"build_{build}")()
+    art = compile_model(zoo.onnx_bytes(), "spikingbrain", calib=zoo.inputs)
+    keep = integer_values(art.graph)
+    scores = [n.outputs[0] for n in art.graph.nodes if n.op == "spike_scores"]
+    assert scores and set(scores) <= set(keep)
+    want = reference.evaluate(art.graph, zoo.eval_inputs, keep=keep)
+    got = _ort(to_onnx(art.graph, keep), zoo.eval_inputs)
+    for name in keep:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    for name in art.graph.outputs:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5,
+                                   atol=1e-5 * np.abs(want[name]).max(), err_msg=name)
+
+
 def _one_node_graph(op: str, inputs: dict, outputs: dict, **attrs) -> Graph:
     """A graph of one IR node; ``inputs``/``outputs`` map names to (shape, dtype)."""
     values = {n: Value(n, shape, dtype) for n, (shape, dtype) in {**inputs, **outputs}.items()}

@@ -59,9 +59,12 @@ def test_every_projection_but_lm_head_is_spiked(tiny):
     spiked = {layer["name"] for layer in art.report["layers"]}
     assert spiked == set(projections) - {head}
     ops = [n.op for n in art.graph.nodes]
-    assert ops.count("gla") == 2 and ops.count("attention") == 2 and ops.count("gather") == 1
+    assert ops.count("gla") == 2 and ops.count("gather") == 1
+    # the SWA attention is spiked too: integer scores, then the float softmax part
+    assert ops.count("attention") == 0
+    assert ops.count("spike_scores") == ops.count("spike_attention") == 2
     assert all(n.attrs.get("window") == 32 and n.attrs.get("causal") == 1
-               for n in art.graph.nodes if n.op == "attention")
+               for n in art.graph.nodes if n.op == "spike_attention")
 
 
 def test_generation_matches_torch_greedy_and_ignores_padding(tiny):

@@ -11,6 +11,7 @@ from sbcompile.artifact import Artifact
 from sbcompile.demo import EXAMPLE, accuracy
 from sbcompile.errors import SbcError
 from sbcompile.ir.codings import event_linear, expand
+from sbcompile.ir.records import spiked_layers
 from sbcompile.npz import load_npz
 from sbcompile.pipeline import compile_model
 from sbcompile.runtime import reference
@@ -53,8 +54,11 @@ def test_transformers_keep_cosine(build):
         assert fid["cosine"] >= 0.99, (out, fid)
     assert rep["totals"]["layers_spiked"] >= 6
     # shared inputs (q, k, v read one normed tensor) are spiked once
-    encoders = [n for n in art.graph.nodes if n.op == "spike_encode"]
+    encoders = {layer.encoder for layer in spiked_layers(art.graph).values()}
     assert len(encoders) < rep["totals"]["layers_spiked"]
+    # and the attention too: integer scores of the spiked query and int8 keys
+    ops = [n.op for n in art.graph.nodes]
+    assert ops.count("attention") == 0 and ops.count("spike_scores") >= 1
     # group-of-128 quantisation falls back to per channel on these small widths
     assert all(layer["group_size"] == layer["fan_in"] for layer in rep["layers"])
 

@@ -36,9 +36,10 @@ def data(name: str) -> dict[str, np.ndarray]:
 
 def compile_tiny(graph: Graph, k: float = 3.0,
                  calib: dict[str, np.ndarray] | None = None,
-                 preset: str = "spikingbrain") -> Artifact:
-    """Compile under ``preset`` (``spikingbrain``, or ``spikingbrain_kv8`` to quantize the
-    attention too) with threshold divisor ``k``; the lm_head stays float (the embedding is a
-    gather, never spiked)."""
-    config = make_config(preset, {"k": str(k)}, exclude=[lm_head(graph)])
+                 preset: str = "spikingbrain", attention: bool = True) -> Artifact:
+    """Compile under ``preset`` with threshold divisor ``k``; the lm_head stays float (the
+    embedding is a gather, never spiked). ``attention=False`` leaves the SWA attention in
+    float (spiked projections only: the preset as it was before it spiked attention)."""
+    config = make_config(preset, {"k": str(k), "attention_quantize": str(int(attention))},
+                         exclude=[lm_head(graph)])
     return compile_graph(graph, config, calib if calib is not None else data("calib"))

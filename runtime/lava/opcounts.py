@@ -80,6 +80,10 @@ def compute_flops(node: dict, shapes: dict[str, tuple[int, ...]]) -> int:
         b, h, tq, d = ins[0]
         tk = ins[1][2]
         return b * h * tq * tk * (4 * d + _PER_ELEMENT["softmax"])
+    if op == "spike_scores":  # integer multiply-adds: q counts [B, H, Tq, D] x int8 keys
+        return 2 * n_out * ins[0][-1]
+    if op == "spike_attention":  # acc [B, H, Tq, Tk], v [B, Hk, Tk, Dv]: rescale, softmax, p v
+        return n_out // ins[3][-1] * ins[0][-1] * (2 * ins[3][-1] + 2 + _PER_ELEMENT["softmax"])
     if op == "gla":  # q [B, T, H, K], v [B, T, H, V]: state update and readout per step
         b, t, h, k = ins[0]
         return 6 * b * t * h * k * ins[2][-1]

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sbcompile.errors import SbcError
+from sbcompile.ir.ops import INTEGER_OPS
 
 FORMS = ("fused", "split")
 
@@ -36,7 +37,8 @@ class ProcSpec:
     inputs: list[str] = field(default_factory=list)     # tensors received, in-port order
     outputs: list[str] = field(default_factory=list)    # tensors sent, out-port order
     preloaded: list[str] = field(default_factory=list)  # graph inputs it reads
-    records: list[str] = field(default_factory=list)    # graph outputs it produces
+    records: list[str] = field(default_factory=list)    # graph outputs and integer compute
+    # results (spike_scores) it produces
     level: int = -1                                     # of level and compute processes
 
     @property
@@ -148,11 +150,13 @@ def _wire(specs: list[ProcSpec], plan: dict) -> None:
     missing = [v for v in plan["outputs"] if v not in producer and v not in plan["inputs"]]
     if missing:
         raise SbcError(f"graph output '{missing[0]}' is not produced by any process")
+    integers = [n["outputs"][0] for n in plan["compute"] if n["op"] in INTEGER_OPS]
     for spec in specs:
         reads = spec.reads() - spec.produces
         spec.preloaded = sorted(reads & set(plan["inputs"]))
         spec.inputs = sorted(v for v in reads if v in producer)
-        spec.records = [v for v in plan["outputs"] if v in spec.produces]
+        spec.records = [v for v in dict.fromkeys([*plan["outputs"], *integers])
+                        if v in spec.produces]
     for spec in specs:
         for v in spec.inputs:
             if v not in producer[v].outputs:

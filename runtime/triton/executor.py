@@ -9,13 +9,13 @@ import torch
 
 from sbcompile.errors import SbcError
 from sbcompile.runtime import reference
-from sbcompile.ir.ops import count_limit, node_attrs, saturation, threshold_axes, threshold_shape
+from sbcompile.ir.ops import (INTEGER_OPS, count_limit, node_attrs, saturation, threshold_axes,
+                              threshold_shape)
 from sbcompile.runtime.triton import launch
 from sbcompile.runtime.triton.loader import kernels
 from sbcompile.runtime.triton.program import TritonProgram
 from sbcompile.runtime.triton.torch_ops import torch_kernel
 
-INTEGER_OPS = ("spike_encode", "spike_linear", "spike_conv")
 INT32_MAX = np.iinfo(np.int32).max
 
 
@@ -45,6 +45,7 @@ class _Run:
             counts = self.g.node(step.node).inputs[0]
             self.readers.setdefault(counts, []).append(step)
         self.consumers = self.g.consumers()
+        self.score_peaks: list[tuple] = []  # (spike_scores node, peak |query count|)
 
     def value(self, name: str) -> torch.Tensor:
         if name in self.env:
@@ -114,6 +115,12 @@ class _Run:
             self.env[decode.outputs[0]] = y.view(lead + (y.shape[-1],))
             self.done.add(decode.name)
 
+    def scores(self, node) -> None:
+        """``spike_scores`` on the int8 tensor cores; its bound joins the range checks."""
+        q_counts, k = (self.value(i) for i in node.inputs)
+        self.env[node.outputs[0]] = launch.attention_scores(self.kern, q_counts, k)
+        self.score_peaks.append((node, q_counts.abs().amax()))
+
     def generic(self, node) -> None:
         args = [self.value(i) if i else None for i in node.inputs]
         fn = torch_kernel(node.op, args)
@@ -140,7 +147,7 @@ class _Run:
         the kernels: a layer whose peak count times its largest row of |W| could pass int32 is
         recomputed exactly by the reference kernel, which raises as it would."""
         device_peaks = [e.counts.abs().amax() for _, e in self.encoder_peaks] \
-            + [p for _, p in self.peaks]
+            + [p for _, p in self.peaks] + [p for _, p in self.score_peaks]
         if not device_peaks:
             return
         host = iter(torch.stack([p.float() for p in device_peaks]).cpu().numpy().tolist())
@@ -148,19 +155,28 @@ class _Run:
             reason = saturation(node_attrs(node), next(host))
             if reason:
                 raise reference.range_error(node, OverflowError(reason))
-        peaks = list(host)
-        for (node, _), peak in zip(self.peaks, peaks):
+        rest = list(host)
+        for (node, _), peak in zip(self.peaks, rest):
             key = ("row_abs_sum", node.name)
             if key not in self.p.device_cache:
                 w = self.g.params[node.inputs[1]]
                 self.p.device_cache[key] = int(np.abs(w.astype(np.int64)).sum(axis=1).max())
             if int(peak) * self.p.device_cache[key] > INT32_MAX:
-                counts = self.env[node.inputs[0]].cpu().numpy()
-                try:
-                    reference.KERNELS[node.op](node_attrs(node), counts,
-                                               self.g.params[node.inputs[1]])
-                except OverflowError as e:
-                    raise reference.range_error(node, e) from None
+                self.recheck(node)
+        for (node, _), peak in zip(self.score_peaks, rest[len(self.peaks):]):
+            head_dim = self.env[node.inputs[0]].shape[-1]
+            if int(peak) * head_dim * 128 > INT32_MAX:  # |int8| <= 128
+                self.recheck(node)
+
+    def recheck(self, node) -> None:
+        """Recompute an integer node whose bound passes int32 with the reference kernel, which
+        raises where the exact result would not fit (the kernel's int32 result is exact
+        otherwise)."""
+        args = [self.value(i).cpu().numpy() for i in node.inputs]
+        try:
+            reference.KERNELS[node.op](node_attrs(node), *args)
+        except OverflowError as e:
+            raise reference.range_error(node, e) from None
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, arr in reference.check_feeds(self.g, feeds).items():
@@ -171,6 +187,8 @@ class _Run:
             step = self.p.linears.get(node.name)
             if node.name in self.p.encodes:
                 self.encode(node, self.p.encodes[node.name])
+            elif node.op == "spike_scores":
+                self.scores(node)
             elif step is not None and self.encoded.get(node.inputs[0]) is not None and \
                     self.encoded[node.inputs[0]].fast:
                 self.linear(node, step, self.encoded[node.inputs[0]])

@@ -392,3 +392,37 @@ def dense_linear(kern: ModuleType, enc: Encoded, w: torch.Tensor, group_size: in
         STORE_COUNTS=store_counts, SPLIT=split, NUM_STAGES=cfg.num_stages,
         ONE_ROW=rows == 1 and cfg.one_row, num_warps=cfg.num_warps)
     return (acc if store_acc else None), (y if decode else None)
+
+
+@dataclass(frozen=True)
+class ScoresConfig:
+    bm: int
+    bn: int
+    bd: int
+    num_warps: int
+
+
+def scores_config(rows: int, keys: int, head_dim: int) -> ScoresConfig:
+    """Tiles of the score GEMM: rows are the query heads x tokens of one KV head (at least 16, the
+    dot's smallest tile), keys its columns, the head dimension its K steps (at least 32: int8
+    tensor cores)."""
+    bm = min(128, max(16, 1 << _log2_up(rows)))
+    bn = min(128, max(16, 1 << _log2_up(keys)))
+    bd = min(128, max(32, 1 << _log2_up(head_dim)))
+    return ScoresConfig(bm, bn, bd, num_warps=8 if bm * bn >= 128 * 128 else 4)
+
+
+def attention_scores(kern: ModuleType, q_counts: torch.Tensor, k: torch.Tensor,
+                     cfg: ScoresConfig | None = None) -> torch.Tensor:
+    """int32 scores [B, Hq, Tq, Tk] of int32 query counts [B, Hq, Tq, D] and int8 keys
+    [B, Hkv, Tk, D] (``spike_scores``)."""
+    b, hq, tq, d = q_counts.shape
+    hkv, tk = k.shape[1], k.shape[2]
+    rows = hq // hkv * tq  # the query rows that read one KV head: one GEMM per (batch, KV head)
+    cfg = cfg or scores_config(rows, tk, d)
+    acc = torch.empty((b, hq, tq, tk), dtype=torch.int32, device=k.device)
+    grid = (b * hkv, math.ceil(rows / cfg.bm), math.ceil(tk / cfg.bn))
+    kern.attention_scores.scores_kernel[grid](
+        q_counts.contiguous(), k.contiguous(), acc, rows, tk, d, BM=cfg.bm, BN=cfg.bn,
+        BD=cfg.bd, num_warps=cfg.num_warps)
+    return acc

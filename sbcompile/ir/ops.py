@@ -202,6 +202,18 @@ _op("spike_decode", "spike", "acc vth scale? bias?", "y",
     "+ bias; conv acc [B, O, *sp]: y = vth * acc * scale[O] + bias[O]; counts (no scale): "
     "y = vth * counts. Float32, summed over g in order", layout="linear")
 
+_op("spike_scores", "spike", "q_counts k", "acc",
+    "exact integer attention scores: acc[b, h, i, j] = sum_d q_counts[b, h, i, d] * "
+    "k[b, h // (Hq/Hkv), j, d] with int32 query counts [B, Hq, Tq, D] and int8 keys "
+    "[B, Hkv, Tk, D] (GQA as in attention); acc int32 [B, Hq, Tq, Tk]")
+_op("spike_attention", "spike", "acc q_vth k_scale v v_scale mask?", "y",
+    "attention on integer scores (SpikingBrain: softmax and its value product stay float): "
+    "logits = float32(acc) * (q_vth * scale) * k_scale^T in float32, q_vth [B, Hq, Tq, 1] and "
+    "k_scale [B, Hkv, Tk, 1] per token and head (GQA as in attention), `scale` required (the "
+    "query's 1/sqrt(D)); then mask, causal/window band and softmax exactly as attention, times "
+    "the dequantised values float32(v) * v_scale (int8 v [B, Hkv, Tk, Dv], v_scale "
+    "[B, Hkv, Tk, 1]); y float32 [B, Hq, Tq, Dv]", scale=None, causal=0, window=0)
+
 # ---- real-model coverage (issue 14): ops no decomposition expresses exactly or cheaply ------------
 for _name, _sem in [("tan", "tan(x)"), ("asin", "arcsin(x)"), ("acos", "arccos(x)"),
                     ("atan", "arctan(x)"), ("sinh", "sinh(x)"), ("cosh", "cosh(x)"),
@@ -268,6 +280,11 @@ OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
 CATEGORIES = ("linear", "pool", "elementwise", "activation", "norm", "reduce", "shape",
               "attention", "spike")
 ONNX_OPS: dict[str, str] = {s.onnx: s.name for s in _SPECS if s.onnx}  # ONNX op -> IR op
+INTEGER_OPS = ("spike_encode", "spike_linear", "spike_conv", "spike_scores")  # the exact path:
+# their first outputs are integers every target must give bit for bit
+INTEGER_OPERANDS = {  # op -> {input slot: the dtype it must have}
+    "spike_linear": {0: "int32", 1: "int8"}, "spike_conv": {0: "int32", 1: "int8"},
+    "spike_scores": {0: "int32", 1: "int8"}, "spike_attention": {0: "int32", 3: "int8"}}
 
 
 # ---- rules that follow from an op ---------------------------------------------------------------

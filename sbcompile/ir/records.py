@@ -5,7 +5,8 @@ them), but code reads and writes them only through this module:
 - ``SpikedLayer`` per spiked layer, keyed by the layer's original node name: spike_quantize
   records its encoder and values, weight_quantize completes it with the integer product;
 - ``Expansion`` per encoder's counts value: the coding and T policy the expand pass recorded;
-- ``attention_counts``: per attention node, the counts attention_quantize made (q, k, v);
+- ``attention_counts``: per attention node, the counts and integer scores attention_quantize
+  made (q, k, v, scores);
 - ``analysis``: what analyse measured (the report's layers, totals, energy, output fidelity).
 """
 from __future__ import annotations
@@ -66,9 +67,10 @@ def set_expansions(graph, records: dict[str, Expansion]) -> None:
 
 @dataclass(frozen=True)
 class AttentionCounts:
-    q: str
+    q: str  # the query's counts, the int8 keys' and values' counts (int32)
     k: str
     v: str
+    scores: str | None = None  # the integer scores (spike_scores)
 
 
 def attention_counts(graph) -> dict[str, AttentionCounts]:

@@ -436,6 +436,32 @@ def _spike_linear(a, s, v):
     return [tuple(counts[:-1]) + (groups, w[0])]
 
 
+@_rule("spike_scores")
+def _spike_scores(a, s, v):
+    q, k = tuple(s[0]), tuple(s[1])
+    _check_heads(q, k, "query counts", "keys")
+    return [(q[0], q[1], q[2], k[2])]
+
+
+@_rule("spike_attention")
+def _spike_attention(a, s, v):
+    acc, val = tuple(s[0]), tuple(s[3])
+    _check_heads(acc, val, "scores", "values")
+    if a["scale"] is None:
+        raise ShapeError("spike_attention needs its scale (the query's 1/sqrt(D))")
+    if known(acc[3]) and known(val[2]) and acc[3] != val[2]:
+        raise ShapeError(f"scores over {acc[3]} keys, values hold {val[2]}")
+    return [(acc[0], acc[1], acc[2], val[3])]
+
+
+def _check_heads(q: Shape, kv: Shape, q_name: str, kv_name: str) -> None:
+    if len(q) != 4 or len(kv) != 4:
+        raise ShapeError(f"{q_name} and {kv_name} must be 4-D [B, H, T, D], got {list(q)}, "
+                         f"{list(kv)}")
+    if known(q[1]) and known(kv[1]) and q[1] % kv[1]:
+        raise ShapeError(f"{q[1]} query heads are not a multiple of {kv[1]} key heads")
+
+
 @_rule("spike_decode")
 def _spike_decode(a, s, v):
     acc = tuple(s[0])
@@ -669,8 +695,8 @@ def infer_dtypes(node, dtypes: list[str | None]) -> list[str]:
         return [a["dtype"]]
     if op == "spike_encode":
         return ["int32", "float32"]
-    if op in ("spike_linear", "spike_conv"):
+    if op in ("spike_linear", "spike_conv", "spike_scores"):
         return ["int32"]
-    if op == "spike_decode":
+    if op in ("spike_decode", "spike_attention"):
         return ["float32"]
     return [dtypes[1] if op == "where" else dtypes[0]] * len(node.outputs or OPS[op].outputs)

@@ -5,7 +5,7 @@ import numpy as np
 
 from sbcompile.errors import GraphError
 from sbcompile.ir.graph import DTYPES, Graph, Node
-from sbcompile.ir.ops import OPS
+from sbcompile.ir.ops import INTEGER_OPERANDS, OPS
 from sbcompile.ir.shapes import agree, constant_values, infer_node
 
 
@@ -87,8 +87,9 @@ def _check_shapes(graph: Graph) -> None:
             if not agree(declared, got):
                 raise GraphError(f"node '{node.name}' ({node.op}): output '{name}' is declared "
                                  f"{list(declared)} but its inputs give {list(got)}")
-        if node.op in ("spike_linear", "spike_conv"):
-            c, w = (graph.values[i] for i in node.inputs)
-            if c.dtype != "int32" or w.dtype != "int8":
-                raise GraphError(f"node '{node.name}' ({node.op}): needs int32 counts and int8 "
-                                 f"weight, got {c.dtype}, {w.dtype}")
+        for slot, want in INTEGER_OPERANDS.get(node.op, {}).items():
+            got = graph.values[node.inputs[slot]].dtype
+            if got != want:
+                raise GraphError(f"node '{node.name}' ({node.op}): its operand "
+                                 f"{OPS[node.op].inputs[slot]} '{node.inputs[slot]}' must be "
+                                 f"{want}, got {got}")
