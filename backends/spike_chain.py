@@ -47,7 +47,8 @@ def binary_chain(graph: Graph, fmt: str) -> tuple[list[Layer], list[tuple[str, s
         if node.op == "spike_encode":
             if a["policy"] != "static" or a["max_count"] != 1:
                 refuse(node, f"{fmt} needs static thresholds with max_count 1 (binary "
-                             f"spikes); got {a['policy']} with max_count {a['max_count']}")
+                             f"spikes); got {a['policy']} with max_count {a['max_count']}"
+                             + _why_not_steps(a))
         elif node.op == "spike_linear" and a["group_size"] not in (
                 None, graph.values[node.inputs[1]].shape[1]):
             refuse(node, f"weight groups have one scale each; {fmt} holds one per neuron")
@@ -98,6 +99,15 @@ def binary_chain(graph: Graph, fmt: str) -> tuple[list[Layer], list[tuple[str, s
         if prev.next_encode is not layer.encode:
             refuse(layer.product, "layers must form one chain")
     return layers, problems
+
+
+def _why_not_steps(attrs: dict) -> str:
+    """What a static multi-step encoder (T steps of ternary spikes) would need of a peer."""
+    if attrs["policy"] != "static" or not attrs["max_count"] or attrs["max_count"] <= 1:
+        return ""
+    return (f" ({attrs['max_count']} = T steps of ternary spikes: the next layer's count is "
+            "known only after the whole window, which a stock neuron cannot integrate and then "
+            "emit; compile with --set max_count=1 for the one-step form)")
 
 
 def acc_bound(weight: np.ndarray) -> int:

@@ -6,6 +6,8 @@ Definitions (all per inference over the calibration set, coding named in the rep
 - count_zero: zeros among the integer counts;
 - spike_slot: 1 - events / (T * N), T the expansion length of the configured t_mode (global: one T
   for all layers; tensor: one per layer; token: each token its own), N the number of counts;
+  T_max: the T the layer's count bound reserves (the expand pass's record; for the ternary
+  preset the T calibration chose), at least the T measured;
 - spike_slot_window: 1 - events / (window * N) for the fixed window (SpikingBrain used 3);
 - mean_spikes_per_channel: events / N; silent_channels: input channels with no spike at all;
 - synaptic ops: every event reaching every synapse of its fan-out (conv: exactly the output
@@ -27,7 +29,8 @@ import numpy as np
 
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
-from sbcompile.ir.records import Analysis, SpikedLayer, set_analysis, spiked_layers
+from sbcompile.ir.records import (Analysis, SpikedLayer, expansions, set_analysis,
+                                  spiked_layers)
 from sbcompile.passes.calibrate import check_calibration
 from sbcompile.passes.energy import energy_table, synaptic_ops
 from sbcompile.ir.codings import events_per_count, steps_needed, steps_per_row
@@ -149,8 +152,9 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     contributions = _contributions(graph, float_graph, config, calib) if config.sensitivity \
         else None
     global_T = max([st.steps_max for st in stats.values()] or [0])
-    layer_reports = [_layer_report(name, st, config, global_T, samples, enc_attrs)
-                     for name, st in stats.items()]
+    bounds = {counts: e.T for counts, e in expansions(graph).items()}
+    layer_reports = [_layer_report(name, st, config, global_T, samples, enc_attrs,
+                                   bounds.get(st.info.counts)) for name, st in stats.items()]
     if contributions is not None:
         for rep in layer_reports:
             rep["contribution"] = contributions["layers"][rep["name"]]
@@ -206,12 +210,12 @@ def _ops(st: LayerStats, config: CompileConfig, samples: int, enc: dict) -> dict
 
 
 def _layer_report(name: str, st: LayerStats, config: CompileConfig, global_T: int,
-                  samples: int, enc_attrs: dict) -> dict:
+                  samples: int, enc_attrs: dict, T_max: int | None) -> dict:
     info = st.info
     return {"name": name, "op": info.op, "fan_in": info.fan_in,
             "fan_out": info.fan_out, "group_size": info.group_size,
             "weights_at_limit": info.weights_at_limit,
-            "sparsity": _sparsity(st, config, global_T),
+            "sparsity": {**_sparsity(st, config, global_T), "T_max": T_max},
             "ops": _ops(st, config, samples, enc_attrs[info.counts]),
             "fidelity": {"encode": st.encode_fid.result(), "output": st.output_fid.result(),
                          **(st.propagation.result() if st.propagation else {})},

@@ -102,12 +102,13 @@ def check_calibration(graph: Graph, calib) -> CalibrationSet:
     return calib if isinstance(calib, CalibrationSet) else CalibrationSet(graph, calib)
 
 
-def run(graph: Graph, config: CompileConfig, calib) -> Graph:
+def run(graph: Graph, config: CompileConfig, calib, values: set[str] | None = None) -> Graph:
     """Record ``graph.meta["calibration"][value] = {absmax, mean_abs, rms, n, hist}`` for every
-    spiked input whose static threshold is calibrated (hist a numpy array: the pipeline drops
-    these statistics before the graph is serialised)."""
+    spiked input whose static threshold is calibrated (of ``values`` only, when given; hist a
+    numpy array: the pipeline drops these statistics before the graph is serialised)."""
     calib = check_calibration(graph, calib)
-    groups = [g for g in spike_groups(graph, config) if g.needs_statistics]
+    groups = [g for g in spike_groups(graph, config) if g.needs_statistics
+              and (values is None or g.value in values)]
     watched = sorted(g.value for g in groups)
     channel_values = {g.value for g in groups if g.settings.threshold_granularity == "channel"}
     stats = {v: {"n": 0, "absmax": 0.0, "sum_abs": 0.0, "sum_sq": 0.0, "channel_absmax": 0.0}

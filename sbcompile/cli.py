@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sbcompile.errors import SbcError
-from sbcompile.output_path import check_output_path
+from sbcompile.output_path import check_output_dir, check_output_path
 
 console = Console()
 err_console = Console(stderr=True)
@@ -280,17 +280,35 @@ def config_options(fn):
 @click.option("--calib", type=str, default=None, help="Calibration inputs (.npz).")
 @config_options
 @INPUT_SHAPE
-@click.option("-o", "--output", required=True, help="Artifact to write (.sbc).")
+@click.option("-o", "--output", required=True,
+              help="Artifact to write (.sbc); for a folder of layers, the folder of layer "
+                   "artifacts.")
+@click.option("--workers", type=int, default=None, metavar="N",
+              help="Folder of layers: compile them on a local Dask cluster of N worker "
+                   "processes.")
+@click.option("--cluster", default=None, metavar="ADDRESS",
+              help="Folder of layers: compile them on the running Dask cluster at ADDRESS "
+                   "(e.g. tcp://host:8786; its workers must see -o).")
 @guarded
 def compile(model: str, calib: str | None, config_file: str | None, preset: str | None,
-            sets: tuple, exclude: tuple, input_shapes: tuple, output: str) -> None:
+            sets: tuple, exclude: tuple, input_shapes: tuple, output: str, workers: int | None,
+            cluster: str | None) -> None:
     """Compile MODEL (.onnx, or .nir for the NIR primitives sbcompile reads) into a spiking
-    artifact."""
+    artifact. MODEL may be a folder of layer models (one .onnx or .nir a layer, each with one
+    input and one output, in name order): they compile layer by layer in bounded memory, on
+    the layers' streamed activations (--calib holds the first layer's input), into one
+    artifact a layer; --workers or --cluster runs the layers in parallel."""
     from sbcompile.npz import load_npz
     from sbcompile.pipeline import compile_graph, load_model
     from sbcompile.report import print_terminal
 
     config = build_config(config_file, preset, sets, exclude)
+    if Path(model).is_dir():
+        return _compile_stack(Path(model), calib, config, parse_input_shapes(input_shapes),
+                              output, workers, cluster)
+    if workers is not None or cluster is not None:
+        raise SbcError(f"{model}: --workers and --cluster compile a folder of layer models, "
+                       "not one model file")
     out = check_output_path(output, "-o")
     graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
     calib_data = load_npz(calib) if calib else None
@@ -302,6 +320,52 @@ def compile(model: str, calib: str | None, config_file: str | None, preset: str 
 
         print_tune(artifact.report["tune"], console=console)
     console.print(f"wrote {out}")
+
+
+def _compile_stack(folder: Path, calib: str | None, config, input_shapes: dict, output: str,
+                   workers: int | None, cluster: str | None) -> None:
+    """Stream-compile a folder of layer models: serially here, or on a Dask cluster."""
+    from sbcompile.npz import load_npz
+    from sbcompile.pipeline import load_model
+    from sbcompile.progress import counter
+    from sbcompile.streaming import compile_stream, layer_models
+
+    if workers is not None and cluster is not None:
+        raise SbcError("give --workers (a local cluster) or --cluster (a running one), not both")
+    files = layer_models(folder)
+    if calib is None:
+        raise SbcError(f"{folder}: a folder of layers compiles on the layers' own activations; "
+                       "--calib must give the first layer's input")
+    arrays = load_npz(calib)
+    if len(arrays) != 1:
+        raise SbcError(f"{calib}: holds {len(arrays)} arrays; a folder of layers takes one, the "
+                       "first layer's input")
+    acts = next(iter(arrays.values()))
+    layers = [functools.partial(load_model, str(f), input_shapes or None) for f in files]
+    with contextlib.ExitStack() as stack:
+        client = None
+        if workers is not None or cluster is not None:
+            from sbcompile.distributed import dask_client
+
+            client = stack.enter_context(dask_client(workers, cluster))
+        out = check_output_dir(output, "-o")
+        step = stack.enter_context(counter(len(layers), "layers compiled"))
+        if client is None:
+            records = compile_stream(layers, acts, config, out, on_layer=lambda r: step())
+        else:
+            from sbcompile.distributed import compile_stream_distributed
+
+            records = compile_stream_distributed(layers, acts, config, out, client,
+                                                 on_layer=lambda r: step())
+    t = Table("layer", "model", "parameters", "int8 MB", "compile s", "count zero",
+              show_edge=False)
+    for r, f in zip(records, files):
+        zero = r["totals"].get("sparsity", {}).get("count_zero")
+        t.add_row(str(r["layer"]), escape(f.name), f"{r['params']:,}",
+                  f"{r['int8_weight_bytes'] / 1e6:.2f}", f"{r['compile_s']:.1f}",
+                  "" if zero is None else f"{zero:.3f}")
+    console.print(t)
+    console.print(escape(f"wrote {len(records)} layer artifacts to {out}"))
 
 
 @main.command()

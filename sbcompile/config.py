@@ -17,6 +17,7 @@ from sbcompile.errors import SbcError
 from sbcompile.ir.codings import CODINGS
 
 INT32 = np.iinfo(np.int32)
+T_MAX_LIMIT = 127  # calibrated counts stay int8 (a window of at most 127 unary steps)
 
 
 @dataclass
@@ -25,7 +26,10 @@ class CompileConfig:
     spike: bool = True                  # False: keep the float graph (preset float)
     policy: str = "dynamic"             # dynamic (per token, mean|x|/k) | static (calibrated)
     k: float = 3.0                      # dynamic threshold divisor
-    max_count: int | None = None        # clamp of |count|; None: unbounded (SpikingBrain)
+    max_count: int | None = None        # clamp of |count|; None: unbounded (dynamic, SpikingBrain)
+                                        # or chosen per layer by calibration (static)
+    t_max: int = 8                      # static, max_count None: the largest count (T) it may pick
+    t_snr_db: float = 22.0              # ... the fewest steps reconstructing the input to this SNR
     calib_method: str = "mse"           # static thresholds: mse (error-minimising) | percentile
     threshold_granularity: str = "tensor"  # static: one threshold per tensor | per input channel
     percentile: float = 99.99           # for calib_method=percentile: vth = pct(|x|) / max_count
@@ -43,6 +47,8 @@ class CompileConfig:
     count_margin: float = 2.0           # measured bound = margin x largest |count| seen
     sensitivity: bool = False           # analysis: each layer's end-to-end contribution (one
     #                                     more spiked run per layer: keep it float, measure)
+    calib_order: str = "float"          # static thresholds from the float activations, or
+                                        # sequential: each with the layers before it spiked
     # per-layer overrides: {fnmatch pattern: {LayerSettings field: value}}, first match wins
     layers: dict[str, dict] = field(default_factory=dict)
     # set: search the per-layer settings first (sbcompile.tune) to keep tune_metric >= it
@@ -85,6 +91,12 @@ class CompileConfig:
             raise SbcError(f"max_count must be >= 1, got {self.max_count}")
         if self.policy == "static" and self.max_count is None and self.calib_method == "percentile":
             raise SbcError("calib_method=percentile needs max_count")
+        if not 1 <= self.t_max <= T_MAX_LIMIT:
+            raise SbcError(f"t_max must be in 1..{T_MAX_LIMIT}, got {self.t_max}")
+        if not self.t_snr_db > 0:
+            raise SbcError(f"t_snr_db must be > 0, got {self.t_snr_db}")
+        if self.calib_order not in ("float", "sequential"):
+            raise SbcError(f"calib_order must be float or sequential, not '{self.calib_order}'")
         if self.calib_method not in ("mse", "percentile"):
             raise SbcError(f"calib_method must be mse or percentile, not '{self.calib_method}'")
         if self.threshold_granularity not in ("tensor", "channel"):
@@ -132,6 +144,8 @@ class LayerSettings:
     calib_method: str
     percentile: float
     threshold_granularity: str
+    t_max: int
+    t_snr_db: float
     threshold: float | None = None
     float: bool = False
 
@@ -214,8 +228,6 @@ def _check_layers(config: CompileConfig) -> None:
             if s.policy != "static":
                 raise SbcError(f"{where}.threshold: a fixed threshold needs policy static "
                                f"(the layer's policy is {s.policy})")
-        if s.policy == "static" and s.max_count is None and not s.float:
-            raise SbcError(f"{where}.max_count: static thresholds need max_count")
 
 
 def _has_type(value: Any, type_text: str) -> bool:
@@ -247,8 +259,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "spikingbrain": {"policy": "dynamic", "k": 3.0, "max_count": None,
                      "coding": "bitwise_bidirectional", "group_size": 128, "t_mode": "global",
                      "attention_quantize": True},
-    "ternary": {"policy": "static", "max_count": 1, "coding": "ternary", "group_size": None,
-                "t_mode": "tensor"},
+    # SpikingBrain's / ST-BIF's ternary: T steps of {-1, 0, +1}, T <= 8 chosen per layer by
+    # calibration; --set max_count=1 is the one-step form
+    "ternary": {"policy": "static", "max_count": None, "t_max": 8, "coding": "ternary",
+                "group_size": None, "t_mode": "tensor", "calib_order": "sequential"},
     "loihi2": {"policy": "static", "max_count": 127, "coding": "graded", "group_size": None,
                "t_mode": "tensor"},
 }

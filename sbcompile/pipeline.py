@@ -2,9 +2,10 @@
 
 Pass order: calibrate -> spike_quantize -> (attention_quantize, when configured) ->
 weight_quantize -> count_bounds (with calibration data) -> expand -> analyse, then lowering to
-the configured targets. Calibration data is optional for the dynamic (SpikingBrain) policy, whose
-thresholds need no statistics (calibrate runs for static thresholds only), and required for static
-thresholds; without it the report holds the structure but no measured sparsity, energy or
+the configured targets (``calib_order=sequential`` calibrates and spikes one layer group after the
+other instead). Calibration data is optional for the dynamic (SpikingBrain) policy, whose
+thresholds need no statistics (calibrate runs for static thresholds only), and required for
+static thresholds; without it the report holds the structure but no measured sparsity, energy or
 fidelity.
 """
 from __future__ import annotations
@@ -97,11 +98,14 @@ def spiking_graph(graph: Graph, config: CompileConfig, calib, measure_bounds: bo
         raise SbcError(f"{where} uses static thresholds: pass calibration data (--calib X.npz)")
     g = graph
     held = graph.meta.get("calibration", {})
-    if any(grp.value not in held or (grp.settings.threshold_granularity == "channel"
-                                     and "channel_hist" not in held[grp.value])
-           for grp in calibrated):
-        g = _timed("calibrate", calibrate.run, g, config, calib)
-    g = _timed("spike_quantize", spike_quantize.run, g, config)
+    if calibrated and config.calib_order == "sequential":  # statistics of the spiked upstream
+        g = _timed("calibrate, spike_quantize", spike_quantize.run_sequential, g, config, calib)
+    else:
+        if any(grp.value not in held or (grp.settings.threshold_granularity == "channel"
+                                         and "channel_hist" not in held[grp.value])
+               for grp in calibrated):
+            g = _timed("calibrate", calibrate.run, g, config, calib)
+        g = _timed("spike_quantize", spike_quantize.run, g, config)
     if config.attention_quantize:
         g = _timed("attention_quantize", attention_quantize.run, g, config)
     g = _timed("weight_quantize", weight_quantize.run, g, config)

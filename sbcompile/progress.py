@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -31,3 +31,20 @@ def track(items: Iterable[T], total: int | None, description: str) -> Iterator[T
 
     yield from rich_track(items, total=total, description=description,
                           console=Console(stderr=True), transient=True)
+
+
+@contextlib.contextmanager
+def counter(total: int, description: str) -> Iterator[Callable[[], None]]:
+    """A bar of ``total`` steps for work that reports as each step finishes (in any order):
+    the block calls the function it gets once a step."""
+    if _quiet or not sys.stderr.isatty():
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)

@@ -59,8 +59,8 @@ def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=No
         return
     t = Table(show_edge=False, header_style="bold")
     contribution = all("contribution" in layer for layer in report["layers"])
-    columns = ["layer", "op", "in->out", "zero", "slot", "spk/ch", "T", "cos iso", "cos out",
-               "own err", "pJ"] + (["recovers"] if contribution else [])
+    columns = ["layer", "op", "in->out", "zero", "slot", "spk/ch", "T", "T max", "cos iso",
+               "cos out", "own err", "pJ"] + (["recovers"] if contribution else [])
     for col in columns:
         t.add_column(col, justify="right" if col not in ("layer", "op") else "left")
     for layer in report["layers"]:
@@ -70,7 +70,7 @@ def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=No
         row = [escape(layer["name"]), escape(layer["op"]),
                f"{layer['fan_in']}->{layer['fan_out']}",
                f"{s['count_zero']:.1%}", f"{s['spike_slot']:.1%}",
-               f"{s['mean_spikes_per_channel']:.2f}", _fmt(s["T"]),
+               f"{s['mean_spikes_per_channel']:.2f}", _fmt(s["T"]), _fmt(s.get("T_max")),
                f"{fid['isolated']['cosine']:.4f}" if "isolated" in fid else "-",
                f"{fid['output']['cosine']:.4f}",
                f"{fid['introduced_share']:.0%}" if "introduced_share" in fid else "-",
@@ -214,6 +214,7 @@ def _config_html(report: dict) -> str:
 def _layers_html(report: dict) -> str:
     head = ("<tr><th>layer</th><th>op</th><th>fan in</th><th>fan out</th><th>count zero</th>"
             "<th>spike slot</th><th>window</th><th>spikes/ch</th><th>silent ch</th><th>T</th>"
+            "<th>T max</th>"
             "<th>cos enc</th><th>cos isolated</th><th>cos out</th><th>own error</th>"
             "<th>recovers</th><th>SNR out dB</th></tr>")
     rows = []
@@ -225,7 +226,7 @@ def _layers_html(report: dict) -> str:
         cells = [layer["name"], layer["op"], layer["fan_in"], layer["fan_out"],
                  f"{s['count_zero']:.1%}", f"{s['spike_slot']:.1%}",
                  f"{s['spike_slot_window3']:.1%}", f"{s['mean_spikes_per_channel']:.3f}",
-                 f"{s['silent_channels']:.1%}", _fmt(s["T"]),
+                 f"{s['silent_channels']:.1%}", _fmt(s["T"]), _fmt(s.get("T_max")),
                  f"{fid['encode']['cosine']:.4f}" if fid else "",
                  f"{fid['isolated']['cosine']:.4f}" if fid and "isolated" in fid else "",
                  f"{fid['output']['cosine']:.4f}" if fid else "",

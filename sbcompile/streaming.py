@@ -206,43 +206,92 @@ def _rss_mb() -> tuple[float, float]:
     return fields.get("VmRSS", 0.0), max(fields.get("VmHWM", 0.0), peak)
 
 
-def compile_stream(layers: Iterable[Callable[[], Graph]], calib: np.ndarray,
+LayerBuilder = Callable[[], Graph]
+
+
+def layer_path(out_dir: Path, index: int) -> Path:
+    """Where layer ``index``'s spiking artifact is written."""
+    return Path(out_dir) / f"layer{index:03d}.sbc"
+
+
+def build_layer(index: int, build: LayerBuilder) -> Graph:
+    """Build (or load) layer ``index``; SbcError unless it has one input and one output."""
+    graph = build()
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise SbcError(f"layer {index} ('{graph.name}'): a streamed layer has one input and "
+                       "one output")
+    return graph
+
+
+def forward_layer(graph: Graph, acts: np.ndarray) -> np.ndarray:
+    """The float layer's output on ``acts``: the next layer's calibration input."""
+    return run_graph(graph, {graph.inputs[0]: acts})[graph.outputs[0]]
+
+
+def compile_layer(index: int, graph: Graph, acts: np.ndarray, config: CompileConfig,
+                  out_dir: Path | None) -> dict:
+    """Calibrate, spike, quantise and lower one float layer on its input activations, write it
+    to ``layer_path(out_dir, index)`` when ``out_dir`` is given, and return its record
+    (parameter and int8 weight bytes, compile seconds, the layer report's totals)."""
+    start = time.perf_counter()
+    art = compile_graph(graph, config, {graph.inputs[0]: acts})
+    compiled = time.perf_counter()
+    if out_dir is not None:
+        Artifact(art.graph, art.config, art.report).save(layer_path(out_dir, index))
+    return {"layer": index, "name": graph.name, "params": graph.param_count(),
+            "float_bytes": int(sum(p.nbytes for p in graph.params.values())),
+            "int8_weight_bytes": int(sum(p.nbytes for p in art.graph.params.values()
+                                         if p.dtype == np.int8)),
+            "spiking_bytes": int(sum(p.nbytes for p in art.graph.params.values())),
+            "compile_s": compiled - start, "write_s": time.perf_counter() - compiled,
+            "totals": art.report.get("totals", {})}
+
+
+def with_memory(record: dict) -> dict:
+    """``record`` with this process's current and peak resident memory (after a collection)."""
+    gc.collect()
+    record["rss_mb"], record["peak_rss_mb"] = _rss_mb()
+    return record
+
+
+def compile_stream(layers: Iterable[LayerBuilder], calib: np.ndarray,
                    config: CompileConfig, out_dir: Path | None = None,
                    on_layer: Callable[[dict], None] | None = None) -> list[dict]:
-    """Compile a stack one layer at a time. ``layers`` yields builders of float layer graphs
-    (one input, one output of the same shape); ``calib`` [batch, T, hidden] feeds the first.
-    Each spiking layer is saved as ``out_dir/layerNNN.sbc`` when ``out_dir`` is given. Returns
-    (and passes to ``on_layer``) one record per layer: seconds, memory, parameter and int8
-    weight bytes, and the layer report's totals."""
+    """Compile a stack one layer at a time, in this process. ``layers`` yields builders of float
+    layer graphs (one input, one output of the same shape); ``calib`` [batch, T, hidden] feeds
+    the first. Each spiking layer is saved as ``out_dir/layerNNN.sbc`` when ``out_dir`` is
+    given. Returns (and passes to ``on_layer``) one record per layer (``compile_layer``'s, with
+    build, forward and total seconds, CPU seconds and memory). ``sbcompile.distributed`` runs the same
+    per-layer steps as tasks on a cluster."""
     acts = np.ascontiguousarray(calib, dtype=np.float32)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     records = []
     for index, build in enumerate(layers):
-        start = time.perf_counter()
-        graph = build()
+        start, cpu = time.perf_counter(), time.process_time()
+        graph = build_layer(index, build)
         built = time.perf_counter()
-        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-            raise SbcError(f"layer {index} ('{graph.name}'): a streamed layer has one input and "
-                           "one output")
-        art = compile_graph(graph, config, {graph.inputs[0]: acts})
-        compiled = time.perf_counter()
-        acts = run_graph(graph, {graph.inputs[0]: acts})[graph.outputs[0]]
-        if out_dir is not None:
-            path = Path(out_dir) / f"layer{index:03d}.sbc"
-            Artifact(art.graph, art.config, art.report).save(path)
-        record = {"layer": index, "name": graph.name, "params": graph.param_count(),
-                  "float_bytes": int(sum(p.nbytes for p in graph.params.values())),
-                  "int8_weight_bytes": int(sum(p.nbytes for p in art.graph.params.values()
-                                               if p.dtype == np.int8)),
-                  "spiking_bytes": int(sum(p.nbytes for p in art.graph.params.values())),
-                  "build_s": built - start, "compile_s": compiled - built,
-                  "seconds": time.perf_counter() - start,
-                  "totals": art.report.get("totals", {})}
-        del graph, art
-        gc.collect()
-        record["rss_mb"], record["peak_rss_mb"] = _rss_mb()
-        records.append(record)
+        record = compile_layer(index, graph, acts, config, out_dir)
+        forwarded = time.perf_counter()
+        acts = forward_layer(graph, acts)
+        record.update(build_s=built - start, forward_s=time.perf_counter() - forwarded,
+                      seconds=time.perf_counter() - start, cpu_s=time.process_time() - cpu)
+        del graph
+        records.append(with_memory(record))
         if on_layer is not None:
             on_layer(record)
     return records
+
+
+LAYER_SUFFIXES = (".onnx", ".nir")
+
+
+def layer_models(folder: Path) -> list[Path]:
+    """The layer models of a stack saved one file a layer (``.onnx`` or ``.nir``), in name order
+    (so ``layer000.onnx``, ``layer001.onnx``, ... stream in depth order)."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix in LAYER_SUFFIXES and
+                   p.is_file())
+    if not files:
+        raise SbcError(f"{folder}: a folder of layer models holds .onnx or .nir files, one a "
+                       "layer; found none")
+    return files

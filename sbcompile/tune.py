@@ -212,8 +212,8 @@ class Tuner:
         settings = dict(knob.rungs[rung])
         clip = knob.clip if clip is None else clip
         if "max_count" in settings and clip is not None and CLIP_SCALE[clip] != 1.0:
-            vth = static_threshold(self.evaluate.calibrated, knob.value,
-                                   self._layer_settings(knob, settings))
+            vth, _ = static_threshold(self.evaluate.calibrated, knob.value,
+                                      self._layer_settings(knob, settings))
             settings["threshold"] = float(vth) * CLIP_SCALE[clip]
         return settings
 

@@ -49,6 +49,10 @@ def binary_cnn() -> nn.Module:
 
 
 def _compiled(build, shape, preset="ternary", overrides=None):
+    """Compiled under ``preset``; the ternary preset in its one-step form (max_count 1) unless
+    ``overrides`` say otherwise."""
+    if preset == "ternary":
+        overrides = {"max_count": "1", **(overrides or {})}
     rng = np.random.default_rng(7)
     calib = {"x": rng.standard_normal((8,) + shape).astype(np.float32)}
     feeds = {"x": rng.standard_normal((8,) + shape).astype(np.float32)}
@@ -127,10 +131,12 @@ def test_netx_runs_in_lava_to_the_reference(build, shape, granularity, tmp_path)
     np.testing.assert_array_equal(y, want[art.graph.outputs[0]])
 
 
-@pytest.mark.parametrize("preset,reason", [("spikingbrain", "static thresholds with max_count 1"),
-                                           ("loihi2", "max_count 127")])
-def test_graphs_beyond_binary_spikes_are_refused(preset, reason, tmp_path):
-    art, _ = _compiled(binary_mlp, (16,), preset)
+@pytest.mark.parametrize("preset,overrides,reason", [
+    ("spikingbrain", None, "static thresholds with max_count 1"),
+    ("loihi2", None, "max_count 127"),
+    ("ternary", {"max_count": None}, "T steps of ternary spikes")])  # calibrated T steps
+def test_graphs_beyond_binary_spikes_are_refused(preset, overrides, reason, tmp_path):
+    art, _ = _compiled(binary_mlp, (16,), preset, overrides)
     problems = inexpressible(art.graph)
     encoders = [n.name for n in art.graph.nodes if n.op == "spike_encode"]
     assert [name for name, _ in problems] == encoders

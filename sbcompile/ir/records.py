@@ -4,7 +4,8 @@ They travel with the graph in ``graph.meta`` in their JSON form (so ``graph.json
 them), but code reads and writes them only through this module:
 - ``SpikedLayer`` per spiked layer, keyed by the layer's original node name: spike_quantize
   records its encoder and values, weight_quantize completes it with the integer product;
-- ``Expansion`` per encoder's counts value: the coding and T policy the expand pass recorded;
+- ``Expansion`` per encoder's counts value: the coding, T policy and T bound the expand pass
+  recorded;
 - ``attention_counts``: per attention node, the counts and integer scores attention_quantize
   made (q, k, v, scores);
 - ``analysis``: what analyse measured (the report's layers, totals, energy, output fidelity).
@@ -42,6 +43,7 @@ class Expansion:
     t_mode: str
     window: int
     bit_order: str = "lsb_first"
+    T: int | None = None  # steps the encoder's count bound needs in this coding (None: unbounded)
 
 
 def spiked_layers(graph) -> dict[str, SpikedLayer]:
