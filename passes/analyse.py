@@ -16,6 +16,12 @@ Definitions (all per inference over the calibration set, coding named in the rep
 - spike_messages: events; neuron_updates: encoder neurons x steps; threshold_reductions: |x| adds
   of the dynamic threshold; rescales: one float multiply per layer output;
 - weight_bytes_read: int8 weight rows of nonzero channels, per token (event-driven decode view).
+
+Fidelity per layer (``passes/propagation.py``): ``output`` (the spiked run at the layer's output,
+every upstream layer spiked; also ``propagated``), ``isolated`` (only this layer spiked, on float
+inputs), ``introduced`` / ``inherited`` (the error the layer adds on the inputs it receives / the
+error it receives), ``input`` and ``encode``. With ``config.sensitivity`` the analysis also keeps
+each layer alone float and records the end-to-end cosine it recovers (``contribution``).
 """
 from __future__ import annotations
 
@@ -29,6 +35,8 @@ from sbcompile.passes.calibrate import check_calibration
 from sbcompile.passes.energy import energy_table, synaptic_ops
 from sbcompile.ir.codings import events_per_count, steps_needed, steps_per_row
 from sbcompile.passes.metrics import Fidelity
+from sbcompile.passes.propagation import (LayerPropagation, OutputsFidelity,
+                                          layer_sensitivity)
 from sbcompile.progress import track
 from sbcompile.runtime.reference import evaluate
 from sbcompile.runtime.reference_float import conv_nd
@@ -58,6 +66,7 @@ class LayerStats:
         self.encode_fid = Fidelity()
         self.output_fid = Fidelity()
         self.raster: list | None = None
+        self.propagation: LayerPropagation | None = None
 
     def update(self, counts, vth, x_spiking, y_spiking, y_float, node_attrs, coding) -> None:
         info = self.info
@@ -100,12 +109,15 @@ class LayerStats:
 
 
 def run(graph: Graph, config: CompileConfig, float_graph: Graph,
-        calib, observe=None, float_envs: list[dict] | None = None) -> Graph:
+        calib, observe=None, float_envs: list[dict] | None = None,
+        propagation: bool = True) -> Graph:
     """Attach the ``Analysis`` record (layers, totals, energy, outputs_fidelity).
     ``observe(float_outputs, spiking_outputs)``, when given, sees every batch's graph outputs
     (a task metric reads them); ``float_envs``, the float graph's values per batch (each
-    spiked layer's output and the graph outputs), spares evaluating it again (a search
-    analysing many candidates of one model)."""
+    spiked layer's output and the graph outputs; with ``propagation``, its input too), spares
+    evaluating it again (a search analysing many candidates of one model). ``propagation``
+    False leaves out the isolated / introduced / inherited fidelities (a search that reads only
+    the end-to-end figures)."""
     calib = check_calibration(float_graph, calib)
     layers = spiked_layers(graph)
     stats = {name: LayerStats(info) for name, info in layers.items()}
@@ -115,8 +127,12 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     keep_s = [v for info in layers.values() for v in (info.counts, info.vth, info.input,
                                                       info.output)]
     keep_f = [info.output for info in layers.values()]
-    out_fid = {o: Fidelity() for o in graph.outputs}
-    agree = {o: [0, 0] for o in graph.outputs}
+    if propagation:
+        for st in stats.values():
+            st.propagation = LayerPropagation(graph, float_graph, st.info)
+            keep_s += st.propagation.keep
+            keep_f += st.propagation.keep
+    outputs = OutputsFidelity(graph.outputs)
     for i, batch in enumerate(track(calib.batches(config.calib_batch),
                                     calib.num_batches(config.calib_batch), "analysing")):
         env_f = float_envs[i] if float_envs is not None else \
@@ -127,24 +143,24 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
             st.update(env_s[info.counts], env_s[info.vth], env_s[info.input],
                       env_s[info.output], env_f[info.output], int_nodes[info.acc],
                       config.coding)
+            if propagation:
+                st.propagation.update(env_f, env_s, info.input)
         if observe is not None:
             observe({o: env_f[o] for o in graph.outputs}, {o: env_s[o] for o in graph.outputs})
-        for o in graph.outputs:
-            out_fid[o].update(env_s[o], env_f[o])
-            if env_f[o].ndim >= 2:
-                agree[o][0] += int(np.sum(env_s[o].argmax(-1) == env_f[o].argmax(-1)))
-                agree[o][1] += int(np.prod(env_f[o].shape[:-1]))
+        outputs.update(env_s, env_f)
     samples = calib.samples
+    contributions = _contributions(graph, float_graph, config, calib) if config.sensitivity \
+        else None
     global_T = max([st.steps_max for st in stats.values()] or [0])
     bounds = {counts: e.T for counts, e in expansions(graph).items()}
     layer_reports = [_layer_report(name, st, config, global_T, samples, enc_attrs,
                                    bounds.get(st.info.counts)) for name, st in stats.items()]
+    if contributions is not None:
+        for rep in layer_reports:
+            rep["contribution"] = contributions["layers"][rep["name"]]
     totals = _totals(layer_reports, stats, config, global_T)
     first = layer_reports[0]["ops"] if layer_reports else None
-    outputs_fidelity = {o: {**out_fid[o].result(),
-                            **({"argmax_agreement": agree[o][0] / agree[o][1]}
-                               if agree[o][1] else {})}
-                        for o in graph.outputs}
+    outputs_fidelity = outputs.result()
     graph = graph.copy()
     set_analysis(graph, Analysis(int(samples), layer_reports, totals,
                                  energy_table(totals["ops"], first), outputs_fidelity))
@@ -201,7 +217,8 @@ def _layer_report(name: str, st: LayerStats, config: CompileConfig, global_T: in
             "weights_at_limit": info.weights_at_limit,
             "sparsity": {**_sparsity(st, config, global_T), "T_max": T_max},
             "ops": _ops(st, config, samples, enc_attrs[info.counts]),
-            "fidelity": {"encode": st.encode_fid.result(), "output": st.output_fid.result()},
+            "fidelity": {"encode": st.encode_fid.result(), "output": st.output_fid.result(),
+                         **(st.propagation.result() if st.propagation else {})},
             "count_histogram": {"range": HIST_RANGE, "counts": st.hist.tolist()},
             "raster_first_sample": st.raster}
 
@@ -223,8 +240,38 @@ def _totals(layer_reports: list[dict], stats: dict, config: CompileConfig,
         for k, v in rep["ops"].items():
             ops[k] = ops.get(k, 0.0) + v
     ops["synaptic_ops"] = synaptic_ops(ops)
-    worst = min(layer_reports, key=lambda r: r["fidelity"]["output"]["cosine"], default=None)
     return {"sparsity": spars, "ops": ops, "layers_spiked": len(layer_reports),
-            "fidelity": {"worst_layer": worst["name"] if worst else None,
-                         "worst_output_cosine": worst["fidelity"]["output"]["cosine"]
-                         if worst else None}}
+            "fidelity": fidelity_ranking(layer_reports)}
+
+
+RANKINGS = {"isolated": lambda r: 1 - r["fidelity"]["isolated"]["cosine"],
+            "introduced": lambda r: 1 - r["fidelity"]["introduced"]["cosine"],
+            "propagated": lambda r: 1 - r["fidelity"]["output"]["cosine"],
+            "contribution": lambda r: r["contribution"]["recovered_cosine"]}
+
+
+def fidelity_ranking(layer_reports: list[dict]) -> dict:
+    """The layers ranked worst first by each measure the reports hold: isolated, introduced and
+    propagated error (1 - cosine), and, when measured, end-to-end contribution. ``worst_layer``
+    is the first of the best-founded ranking measured (contribution, introduced, propagated);
+    ``worst_output_cosine`` keeps its old meaning, the lowest propagated cosine."""
+    if not layer_reports:
+        return {"worst_layer": None, "worst_output_cosine": None, "worst_by": None,
+                "rankings": {}}
+    measured = {"contribution": all("contribution" in r for r in layer_reports),
+                "isolated": all("isolated" in r["fidelity"] for r in layer_reports)}
+    measured["introduced"] = measured["isolated"]
+    rankings = {by: [r["name"] for r in sorted(layer_reports, key=key, reverse=True)]
+                for by, key in RANKINGS.items() if measured.get(by, True)}
+    worst_by = next(by for by in ("contribution", "introduced", "propagated") if by in rankings)
+    return {"worst_layer": rankings[worst_by][0], "worst_by": worst_by,
+            "worst_output_cosine": min(r["fidelity"]["output"]["cosine"] for r in layer_reports),
+            "rankings": rankings}
+
+
+def _contributions(graph: Graph, float_graph: Graph, config: CompileConfig, calib) -> dict:
+    """``layer_sensitivity`` over the calibration batches."""
+    batches = config.calib_batch
+    return layer_sensitivity(graph, float_graph, calib.batches(batches),
+                             progress=lambda xs: track(xs, calib.num_batches(batches),
+                                                       "layer sensitivity"))

@@ -119,11 +119,21 @@ def refuse_saturated(encoders: list[Node], counts: dict[str, np.ndarray]) -> Non
 def run_triton(program, feeds: dict[str, np.ndarray], *, interpret: bool | None = None,
                keep_integers: bool = True) -> RunResult:
     """Run a Triton program on the GPU, or on Triton's CPU interpreter (``interpret``; None
-    follows ``TRITON_INTERPRET``)."""
+    follows ``TRITON_INTERPRET``). A process whose Triton is already in the other mode (or
+    whose ``TRITON_INTERPRET`` asks for it before Triton is imported) runs it in a child
+    process (``runtime/triton/child.py``)."""
+    from sbcompile.runtime.triton.child import run_in_child
     from sbcompile.runtime.triton.executor import run
+    from sbcompile.runtime.triton.loader import triton_interprets
 
     interpret = interpret_default() if interpret is None else interpret
-    env = run(program, feeds, interpret=interpret, keep_integers=keep_integers)
+    mode = triton_interprets()
+    if mode is None:
+        mode = interpret_default() if "TRITON_INTERPRET" in os.environ else interpret
+    if mode == interpret:
+        env = run(program, feeds, interpret=interpret, keep_integers=keep_integers)
+    else:
+        env = run_in_child(program, feeds, interpret, keep_integers)
     outputs = {k: env[k] for k in program.graph.outputs}
     return RunResult("triton", outputs, {k: v for k, v in env.items() if k not in outputs})
 

@@ -45,6 +45,8 @@ class CompileConfig:
     triton_density: float | None = None  # expected nonzero count fraction; None: as measured
     count_bound: str = "measured"       # unbounded counts: measured on calibration | worst_case
     count_margin: float = 2.0           # measured bound = margin x largest |count| seen
+    sensitivity: bool = False           # analysis: each layer's end-to-end contribution (one
+    #                                     more spiked run per layer: keep it float, measure)
     calib_order: str = "float"          # static thresholds from the float activations, or
                                         # sequential: each with the layers before it spiked
     # per-layer overrides: {fnmatch pattern: {LayerSettings field: value}}, first match wins

@@ -58,18 +58,28 @@ def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=No
         console.print(escape(report.get("note", "no measurements")))
         return
     t = Table(show_edge=False, header_style="bold")
-    for col in ("layer", "op", "in->out", "zero", "slot", "spk/ch", "T", "T max", "cos out",
-                "pJ"):
+    contribution = all("contribution" in layer for layer in report["layers"])
+    columns = ["layer", "op", "in->out", "zero", "slot", "spk/ch", "T", "T max", "cos iso",
+               "cos out", "own err", "pJ"] + (["recovers"] if contribution else [])
+    for col in columns:
         t.add_column(col, justify="right" if col not in ("layer", "op") else "left")
     for layer in report["layers"]:
         s = layer["sparsity"]
+        fid = layer["fidelity"]
         energy = _layer_energy(layer, report, energy_preset)
-        t.add_row(escape(layer["name"]), escape(layer["op"]),
-                  f"{layer['fan_in']}->{layer['fan_out']}",
-                  f"{s['count_zero']:.1%}", f"{s['spike_slot']:.1%}",
-                  f"{s['mean_spikes_per_channel']:.2f}", _fmt(s["T"]), _fmt(s.get("T_max")),
-                  f"{layer['fidelity']['output']['cosine']:.4f}", f"{energy:,.0f}")
+        row = [escape(layer["name"]), escape(layer["op"]),
+               f"{layer['fan_in']}->{layer['fan_out']}",
+               f"{s['count_zero']:.1%}", f"{s['spike_slot']:.1%}",
+               f"{s['mean_spikes_per_channel']:.2f}", _fmt(s["T"]), _fmt(s.get("T_max")),
+               f"{fid['isolated']['cosine']:.4f}" if "isolated" in fid else "-",
+               f"{fid['output']['cosine']:.4f}",
+               f"{fid['introduced_share']:.0%}" if "introduced_share" in fid else "-",
+               f"{energy:,.0f}"]
+        if contribution:
+            row.append(f"{layer['contribution']['recovered_cosine']:+.4f}")
+        t.add_row(*row)
     console.print(t)
+    console.print(escape(fidelity_summary(report)))
     tot = report["totals"]["sparsity"]
     e = report["energy"][energy_preset]
     console.print(f"total: count-zero {tot['count_zero']:.1%}, spike-slot {tot['spike_slot']:.1%}"
@@ -89,6 +99,27 @@ def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=No
                  if "argmax_agreement" in f else "")
         console.print(escape(f"output {out}: cosine {f['cosine']:.4f}, SNR {_fmt(f['snr_db'])} dB"
                              f"{extra}"))
+
+
+def fidelity_summary(report: dict) -> str:
+    """One line on where the error is made: the worst layer and the ranking that names it, and
+    the column legend (cos iso: only that layer spiked; cos out: every upstream layer spiked too;
+    own err: the share of the error at its output it adds itself; recovers: end-to-end cosine
+    gained by keeping it float)."""
+    fid = report["totals"].get("fidelity", {})
+    rankings = fid.get("rankings")
+    if not rankings:  # a report from before the propagated measures
+        return f"worst layer (lowest output cosine): {fid.get('worst_layer')}"
+    by = fid["worst_by"]
+    how = ("keeping it float recovers the most end-to-end cosine" if by == "contribution" else
+           "largest error of its own on the inputs it receives; --set sensitivity=true measures "
+           "each layer's end-to-end contribution")
+    line = f"worst layer: {fid['worst_layer']} ({how})"
+    others = sorted({r[0] for name, r in rankings.items() if r and r[0] != fid["worst_layer"]})
+    if others:
+        line += f"; other rankings' first: {', '.join(others)}"
+    return (line + ". cos iso: only that layer spiked; cos out: all upstream spiked too; own "
+            "err: share of the error at its output the layer adds itself")
 
 
 def print_tune(tune: dict, console=None) -> None:
@@ -184,7 +215,8 @@ def _layers_html(report: dict) -> str:
     head = ("<tr><th>layer</th><th>op</th><th>fan in</th><th>fan out</th><th>count zero</th>"
             "<th>spike slot</th><th>window</th><th>spikes/ch</th><th>silent ch</th><th>T</th>"
             "<th>T max</th>"
-            "<th>cos enc</th><th>cos out</th><th>SNR out dB</th></tr>")
+            "<th>cos enc</th><th>cos isolated</th><th>cos out</th><th>own error</th>"
+            "<th>recovers</th><th>SNR out dB</th></tr>")
     rows = []
     for layer in report["layers"] + [{"name": "TOTAL", "op": "", "fan_in": "", "fan_out": "",
                                       "sparsity": report["totals"]["sparsity"],
@@ -196,13 +228,18 @@ def _layers_html(report: dict) -> str:
                  f"{s['spike_slot_window3']:.1%}", f"{s['mean_spikes_per_channel']:.3f}",
                  f"{s['silent_channels']:.1%}", _fmt(s["T"]), _fmt(s.get("T_max")),
                  f"{fid['encode']['cosine']:.4f}" if fid else "",
+                 f"{fid['isolated']['cosine']:.4f}" if fid and "isolated" in fid else "",
                  f"{fid['output']['cosine']:.4f}" if fid else "",
+                 f"{fid['introduced_share']:.0%}" if fid and "introduced_share" in fid else "",
+                 f"{layer['contribution']['recovered_cosine']:+.4f}"
+                 if "contribution" in layer else "",
                  _fmt(fid["output"]["snr_db"]) if fid else ""]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     coding = report["totals"]["sparsity"]["coding"]
     return (f"<h2>Layers</h2><p>Coding: {html.escape(coding)}. Sparsity figures as defined in "
             "the sbcompile docs: count zero = zero counts; spike slot = 1 - events/(T N); "
-            "window = 1 - events/(window N).</p><table>" + head + "".join(rows) + "</table>")
+            "window = 1 - events/(window N). " + html.escape(fidelity_summary(report))
+            + "</p><table>" + head + "".join(rows) + "</table>")
 
 
 def _energy_html(report: dict) -> str:
@@ -316,12 +353,20 @@ def _plot_fidelity(report: dict) -> bytes:
     a.plot(x, [layer["fidelity"]["encode"]["cosine"] for layer in report["layers"]], "o-",
            label="encode (x_hat vs x)")
     a.plot(x, [layer["fidelity"]["output"]["cosine"] for layer in report["layers"]], "s-",
-           label="layer output vs float")
+           label="output vs float, upstream spiked")
+    if all("isolated" in layer["fidelity"] for layer in report["layers"]):
+        a.plot(x, [layer["fidelity"]["isolated"]["cosine"] for layer in report["layers"]], "^-",
+               label="output vs float, layer alone spiked")
     a.set_ylabel("cosine")
     a.set_xticks(x, names, rotation=60, fontsize=7)
     a.legend()
-    b.plot(x, [layer["fidelity"]["output"]["snr_db"] or 0 for layer in report["layers"]], "s-")
-    b.set_ylabel("output SNR, dB")
+    if all("contribution" in layer for layer in report["layers"]):
+        b.bar(x, [layer["contribution"]["recovered_cosine"] for layer in report["layers"]])
+        b.set_ylabel("end-to-end cosine recovered\nkeeping the layer float")
+    else:
+        b.plot(x, [layer["fidelity"]["output"]["snr_db"] or 0 for layer in report["layers"]],
+               "s-")
+        b.set_ylabel("output SNR, dB")
     b.set_xticks(x, names, rotation=60, fontsize=7)
     return _save(fig)
 

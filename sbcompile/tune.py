@@ -132,7 +132,8 @@ class Evaluator:
     def __init__(self, graph: Graph, base: CompileConfig, calib, metric: str,
                  labelled: LabelledMetric | None, objective: str, energy_preset: str) -> None:
         self.graph, self.calib = graph, calib
-        self.base = dataclasses.replace(base, layers={}, targets=[], fidelity_floor=None)
+        self.base = dataclasses.replace(base, layers={}, targets=[], fidelity_floor=None,
+                                        sensitivity=False)
         self.metric, self.labelled = metric, labelled
         self.objective, self.energy_preset = objective, energy_preset
         self.calibrated = graph
@@ -152,9 +153,9 @@ class Evaluator:
         g = spiking_graph(self.calibrated, cfg, self.calib, measure_bounds=False)
         if self.labelled is not None:
             self.labelled.reset()
-        g = analyse.run(g, cfg, self.graph, self.calib,
+        g = analyse.run(g, cfg, self.graph, self.calib,  # a trial reads end-to-end figures
                         observe=self.labelled.observe if self.labelled else None,
-                        float_envs=self.float_envs)
+                        float_envs=self.float_envs, propagation=False)
         record = analysis(g)
         for rep in record.layers:
             self.dense_macs.setdefault(rep["name"], rep["ops"]["dense_macs"])

@@ -184,6 +184,49 @@ def build_cnn() -> ZooModel:
                     {"x": _normal(rng, 2, 1, 9, 9)}, ["probs"])
 
 
+# ---- a deep CNN whose most harmful layer is not the one with the largest local error ----------
+class SensitiveCNN(nn.Module):
+    """Six spiked layers. ``noisy`` reads a tensor with one channel 200x the others (the dynamic
+    threshold follows that channel and rounds the rest away: a large error in isolation) but its
+    output joins the trunk scaled by 0.02 (little reaches the logits). ``fragile`` makes two
+    nearly equal halves whose difference the trunk carries on: a small error in its own output
+    (weight rounding) that the subtraction turns into a large one downstream."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Conv2d(8, 8, 3, padding=1)
+        self.noisy = nn.Conv2d(8, 8, 3, padding=1)
+        self.fragile = nn.Conv2d(8, 16, 3, padding=1)
+        self.head = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, 10, bias=False)
+        gain = torch.ones(1, 8, 1, 1)
+        gain[0, 0] = 200.0
+        self.register_buffer("gain", gain)
+        with torch.no_grad():
+            self.noisy.weight[:, 0] /= 200.0
+            gen = torch.Generator().manual_seed(7)
+            half = self.fragile.weight[:8].clone()
+            self.fragile.weight[8:] = half * (1 + 0.005 * torch.randn(half.shape, generator=gen))
+            self.fragile.bias[8:] = self.fragile.bias[:8]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.body(F.relu(self.stem(x))))
+        h = h + 0.02 * F.relu(self.noisy(h * self.gain))
+        y = self.fragile(h)
+        d = 50.0 * (y[:, :8] - y[:, 8:])
+        z = F.relu(self.head(d))
+        return self.fc(z.flatten(1))
+
+
+def build_sensitive_cnn() -> ZooModel:
+    """SensitiveCNN, x [16, 3, 8, 8] -> logits [16, 10]."""
+    module = _seeded(9, SensitiveCNN)
+    rng = np.random.default_rng(109)
+    return ZooModel("sensitive_cnn", module, {"x": _normal(rng, 16, 3, 8, 8)},
+                    {"x": _normal(rng, 16, 3, 8, 8)}, ["logits"])
+
+
 # ---- BERT-style encoder ------------------------------------------------------------------------
 def _erf_gelu(x: torch.Tensor) -> torch.Tensor:
     """GELU as BERT's original code writes it (exports as Erf)."""
