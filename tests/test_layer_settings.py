@@ -5,7 +5,6 @@ compiled with mixed settings runs bit-exact on Lava and the Triton interpreter (
 in a child process with TRITON_INTERPRET=1, see test_triton_runtime)."""
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from sbcompile.pipeline import compile_model
 from sbcompile.runtime.reference import evaluate
 
 sys.path.insert(0, str(Path(__file__).parent))
+from exactness import (assert_lava_matches_reference, assert_triton_matches_reference,  # noqa: E402
+                        run_interpreter_child)
 from models import build_bert, build_mlp  # noqa: E402
 
 CHILD = os.environ.get("TRITON_INTERPRET") == "1"
@@ -167,38 +168,16 @@ def test_shared_encoder_with_differing_settings_is_refused():
 
 @pytest.mark.skipif(CHILD, reason="parent only")
 def test_mixed_settings_lava_equals_reference_bit_for_bit(mixed):
-    from sbcompile.backends.lava import lower
-    from sbcompile.runtime.lava.runner import simulate
     zoo, art = mixed
-    program = lower(art.graph)
-    got = simulate(program, zoo.eval_inputs, timeout=240)
-    integer = [e["counts"] for e in program.plan["encoders"]]
-    integer += [s["acc"] for s in program.plan["synapses"]]
-    ref = evaluate(art.graph, zoo.eval_inputs, keep=integer)
-    for name in integer:
-        np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
-    np.testing.assert_allclose(got["logits"], ref["logits"], rtol=1e-5, atol=1e-6)
+    assert_lava_matches_reference(art.graph, zoo.eval_inputs, "logits")
 
 
 @pytest.mark.skipif(CHILD, reason="this is the child")
 def test_triton_interpreter_in_a_child():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           __file__, "-k", "triton_equals"], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-    assert "1 passed" in proc.stdout
+    run_interpreter_child(__file__, "triton_equals", passed=1)
 
 
 @pytest.mark.skipif(not CHILD, reason="runs in the interpreter child process")
 def test_mixed_settings_triton_equals_reference_bit_for_bit(mixed):
-    from sbcompile.backends.triton import lower
-    from sbcompile.runtime.triton.executor import run as run_triton
     zoo, art = mixed
-    got = run_triton(lower(art.graph), zoo.eval_inputs, interpret=True)
-    integer = [n.outputs[0] for n in art.graph.nodes if n.op in ("spike_encode", "spike_linear")]
-    ref = evaluate(art.graph, zoo.eval_inputs, keep=integer)
-    for name in integer:
-        np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
-    scale = max(1.0, float(np.abs(ref["logits"]).max()))
-    np.testing.assert_allclose(got["logits"], ref["logits"], rtol=0, atol=1e-5 * scale)
+    assert_triton_matches_reference(art.graph, zoo.eval_inputs, "logits")

@@ -4,8 +4,8 @@ the whole path: the ONNX float graph matches onnxruntime within 1e-5 relative; u
 float); Lava and the Triton interpreter reproduce the reference's counts and accumulators bit for
 bit. The Triton part runs in a child process with TRITON_INTERPRET=1 (see test_triton_runtime)."""
 import os
-import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -14,7 +14,11 @@ import torch
 
 from sbcompile.frontends.onnx_frontend import load_onnx
 from sbcompile.pipeline import compile_model
-from sbcompile.runtime.reference import evaluate, run
+from sbcompile.runtime.reference import run
+
+sys.path.insert(0, str(Path(__file__).parent))
+from exactness import (assert_lava_matches_reference, assert_triton_matches_reference,  # noqa: E402
+                        run_interpreter_child)
 
 CHILD = os.environ.get("TRITON_INTERPRET") == "1"
 STEPS, BATCH, FEATURES, HIDDEN = 4, 2, 12, 16
@@ -82,41 +86,19 @@ def test_every_projection_is_spiked(compiled):
 
 @pytest.mark.skipif(CHILD, reason="parent only")
 def test_lava_equals_reference_bit_for_bit(compiled):
-    from sbcompile.backends.lava import lower
-    from sbcompile.runtime.lava.runner import simulate
     kind, _, feeds, art = compiled
-    program = lower(art.graph)
-    got = simulate(program, feeds, timeout=240)
-    integer = [e["counts"] for e in program.plan["encoders"]]
-    integer += [s["acc"] for s in program.plan["synapses"]]
-    ref = evaluate(art.graph, feeds, keep=integer)
-    for name in integer:
-        np.testing.assert_array_equal(got[name], ref[name], err_msg=f"{kind}: {name}")
-    np.testing.assert_allclose(got["y"], ref["y"], rtol=1e-5, atol=1e-6)
+    assert_lava_matches_reference(art.graph, feeds, "y", label=f"{kind}: ")
 
 
 @pytest.mark.skipif(CHILD, reason="this is the child")
 def test_triton_interpreter_in_a_child():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           __file__, "-k", "triton_equals"], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-    assert "3 passed" in proc.stdout
+    run_interpreter_child(__file__, "triton_equals", passed=3)
 
 
 @pytest.mark.skipif(not CHILD, reason="runs in the interpreter child process")
 def test_triton_equals_reference_bit_for_bit(compiled):
-    from sbcompile.backends.triton import lower
-    from sbcompile.runtime.triton.executor import run as run_triton
     kind, _, feeds, art = compiled
-    got = run_triton(lower(art.graph), feeds, interpret=True)
-    integer = [n.outputs[0] for n in art.graph.nodes if n.op in ("spike_encode", "spike_linear")]
-    ref = evaluate(art.graph, feeds, keep=integer)
-    for name in integer:
-        np.testing.assert_array_equal(got[name], ref[name], err_msg=f"{kind}: {name}")
-    scale = max(1.0, float(np.abs(ref["y"]).max()))
-    np.testing.assert_allclose(got["y"], ref["y"], rtol=0, atol=1e-5 * scale)
+    assert_triton_matches_reference(art.graph, feeds, "y", label=f"{kind}: ")
 
 
 @pytest.mark.skipif(CHILD, reason="parent only")
