@@ -235,14 +235,10 @@ def _heads(b: OnnxBuilder, node: Node, name: str) -> int:
     return heads
 
 
-def _by_kv_head(b: OnnxBuilder, x: str, hkv: int, base: str) -> str:
-    """[B, Hq, T, X] as [B, Hkv, Hq/Hkv * T, X]: the query heads reading one KV head are
-    contiguous, so one batched product per KV head serves GQA."""
-    return b.add("Reshape", [x, b.const(np.array([0, hkv, -1, 0], np.int64), base)], base)
-
-
-def _by_query_head(b: OnnxBuilder, x: str, hq: int, base: str, outputs=None) -> str:
-    return b.add("Reshape", [x, b.const(np.array([0, hq, -1, 0], np.int64), base)], base,
+def _by_heads(b: OnnxBuilder, x: str, heads: int, base: str, outputs=None) -> str:
+    """[B, H, T, X] as [B, heads, H/heads * T, X], and back: the query heads reading one KV
+    head are contiguous, so one batched product per KV head serves GQA."""
+    return b.add("Reshape", [x, b.const(np.array([0, heads, -1, 0], np.int64), base)], base,
                  outputs)
 
 
@@ -266,9 +262,9 @@ def _scores(b: OnnxBuilder, node: Node, a: dict) -> None:
                                f"reach {per_row * 128:.4g} >= 2^24, beyond exact float32 "
                                "accumulation")
     keys = b.add("Transpose", [b.as_float(k)], node.name, perm=[0, 1, 3, 2])
-    product = b.add("MatMul", [_by_kv_head(b, b.as_float(q), hkv, f"{node.name}.rows"), keys],
+    product = b.add("MatMul", [_by_heads(b, b.as_float(q), hkv, f"{node.name}.rows"), keys],
                     node.name)
-    scores = _by_query_head(b, product, hq, f"{node.outputs[0]}.f")
+    scores = _by_heads(b, product, hq, f"{node.outputs[0]}.f")
     b.floats[node.outputs[0]] = scores
     b.add("Cast", [scores], node.name, [node.outputs[0]], to=INT32)
 
@@ -301,8 +297,8 @@ def _spike_attention(b: OnnxBuilder, node: Node, a: dict) -> None:
     p = b.add("Where", [b.add("IsNaN", [p], name), b.const(np.float32(0), f"{name}.zero"), p],
               name)
     values = b.add("Mul", [b.as_float(v), b.value(v_scale)], name)  # [B, Hkv, Tk, Dv]
-    out = b.add("MatMul", [_by_kv_head(b, p, hkv, f"{name}.rows"), values], name)
-    _by_query_head(b, out, hq, f"{name}.out", list(node.outputs))
+    out = b.add("MatMul", [_by_heads(b, p, hkv, f"{name}.rows"), values], name)
+    _by_heads(b, out, hq, f"{name}.out", list(node.outputs))
 
 
 SPIKE_EMITTERS = {"spike_encode": _encode, "spike_linear": _linear, "spike_conv": _conv,

@@ -238,16 +238,19 @@ class TensorParallelRun:
         y = ref.spike_decode(a, env[node.inputs[0]], env[node.inputs[1]],
                              None if scale is None else scale[..., shard.lo:shard.hi],
                              None if bias is None else bias[..., shard.lo:shard.hi])
-        bounds = shard_bounds(int(self.g.values[node.outputs[0]].shape[-1]), 1, self.world)
-        return gather_last(torch.from_numpy(np.ascontiguousarray(y)), bounds).numpy()
+        return self._gathered(y, node.outputs[0])
 
     def _whole(self, name: str, env) -> np.ndarray:
         """A value whole on every rank: a column shard's accumulators gathered."""
         shard = self.column_acc.get(name)
         if shard is None:
             return env[name]
+        return self._gathered(env[name], name)
+
+    def _gathered(self, local: np.ndarray, name: str) -> np.ndarray:
+        """Every rank's output channels of value ``name`` (its local slice ``local``), whole."""
         n_out = int(self.g.values[name].shape[-1])
-        return gather_last(torch.from_numpy(np.ascontiguousarray(env[name])),
+        return gather_last(torch.from_numpy(np.ascontiguousarray(local)),
                            shard_bounds(n_out, 1, self.world)).numpy()
 
 
