@@ -129,7 +129,7 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     keep_f = [info.output for info in layers.values()]
     if propagation:
         for st in stats.values():
-            st.propagation = LayerPropagation(graph, float_graph, st.info)
+            st.propagation = LayerPropagation(graph, float_graph, st.info, st.output_fid)
             keep_s += st.propagation.keep
             keep_f += st.propagation.keep
     outputs = OutputsFidelity(graph.outputs)
@@ -144,7 +144,7 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
                       env_s[info.output], env_f[info.output], int_nodes[info.acc],
                       config.coding)
             if propagation:
-                st.propagation.update(env_f, env_s, info.input)
+                st.propagation.update(env_f, env_s)
         if observe is not None:
             observe({o: env_f[o] for o in graph.outputs}, {o: env_s[o] for o in graph.outputs})
         outputs.update(env_s, env_f)

@@ -83,27 +83,28 @@ class LayerPropagation:
     """Streaming fidelity of one spiked layer in isolation, as propagated, and split into the
     error it introduces and the error it inherits."""
 
-    def __init__(self, graph: Graph, float_graph: Graph, info: SpikedLayer) -> None:
+    def __init__(self, graph: Graph, float_graph: Graph, info: SpikedLayer,
+                 propagated: Fidelity) -> None:
+        """``propagated``: the fidelity of the spiked run's layer output against the float run's,
+        which the caller streams already (``update`` does not feed it again)."""
         self.spiked = layer_slice(graph, info.input, info.output)
         self.float = layer_slice(float_graph, info.input, info.output)
-        self.graph, self.float_graph = graph, float_graph
-        self.fid = {k: Fidelity() for k in ("input", "isolated", "propagated", "introduced",
-                                            "inherited")}
+        self.graph, self.float_graph, self.input = graph, float_graph, info.input
+        self.fid = {k: Fidelity() for k in ("input", "isolated", "introduced", "inherited")}
+        self.propagated = propagated
 
     @property
     def keep(self) -> set[str]:
         """Values both runs must keep for ``update``."""
         return set(self.spiked.inputs) | set(self.float.inputs) | set(self.spiked.outputs)
 
-    def update(self, env_f: dict[str, np.ndarray], env_s: dict[str, np.ndarray],
-               layer_input: str) -> None:
+    def update(self, env_f: dict[str, np.ndarray], env_s: dict[str, np.ndarray]) -> None:
         out = self.spiked.outputs[0]
         y_f, y_s = env_f[out], env_s[out]
         y_isolated = self.spiked.run(self.graph, env_f)[out]
         y_float_on_spiked = self.float.run(self.float_graph, env_s)[out]
-        self.fid["input"].update(env_s[layer_input], env_f[layer_input])
+        self.fid["input"].update(env_s[self.input], env_f[self.input])
         self.fid["isolated"].update(y_isolated, y_f)
-        self.fid["propagated"].update(y_s, y_f)
         self.fid["introduced"].update(y_s, y_float_on_spiked)
         self.fid["inherited"].update(y_float_on_spiked, y_f)
 
@@ -111,8 +112,11 @@ class LayerPropagation:
         """The five fidelities, and ``introduced_share``: the introduced error's energy over the
         propagated error's at the layer output (near 1: the layer makes its own error; near 0:
         it passes on what it received)."""
-        res = {k: f.result() for k, f in self.fid.items()}
-        total = self.fid["propagated"].ee
+        res = {"input": self.fid["input"].result(), "isolated": self.fid["isolated"].result(),
+               "propagated": self.propagated.result(),
+               "introduced": self.fid["introduced"].result(),
+               "inherited": self.fid["inherited"].result()}
+        total = self.propagated.ee
         res["introduced_share"] = self.fid["introduced"].ee / total if total > 0 else 0.0
         return res
 
