@@ -136,13 +136,14 @@ class Evaluator:
                                         sensitivity=False)
         self.metric, self.labelled = metric, labelled
         self.objective, self.energy_preset = objective, energy_preset
+        groups = spike_groups(graph, self.base)
         self.calibrated = graph
-        if any(g.needs_statistics for g in spike_groups(graph, self.base)):
+        if any(g.needs_statistics for g in groups):
             self.calibrated = calibrate.run(graph, self.base, calib)
         self.dense_macs: dict[str, float] = {}  # per layer, from the first evaluation
         self.float_metric = 1.0
         # the float graph's layer outputs per batch, evaluated once for every candidate
-        keep = [n.outputs[0] for g in spike_groups(graph, self.base) for n in g.layers]
+        keep = [n.outputs[0] for g in groups for n in g.layers]
         self.float_envs = [evaluate(graph, batch, keep=keep)
                            for batch in calib.batches(self.base.calib_batch)]
 
