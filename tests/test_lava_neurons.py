@@ -105,11 +105,12 @@ def test_accumulator_refuses_to_overflow_the_neuron_state():
     dict(c=3, hw=(10,), o=3, k=(4,), strides=[3], pads=[2, 1], dil=[1], group=3),
 ])
 @pytest.mark.parametrize("parts", [1, 2, 5])
-def test_shared_conv_synapses_are_the_exact_convolution(geometry, parts):
+@pytest.mark.parametrize("top", [40, 1 << 20])  # float32 sums, and payloads that need float64
+def test_shared_conv_synapses_are_the_exact_convolution(geometry, parts, top):
     g = geometry
     rng = np.random.default_rng(3)
     weight = rng.integers(-127, 128, size=(g["o"], g["c"] // g["group"]) + g["k"]).astype(np.int8)
-    counts = rng.integers(-40, 40, size=(2, g["c"]) + g["hw"]).astype(np.int32)
+    counts = rng.integers(-top, top, size=(2, g["c"]) + g["hw"]).astype(np.int32)
     attrs = {"strides": g["strides"], "pads": g["pads"], "dilations": g["dil"],
              "group": g["group"]}
     geo = layer_geometry("spike_conv", weight.shape, attrs, (g["c"],) + g["hw"])
@@ -120,7 +121,7 @@ def test_shared_conv_synapses_are_the_exact_convolution(geometry, parts):
     np.testing.assert_array_equal(got.reshape(ref.shape), ref)
     # each partial sums at most its share of the row's weight entries
     width = -(-geo.row_entries // parts)
-    assert int(np.abs(partials).max()) <= width * 127 * 40
+    assert int(np.abs(partials).max()) <= width * 127 * top
     # synapses, fan-in and fan-out from the geometry equal those of the expanded convolution
     ones = np.ones((g["o"], g["c"] // g["group"]) + g["k"], dtype=np.int64)
     structural = conv_nd(np.ones((1, g["c"]) + g["hw"], np.int64), ones, None, g["strides"],
