@@ -14,6 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
+from sbcompile.batch_axes import batch_axes
 from sbcompile.errors import ArtifactError, SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.progress import track
@@ -63,6 +64,8 @@ class OnnxruntimeProgram:
         names = [o.name for o in self.session.get_outputs()]
         if not keep_integers:
             names = [n for n in names if n in self.graph.outputs]
+        if any(a != 0 for a in batch_axes(self.graph).values()):  # a state, a scalar: one run
+            return dict(zip(names, self.session.run(names, check_feeds(self.graph, feeds))))
         n = _samples(feeds)
         size = int(self.static_batch or batch_size)
         if self.static_batch and n % size:

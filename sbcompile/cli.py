@@ -240,6 +240,8 @@ def check(model: str, preset: str) -> None:
     console.print(t)
     console.print(f"{len(rows) - len(unsupported)}/{len(rows)} nodes supported, "
                   f"{len(spiked)} layers spiked under preset {escape(preset)}")
+    for r in (r for r in rows if r.get("needs_static") and not unsupported):
+        console.print(escape(f"note: node '{r['name']}' ({r['op_type']}): {r['reason']}"))
     if unsupported:
         first = unsupported[0]
         raise SbcError(f"{model}: {len(unsupported)} unsupported node(s), first '{first['name']}'"
@@ -310,8 +312,8 @@ def compile(model: str, calib: str | None, config_file: str | None, preset: str 
         raise SbcError(f"{model}: --workers and --cluster compile a folder of layer models, "
                        "not one model file")
     out = check_output_path(output, "-o")
-    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
     calib_data = load_npz(calib) if calib else None
+    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None, calib_data)
     artifact = compile_graph(graph, config, calib_data)
     artifact.save(out)
     print_terminal(artifact.report, console=console)
@@ -407,8 +409,8 @@ def tune(model: str, calib: str, config_file: str | None, preset: str | None, se
             ((output, "-o"), (html_out, "--html"), (json_out, "--json")) if p is not None}
     from sbcompile.pipeline import load_model
 
-    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
     calib_data = load_npz(calib)
+    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None, calib_data)
     label_data = load_labels(labels, list(graph.outputs)) if labels else None
     if metric in ("accuracy", "ctc") and label_data is None:
         raise SbcError(f"--budget {metric}=...: a task metric needs --labels Y.npz")
@@ -539,6 +541,7 @@ def run(artifact: str, input_path: str, target: str, use_float: bool, interpret:
         timeout: float | None, output: str | None) -> None:
     """Run a compiled ARTIFACT on inputs."""
     from sbcompile.api import load
+    from sbcompile.batch_axes import input_samples
     from sbcompile.npz import load_npz, save_npz
 
     if output is not None:
@@ -556,7 +559,7 @@ def run(artifact: str, input_path: str, target: str, use_float: bool, interpret:
     if not use_float and model.graph.meta.get("count_bounds"):
         _print_saturations(model.graph, feeds)
     if result.op_counts and model.report.get("measured"):
-        _print_op_counts(result.op_counts, model.report, len(next(iter(feeds.values()))))
+        _print_op_counts(result.op_counts, model.report, input_samples(model.graph, feeds))
     if output is not None:
         save_npz(output, result.outputs)
         console.print(f"wrote {escape(output)}")
