@@ -142,6 +142,7 @@ def run_onnxruntime(program, feeds: dict[str, np.ndarray], *, batch_size: int = 
                     progress: bool = True, keep_integers: bool = True) -> RunResult:
     """Run the onnx-qdq export in a default onnxruntime session, in batches."""
     env = program.run(feeds, batch_size, progress, keep_integers)
+    refuse_saturated([n for n in program.graph.nodes if n.op == "spike_encode"], env)
     outputs = {k: env[k] for k in program.graph.outputs}
     return RunResult("onnxruntime", outputs, {k: v for k, v in env.items() if k not in outputs})
 
