@@ -21,6 +21,7 @@ from sbcompile.frontends.onnx_control import expand_control_flow
 from sbcompile.frontends.onnx_fold import fold_constants, initializers
 from sbcompile.frontends.onnx_lowering import Lowering, NodeView
 from sbcompile.frontends.onnx_ops import converter_for
+from sbcompile.frontends.onnx_quant import expand_quantized
 from sbcompile.frontends.onnx_rewrites import rewrite
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
@@ -115,6 +116,7 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
     renamed = onnx_model.check_structure(proto, label)
     onnx_model.apply_input_shapes(proto, input_shapes, label)
     consts = initializers(proto, label)
+    expand_quantized(proto, consts)  # QOperator / com.microsoft forms as standard ops
     types = _inferred_types(proto, list(proto.graph.node), consts, label)
     nodes, folded = fold_constants(proto, consts, types, opsets)
     select = False  # run-time Ifs become selects once nothing static is left to inline
