@@ -23,6 +23,7 @@ from sbcompile.config import CompileConfig, apply_overrides, make_config
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
+from sbcompile.memory import StagePeak, StageRecord, mib
 from sbcompile.passes import (analyse, attention_quantize, calibrate, count_bounds, expand,
                              spike_quantize, weight_quantize)
 from sbcompile.passes.targets import spike_groups
@@ -177,9 +178,14 @@ def _lowerer(target: str):
 
 
 def _timed(what: str, fn, *args):
+    if not log.isEnabledFor(logging.INFO):
+        return fn(*args)
     start = time.perf_counter()
-    result = fn(*args)
-    log.info("%s: %.2f s", what, time.perf_counter() - start)
+    with StagePeak() as mem:
+        result = fn(*args)
+    stage = StageRecord(what, time.perf_counter() - start, mem.peak, mem.start)
+    log.info("%s: %.2f s, peak %.0f MiB (%+.0f MiB)", what, stage.seconds, mib(stage.peak),
+             mib(stage.peak - stage.start), extra={"stage": stage})
     return result
 
 
