@@ -172,11 +172,11 @@ def inspect(model: str, input_shapes: tuple) -> None:
 
     info = inspect_onnx(str(_model_path(model)), parse_input_shapes(input_shapes))
     rows = info["rows"]
-    console.print(f"[bold]{info['name']}[/]: {len(rows)} ONNX nodes, "
+    console.print(f"[bold]{escape(info['name'])}[/]: {len(rows)} ONNX nodes, "
                   f"{info['parameters']:,} parameters")
     for kind in ("inputs", "outputs"):
         for name, (shape, dtype) in info[kind].items():
-            console.print(f"  {kind[:-1]} {name}: {dtype}{shape}")
+            console.print(escape(f"  {kind[:-1]} {name}: {dtype}{shape}"))
     by_op: dict[str, list[dict]] = {}
     for r in rows:
         by_op.setdefault(r["op_type"], []).append(r)
@@ -185,12 +185,14 @@ def inspect(model: str, input_shapes: tuple) -> None:
         bad = [r for r in group if r["status"] != "supported"]
         reasons = sorted({r["reason"] for r in bad})
         ir_ops = sorted({o for r in group for o in r["ir_ops"]})
-        t.add_row(op, str(len(group)), "yes" if not bad else
+        t.add_row(escape(op), str(len(group)), "yes" if not bad else
                   "[red]no[/]" if len(bad) == len(group) else f"[red]{len(bad)} not[/]",
-                  ",".join(ir_ops), "[red]" + "; ".join(reasons) + "[/]" if reasons else "")
+                  escape(",".join(ir_ops)),
+                  "[red]" + escape("; ".join(reasons)) + "[/]" if reasons else "")
     console.print(t)
     if info["ir_ops"] is not None:
-        console.print("IR ops: " + ", ".join(f"{op} {n}" for op, n in info["ir_ops"].items()))
+        console.print(escape("IR ops: " + ", ".join(f"{op} {n}" for op, n in
+                                                    info["ir_ops"].items())))
     bad = [r for r in rows if r["status"] != "supported"]
     if bad:
         ops = sorted({r["op_type"] for r in bad})
