@@ -55,14 +55,15 @@ class OnnxruntimeProgram:
 
     def run(self, feeds: dict[str, np.ndarray], batch_size: int = 64, progress: bool = True,
             keep_integers: bool = False) -> dict[str, np.ndarray]:
-        """Graph outputs (and, ``keep_integers``, every count and accumulator) for ``feeds``
-        (batch on axis 0), ``batch_size`` samples at a time (the model's own batch when its
-        inputs fix one)."""
+        """Graph outputs and the encoders' counts (and, ``keep_integers``, every accumulator)
+        for ``feeds`` (batch on axis 0), ``batch_size`` samples at a time (the model's own batch
+        when its inputs fix one)."""
         from sbcompile.runtime.reference import check_feeds
 
         names = [o.name for o in self.session.get_outputs()]
-        if not keep_integers:
-            names = [n for n in names if n in self.graph.outputs]
+        if not keep_integers:  # the encoders' counts stay: every run is checked on them
+            counts = {n.outputs[0] for n in self.graph.nodes if n.op == "spike_encode"}
+            names = [n for n in names if n in self.graph.outputs or n in counts]
         n = _samples(feeds)
         size = int(self.static_batch or batch_size)
         if self.static_batch and n % size:
