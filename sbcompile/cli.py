@@ -23,6 +23,7 @@ from rich.table import Table
 
 from sbcompile.errors import SbcError
 from sbcompile.output_path import check_output_dir, check_output_path
+from sbcompile.target_registry import TARGETS
 
 console = Console()
 err_console = Console(stderr=True)
@@ -527,9 +528,13 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
 @main.command()
 @click.argument("artifact")
 @click.option("--input", "input_path", required=True, help="Inputs (.npz, keyed by input name).")
-@click.option("--target", type=click.Choice(["reference", "lava", "triton", "onnxruntime"]),
-              default="reference", show_default=True,
-              help="onnxruntime: the QDQ export in batches, for evaluating a data set fast.")
+@click.option("--target", type=click.Choice(list(TARGETS)), default="reference",
+              show_default=True,
+              help="torch: the PyTorch program (GPU or CPU, --device); onnxruntime: the QDQ "
+                   "export in batches, for evaluating a data set fast.")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto",
+              show_default=True, help="Torch target: where the module runs (auto: the GPU "
+                                      "when there is one).")
 @click.option("--float", "use_float", is_flag=True, help="Run the un-spiked baseline graph.")
 @click.option("--interpret", is_flag=True, default=None,
               help="Triton target: run the kernels on Triton's CPU interpreter (no GPU); "
@@ -539,8 +544,8 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
                    "reference].")
 @click.option("-o", "--output", default=None, help="Write outputs (.npz).")
 @guarded
-def run(artifact: str, input_path: str, target: str, use_float: bool, interpret: bool | None,
-        timeout: float | None, output: str | None) -> None:
+def run(artifact: str, input_path: str, target: str, device: str, use_float: bool,
+        interpret: bool | None, timeout: float | None, output: str | None) -> None:
     """Run a compiled ARTIFACT on inputs."""
     from sbcompile.api import load
     from sbcompile.batch_axes import input_samples
@@ -554,7 +559,7 @@ def run(artifact: str, input_path: str, target: str, use_float: bool, interpret:
     feeds = load_npz(input_path)
     with deadline(timeout if target != "lava" else None, f"the {target} run"):
         result = model.run(feeds, target, use_float=use_float, interpret=interpret or None,
-                           timeout=timeout or DEFAULT_TIMEOUT_S)
+                           timeout=timeout or DEFAULT_TIMEOUT_S, device=device)
     for name, arr in result.outputs.items():
         console.print(escape(f"{name}: {arr.dtype}{list(arr.shape)}  mean "
                              f"{float(arr.mean()):.6g}"))

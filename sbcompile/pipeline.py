@@ -11,6 +11,7 @@ fidelity.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import time
 from pathlib import Path
@@ -23,14 +24,14 @@ from sbcompile.config import CompileConfig, apply_overrides, make_config
 from sbcompile.errors import DynamicDimError, SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
+from sbcompile.memory import StagePeak, StageRecord, mib
 from sbcompile.passes import (analyse, attention_quantize, calibrate, count_bounds, expand,
                              spike_quantize, weight_quantize)
 from sbcompile.passes.targets import spike_groups
 from sbcompile.report import build_report
+from sbcompile.target_registry import target_spec
 
 log = logging.getLogger(__name__)
-# the extra a target's lowering needs beyond the core install
-TARGET_EXTRAS = {"lava": "lava", "triton": "gpu", "onnxruntime": "onnxruntime"}
 
 
 def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Graph:
@@ -138,7 +139,7 @@ def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes]
         except SbcError as e:
             reason = str(e)
         except ImportError as e:  # a target whose extra is not installed
-            reason = f"needs sbcompile[{TARGET_EXTRAS[target]}] ({e.name} is not installed)"
+            reason = f"needs sbcompile[{target_spec(target).extra}] ({e.name} is not installed)"
         else:
             programs.update(members)
             status[target] = {"lowered": True, "members": sorted(members)}
@@ -177,19 +178,18 @@ def specialised_artifact(art: Artifact, target: str, input_shapes: dict[str, tup
 
 
 def _lowerer(target: str):
-    if target == "lava":
-        from sbcompile.backends.lava import lower
-    elif target == "triton":
-        from sbcompile.backends.triton import lower
-    else:
-        from sbcompile.backends.onnxruntime import lower
-    return lower
+    return importlib.import_module(target_spec(target, stored=True).backend).lower
 
 
 def _timed(what: str, fn, *args):
+    if not log.isEnabledFor(logging.INFO):
+        return fn(*args)
     start = time.perf_counter()
-    result = fn(*args)
-    log.info("%s: %.2f s", what, time.perf_counter() - start)
+    with StagePeak() as mem:
+        result = fn(*args)
+    stage = StageRecord(what, time.perf_counter() - start, mem.peak, mem.start)
+    log.info("%s: %.2f s, peak %.0f MiB (%+.0f MiB)", what, stage.seconds, mib(stage.peak),
+             mib(stage.peak - stage.start), extra={"stage": stage})
     return result
 
 
