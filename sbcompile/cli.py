@@ -23,6 +23,7 @@ from rich.table import Table
 
 from sbcompile.errors import SbcError
 from sbcompile.output_path import check_output_dir, check_output_path
+from sbcompile.target_registry import TARGETS
 
 console = Console()
 err_console = Console(stderr=True)
@@ -171,11 +172,11 @@ def inspect(model: str, input_shapes: tuple) -> None:
 
     info = inspect_onnx(str(_model_path(model)), parse_input_shapes(input_shapes))
     rows = info["rows"]
-    console.print(f"[bold]{info['name']}[/]: {len(rows)} ONNX nodes, "
+    console.print(f"[bold]{escape(info['name'])}[/]: {len(rows)} ONNX nodes, "
                   f"{info['parameters']:,} parameters")
     for kind in ("inputs", "outputs"):
         for name, (shape, dtype) in info[kind].items():
-            console.print(f"  {kind[:-1]} {name}: {dtype}{shape}")
+            console.print(escape(f"  {kind[:-1]} {name}: {dtype}{shape}"))
     by_op: dict[str, list[dict]] = {}
     for r in rows:
         by_op.setdefault(r["op_type"], []).append(r)
@@ -184,12 +185,14 @@ def inspect(model: str, input_shapes: tuple) -> None:
         bad = [r for r in group if r["status"] != "supported"]
         reasons = sorted({r["reason"] for r in bad})
         ir_ops = sorted({o for r in group for o in r["ir_ops"]})
-        t.add_row(op, str(len(group)), "yes" if not bad else
+        t.add_row(escape(op), str(len(group)), "yes" if not bad else
                   "[red]no[/]" if len(bad) == len(group) else f"[red]{len(bad)} not[/]",
-                  ",".join(ir_ops), "[red]" + "; ".join(reasons) + "[/]" if reasons else "")
+                  escape(",".join(ir_ops)),
+                  "[red]" + escape("; ".join(reasons)) + "[/]" if reasons else "")
     console.print(t)
     if info["ir_ops"] is not None:
-        console.print("IR ops: " + ", ".join(f"{op} {n}" for op, n in info["ir_ops"].items()))
+        console.print(escape("IR ops: " + ", ".join(f"{op} {n}" for op, n in
+                                                    info["ir_ops"].items())))
     bad = [r for r in rows if r["status"] != "supported"]
     if bad:
         ops = sorted({r["op_type"] for r in bad})
@@ -240,6 +243,8 @@ def check(model: str, preset: str) -> None:
     console.print(t)
     console.print(f"{len(rows) - len(unsupported)}/{len(rows)} nodes supported, "
                   f"{len(spiked)} layers spiked under preset {escape(preset)}")
+    for r in (r for r in rows if r.get("needs_static") and not unsupported):
+        console.print(escape(f"note: node '{r['name']}' ({r['op_type']}): {r['reason']}"))
     if unsupported:
         first = unsupported[0]
         raise SbcError(f"{model}: {len(unsupported)} unsupported node(s), first '{first['name']}'"
@@ -310,8 +315,8 @@ def compile(model: str, calib: str | None, config_file: str | None, preset: str 
         raise SbcError(f"{model}: --workers and --cluster compile a folder of layer models, "
                        "not one model file")
     out = check_output_path(output, "-o")
-    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
     calib_data = load_npz(calib) if calib else None
+    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None, calib_data)
     artifact = compile_graph(graph, config, calib_data)
     artifact.save(out)
     print_terminal(artifact.report, console=console)
@@ -407,8 +412,8 @@ def tune(model: str, calib: str, config_file: str | None, preset: str | None, se
             ((output, "-o"), (html_out, "--html"), (json_out, "--json")) if p is not None}
     from sbcompile.pipeline import load_model
 
-    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
     calib_data = load_npz(calib)
+    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None, calib_data)
     label_data = load_labels(labels, list(graph.outputs)) if labels else None
     if metric in ("accuracy", "ctc") and label_data is None:
         raise SbcError(f"--budget {metric}=...: a task metric needs --labels Y.npz")
@@ -542,9 +547,13 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
 @main.command()
 @click.argument("artifact")
 @click.option("--input", "input_path", required=True, help="Inputs (.npz, keyed by input name).")
-@click.option("--target", type=click.Choice(["reference", "lava", "triton", "onnxruntime"]),
-              default="reference", show_default=True,
-              help="onnxruntime: the QDQ export in batches, for evaluating a data set fast.")
+@click.option("--target", type=click.Choice(list(TARGETS)), default="reference",
+              show_default=True,
+              help="torch: the PyTorch program (GPU or CPU, --device); onnxruntime: the QDQ "
+                   "export in batches, for evaluating a data set fast.")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto",
+              show_default=True, help="Torch target: where the module runs (auto: the GPU "
+                                      "when there is one).")
 @click.option("--float", "use_float", is_flag=True, help="Run the un-spiked baseline graph.")
 @click.option("--interpret", is_flag=True, default=None,
               help="Triton target: run the kernels on Triton's CPU interpreter (no GPU); "
@@ -554,10 +563,11 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
                    "reference].")
 @click.option("-o", "--output", default=None, help="Write outputs (.npz).")
 @guarded
-def run(artifact: str, input_path: str, target: str, use_float: bool, interpret: bool | None,
-        timeout: float | None, output: str | None) -> None:
+def run(artifact: str, input_path: str, target: str, device: str, use_float: bool,
+        interpret: bool | None, timeout: float | None, output: str | None) -> None:
     """Run a compiled ARTIFACT on inputs."""
     from sbcompile.api import load
+    from sbcompile.batch_axes import input_samples
     from sbcompile.npz import load_npz, save_npz
 
     if output is not None:
@@ -568,14 +578,14 @@ def run(artifact: str, input_path: str, target: str, use_float: bool, interpret:
     feeds = load_npz(input_path)
     with deadline(timeout if target != "lava" else None, f"the {target} run"):
         result = model.run(feeds, target, use_float=use_float, interpret=interpret or None,
-                           timeout=timeout or DEFAULT_TIMEOUT_S)
+                           timeout=timeout or DEFAULT_TIMEOUT_S, device=device)
     for name, arr in result.outputs.items():
         console.print(escape(f"{name}: {arr.dtype}{list(arr.shape)}  mean "
                              f"{float(arr.mean()):.6g}"))
     if not use_float and model.graph.meta.get("count_bounds"):
         _print_saturations(model.graph, feeds)
     if result.op_counts and model.report.get("measured"):
-        _print_op_counts(result.op_counts, model.report, len(next(iter(feeds.values()))))
+        _print_op_counts(result.op_counts, model.report, input_samples(model.graph, feeds))
     if output is not None:
         save_npz(output, result.outputs)
         console.print(f"wrote {escape(output)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import warnings
 
 from sbcompile.report import change_words, energy_rows, fidelity_summary, fmt, layer_energy
 
@@ -285,8 +286,10 @@ def _save(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
+    with warnings.catch_warnings():  # a name the font cannot draw shows as boxes, not stderr
+        warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
 
