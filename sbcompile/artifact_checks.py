@@ -81,7 +81,9 @@ GRAPH = _obj({"name": STR, "inputs": NAMES, "outputs": NAMES, "params": NAMES,
 
 _SPARSITY = _obj({"count_zero": NUM, "spike_slot": NUM, "spike_slot_window3": NUM,
                   "mean_spikes_per_channel": NUM, "silent_channels": NUM,
-                  "T": {"type": ["integer", "null"], "minimum": 0, "maximum": 64}})
+                  # steps: an int, or under t_mode token the mean over tokens; at most the
+                  # largest |count| (unary codings)
+                  "T": {"type": ["number", "null"], "minimum": 0, "maximum": COUNT_LIMIT}})
 _FIDELITY = _obj({"cosine": NUM, "snr_db": OPT_NUM})
 _LAYER = _obj({"name": STR, "op": STR, "fan_in": {"type": ["integer", "null"]},
                "fan_out": {"type": ["integer", "null"]}})

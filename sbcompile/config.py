@@ -15,6 +15,7 @@ import numpy as np
 
 from sbcompile.errors import SbcError
 from sbcompile.ir.codings import CODINGS
+from sbcompile.target_registry import DEFAULT_TARGETS, PROGRAM_TARGETS
 
 INT32 = np.iinfo(np.int32)
 T_MAX_LIMIT = 127  # calibrated counts stay int8 (a window of at most 127 unary steps)
@@ -41,7 +42,7 @@ class CompileConfig:
     calib_batch: int = 64               # calibration/analysis batch size (bounds memory)
     spike_conv: bool = True             # spike conv inputs too (not only linear projections)
     attention_quantize: bool = False    # spiked attention query, INT8 K/V, integer scores
-    targets: list[str] = field(default_factory=lambda: ["lava", "triton"])  # programs to store
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))  # programs to store
     triton_density: float | None = None  # expected nonzero count fraction; None: as measured
     count_bound: str = "measured"       # unbounded counts: measured on calibration | worst_case
     count_margin: float = 2.0           # measured bound = margin x largest |count| seen
@@ -112,10 +113,10 @@ class CompileConfig:
             raise SbcError(f"window must be >= 1, got {self.window}")
         if self.group_size is not None and self.group_size < 1:
             raise SbcError(f"group_size must be >= 1, got {self.group_size}")
-        unknown = [t for t in self.targets if t not in ("lava", "triton", "onnxruntime")]
+        unknown = [t for t in self.targets if t not in PROGRAM_TARGETS]
         if unknown:
-            raise SbcError(f"unknown target '{unknown[0]}' in targets (known: lava, triton, "
-                           "onnxruntime)")
+            raise SbcError(f"unknown target '{unknown[0]}' in targets (known: "
+                           f"{', '.join(PROGRAM_TARGETS)})")
         if self.triton_density is not None and not 0 < self.triton_density <= 1:
             raise SbcError(f"triton_density must be in (0, 1], got {self.triton_density}")
         if self.count_bound not in ("measured", "worst_case"):
