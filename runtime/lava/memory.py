@@ -5,7 +5,8 @@ child: the Python interpreter, numpy and Lava pages are shared until written, so
 its private pages (``PROCESS_BYTES``, measured on lava-nc 0.10.0 with Python 3.11) plus what it
 holds. A value is held by its producer and by each process that reads it; a synapse layer works
 on the step's spikes and synaptic input in float64 and integrates int64 accumulator states (one
-per fan-in partial). Graph inputs sit in the child and the processes that read them.
+per fan-in partial), and holds its weights once as int8 and once in float32 per fan-in partial
+(the products' operands). Graph inputs sit in the child and the processes that read them.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ LAVA_PROCESSES_BYTES = 150 << 20  # Lava's runtime service and manager
 
 def estimate_bytes(plan: dict, shapes: dict[str, tuple[int, ...]], form: str,
                    bands: int | None = None) -> int:
-    """Peak resident bytes of simulating ``plan`` with these value shapes, in ``form``."""
+    """Peak resident bytes of simulating ``plan`` with these shapes (of its values and
+    parameters), in ``form``."""
     specs = build_topology(plan, form, bands)
     size = {name: 8 * math.prod(shape) for name, shape in shapes.items()}
     held = 0
@@ -33,6 +35,7 @@ def estimate_bytes(plan: dict, shapes: dict[str, tuple[int, ...]], form: str,
                 acc = size.get(syn["acc"], 0)
                 spikes = size.get(layer["encoder"]["x"], 0)
                 held += spikes * 2 + acc * (2 * syn["fan_in_split"] + 2)
+                held += math.prod(shapes[syn["weight"]]) * (1 + 4 * syn["fan_in_split"])
         if spec.kind == "accumulator":
             processes += 1  # its synapse process
     return CHILD_BYTES + LAVA_PROCESSES_BYTES + processes * PROCESS_BYTES + held

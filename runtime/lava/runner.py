@@ -63,8 +63,9 @@ def simulate(program: LavaProgram, feeds: dict[str, np.ndarray], form: str = "fu
     if form not in FORMS:
         raise SbcError(f"unknown Lava graph form '{form}' (known: {', '.join(FORMS)})")
     feeds = check_feeds(program.interface(), feeds)
-    estimate = estimate_bytes(program.plan, infer_shapes(program.plan, program.params(), feeds),
-                              form, bands)
+    shapes = {name: p.shape for name, p in program.params().items()}
+    shapes.update(infer_shapes(program.plan, program.params(), feeds))
+    estimate = estimate_bytes(program.plan, shapes, form, bands)
     available = available_bytes()
     if available is not None and estimate > available:
         raise SbcError(f"the Lava simulation needs about {gb(estimate)} (estimate) and "
