@@ -1,4 +1,4 @@
-"""Pre-flight memory estimate of a Lava simulation, and what the machine can give it.
+"""Pre-flight memory estimate of a Lava simulation, and the kernel's out-of-memory kills.
 
 The simulation is one child process plus one OS process per Lava process, each a fork of the
 child: the Python interpreter, numpy and Lava pages are shared until written, so a process costs
@@ -39,17 +39,6 @@ def estimate_bytes(plan: dict, shapes: dict[str, tuple[int, ...]], form: str,
         if spec.kind == "accumulator":
             processes += 1  # its synapse process
     return CHILD_BYTES + LAVA_PROCESSES_BYTES + processes * PROCESS_BYTES + held
-
-
-def available_bytes() -> int | None:
-    """MemAvailable of this machine (None where /proc/meminfo does not say)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def oom_kills() -> int | None:

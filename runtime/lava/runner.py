@@ -30,7 +30,8 @@ from sbcompile.runtime.lava import child
 from sbcompile.runtime.lava.failure import read_failure
 from sbcompile.runtime.lava.group import POLL_S, end_group, group_processes, mapped_segments, \
     new_run_dir, record_segments, sweep_orphans
-from sbcompile.runtime.lava.memory import available_bytes, estimate_bytes, gb, oom_kills
+from sbcompile.memory import available_bytes
+from sbcompile.runtime.lava.memory import estimate_bytes, gb, oom_kills
 from sbcompile.runtime.lava.program import LavaProgram
 from sbcompile.runtime.lava.shapes import infer_shapes
 from sbcompile.runtime.lava.topology import FORMS
