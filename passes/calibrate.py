@@ -98,8 +98,18 @@ def _checked_per_batch(graph: Graph, arrays: dict[str, np.ndarray], size: int) -
 
 def check_calibration(graph: Graph, calib) -> CalibrationSet:
     """Calibration data (a dict of arrays, a list of feeds, or a CalibrationSet) checked against
-    the graph inputs: names, shapes, dtypes, finiteness, the number of samples."""
-    return calib if isinstance(calib, CalibrationSet) else CalibrationSet(graph, calib)
+    the graph inputs: names, shapes, dtypes, finiteness, the number of samples. A dict holds
+    each input's samples on the batch axis the model's symbolic dims give it, inputs without
+    one given once (``sbcompile.batch_axes``)."""
+    if isinstance(calib, CalibrationSet):
+        return calib
+    if isinstance(calib, dict):
+        from sbcompile.passes.calibration_inputs import by_batch_axes
+
+        along_axes = by_batch_axes(graph, calib)
+        if along_axes is not None:
+            return along_axes
+    return CalibrationSet(graph, calib)
 
 
 def run(graph: Graph, config: CompileConfig, calib, values: set[str] | None = None) -> Graph:
