@@ -7,8 +7,9 @@ architecture description and prices every event (neuron update, spike out, synap
 message and network-on-chip hop) with per-event energies and latencies; its Loihi description
 (``sanafe/examples/loihi.yaml``) takes them from Davies et al. 2018 (IEEE Micro). The mapping is
 the Lava program's (``runtime/lava/mapping.py``): each spike encoder's neurons spread evenly over
-its mapped neuro-cores, each layer's accumulator rows packed into cores as the Lava mapping packs
-them, cores numbered in program order onto a mesh of 4-core tiles. The traffic is the run's own:
+its mapped neuro-cores, each layer's accumulator rows (rows that read the same inputs together)
+spread over the neuro-cores the Lava mapping gives it, cores numbered in program order onto a
+mesh of 4-core tiles. The traffic is the run's own:
 each encoder neuron is a SANA-FE input unit replaying the spikes our coding expands its counts
 into (tokens one after another, T steps each), so the spike messages and synaptic events SANA-FE
 counts are those of the run.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import tempfile
 from importlib.resources import files
 from pathlib import Path
@@ -121,23 +123,67 @@ def _version() -> str:
 
 # ---- mapping ------------------------------------------------------------------------------
 def _placement(program: LavaProgram) -> dict:
-    """Global core ids in program order: each encoder's neurons spread evenly over its mapped
-    cores; each layer's accumulator rows over the cores the Lava mapping packs them into."""
+    """Global core ids in program order, as many per encoder and per layer as the Lava mapping
+    gives: an encoder's neurons spread evenly over its cores, a layer's accumulator neurons in
+    the mapping's packing order (``synapse_list``) evenly over its cores."""
     plan = program.plan
-    enc_map = plan["mapping"]["encoders"]
+    enc_map, layer_map = plan["mapping"]["encoders"], plan["mapping"]["layers"]
     next_core, encoders, layers = 0, {}, {}
     for syn in plan["synapses"]:
         name = syn["encoder"]
         if name not in encoders:
-            n_cores = enc_map[name]["cores"]
-            neurons = enc_map[name]["neurons"]
-            per_core = -(-neurons // n_cores)
-            encoders[name] = {"first": next_core, "per_core": per_core, "neurons": neurons}
+            n_cores, neurons = enc_map[name]["cores"], enc_map[name]["neurons"]
+            encoders[name] = {"first": next_core, "per_core": -(-neurons // n_cores),
+                              "neurons": neurons}
             next_core += n_cores
-        starts = mapping.pack_cores(program.synapse_matrix(syn))
-        layers[syn["name"]] = {"first": next_core, "starts": starts}
-        next_core += len(starts)
+        n_cores = layer_map[syn["name"]]["cores"]
+        layers[syn["name"]] = {"first": next_core, "cores": n_cores,
+                               "per_core": -(-syn["rows"] // n_cores)}
+        next_core += n_cores
     return {"encoders": encoders, "layers": layers, "cores": next_core}
+
+
+def synapse_list(geometry, parts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every structural synapse of a layer (one token or sample) as (input neuron, accumulator
+    neuron, flat weight index), int64 each, sorted by accumulator neuron. Accumulator neurons
+    are numbered in the Lava mapping's packing order, rows that read the same inputs together:
+    linear (group, partial, output); conv (group, partial, output position, channel of the
+    group). Partial p of a row sums the p-th contiguous slice of its weight entries."""
+    width = max(-(-geometry.row_entries // parts), 1)
+    if geometry.op == "spike_linear":
+        groups, n = geometry.out_shape
+        per_group = geometry.row_entries
+        idx = np.arange(groups * n * per_group, dtype=np.int64)
+        g, n_out, e = idx // (n * per_group), idx // per_group % n, idx % per_group
+        src = g * per_group + e
+        dst = (g * parts + e // width) * n + n_out
+        windex = n_out * geometry.weight_shape[1] + src
+    else:
+        o_total, c_group = geometry.weight_shape[0], geometry.weight_shape[1]
+        o_group = o_total // geometry.group
+        spatial, kernel = geometry.in_shape[1:], geometry.weight_shape[2:]
+        in_pos, valid = np.zeros((1, 1), np.int64), np.ones((1, 1), bool)
+        for axis, (size, k) in enumerate(zip(spatial, kernel)):
+            out = geometry.out_shape[1 + axis]
+            where = (np.arange(out)[:, None] * geometry.strides[axis] - geometry.pads[axis]
+                     + np.arange(k)[None, :] * geometry.dilations[axis])
+            ok = (where >= 0) & (where < size)
+            in_pos = (in_pos[:, None, :, None] * size + where[None, :, None, :]).reshape(
+                in_pos.shape[0] * out, -1)
+            valid = (valid[:, None, :, None] & ok[None, :, None, :]).reshape(in_pos.shape)
+        pos, tap = np.nonzero(valid)  # output position, kernel tap of every valid pair
+        taps, positions = in_pos.shape[1], in_pos.shape[0]
+        o = np.arange(o_total, dtype=np.int64)[:, None, None]
+        c = np.arange(c_group, dtype=np.int64)[None, :, None]
+        g = o // o_group
+        e = c * taps + tap[None, None, :]
+        src = ((g * c_group + c) * math.prod(spatial) + in_pos[pos, tap][None, None, :])
+        dst = (((g * parts + e // width) * positions + pos[None, None, :]) * o_group
+               + o % o_group)
+        windex = (o * c_group + c) * taps + tap[None, None, :]
+        src, dst, windex = (a.ravel() for a in np.broadcast_arrays(src, dst, windex))
+    order = np.argsort(dst, kind="stable")
+    return src[order], dst[order], windex[order]
 
 
 def _write_arch(placement: dict) -> Path:
@@ -197,33 +243,33 @@ def _spike_trains(counts: np.ndarray, neurons: int, mode: str) -> np.ndarray:
     return np.ascontiguousarray((events != 0).transpose(2, 1, 0).reshape(neurons, -1))
 
 
-def _chunks(starts: list[int], indptr: np.ndarray, budget: int) -> list[tuple[int, int]]:
-    """Runs of whole cores (first core, end core) of at most ``budget`` synapses (one core at
-    least)."""
-    bounds = list(starts) + [len(indptr) - 1]
+def _chunks(dst: np.ndarray, lay: dict, budget: int) -> list[tuple[int, int]]:
+    """Runs of whole cores (first, end) whose synapses number at most ``budget`` (one core at
+    least); ``dst`` sorted."""
+    bounds = np.searchsorted(dst, np.arange(lay["cores"] + 1) * lay["per_core"])
     out, first = [], 0
-    for k in range(1, len(starts) + 1):
-        if indptr[bounds[k]] - indptr[bounds[first]] > budget and k - 1 > first:
+    for k in range(1, lay["cores"] + 1):
+        if bounds[k] - bounds[first] > budget and k - 1 > first:
             out.append((first, k - 1))
             first = k - 1
-    out.append((first, len(starts)))
+    out.append((first, lay["cores"]))
     return out
 
 
 def _simulate_layer(sanafe, hw, cores, program, syn, placement, trains, budget) -> dict:
-    csr = program.synapse_matrix(syn)
+    src_all, dst_all, windex = synapse_list(program.geometry(syn), syn["fan_in_split"])
+    weights = program.param(syn["weight"]).reshape(-1)
     lay = placement["layers"][syn["name"]]
     enc = placement["encoders"][syn["encoder"]]
-    starts = lay["starts"]
     steps = trains.shape[1]
     kind = ("loihi_conv_synapse" if syn["op"] == "spike_conv" else
             "loihi_dense_synapse" if syn["dense"] else "loihi_sparse_synapse")
     energy = dict.fromkeys(ENERGY_CLASSES, 0.0)
     step_time = np.zeros(steps)
     fired = synaptic = updated = 0
-    for first, end in _chunks(starts, csr.indptr, budget):
-        row0 = starts[first]
-        row1 = starts[end] if end < len(starts) else csr.rows
+    for first, end in _chunks(dst_all, lay, budget):
+        row0, row1 = first * lay["per_core"], min(end * lay["per_core"], syn["rows"])
+        lo, hi = np.searchsorted(dst_all, [row0, row1])
         net = sanafe.Network()
         src = net.create_neuron_group("encoder", trains.shape[0], model_attributes={})
         for j, neuron in enumerate(src):
@@ -233,13 +279,11 @@ def _simulate_layer(sanafe, hw, cores, program, syn, placement, trains, budget) 
         dst = net.create_neuron_group(
             "accumulator", row1 - row0, soma_hw_name="loihi_lif", default_synapse_hw_name=kind,
             model_attributes={"threshold": NEVER, "reset_mode": "none", "leak_decay": 1.0})
-        core_of_row = np.searchsorted(starts, np.arange(row0, row1), side="right") - 1
         for i, neuron in enumerate(dst):
-            neuron.map_to_core(cores[lay["first"] + int(core_of_row[i])])
-        lo, hi = csr.indptr[row0], csr.indptr[row1]
-        rows = np.repeat(np.arange(row1 - row0), np.diff(csr.indptr[row0:row1 + 1]))
-        src.connect_neurons_sparse(dst, {"weight": csr.data[lo:hi].astype(float).tolist()},
-                                   list(zip(csr.indices[lo:hi].tolist(), rows.tolist())))
+            neuron.map_to_core(cores[lay["first"] + (row0 + i) // lay["per_core"]])
+        src.connect_neurons_sparse(
+            dst, {"weight": weights[windex[lo:hi]].astype(float).tolist()},
+            list(zip(src_all[lo:hi].tolist(), (dst_all[lo:hi] - row0).tolist())))
         chip = sanafe.SpikingChip(hw)
         chip.load(net)
         with contextlib.redirect_stdout(io.StringIO()):  # its progress line

@@ -501,11 +501,15 @@ class TuneProgress:
 @click.option("--chip", type=click.Choice(["loihi"]), default=None,
               help="Energy and latency per inference on a chip model (SANA-FE; the `chip` "
                    "extra), with the spike traffic of --input.")
+@click.option("--neurobench", is_flag=True,
+              help="NeuroBench metrics on --input, computed by the neurobench package on the "
+                   "model's PyTorch form (the `metrics` extra).")
 @click.option("--input", "input_path", default=None, metavar="X.npz",
-              help="Inputs whose traffic --chip simulates (e.g. the calibration set).")
+              help="Inputs whose traffic --chip simulates and --neurobench measures (e.g. the "
+                   "calibration set).")
 @guarded
 def report(artifact: str, json_out: str | None, html_out: str | None, energy_preset: str,
-           chip: str | None, input_path: str | None) -> None:
+           chip: str | None, neurobench: bool, input_path: str | None) -> None:
     """Show the report of a compiled ARTIFACT; write it as JSON and/or HTML."""
     from sbcompile.api import load
     from sbcompile.output_path import write_atomic
@@ -515,9 +519,10 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
     for path, flag in ((json_out, "--json"), (html_out, "--html")):
         if path is not None:
             check_output_path(path, flag)
-    if chip is not None and input_path is None:
-        raise SbcError("--chip simulates the spike traffic of a run: give --input X.npz "
-                       "(e.g. the calibration set)")
+    wanted = [flag for flag, on in (("--chip", chip), ("--neurobench", neurobench)) if on]
+    if wanted and input_path is None:
+        raise SbcError(f"{wanted[0]} measures a run: give --input X.npz (e.g. the calibration "
+                       "set)")
     model = load(artifact)
     rep = dict(model.report)
     if not rep:
@@ -525,14 +530,19 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
     if rep.get("measured") and energy_preset not in rep["energy"]:
         raise SbcError(f"unknown energy preset '{energy_preset}' (known: "
                        f"{', '.join(rep['energy'])})")
-    if chip is not None and not rep.get("measured"):
+    if wanted and not rep.get("measured"):
         raise SbcError(f"{artifact}: compiled without calibration data, its report has no "
-                       "measurements to set the chip model beside; compile with --calib")
+                       f"measurements to set {wanted[0]} beside; compile with --calib")
     if rep.get("measured"):
         from sbcompile.chip import chip_section
         from sbcompile.npz import load_npz
 
-        rep["chip"] = chip_section(model, chip, load_npz(input_path) if chip else None)
+        feeds = load_npz(input_path) if wanted else None
+        rep["chip"] = chip_section(model, chip, feeds)
+        if neurobench:
+            from sbcompile.neurobench_metrics import neurobench_metrics
+
+            rep["neurobench"] = neurobench_metrics(model, feeds)
     print_terminal(rep, energy_preset, console=console)
     if json_out is not None:
         data = json.dumps(rep, indent=1).encode()

@@ -126,6 +126,16 @@ def summary_lines(report: dict, energy_preset: str) -> list[str]:
                      f"{chip['energy_uJ']:,.3f} uJ and {chip['latency_ms']:,.4f} ms per inference"
                      f" ({chip['steps']:g} steps, {chip['cores']} neuro-cores; spike layers "
                      "only)")
+    nb = report.get("neurobench")
+    if nb:
+        m = nb["metrics"]
+        ops = m["SynapticOperations"]
+        lines.append(f"NeuroBench ({nb['samples']} samples, per sample): ActivationSparsity "
+                     f"{m['ActivationSparsity']:.4f}, ConnectionSparsity "
+                     f"{m['ConnectionSparsity']:.4f}, SynapticOperations "
+                     f"{ops['Effective_MACs']:,.0f} effective MACs + {ops['Effective_ACs']:,.0f}"
+                     f" effective ACs of {ops['Dense']:,.0f} dense, Footprint "
+                     f"{m['Footprint']:,} bytes")
     if report.get("count_bounds"):
         bounds = report["count_bounds"].values()
         lines.append(f"count bounds measured on calibration (x{next(iter(bounds))['margin']:g}"

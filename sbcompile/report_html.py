@@ -84,6 +84,9 @@ def _summary_html(report: dict, preset: str) -> str:
              _card("Latency and chip mapping", _chip_body(report)),
              _card("Energy per inference by basis <span class='estimate'>estimates</span>",
                    _energy_body(report), wide=True)]
+    if report.get("neurobench"):
+        cards.append(_card("NeuroBench metrics", _neurobench_body(report["neurobench"]),
+                           wide=True))
     return (f"<section id='summary'><p class='lede'>{html.escape(lede)}</p>"
             f"<div class='cards'>{''.join(cards)}</div></section>")
 
@@ -165,6 +168,20 @@ def _energy_body(report: dict) -> str:
             "<div class='muted'>Every figure is an estimate on the named basis: op-count presets "
             "price the calibration run's operations; the chip model simulates the spike layers "
             "on a model of the chip. None is a measurement on silicon.</div>")
+
+
+def _neurobench_body(nb: dict) -> str:
+    m = nb["metrics"]
+    ops = m["SynapticOperations"]
+    cells = [("Footprint (bytes)", f"{m['Footprint']:,}"),
+             ("ConnectionSparsity", f"{m['ConnectionSparsity']:.4f}"),
+             ("ActivationSparsity", f"{m['ActivationSparsity']:.4f}"),
+             ("SynapticOperations: Effective_MACs", f"{ops['Effective_MACs']:,.0f}"),
+             ("Effective_ACs", f"{ops['Effective_ACs']:,.0f}"), ("Dense", f"{ops['Dense']:,.0f}")]
+    return ("<table><tr>" + "".join(f"<th>{k}</th>" for k, _ in cells) + "</tr><tr>"
+            + "".join(f"<td>{v}</td>" for _, v in cells) + "</tr></table>"
+            f"<div class='muted'>per sample over {nb['samples']} samples, neurobench "
+            f"{html.escape(nb['neurobench_version'])}; {html.escape(nb['basis'])}</div>")
 
 
 # ---- layer table --------------------------------------------------------------------------------
