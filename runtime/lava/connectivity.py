@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sbcompile.ir.shapes import window_out
+
 
 @dataclass
 class Csr:
@@ -79,8 +81,8 @@ def conv_connectivity(weight: np.ndarray, in_shape: tuple[int, ...], strides, pa
     strides = np.asarray(strides or [1] * nd)
     dilations = np.asarray(dilations or [1] * nd)
     pads = list(pads or [0] * (2 * nd))
-    out = tuple(int((spatial[i] + pads[i] + pads[i + nd] - dilations[i] * (kernel[i] - 1) - 1)
-                    // strides[i] + 1) for i in range(nd))
+    out = tuple(window_out(spatial[i], int(kernel[i]), int(strides[i]), pads[i], pads[i + nd],
+                           int(dilations[i])) for i in range(nd))
     positions = np.indices(out).reshape(nd, -1)  # [nd, P]
     taps = np.array(list(np.ndindex(*kernel))).T  # [nd, n_taps], row-major tap order
     # input coordinates of every (position, tap): [nd, P, n_taps]
