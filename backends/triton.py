@@ -17,7 +17,7 @@ from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
 from sbcompile.ir.ops import OPS, SAFETY_COUNT, count_limit, node_attrs
-from sbcompile.ir.records import analysis, spiked_layers
+from sbcompile.backends.torch import expected_densities
 from sbcompile.runtime.triton import launch
 from sbcompile.runtime.triton.program import EncodeStep, LinearStep, TritonProgram
 
@@ -79,18 +79,6 @@ def lower(graph: Graph, config: CompileConfig | None = None) -> TritonProgram:
         else:
             step.unit = math.gcd(step.unit, unit)
     return program
-
-
-def expected_densities(graph: Graph, config: CompileConfig | None = None) -> dict[str, float]:
-    """Expected nonzero fraction per counts value: the ``triton_density`` setting for all, else
-    1 - count_zero of the layers the analysis measured (those reading the counts)."""
-    setting = config.triton_density if config is not None else None
-    layers = spiked_layers(graph)
-    if setting is not None:
-        return {info.counts: float(setting) for info in layers.values()}
-    measured = analysis(graph)
-    return {layers[m["name"]].counts: 1.0 - m["sparsity"]["count_zero"]
-            for m in (measured.layers if measured else []) if m["name"] in layers}
 
 
 def _event_rows(density: float) -> int:

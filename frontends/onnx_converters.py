@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from sbcompile.frontends import onnx_control, onnx_decompose, onnx_ops, onnx_recurrent  # noqa: F401
+from sbcompile.frontends import (onnx_control, onnx_decompose, onnx_ops,  # noqa: F401
+                                 onnx_quant, onnx_recurrent)
 from sbcompile.frontends.onnx_lowering import NodeView
 from sbcompile.frontends.onnx_registry import CONVERTERS
 

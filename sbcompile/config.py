@@ -16,6 +16,7 @@ import numpy as np
 from sbcompile.errors import SbcError
 from sbcompile.ir.codings import CODINGS
 from sbcompile.ir.ops import OPS
+from sbcompile.target_registry import DEFAULT_TARGETS, PROGRAM_TARGETS
 from sbcompile.tune_metrics import COMPARED, check_floor
 
 INT32 = np.iinfo(np.int32)
@@ -57,7 +58,7 @@ class CompileConfig:
     calib_batch: int = 64               # calibration/analysis batch size (bounds memory)
     spike_conv: bool = True             # spike conv inputs too (not only linear projections)
     attention_quantize: bool = False    # spiked attention query, INT8 K/V, integer scores
-    targets: list[str] = field(default_factory=lambda: ["lava", "triton"])  # programs to store
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))  # programs to store
     triton_density: float | None = None  # expected nonzero count fraction; None: as measured
     count_bound: str = "measured"       # unbounded counts: measured on calibration | worst_case
     count_margin: float = 2.0           # measured bound = margin x largest |count| seen
@@ -107,10 +108,10 @@ class CompileConfig:
                 raise SbcError(f"{name} must be {domain}, got {value}")
         if self.policy == "static" and self.max_count is None and self.calib_method == "percentile":
             raise SbcError("calib_method=percentile needs max_count")
-        unknown = [t for t in self.targets if t not in ("lava", "triton", "onnxruntime")]
+        unknown = [t for t in self.targets if t not in PROGRAM_TARGETS]
         if unknown:
-            raise SbcError(f"unknown target '{unknown[0]}' in targets (known: lava, triton, "
-                           "onnxruntime)")
+            raise SbcError(f"unknown target '{unknown[0]}' in targets (known: "
+                           f"{', '.join(PROGRAM_TARGETS)})")
         if self.fidelity_floor is not None:
             check_floor(self.tune_metric, self.fidelity_floor, "fidelity_floor")
         _check_layers(self)

@@ -22,8 +22,11 @@ CORE = ("ir", "config", "artifact", "artifact_checks")
 PENDING_CORE = {("sbcompile.artifact", "sbcompile.runtime.targets"),
                 ("sbcompile.artifact", "sbcompile.runtime.lava.program"),
                 ("sbcompile.artifact", "sbcompile.runtime.triton.program")}
-# import circles still open, to go with the declared pass pipeline (issue 25)
-PENDING_CIRCLES = [{"sbcompile.pipeline", "sbcompile.tune"}]
+# import circles still open: pipeline and tune, to go with the declared pass pipeline (issue 25);
+# the calibration set and its batch-axes subclass (passes/calibrate.py dispatches to
+# passes/calibration_inputs.py, which subclasses its CalibrationSet)
+PENDING_CIRCLES = [{"sbcompile.pipeline", "sbcompile.tune"},
+                   {"sbcompile.passes.calibrate", "sbcompile.passes.calibration_inputs"}]
 
 
 def _modules() -> dict[str, Path]:
@@ -94,4 +97,4 @@ def test_the_graph_sees_the_imports_it_checks():
     graph = _graph()
     assert graph.has_edge("sbcompile.config", "sbcompile.ir.ops")
     assert graph.has_edge("sbcompile.frontends.onnx_converters", "sbcompile.frontends.onnx_ops")
-    assert graph.has_edge("sbcompile.pipeline", "sbcompile.backends.lava")  # function-level
+    assert graph.has_edge("sbcompile.cli", "sbcompile.pipeline")  # function-level

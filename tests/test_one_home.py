@@ -38,7 +38,8 @@ TEXT = {path: ast.unparse(tree) for path, tree in CODE.items()}
 
 # fact -> (where it lives, a pattern matching its every spelling in unparsed code)
 SPELLED_ONCE = {
-    "the encoder's safety clamp 2**20": ("sbcompile/ir/ops.py", r"\b2 \*\* 20\b|\b1048576\b"),
+    "the encoder's safety clamp 2**20": ("sbcompile/ir/ops.py",  # (n / 2 ** 20 is MiB)
+                                         r"(?<!/ )\b2 \*\* 20\b|\b1048576\b"),
     "the default k = 3.0": ("sbcompile/ir/ops.py",
                             r"""\bk=3\.0\b|['"]k['"]: 3\.0\b|\bk: float = 3\.0\b"""),
     "the dynamic count bound ceil(k n) + 1": (
@@ -52,10 +53,16 @@ SPELLED_ONCE = {
 }
 
 
+# where a fact is written again for a reason: the fake (shape-only) conv kernel PyTorch traces
+# with computes on its symbolic sizes, which the IR's shape rule does not take
+AGAIN = {"the window output size (conv, pooling)": {"runtime/torch/spike_ops.py"}}
+
+
 @pytest.mark.parametrize("fact", SPELLED_ONCE)
 def test_fact_is_written_once(fact):
     home, pattern = SPELLED_ONCE[fact]
-    found = Counter({path: len(re.findall(pattern, text)) for path, text in TEXT.items()})
+    found = Counter({path: len(re.findall(pattern, text)) for path, text in TEXT.items()
+                     if path not in AGAIN.get(fact, ())})
     found = +found
     assert list(found) == [home] and found[home] == 1, dict(found)
 
