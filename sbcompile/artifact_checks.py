@@ -32,7 +32,7 @@ def _map(values: dict) -> dict:
     return {"type": "object", "additionalProperties": values}
 
 
-RASTER_LIMIT = 1 << 20  # entries of a stored raster
+RASTER_ENTRIES = 1 << 20  # the most entries a stored raster may hold
 STR = {"type": "string"}
 OPT_STR = {"type": ["string", "null"]}
 BOOL = {"type": "boolean"}
@@ -92,7 +92,7 @@ _MEASURED_LAYER = _obj({
     "fidelity": _obj({"encode": _FIDELITY, "output": _FIDELITY}), "ops": _map(NUM),
     "count_histogram": _obj({"range": {"type": "integer", "minimum": 0, "maximum": 4096},
                              "counts": _array(NUM, 8195)}),
-    "raster_first_sample": _array(COUNT, RASTER_LIMIT)})
+    "raster_first_sample": _array(COUNT, RASTER_ENTRIES)})
 _ENERGY = _obj({"spiking_pJ": NUM, "dense_fp16_pJ": NUM, "dense_int8_pJ": NUM,
                 "reduction_vs_fp16": NUM, "reduction_vs_int8": NUM, "convention": STR})
 REPORT = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ class CompileConfig:
     group_size: int | None = 128        # weight quantisation groups along the input axis
     exclude: list[str] = field(default_factory=list)  # fnmatch patterns of layers kept in float
     calib_batch: int = 64               # calibration/analysis batch size (bounds memory)
+    max_memory: str | None = None       # refuse a compile estimated past this ("4G", "512M";
+                                        # None: the machine's available memory)
     spike_conv: bool = True             # spike conv inputs too (not only linear projections)
     attention_quantize: bool = False    # spiked attention query, INT8 K/V, integer scores
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))  # programs to store
@@ -87,6 +90,22 @@ class CompileConfig:
             raise SbcError(f"config field '{unknown[0]}' is not known to this sbcompile")
         return cls(**d).check()
 
+    def max_memory_bytes(self) -> int | None:
+        """``max_memory`` in bytes: a number with an optional unit K, M, G or T (powers of
+        1024; a trailing B or iB is allowed)."""
+        if self.max_memory is None:
+            return None
+        text = str(self.max_memory).strip().upper().removesuffix("IB").removesuffix("B")
+        scale = 1024 ** (" KMGT".index(text[-1]) if text and text[-1] in "KMGT" else 0)
+        try:
+            value = float(text[:-1] if scale > 1 else text) * scale
+        except ValueError:
+            value = float("nan")
+        if not (math.isfinite(value) and value >= 1):
+            raise SbcError(f"max_memory must be a size such as 4G or 512M, not "
+                           f"'{self.max_memory}'")
+        return int(value)
+
     def check(self) -> "CompileConfig":
         """Raise SbcError on an out-of-range or unknown value; return self. Numbers are checked
         as the compiled graph stores them: floats finite and nonzero where they divide in
@@ -114,6 +133,8 @@ class CompileConfig:
                            f"{', '.join(PROGRAM_TARGETS)})")
         if self.fidelity_floor is not None:
             check_floor(self.tune_metric, self.fidelity_floor, "fidelity_floor")
+        if self.max_memory is not None:
+            self.max_memory_bytes()
         _check_layers(self)
         return self
 

@@ -38,8 +38,9 @@ TEXT = {path: ast.unparse(tree) for path, tree in CODE.items()}
 
 # fact -> (where it lives, a pattern matching its every spelling in unparsed code)
 SPELLED_ONCE = {
-    "the encoder's safety clamp 2**20": ("sbcompile/ir/ops.py",  # (n / 2 ** 20 is MiB)
-                                         r"(?<!/ )\b2 \*\* 20\b|\b1048576\b"),
+    "the encoder's safety clamp 2**20": (  # a count or limit set to it (2 ** 20 bytes is MiB)
+        "sbcompile/ir/ops.py",
+        r"(?i)\b\w*(count|limit|safety|clamp)\w*(: \w+)? ?= ?(2 \*\* 20|1048576|1 << 20)\b"),
     "the default k = 3.0": ("sbcompile/ir/ops.py",
                             r"""\bk=3\.0\b|['"]k['"]: 3\.0\b|\bk: float = 3\.0\b"""),
     "the dynamic count bound ceil(k n) + 1": (
