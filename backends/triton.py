@@ -16,8 +16,8 @@ import numpy as np
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
-from sbcompile.ir.ops import count_limit, node_attrs
-from sbcompile.ir.records import analysis, spiked_layers
+from sbcompile.ir.ops import OPS, SAFETY_COUNT, count_limit, node_attrs
+from sbcompile.backends.torch import expected_densities
 from sbcompile.runtime.triton import launch
 from sbcompile.runtime.triton.program import EncodeStep, LinearStep, TritonProgram
 
@@ -26,7 +26,6 @@ __all__ = ["TritonProgram", "lower"]
 DEFAULT_DENSITY = 0.8  # count-level density of SpikingBrain-7B (18.4 % zeros, FACTS.md)
 MAX_UNION_DENSITY = 0.5  # above this expected union density the dense-count GEMV is faster
 # (H200, benchmarks/triton_linear.py: event GEMV vs dense-count GEMV at M=1 by density)
-SAFETY_LIMIT = 2 ** 20  # counts beyond this do not fit the kernels' three base-128 digits
 
 
 def lower(graph: Graph, config: CompileConfig | None = None) -> TritonProgram:
@@ -82,18 +81,6 @@ def lower(graph: Graph, config: CompileConfig | None = None) -> TritonProgram:
     return program
 
 
-def expected_densities(graph: Graph, config: CompileConfig | None = None) -> dict[str, float]:
-    """Expected nonzero fraction per counts value: the ``triton_density`` setting for all, else
-    1 - count_zero of the layers the analysis measured (those reading the counts)."""
-    setting = config.triton_density if config is not None else None
-    layers = spiked_layers(graph)
-    if setting is not None:
-        return {info.counts: float(setting) for info in layers.values()}
-    measured = analysis(graph)
-    return {layers[m["name"]].counts: 1.0 - m["sparsity"]["count_zero"]
-            for m in (measured.layers if measured else []) if m["name"] in layers}
-
-
 def _event_rows(density: float) -> int:
     """The most count rows whose expected union density 1 - (1 - d)^M stays under the
     crossover to the dense paths (0 when even one row is denser; at most what the event kernel
@@ -106,12 +93,13 @@ def _event_rows(density: float) -> int:
 
 def _encoder_ok(graph: Graph, enc) -> bool:
     a = node_attrs(enc)
-    if count_limit(a) > SAFETY_LIMIT:
+    if count_limit(a) > SAFETY_COUNT:  # beyond the kernels' three base-128 digits
         return False
     if a["policy"] == "static":
         t = graph.params.get(enc.inputs[1]) if len(enc.inputs) > 1 else None
         return t is not None and t.size == 1 and float(t.reshape(())) > 0
-    return a["policy"] == "dynamic" and a["granularity"] in ("token", "sample")
+    return a["policy"] == "dynamic" and \
+        a["granularity"] in OPS["spike_encode"].choices["granularity"]
 
 
 def _fusable_decode(graph: Graph, linear, enc, consumers):

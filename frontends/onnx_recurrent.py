@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from sbcompile.frontends.onnx_lowering import NodeView
-from sbcompile.frontends.onnx_ops import _converter
+from sbcompile.frontends.onnx_registry import _converter
 from sbcompile.ir.ops import OPS
 
 _ATTRS = ("activation_alpha", "activation_beta", "activations", "clip", "direction",
@@ -99,8 +99,8 @@ class _Layer:
         steps, self.batch = (x.shape[0], x.shape[1]) if self.layout == 0 else (x.shape[1],
                                                                                  x.shape[0])
         if not isinstance(steps, int):
-            raise n.refuse(f"the sequence length must be static to unroll, got '{steps}' (pin "
-                           "it with input shapes)")
+            raise n.refuse_dynamic(f"the sequence length must be static to unroll, got "
+                                   f"'{steps}'", steps)
         self.steps = steps
         self.hidden = int(n.attr("hidden_size", n.type(n.inputs[2]).shape[-1]))
         self.gates = gates

@@ -34,12 +34,12 @@ from sbcompile.ir.records import (Analysis, SpikedLayer, expansions, set_analysi
 from sbcompile.passes.calibrate import check_calibration
 from sbcompile.passes.energy import energy_table, synaptic_ops
 from sbcompile.ir.codings import events_per_count, steps_needed, steps_per_row
+from sbcompile.passes.lockstep import side_by_side, watch
 from sbcompile.passes.metrics import Fidelity
 from sbcompile.passes.propagation import (LayerPropagation, OutputsFidelity,
                                           layer_sensitivity)
 from sbcompile.progress import track
-from sbcompile.runtime.reference import evaluate
-from sbcompile.runtime.reference_float import conv_nd
+from sbcompile.runtime.reference import values
 
 OP_CLASS = {"graded": "int8_mac_graded", "binary": "binary_ac", "ternary": "signed_ac",
             "bitwise": "shift_add", "bitwise_bidirectional": "shift_add",
@@ -89,13 +89,9 @@ class LayerStats:
                                  + HIST_RANGE + 1, minlength=self.hist.size)
         self.outputs += y_spiking.size
         if conv:
-            c_in = counts.shape[1]
             group = node_attrs.get("group", 1) or 1
-            kernel = info.kernel
-            ones = np.ones((group, c_in // group) + tuple(kernel), dtype=np.int64)
-            reach = conv_nd(ev, ones, None, node_attrs.get("strides"), node_attrs.get("pads"),
-                            node_attrs.get("dilations"), group)
-            self.synaptic += int(reach.sum()) * (info.fan_out // group)
+            reach = conv_reach(ev, info.kernel, node_attrs, y_spiking.shape[2:])
+            self.synaptic += reach * (info.fan_out // group)
             self.dense_macs += int(np.prod(y_spiking.shape)) * info.fan_in
         else:
             self.synaptic += int(ev.sum()) * info.fan_out
@@ -106,6 +102,24 @@ class LayerStats:
         if self.raster is None:  # first sample: its first token, or a conv input's map
             first = counts[0].ravel() if conv else rows[0]
             self.raster = first[:256].astype(int).tolist()
+
+
+def conv_reach(events: np.ndarray, kernel: list[int], attrs: dict, out_shape) -> int:
+    """The events times the output positions each reaches (its input position inside their
+    windows), summed: per input position, its events over samples and channels times how many
+    (output position, kernel tap) pairs read it, a product of one count per spatial axis."""
+    n_sp = len(kernel)
+    strides = attrs.get("strides") or [1] * n_sp
+    dilations = attrs.get("dilations") or [1] * n_sp
+    pads = attrs.get("pads") or [0] * (2 * n_sp)
+    per_position = events.sum(axis=(0, 1), dtype=np.int64)
+    cover = np.ones((), np.int64)
+    for ax, size in enumerate(per_position.shape):
+        taps = (np.arange(out_shape[ax])[:, None] * strides[ax]
+                + np.arange(kernel[ax])[None, :] * dilations[ax] - pads[ax]).ravel()
+        cover = np.multiply.outer(cover, np.bincount(taps[(taps >= 0) & (taps < size)],
+                                                     minlength=size))
+    return int((per_position * cover).sum())
 
 
 def run(graph: Graph, config: CompileConfig, float_graph: Graph,
@@ -124,30 +138,30 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     enc_attrs = {n.outputs[0]: n.attrs for n in graph.nodes if n.op == "spike_encode"}
     int_nodes = {n.outputs[0]: n.attrs for n in graph.nodes if n.op in ("spike_linear",
                                                                          "spike_conv")}
-    keep_s = [v for info in layers.values() for v in (info.counts, info.vth, info.input,
-                                                      info.output)]
-    keep_f = [info.output for info in layers.values()]
-    if propagation:
-        for st in stats.values():
-            st.propagation = LayerPropagation(graph, float_graph, st.info, st.output_fid)
-            keep_s += st.propagation.keep
-            keep_f += st.propagation.keep
+    watches = []
+    for st in stats.values():
+        info = st.info
+        need_s = {info.counts, info.vth, info.input, info.output}
+        need_f = {info.output}
+        if propagation:
+            st.propagation = LayerPropagation(graph, float_graph, info, st.output_fid)
+            need_s |= st.propagation.keep
+            need_f |= st.propagation.keep
+        watches.append(watch(need_f, need_s, _layer_update(st, int_nodes[info.acc], config,
+                                                           propagation)))
     outputs = OutputsFidelity(graph.outputs)
-    for i, batch in enumerate(track(calib.batches(config.calib_batch),
-                                    calib.num_batches(config.calib_batch), "analysing")):
-        env_f = float_envs[i] if float_envs is not None else \
-            evaluate(float_graph, batch, keep=keep_f)
-        env_s = evaluate(graph, batch, keep=keep_s)
-        for name, st in stats.items():
-            info = st.info
-            st.update(env_s[info.counts], env_s[info.vth], env_s[info.input],
-                      env_s[info.output], env_f[info.output], int_nodes[info.acc],
-                      config.coding)
-            if propagation:
-                st.propagation.update(env_f, env_s)
+
+    def on_outputs(env_f: dict, env_s: dict) -> None:
         if observe is not None:
             observe({o: env_f[o] for o in graph.outputs}, {o: env_s[o] for o in graph.outputs})
         outputs.update(env_s, env_f)
+
+    watches.append(watch(graph.outputs, graph.outputs, on_outputs))
+    for i, batch in enumerate(track(calib.batches(config.calib_batch),
+                                    calib.num_batches(config.calib_batch), "analysing")):
+        floats = iter(float_envs[i].items()) if float_envs is not None else \
+            values(float_graph, batch)
+        side_by_side(floats, values(graph, batch), watches)
     samples = calib.samples
     contributions = _contributions(graph, float_graph, config, calib) if config.sensitivity \
         else None
@@ -165,6 +179,18 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     set_analysis(graph, Analysis(int(samples), layer_reports, totals,
                                  energy_table(totals["ops"], first), outputs_fidelity))
     return graph
+
+
+def _layer_update(st: LayerStats, node_attrs: dict, config: CompileConfig, propagation: bool):
+    """The watch of one spiked layer: its statistics from both runs' values."""
+    info = st.info
+
+    def fire(env_f: dict, env_s: dict) -> None:
+        st.update(env_s[info.counts], env_s[info.vth], env_s[info.input], env_s[info.output],
+                  env_f[info.output], node_attrs, config.coding)
+        if propagation:
+            st.propagation.update(env_f, env_s)
+    return fire
 
 
 def _slot_denominator(st: LayerStats, config: CompileConfig, global_T: int) -> float:

@@ -7,6 +7,7 @@ a target's program is an error that says how to compile one, never a silent lowe
 """
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,9 +18,9 @@ import numpy as np
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node
 from sbcompile.ir.ops import INTEGER_OPS, node_attrs, saturation
+from sbcompile.target_registry import PROGRAM_TARGETS, TARGETS, target_spec
 
-TARGETS = ("reference", "lava", "triton", "onnxruntime")
-PROGRAM_TARGETS = ("lava", "triton", "onnxruntime")
+INT32_MAX = np.iinfo(np.int32).max
 
 
 class TargetProgram(Protocol):
@@ -51,20 +52,10 @@ def integer_values(graph: Graph) -> list[str]:
 
 
 def program_class(target: str) -> type:
-    if target == "lava":
-        from sbcompile.runtime.lava.program import LavaProgram
-
-        return LavaProgram
-    if target == "triton":
-        from sbcompile.runtime.triton.program import TritonProgram
-
-        return TritonProgram
-    if target == "onnxruntime":
-        from sbcompile.runtime.onnxruntime_target import OnnxruntimeProgram
-
-        return OnnxruntimeProgram
-    raise SbcError(f"target '{target}' runs no stored program (known: "
-                   f"{', '.join(PROGRAM_TARGETS)})")
+    """The ``TargetProgram`` class of a target that stores one (from the registry)."""
+    spec = target_spec(target, stored=True)
+    module, cls = spec.program.split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def stored_program(programs: dict[str, bytes], graph: Graph, target: str,
@@ -107,13 +98,80 @@ def run_lava(program, feeds: dict[str, np.ndarray], *, form: str = "fused",
 def refuse_saturated(encoders: list[Node], counts: dict[str, np.ndarray]) -> None:
     """Refuse a run whose encoders reached their safety clamp (``ops.saturation``), as the
     reference does, from the counts a target returned."""
-    from sbcompile.runtime.reference import range_error
+    check_ranges(None, encoders, {k: np.abs(v).max(initial=0) for k, v in counts.items()},
+                 counts.__getitem__)
 
-    for node in encoders:
-        if node.outputs[0] in counts:
-            reason = saturation(node_attrs(node), np.abs(counts[node.outputs[0]]).max(initial=0))
+
+def check_ranges(graph: Graph | None, nodes: list[Node], peaks: dict[str, int],
+                 fetch: Callable[[str], np.ndarray]) -> None:
+    """The post-run range checks every target shares, from the peak |value| of each integer
+    value a run produced (``peaks``): refuse what the reference refuses, an encoder that
+    reached its safety clamp (``ops.saturation``), and an integer product whose bound (the peak
+    |count| of its input times its largest row of |W|, or 128 * D for attention scores) passes
+    int32; such a layer is recomputed on the host by the reference kernel (its inputs from
+    ``fetch``), which raises where the exact result would not fit."""
+    from sbcompile.runtime import reference
+
+    for node in nodes:
+        if node.op == "spike_encode" and node.outputs[0] in peaks:
+            reason = saturation(node_attrs(node), peaks[node.outputs[0]])
             if reason:
-                raise range_error(node, OverflowError(reason))
+                raise reference.range_error(node, OverflowError(reason))
+        elif node.op in ("spike_linear", "spike_conv", "spike_scores") and \
+                node.inputs[0] in peaks:
+            peak = int(peaks[node.inputs[0]])
+            if node.op == "spike_scores":
+                fits = peak * 128 * int(graph.values[node.inputs[0]].shape[-1]) <= INT32_MAX
+            else:  # the weight's row sums only when the coarse bound 128 * fan-in does not fit
+                w = graph.params[node.inputs[1]]
+                fits = peak * 128 * (w.size // w.shape[0]) <= INT32_MAX or peak * int(
+                    np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1).max()
+                ) <= INT32_MAX
+            if not fits:
+                args = [fetch(i) for i in node.inputs]
+                try:
+                    reference.KERNELS[node.op](node_attrs(node), *args)
+                except OverflowError as e:
+                    raise reference.range_error(node, e) from None
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto`` (or None): the GPU when torch sees one, else the CPU."""
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SbcError(f"device '{device}' needs a CUDA GPU and none is available; use "
+                       "--device cpu")
+    return device
+
+
+def run_torch(program, feeds: dict[str, np.ndarray], *, device: str | None = None,
+              keep_integers: bool = True) -> RunResult:
+    """Run the PyTorch program on ``device`` (auto: the GPU if there is one). The range checks
+    read one peak per integer value; the values themselves come back with ``keep_integers``."""
+    import torch
+
+    from sbcompile.runtime import reference
+
+    module = program.module(resolve_device(device))
+    dev = next(module.buffers()).device if any(True for _ in module.buffers()) else "cpu"
+    checked = reference.check_feeds(program.graph, feeds)
+    inputs = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in checked.items()}
+    with torch.no_grad():
+        outputs, integers = module.with_integers(**inputs)
+        peaks = {k: v.abs().amax() if v.numel() else torch.zeros((), dtype=v.dtype)
+                 for k, v in integers.items()}
+        host_peaks = dict(zip(peaks, torch.stack(list(peaks.values())).cpu().tolist())) \
+            if peaks else {}
+    nodes = [n for n in program.graph.nodes if n.op in INTEGER_OPS]
+    check_ranges(program.graph, nodes, host_peaks,
+                 lambda name: integers[name].cpu().numpy() if name in integers
+                 else checked.get(name, program.graph.params.get(name)))
+    result = {k: v.cpu().numpy() for k, v in zip(program.graph.outputs, outputs)}
+    counts = {k: v.cpu().numpy() for k, v in integers.items()} if keep_integers else {}
+    return RunResult("torch", result, counts)
 
 
 def run_triton(program, feeds: dict[str, np.ndarray], *, interpret: bool | None = None,
@@ -142,16 +200,18 @@ def run_onnxruntime(program, feeds: dict[str, np.ndarray], *, batch_size: int = 
                     progress: bool = True, keep_integers: bool = True) -> RunResult:
     """Run the onnx-qdq export in a default onnxruntime session, in batches."""
     env = program.run(feeds, batch_size, progress, keep_integers)
+    refuse_saturated([n for n in program.graph.nodes if n.op == "spike_encode"], env)
     outputs = {k: env[k] for k in program.graph.outputs}
     return RunResult("onnxruntime", outputs, {k: v for k, v in env.items() if k not in outputs})
 
 
 def run_artifact(art, target: str, feeds: dict[str, np.ndarray], *, use_float: bool = False,
-                 interpret: bool | None = None, timeout: float = 120.0) -> RunResult:
+                 interpret: bool | None = None, timeout: float = 120.0,
+                 device: str | None = None) -> RunResult:
     """Run an artifact's compiled graph (or, ``use_float``, its float baseline, on the
-    reference only) on ``target`` with the program stored for it."""
-    if target not in TARGETS:
-        raise SbcError(f"unknown target '{target}' (known: {', '.join(TARGETS)})")
+    reference only) on ``target`` with the program stored for it (``device``: the torch
+    target's, auto by default)."""
+    target_spec(target)
     if use_float and target != "reference":
         raise SbcError(f"--float runs on the reference target only, not '{target}'")
     empty = [k for k, v in feeds.items() if np.asarray(v).size == 0]
@@ -167,6 +227,8 @@ def run_artifact(art, target: str, feeds: dict[str, np.ndarray], *, use_float: b
             result = run_lava(program, feeds, timeout=timeout)
         elif target == "triton":
             result = run_triton(program, feeds, interpret=interpret)
+        elif target == "torch":
+            result = run_torch(program, feeds, device=device)
         else:
             result = run_onnxruntime(program, feeds)
     result.timings["run_s"] = time.perf_counter() - start

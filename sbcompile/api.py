@@ -2,7 +2,8 @@
 
     import sbcompile
     model = sbcompile.compile("model.onnx", preset="spikingbrain", calib={"x": calib})
-    result = model.run({"x": x}, target="reference")     # or "lava", "triton"
+    result = model.run({"x": x}, target="reference")     # or "lava", "torch", ...
+    module = model.to_torch("cuda")                      # a torch.nn.Module
     result.outputs, result.counts, result.timings
     model.save("model.sbc"); model = sbcompile.load("model.sbc")
 
@@ -57,26 +58,38 @@ class CompiledModel:
         return list(self.graph.outputs)
 
     def program(self, target: str) -> TargetProgram:
-        """The stored program of ``target`` (lava | triton)."""
+        """The stored program of ``target`` (lava | torch | triton | onnxruntime)."""
         return stored_program(self.artifact.programs, self.graph, target, self.report)
 
     def save(self, path: str | Path) -> None:
         self.artifact.save(path)
 
+    def to_torch(self, device: str = "cpu", *, wide: bool | None = None):
+        """The compiled model as a PyTorch module (``torch.nn.Module`` over a
+        ``torch.fx.GraphModule``) on ``device``: float ops in PyTorch, spiked layers as
+        ``torch.ops.sbcompile`` custom operators. Called with tensors it returns the outputs;
+        ``module.with_integers(...)`` also returns the counts and accumulators. ``wide`` (None:
+        on the CPU) makes the float ops follow the reference's float64 order. Needs the torch
+        program (``--set targets=torch``, stored by default)."""
+        from sbcompile.runtime.targets import resolve_device
+
+        return self.program("torch").module(resolve_device(device), wide=wide)
+
     def run(self, inputs: dict[str, np.ndarray], target: str = "reference", *,
             use_float: bool = False, interpret: bool | None = None,
-            timeout: float = 120.0) -> RunResult:
+            timeout: float = 120.0, device: str | None = None) -> RunResult:
         """Run on ``target``: the reference interpreter, Lava (a supervised simulation bounded
         by ``timeout`` seconds) or Triton (``interpret``: the kernels on Triton's CPU
         interpreter; None follows ``TRITON_INTERPRET``). ``use_float`` runs the un-spiked
         baseline, on the reference target only. A model whose dynamic dims kept Lava or
         Triton from lowering at compile time is specialised to the shapes of ``inputs`` (and
-        lowered once per shape)."""
+        lowered once per shape). ``target="torch"`` runs the PyTorch program on ``device``
+        (auto: the GPU when there is one)."""
         art = self.artifact
         if target in PROGRAM_TARGETS and not use_float and _needs_specialising(art, target):
             art = self._for_shapes(target, inputs)
         return run_artifact(art, target, inputs, use_float=use_float, interpret=interpret,
-                            timeout=timeout)
+                            timeout=timeout, device=device)
 
     def _for_shapes(self, target: str, inputs: dict[str, np.ndarray]) -> Artifact:
         from sbcompile.pipeline import specialised_artifact

@@ -21,8 +21,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sbcompile.config import CHOICES
 from sbcompile.errors import SbcError
 from sbcompile.output_path import check_output_dir, check_output_path
+from sbcompile.target_registry import TARGETS
 
 console = Console()
 err_console = Console(stderr=True)
@@ -171,11 +173,11 @@ def inspect(model: str, input_shapes: tuple) -> None:
 
     info = inspect_onnx(str(_model_path(model)), parse_input_shapes(input_shapes))
     rows = info["rows"]
-    console.print(f"[bold]{info['name']}[/]: {len(rows)} ONNX nodes, "
+    console.print(f"[bold]{escape(info['name'])}[/]: {len(rows)} ONNX nodes, "
                   f"{info['parameters']:,} parameters")
     for kind in ("inputs", "outputs"):
         for name, (shape, dtype) in info[kind].items():
-            console.print(f"  {kind[:-1]} {name}: {dtype}{shape}")
+            console.print(escape(f"  {kind[:-1]} {name}: {dtype}{shape}"))
     by_op: dict[str, list[dict]] = {}
     for r in rows:
         by_op.setdefault(r["op_type"], []).append(r)
@@ -184,12 +186,14 @@ def inspect(model: str, input_shapes: tuple) -> None:
         bad = [r for r in group if r["status"] != "supported"]
         reasons = sorted({r["reason"] for r in bad})
         ir_ops = sorted({o for r in group for o in r["ir_ops"]})
-        t.add_row(op, str(len(group)), "yes" if not bad else
+        t.add_row(escape(op), str(len(group)), "yes" if not bad else
                   "[red]no[/]" if len(bad) == len(group) else f"[red]{len(bad)} not[/]",
-                  ",".join(ir_ops), "[red]" + "; ".join(reasons) + "[/]" if reasons else "")
+                  escape(",".join(ir_ops)),
+                  "[red]" + escape("; ".join(reasons)) + "[/]" if reasons else "")
     console.print(t)
     if info["ir_ops"] is not None:
-        console.print("IR ops: " + ", ".join(f"{op} {n}" for op, n in info["ir_ops"].items()))
+        console.print(escape("IR ops: " + ", ".join(f"{op} {n}" for op, n in
+                                                    info["ir_ops"].items())))
     bad = [r for r in rows if r["status"] != "supported"]
     if bad:
         ops = sorted({r["op_type"] for r in bad})
@@ -240,6 +244,8 @@ def check(model: str, preset: str) -> None:
     console.print(t)
     console.print(f"{len(rows) - len(unsupported)}/{len(rows)} nodes supported, "
                   f"{len(spiked)} layers spiked under preset {escape(preset)}")
+    for r in (r for r in rows if r.get("needs_static") and not unsupported):
+        console.print(escape(f"note: node '{r['name']}' ({r['op_type']}): {r['reason']}"))
     if unsupported:
         first = unsupported[0]
         raise SbcError(f"{model}: {len(unsupported)} unsupported node(s), first '{first['name']}'"
@@ -310,8 +316,8 @@ def compile(model: str, calib: str | None, config_file: str | None, preset: str 
         raise SbcError(f"{model}: --workers and --cluster compile a folder of layer models, "
                        "not one model file")
     out = check_output_path(output, "-o")
-    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
     calib_data = load_npz(calib) if calib else None
+    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None, calib_data)
     artifact = compile_graph(graph, config, calib_data)
     artifact.save(out)
     print_terminal(artifact.report, console=console)
@@ -379,7 +385,7 @@ def _compile_stack(folder: Path, calib: str | None, config, input_shapes: dict, 
 @click.option("--labels", default=None, metavar="Y.npz",
               help="Labels per calibration sample, keyed by output name (accuracy, ctc).")
 @click.option("--ctc-blank", type=int, default=0, show_default=True, help="CTC blank class.")
-@click.option("--objective", type=click.Choice(["energy", "sparsity"]), default="energy",
+@click.option("--objective", type=click.Choice(CHOICES["tune_objective"]), default="energy",
               show_default=True, help="Least energy, or most synaptic-op sparsity.")
 @click.option("--energy-preset", default="spikingbrain", show_default=True)
 @click.option("--max-time", type=float, default=600.0, show_default=True, callback=_seconds,
@@ -394,21 +400,21 @@ def tune(model: str, calib: str, config_file: str | None, preset: str | None, se
          html_out: str | None, json_out: str | None) -> None:
     """Search per-layer settings of MODEL that keep a fidelity floor at the least energy (or
     the most sparsity); write them as a config file that `compile --config` reads."""
+    from sbcompile.config import ENERGY_CONVENTIONS
     from sbcompile.npz import load_npz
-    from sbcompile.passes.energy import CONVENTIONS
     from sbcompile.tune_metrics import load_labels, parse_budget
 
     metric, floor = parse_budget(budget)
-    if energy_preset not in CONVENTIONS:
+    if energy_preset not in ENERGY_CONVENTIONS:
         raise SbcError(f"unknown energy preset '{energy_preset}' (known: "
-                       f"{', '.join(CONVENTIONS)})")
+                       f"{', '.join(ENERGY_CONVENTIONS)})")
     config = build_config(config_file, preset, sets, exclude)
     outs = {flag: check_output_path(p, flag) for p, flag in
             ((output, "-o"), (html_out, "--html"), (json_out, "--json")) if p is not None}
     from sbcompile.pipeline import load_model
 
-    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
     calib_data = load_npz(calib)
+    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None, calib_data)
     label_data = load_labels(labels, list(graph.outputs)) if labels else None
     if metric in ("accuracy", "ctc") and label_data is None:
         raise SbcError(f"--budget {metric}=...: a task metric needs --labels Y.npz")
@@ -423,7 +429,8 @@ def _run_tune(graph, config, calib_data, metric, floor, objective, energy_preset
     from sbcompile.output_path import write_atomic
     from sbcompile.pipeline import compile_graph
     from sbcompile.progress import quiet
-    from sbcompile.report import print_terminal, print_tune, render_html
+    from sbcompile.report import print_terminal, print_tune
+    from sbcompile.report_html import render_html
     from sbcompile.tune import tune as search
 
     with TuneProgress(floor) as progress, quiet():
@@ -492,23 +499,51 @@ class TuneProgress:
 @click.option("--json", "json_out", default=None, help="Write report.json here.")
 @click.option("--html", "html_out", default=None, help="Write the HTML report here.")
 @click.option("--energy-preset", default="spikingbrain", show_default=True)
+@click.option("--chip", type=click.Choice(["loihi"]), default=None,
+              help="Energy and latency per inference on a chip model (SANA-FE; the `chip` "
+                   "extra), with the spike traffic of --input.")
+@click.option("--neurobench", is_flag=True,
+              help="NeuroBench metrics on --input, computed by the neurobench package on the "
+                   "model's PyTorch form (the `metrics` extra).")
+@click.option("--input", "input_path", default=None, metavar="X.npz",
+              help="Inputs whose traffic --chip simulates and --neurobench measures (e.g. the "
+                   "calibration set).")
 @guarded
-def report(artifact: str, json_out: str | None, html_out: str | None, energy_preset: str) -> None:
+def report(artifact: str, json_out: str | None, html_out: str | None, energy_preset: str,
+           chip: str | None, neurobench: bool, input_path: str | None) -> None:
     """Show the report of a compiled ARTIFACT; write it as JSON and/or HTML."""
-    from sbcompile.artifact import Artifact
+    from sbcompile.api import load
     from sbcompile.output_path import write_atomic
-    from sbcompile.report import print_terminal, render_html
+    from sbcompile.report import print_terminal
+    from sbcompile.report_html import render_html
 
     for path, flag in ((json_out, "--json"), (html_out, "--html")):
         if path is not None:
             check_output_path(path, flag)
-    art = Artifact.load(artifact)
-    rep = art.report
+    wanted = [flag for flag, on in (("--chip", chip), ("--neurobench", neurobench)) if on]
+    if wanted and input_path is None:
+        raise SbcError(f"{wanted[0]} measures a run: give --input X.npz (e.g. the calibration "
+                       "set)")
+    model = load(artifact)
+    rep = dict(model.report)
     if not rep:
         raise SbcError(f"{artifact}: the artifact holds no report")
     if rep.get("measured") and energy_preset not in rep["energy"]:
         raise SbcError(f"unknown energy preset '{energy_preset}' (known: "
                        f"{', '.join(rep['energy'])})")
+    if wanted and not rep.get("measured"):
+        raise SbcError(f"{artifact}: compiled without calibration data, its report has no "
+                       f"measurements to set {wanted[0]} beside; compile with --calib")
+    if rep.get("measured"):
+        from sbcompile.chip import chip_section
+        from sbcompile.npz import load_npz
+
+        feeds = load_npz(input_path) if wanted else None
+        rep["chip"] = chip_section(model, chip, feeds)
+        if neurobench:
+            from sbcompile.neurobench_metrics import neurobench_metrics
+
+            rep["neurobench"] = neurobench_metrics(model, feeds)
     print_terminal(rep, energy_preset, console=console)
     if json_out is not None:
         data = json.dumps(rep, indent=1).encode()
@@ -523,9 +558,13 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
 @main.command()
 @click.argument("artifact")
 @click.option("--input", "input_path", required=True, help="Inputs (.npz, keyed by input name).")
-@click.option("--target", type=click.Choice(["reference", "lava", "triton", "onnxruntime"]),
-              default="reference", show_default=True,
-              help="onnxruntime: the QDQ export in batches, for evaluating a data set fast.")
+@click.option("--target", type=click.Choice(list(TARGETS)), default="reference",
+              show_default=True,
+              help="torch: the PyTorch program (GPU or CPU, --device); onnxruntime: the QDQ "
+                   "export in batches, for evaluating a data set fast.")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto",
+              show_default=True, help="Torch target: where the module runs (auto: the GPU "
+                                      "when there is one).")
 @click.option("--float", "use_float", is_flag=True, help="Run the un-spiked baseline graph.")
 @click.option("--interpret", is_flag=True, default=None,
               help="Triton target: run the kernels on Triton's CPU interpreter (no GPU); "
@@ -535,10 +574,11 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
                    "reference].")
 @click.option("-o", "--output", default=None, help="Write outputs (.npz).")
 @guarded
-def run(artifact: str, input_path: str, target: str, use_float: bool, interpret: bool | None,
-        timeout: float | None, output: str | None) -> None:
+def run(artifact: str, input_path: str, target: str, device: str, use_float: bool,
+        interpret: bool | None, timeout: float | None, output: str | None) -> None:
     """Run a compiled ARTIFACT on inputs."""
     from sbcompile.api import load
+    from sbcompile.batch_axes import input_samples
     from sbcompile.npz import load_npz, save_npz
 
     if output is not None:
@@ -549,14 +589,14 @@ def run(artifact: str, input_path: str, target: str, use_float: bool, interpret:
     feeds = load_npz(input_path)
     with deadline(timeout if target != "lava" else None, f"the {target} run"):
         result = model.run(feeds, target, use_float=use_float, interpret=interpret or None,
-                           timeout=timeout or DEFAULT_TIMEOUT_S)
+                           timeout=timeout or DEFAULT_TIMEOUT_S, device=device)
     for name, arr in result.outputs.items():
         console.print(escape(f"{name}: {arr.dtype}{list(arr.shape)}  mean "
                              f"{float(arr.mean()):.6g}"))
     if not use_float and model.graph.meta.get("count_bounds"):
         _print_saturations(model.graph, feeds)
     if result.op_counts and model.report.get("measured"):
-        _print_op_counts(result.op_counts, model.report, len(next(iter(feeds.values()))))
+        _print_op_counts(result.op_counts, model.report, input_samples(model.graph, feeds))
     if output is not None:
         save_npz(output, result.outputs)
         console.print(f"wrote {escape(output)}")

@@ -11,6 +11,7 @@ fidelity.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import time
 from pathlib import Path
@@ -18,25 +19,27 @@ from typing import Any
 
 import numpy as np
 
+from sbcompile import preflight
 from sbcompile.artifact import Artifact
 from sbcompile.config import CompileConfig, apply_overrides, make_config
-from sbcompile.errors import SbcError
+from sbcompile.errors import DynamicDimError, SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
+from sbcompile.memory import StagePeak, StageRecord, mib
 from sbcompile.passes import (analyse, attention_quantize, calibrate, count_bounds, expand,
                              spike_quantize, weight_quantize)
 from sbcompile.passes.targets import spike_groups
 from sbcompile.report import build_report
+from sbcompile.target_registry import target_spec
 
 log = logging.getLogger(__name__)
-# the extra a target's lowering needs beyond the core install
-TARGET_EXTRAS = {"lava": "lava", "triton": "gpu", "onnxruntime": "onnxruntime"}
 
 
-def load_model(model: Any, input_shapes: dict | None = None) -> Graph:
+def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Graph:
     """An ONNX path / bytes / ModelProto, a NIR file (.nir), or an IR Graph, as a validated IR
     graph. ``input_shapes`` pins ONNX input dims ({name: [dims]}, a string for a dim left
-    symbolic)."""
+    symbolic); a dim that must be static to lower (an LSTM's sequence length) is pinned from
+    the shapes of ``calib`` (calibration data) when given."""
     if isinstance(model, Graph):
         graph = model.copy()
     elif isinstance(model, (str, Path)) and str(model).endswith(".nir"):
@@ -48,7 +51,16 @@ def load_model(model: Any, input_shapes: dict | None = None) -> Graph:
 
         if isinstance(model, (str, Path)) and str(model).endswith(".npz"):
             raise SbcError(f"{model}: expected an .onnx model, got an .npz file")
-        graph = load_onnx(model, input_shapes)
+        try:
+            graph = load_onnx(model, input_shapes)
+        except DynamicDimError as e:
+            if calib is None:
+                raise
+            from sbcompile.frontends.onnx_pins import pinned_input_shapes
+
+            feeds = calib if isinstance(calib, (list, tuple)) else [calib]
+            shapes = [{k: np.shape(v) for k, v in f.items()} for f in feeds]
+            graph = load_onnx(model, pinned_input_shapes(model, input_shapes, e.dims, shapes))
     validate(graph)
     return graph
 
@@ -62,6 +74,9 @@ def compile_graph(graph: Graph, config: CompileConfig,
     float_graph = graph
     if calib is not None:
         calib = calibrate.check_calibration(graph, calib)
+    estimate = preflight.check(graph, config, calib)
+    log.info("estimated peak %.0f MiB (batch of %d)", mib(estimate.total), estimate.batch,
+             extra={"estimate": estimate})
     if not config.spike:
         return Artifact(graph, config.to_json(), build_report(graph, graph, config), {}, None)
     search = None
@@ -128,7 +143,7 @@ def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes]
         except SbcError as e:
             reason = str(e)
         except ImportError as e:  # a target whose extra is not installed
-            reason = f"needs sbcompile[{TARGET_EXTRAS[target]}] ({e.name} is not installed)"
+            reason = f"needs sbcompile[{target_spec(target).extra}] ({e.name} is not installed)"
         else:
             programs.update(members)
             status[target] = {"lowered": True, "members": sorted(members)}
@@ -167,19 +182,18 @@ def specialised_artifact(art: Artifact, target: str, input_shapes: dict[str, tup
 
 
 def _lowerer(target: str):
-    if target == "lava":
-        from sbcompile.backends.lava import lower
-    elif target == "triton":
-        from sbcompile.backends.triton import lower
-    else:
-        from sbcompile.backends.onnxruntime import lower
-    return lower
+    return importlib.import_module(target_spec(target, stored=True).backend).lower
 
 
 def _timed(what: str, fn, *args):
+    if not log.isEnabledFor(logging.INFO):
+        return fn(*args)
     start = time.perf_counter()
-    result = fn(*args)
-    log.info("%s: %.2f s", what, time.perf_counter() - start)
+    with StagePeak() as mem:
+        result = fn(*args)
+    stage = StageRecord(what, time.perf_counter() - start, mem.peak, mem.start)
+    log.info("%s: %.2f s, peak %.0f MiB (%+.0f MiB)", what, stage.seconds, mib(stage.peak),
+             mib(stage.peak - stage.start), extra={"stage": stage})
     return result
 
 
@@ -203,7 +217,7 @@ def compile_model(model: Any, preset: str = "spikingbrain",
     """Compile an ONNX model (path, bytes, ModelProto) or IR graph under a preset, or under
     ``config`` when given; ``input_shapes`` pins input dims as in ``load_model``."""
     config = resolve_config(preset, overrides, exclude, config)
-    return compile_graph(load_model(model, input_shapes), config, calib)
+    return compile_graph(load_model(model, input_shapes, calib), config, calib)
 
 
 def compile_module(module, example_inputs, preset: str = "spikingbrain",

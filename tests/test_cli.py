@@ -234,3 +234,48 @@ def test_demo_runs_the_whole_path(tmp_path):
     assert "logits equal to the reference: True" in r.output.replace("\n", " ")
     assert (tmp_path / "digits_spikingbrain_report.html").is_file()
     assert (tmp_path / "digits_spikingbrain.sbc").is_file()
+
+
+@pytest.mark.parametrize("settings", [["t_mode=token"], ["coding=ternary", "k=20"]])
+def test_every_setting_writes_an_artifact_run_reads(settings, tmp_path):
+    """The compile's own report passes the artifact schema: a mean T per token (t_mode token)
+    and a unary coding's T above 64 (ternary, large counts) are valid steps."""
+    sets = [a for s in settings for a in ("--set", s)]
+    r = invoke("compile", MODEL, "--calib", CALIB, *sets, "--set", "targets=", "-o",
+               tmp_path / "m.sbc")
+    assert r.exit_code == 0, r.output
+    np.savez(tmp_path / "x.npz", image=np.load(EXAMPLE / "heldout.npz")["image"][:4])
+    r = invoke("run", tmp_path / "m.sbc", "--input", tmp_path / "x.npz")
+    assert r.exit_code == 0, r.output
+
+
+def test_report_plots_names_the_font_cannot_draw_without_warnings(tmp_path):
+    """Layer names are data: a glyph missing from the plot font is drawn as a box, and the
+    report writes nothing to stderr (matplotlib warns once per glyph and figure)."""
+    import warnings
+
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper
+
+    from sbcompile.pipeline import compile_model
+    from sbcompile.report_html import render_html
+
+    rng = np.random.default_rng(0)
+    w1, w2 = (numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+              for s, n in (((8, 16), "w1"), ((4, 8), "w2")))
+    nodes = [h.make_node("Gemm", ["x", "w1"], ["a"], name="层\u0001", transB=1),
+             h.make_node("Relu", ["a"], ["b"]),
+             h.make_node("Gemm", ["b", "w2"], ["y"], name="y\u0378", transB=1)]
+    graph = h.make_graph(nodes, "glyphs", [h.make_tensor_value_info("x", T.FLOAT, [4, 16])],
+                         [h.make_tensor_value_info("y", T.FLOAT, [4, 4])], [w1, w2])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+    art = compile_model(model, "spikingbrain", calib={"x": rng.standard_normal((4, 16))
+                                                       .astype(np.float32)},
+                        overrides={"targets": ""})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        page = render_html(art.report)
+    assert "层" in page and "<img" in page
+    assert not [str(w.message) for w in caught], [str(w.message) for w in caught]

@@ -111,3 +111,19 @@ def test_shared_weight_stays_one_parameter_through_compile(tmp_path):
     assert len(int8) == 1 and int8[0].shape == (256, 256)
     art.save(tmp_path / "m.sbc")
     assert os.path.getsize(tmp_path / "m.sbc") < 2 * os.path.getsize(path)
+
+
+def test_inspect_prints_names_as_data(tmp_path):
+    """Names that read as rich markup (`[/]`, `[bold]`) are printed as they are, not parsed."""
+    nodes = [h.make_node("Relu", ["[x/]"], ["[bold]a"], name="[/]"),
+             h.make_node("NoSuchOp", ["[bold]a"], ["y[/y]"], name="[/]b", domain="[red]d")]
+    graph = h.make_graph(nodes, "[/]", [h.make_tensor_value_info("[x/]", T.FLOAT, [2, 4])],
+                         [h.make_tensor_value_info("y[/y]", T.FLOAT, [2, 4])])
+    imports = [h.make_opsetid("", 17), h.make_opsetid("[red]d", 1)]
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(graph, opset_imports=imports, ir_version=8), path)
+    r = invoke("inspect", path)
+    assert r.exit_code == 2, r.output
+    assert "internal error" not in r.output
+    for name in ("[/]: 2 ONNX nodes", "input [x/]", "output y[/y]", "NoSuchOp"):
+        assert name in r.output, r.output

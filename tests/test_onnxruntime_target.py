@@ -67,3 +67,20 @@ def test_static_batch_needs_whole_batches():
     assert program.run({"x": x}, progress=False)["y"].shape == (6, 4)
     with pytest.raises(SbcError, match="static batch is 2"):
         program.run({"x": x[:5]}, progress=False)
+
+
+def test_refuses_counts_at_the_safety_clamp_as_the_reference_does():
+    """Inputs far beyond every threshold: counts would be the encoder's safety clamp, not the
+    model's; the onnxruntime target refuses them with the reference's error (it used to return
+    the clamped counts)."""
+    art = compile_model(EXAMPLE / "model.onnx", "spikingbrain", overrides=TARGETS)
+    huge = {"image": np.full((2, 1, 8, 8), 1e30, np.float32)}
+    with pytest.raises(SbcError, match="safety clamp of 1048576") as want:
+        run_artifact(art, "reference", huge)
+    with pytest.raises(SbcError) as got:
+        run_artifact(art, "onnxruntime", huge)
+    assert str(got.value) == str(want.value)
+    program = stored_program(art.programs, art.graph, "onnxruntime")
+    clean = run_artifact(art, "onnxruntime", HELD)  # and in-range inputs still run
+    np.testing.assert_array_equal(clean.outputs["logits"],
+                                  program.run(HELD, progress=False)["logits"])

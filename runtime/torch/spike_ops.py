@@ -1,0 +1,149 @@
+"""The spiking ops as PyTorch custom operators (``torch.ops.sbcompile.*``), registered with
+``torch.library``.
+
+Each op's default implementation is plain PyTorch with the reference's integer semantics
+(docs/OPS.md) and runs on any device: the threshold's pairwise float32 sum by explicit level
+adds, ``round_half_even(x / vth)`` in float32, and the integer products as float matrix
+products that are exact: float32 when every partial sum is bounded below 2^24 by the input's
+peak |count| times the largest group row of |W| (checked on each call), float64 otherwise
+(every partial sum an integer below 2^53). On a GPU, ``runtime/torch/triton_ops.py`` registers
+the Triton kernels for the same ops. A fake (meta) implementation gives ``torch.compile`` and
+``torch.export`` the output shapes, so the ops trace as single nodes.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+FLOAT32_EXACT = 2 ** 24  # float32 holds every integer up to this
+
+
+def exact_dtype(peak: Tensor, row_abs_sum: Tensor) -> torch.dtype:
+    """float32 when peak |count| times the largest row sum of |W| stays below 2^24 (every
+    partial sum of the product is then an exact float32 integer), else float64."""
+    bound = int(peak) * int(row_abs_sum)
+    return torch.float32 if bound < FLOAT32_EXACT else torch.float64
+
+
+def pairwise_abs_sum(rows: Tensor) -> Tensor:
+    """sum(|row|) of each row of float32 ``rows`` [R, n] in the op's fixed order: zero-padded to
+    the next power of two, then adjacent pairs added level by level (elementwise float32 adds:
+    the same bits as the reference and the kernels)."""
+    n = rows.shape[-1]
+    width = 1 << max(n - 1, 0).bit_length()
+    level = F.pad(rows.abs(), (0, width - n))
+    while level.shape[-1] > 1:
+        level = level[..., 0::2] + level[..., 1::2]
+    return level[..., 0]
+
+
+@torch.library.custom_op("sbcompile::spike_encode", mutates_args=())
+def spike_encode(x: Tensor, threshold: Optional[Tensor], dynamic: bool, sample: bool,
+                 k: float, vth_min: float, vth_max: float, limit: int) -> tuple[Tensor, Tensor]:
+    """counts (int32, x's shape) and vth (float32): the dynamic threshold per token (``sample``:
+    per sample, all axes but 0) kept as size-1 dims, or the static ``threshold``."""
+    x = x.to(torch.float32)
+    if dynamic:
+        rows = x.reshape(x.shape[0], -1) if sample else x.reshape(-1, x.shape[-1])
+        kept = (x.shape[0],) + (1,) * (x.dim() - 1) if sample else x.shape[:-1] + (1,)
+        mean = pairwise_abs_sum(rows) / float(rows.shape[-1])
+        vth = (mean / k).clamp(vth_min, vth_max).reshape(kept)
+    else:
+        vth = threshold.to(torch.float32)
+    counts = torch.round(x / vth).clamp(-limit, limit).to(torch.int32)
+    return counts, vth.clone() if not dynamic else vth
+
+
+@spike_encode.register_fake
+def _(x, threshold, dynamic, sample, k, vth_min, vth_max, limit):
+    counts = x.new_empty(x.shape, dtype=torch.int32)
+    if not dynamic:
+        return counts, threshold.new_empty(threshold.shape, dtype=torch.float32)
+    kept = (x.shape[0],) + (1,) * (x.dim() - 1) if sample else tuple(x.shape[:-1]) + (1,)
+    return counts, x.new_empty(kept, dtype=torch.float32)
+
+
+@torch.library.custom_op("sbcompile::spike_linear", mutates_args=())
+def spike_linear(counts: Tensor, weight: Tensor, group_size: Optional[int]) -> Tensor:
+    """acc [..., G, N] int32: each group's exact integer product of int32 counts [..., K] with
+    int8 weight [N, K]."""
+    n_out, channels = weight.shape
+    group = group_size or channels
+    lead = counts.shape[:-1]
+    c = counts.reshape(-1, channels // group, group)
+    w = weight.reshape(n_out, channels // group, group)
+    peak = c.abs().amax() if c.numel() else torch.zeros((), dtype=torch.int32)
+    dtype = exact_dtype(peak, w.to(torch.int32).abs().sum(dim=-1).amax())
+    acc = torch.einsum("mgi,ngi->mgn", c.to(dtype), w.to(dtype))
+    return acc.to(torch.int32).reshape(*lead, channels // group, n_out)
+
+
+@spike_linear.register_fake
+def _(counts, weight, group_size):
+    n_out, channels = weight.shape
+    groups = channels // (group_size or channels)
+    return counts.new_empty(tuple(counts.shape[:-1]) + (groups, n_out), dtype=torch.int32)
+
+
+def conv_padding(x: Tensor, pads: list[int]) -> tuple[Tensor, list[int]]:
+    """``x`` padded where begin and end pads differ, and the symmetric pads left for F.conv."""
+    n_sp = len(pads) // 2
+    begin, end = pads[:n_sp], pads[n_sp:]
+    if begin == end:
+        return x, begin
+    widths = []
+    for b, e in zip(reversed(begin), reversed(end)):
+        widths += [b, e]
+    return F.pad(x, widths), [0] * n_sp
+
+
+CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def conv_nd(x: Tensor, w: Tensor, b: Optional[Tensor], strides: list[int], pads: list[int],
+            dilations: list[int], group: int) -> Tensor:
+    """N-d cross-correlation with ONNX's [begin..., end...] pads (1-3 spatial dims)."""
+    n_sp = x.dim() - 2
+    x, pad = conv_padding(x, list(pads) or [0] * (2 * n_sp))
+    return CONV[n_sp](x, w, b, list(strides) or [1] * n_sp, pad,
+                      list(dilations) or [1] * n_sp, group)
+
+
+@torch.library.custom_op("sbcompile::spike_conv", mutates_args=())
+def spike_conv(counts: Tensor, weight: Tensor, strides: list[int], pads: list[int],
+               dilations: list[int], group: int) -> Tensor:
+    """The exact integer convolution of int32 counts with an int8 weight, int32."""
+    peak = counts.abs().amax() if counts.numel() else torch.zeros((), dtype=torch.int32)
+    dtype = exact_dtype(peak, weight.to(torch.int32).abs().flatten(1).sum(dim=1).amax())
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        acc = conv_nd(counts.to(dtype), weight.to(dtype), None, strides, pads, dilations, group)
+    return acc.to(torch.int32)
+
+
+@spike_conv.register_fake
+def _(counts, weight, strides, pads, dilations, group):
+    n_sp = counts.dim() - 2
+    strides = list(strides) or [1] * n_sp
+    pads = list(pads) or [0] * (2 * n_sp)
+    dilations = list(dilations) or [1] * n_sp
+    spatial = [(counts.shape[2 + i] + pads[i] + pads[i + n_sp] - dilations[i] *
+                (weight.shape[2 + i] - 1) - 1) // strides[i] + 1 for i in range(n_sp)]
+    return counts.new_empty([counts.shape[0], weight.shape[0]] + spatial, dtype=torch.int32)
+
+
+@torch.library.custom_op("sbcompile::spike_scores", mutates_args=())
+def spike_scores(q_counts: Tensor, k: Tensor) -> Tensor:
+    """acc [B, Hq, Tq, Tk] int32 = q_counts . k^T exactly, KV heads shared by Hq / Hkv query
+    heads (GQA)."""
+    kk = k.repeat_interleave(q_counts.shape[1] // k.shape[1], dim=1)
+    peak = q_counts.abs().amax() if q_counts.numel() else torch.zeros((), dtype=torch.int32)
+    dtype = exact_dtype(peak, torch.tensor(128 * q_counts.shape[-1]))
+    return torch.matmul(q_counts.to(dtype), kk.to(dtype).transpose(-1, -2)).to(torch.int32)
+
+
+@spike_scores.register_fake
+def _(q_counts, k):
+    return q_counts.new_empty(tuple(q_counts.shape[:-1]) + (k.shape[2],), dtype=torch.int32)

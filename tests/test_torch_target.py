@@ -1,0 +1,166 @@
+"""The torch target on the CPU: the compiled model as a PyTorch module against the reference
+interpreter, on models it was not tuned to. The CPU module follows the reference's float order,
+so integer values and outputs are compared bit for bit (assert_array_equal)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import sbcompile
+from sbcompile.cli import main
+from sbcompile.demo import EXAMPLE
+from sbcompile.errors import SbcError
+from sbcompile.npz import load_npz
+from sbcompile.runtime import reference
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "spikingbrain_tiny"))
+from models import build_decoder  # noqa: E402
+
+TORCH = {"targets": "torch"}
+
+
+def assert_same_as_reference(model, feeds: dict[str, np.ndarray]) -> None:
+    """Every count and accumulator, and every output, equal to the reference's bits."""
+    module = model.to_torch("cpu")
+    with torch.no_grad():
+        outputs, integers = module.with_integers(
+            **{k: torch.from_numpy(v) for k, v in feeds.items()})
+    ref = reference.evaluate(model.graph, feeds, keep=module.integer_names)
+    assert integers, "the model has spiked layers"
+    for name, value in integers.items():
+        np.testing.assert_array_equal(value.numpy(), ref[name], err_msg=name)
+    for name, value in zip(model.output_names, outputs):
+        np.testing.assert_array_equal(value.numpy(), ref[name], err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    calib, held = load_npz(EXAMPLE / "calib.npz"), load_npz(EXAMPLE / "heldout.npz")
+    return calib, held["image"][:200]
+
+
+@pytest.mark.parametrize("preset", ["spikingbrain", "loihi2"])
+def test_digits_cnn_bit_exact(preset, digits):
+    calib, images = digits
+    model = sbcompile.compile(EXAMPLE / "model.onnx", preset=preset, calib=calib,
+                              overrides=TORCH)
+    assert_same_as_reference(model, {"image": images})
+
+
+def test_decoder_block_bit_exact():
+    zoo = build_decoder()
+    model = sbcompile.compile(zoo.module, tuple(torch.from_numpy(v) for v in zoo.inputs.values()),
+                              calib=zoo.inputs, input_names=list(zoo.inputs), overrides=TORCH)
+    assert_same_as_reference(model, zoo.eval_inputs)
+
+
+def test_tiny_lm_bit_exact():
+    from spiking import compile_tiny, data, float_graph
+
+    art = compile_tiny(float_graph())
+    art.config["targets"] = ["torch"]
+    from sbcompile.api import CompiledModel
+    from sbcompile.pipeline import lower_targets
+    from sbcompile.config import CompileConfig
+
+    programs, _ = lower_targets(art.graph, CompileConfig.from_json(art.config))
+    art.programs.update(programs)
+    assert_same_as_reference(CompiledModel(art), {"input_ids": data("heldout")["input_ids"][:4]})
+
+
+@pytest.fixture(scope="module")
+def digits_model(digits, tmp_path_factory):
+    calib, images = digits
+    model = sbcompile.compile(EXAMPLE / "model.onnx", preset="spikingbrain", calib=calib,
+                              overrides=TORCH)
+    path = tmp_path_factory.mktemp("torch") / "digits.sbc"
+    model.save(path)
+    return model, path, images
+
+
+def test_run_target_torch_equals_reference(digits_model):
+    model, _, images = digits_model
+    got = model.run({"image": images[:32]}, target="torch", device="cpu")
+    ref = model.run({"image": images[:32]})
+    assert got.target == "torch" and set(got.counts) == set(ref.counts)
+    for name in ref.counts:
+        np.testing.assert_array_equal(got.counts[name], ref.counts[name])
+    np.testing.assert_array_equal(got.outputs["logits"], ref.outputs["logits"])
+
+
+def test_cli_run_target_torch(digits_model, tmp_path):
+    _, path, images = digits_model
+    np.savez(tmp_path / "x.npz", image=images[:8])
+    out = tmp_path / "y.npz"
+    r = CliRunner().invoke(main, ["run", str(path), "--input", str(tmp_path / "x.npz"),
+                                  "--target", "torch", "--device", "cpu", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    ref = reference.run(sbcompile.load(path).graph, {"image": images[:8]})
+    np.testing.assert_array_equal(np.load(out)["logits"], ref["logits"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_is_one_line_error(digits_model, tmp_path):
+    _, path, images = digits_model
+    np.savez(tmp_path / "x.npz", image=images[:2])
+    r = CliRunner().invoke(main, ["run", str(path), "--input", str(tmp_path / "x.npz"),
+                                  "--target", "torch", "--device", "cuda"])
+    assert r.exit_code == 2 and "error: device 'cuda' needs a CUDA GPU" in r.output
+
+
+def test_saturated_encoder_is_refused_like_the_reference(digits):
+    """Without calibration there are no measured count bounds: a value far past vth_max
+    reaches the safety clamp, which every target refuses."""
+    _, images = digits
+    model = sbcompile.compile(EXAMPLE / "model.onnx", preset="spikingbrain", overrides=TORCH)
+    hot = images[:2].copy()
+    hot[0, 0, 0, 0] = 1e11
+    with pytest.raises(SbcError) as ref_err:
+        model.run({"image": hot})
+    with pytest.raises(SbcError) as torch_err:
+        model.run({"image": hot}, target="torch", device="cpu")
+    assert str(torch_err.value) == str(ref_err.value)
+
+
+def test_spiked_backbone_inside_user_code(digits_model):
+    """A user's own module: the compiled model as a backbone, a float head trained on top."""
+    model, _, images = digits_model
+    backbone = model.to_torch("cpu")
+    head = torch.nn.Linear(10, 3)
+    net = torch.nn.Sequential(backbone, head)
+    x = torch.from_numpy(images[:16])
+    opt = torch.optim.SGD(head.parameters(), lr=0.1)
+    before = head.weight.detach().clone()
+    loss = net(x).square().mean()
+    loss.backward()
+    opt.step()
+    assert not torch.equal(before, head.weight)  # gradients reach the head
+    with torch.no_grad():
+        np.testing.assert_allclose(net(x).numpy(), head(backbone(x)).numpy(), rtol=0, atol=0)
+
+
+def test_export_and_compile(digits_model):
+    """torch.export keeps each spiked op as one torch.ops.sbcompile node; torch.compile and the
+    exported program give the eager module's bits."""
+    model, _, images = digits_model
+    module = model.to_torch("cpu")
+    x = torch.from_numpy(images[:8])
+    exported = torch.export.export(module, (x,))
+    code = exported.graph_module.code
+    assert "torch.ops.sbcompile.spike_conv.default" in code
+    assert "torch.ops.sbcompile.spike_encode.default" in code
+    expected = module(x)
+    np.testing.assert_array_equal(exported.module()(x).numpy(), expected.numpy())
+    np.testing.assert_array_equal(torch.compile(module)(x).numpy(), expected.numpy())
+
+
+def test_artifact_without_torch_program_names_the_setting(digits):
+    calib, _ = digits
+    model = sbcompile.compile(EXAMPLE / "model.onnx", preset="loihi2", calib=calib,
+                              overrides={"targets": "lava"})
+    with pytest.raises(SbcError, match="--set targets=torch"):
+        model.to_torch("cpu")
