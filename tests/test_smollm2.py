@@ -121,6 +121,29 @@ def test_decoder_layer_integer_values_equal_on_the_triton_interpreter(layer, tmp
     np.testing.assert_allclose(got["hidden_out"], want["hidden_out"], rtol=1e-5, atol=1e-5)
 
 
+def test_decoder_layer_bit_exact_in_the_pytorch_program(layer):
+    """The torch target on the CPU follows the reference's float order: integers and output
+    equal bit for bit."""
+    from sbcompile.api import CompiledModel
+    from sbcompile.artifact import Artifact
+    from sbcompile.config import CompileConfig
+    from sbcompile.pipeline import lower_targets
+
+    art, feeds = layer
+    config = CompileConfig.from_json({**art.config, "targets": ["torch"]})
+    programs, _ = lower_targets(art.graph, config)
+    model = CompiledModel(Artifact(art.graph, config.to_json(), art.report, programs,
+                                   art.float_graph))
+    module = model.to_torch("cpu")
+    with torch.no_grad():
+        outputs, integers = module.with_integers(hidden_in=torch.from_numpy(feeds["hidden_in"]))
+    want = reference.evaluate(art.graph, feeds, keep=module.integer_names)
+    assert integers
+    for name, value in integers.items():
+        np.testing.assert_array_equal(value.numpy(), want[name], err_msg=name)
+    np.testing.assert_array_equal(outputs[0].numpy(), want["hidden_out"])
+
+
 def test_decoder_layer_onnx_qdq_export_is_exact_under_onnxruntime(layer):
     import onnxruntime as ort
 
