@@ -254,3 +254,5 @@ class LevelModel(TensorModel):
                 run_node(node, self.env)
             self.results.update(encoder_results(enc, core, self.env[enc["counts"]]))
             layer["finished"] = True
+            layer["synapses"] = []  # the accumulator states are spent: acc holds the result
+            core.release()
