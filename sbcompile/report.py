@@ -124,8 +124,8 @@ def summary_lines(report: dict, energy_preset: str) -> list[str]:
     if chip:
         lines.append(f"chip model estimate ({chip['arch'].split(':')[0]}, SANA-FE): "
                      f"{chip['energy_uJ']:,.3f} uJ and {chip['latency_ms']:,.4f} ms per inference"
-                     f" ({chip['steps']:g} steps, {chip['cores']} neuro-cores; spike layers "
-                     "only)")
+                     f" ({chip['steps']:g} steps on {chip['cores']} SANA-FE cores; spike "
+                     "layers only)")
     nb = report.get("neurobench")
     if nb:
         m = nb["metrics"]
