@@ -103,10 +103,9 @@ def simulate(program: LavaProgram, counts: dict[str, np.ndarray], samples: int,
 ARCH_NAME = ("loihi: SANA-FE 2.2 loihi.yaml event energies and latencies (Davies et al. 2018), "
              "1024 compartments per core; each core of the Lava Loihi 2 mapping as the SANA-FE "
              "cores its neurons need")
-BASIS = ("ESTIMATE from a chip model: SANA-FE simulation of the spike layers mapped onto its "
-         "Loihi architecture, with the spikes of a real run; excludes the compute processes "
-         "(decode, norms, pooling) of the embedded processors and the encoders' neuron updates "
-         "(SANA-FE input units are free); layers run one after another")
+BASIS = ("ESTIMATE from a chip model: SANA-FE simulation of the spike layers on its Loihi "
+         "architecture with a real run's spikes; leaves out the embedded processors' work "
+         "(decode, norms, pooling) and the encoders' neuron updates; layers one after another")
 
 
 def _import_sanafe():
@@ -331,8 +330,10 @@ def chip_section(model, arch: str | None = None, feeds: dict | None = None) -> d
 
 def mapping_summary(program: LavaProgram) -> dict:
     """``chip.mapping`` of report.json: the Lava Loihi 2 mapping's neuro-cores, chips, synapses
-    and the processes left to the embedded processors."""
+    and their memory, and the processes left to the embedded processors."""
     m = program.plan["mapping"]
     return {"neuro_cores": m["neuro_cores"], "chips": m["chips"],
             "synapses": sum(layer["synapses"] for layer in m["layers"].values()),
+            "synapse_memory_bytes": sum(layer["synapse_memory_bytes"]
+                                        for layer in m["layers"].values()),
             "embedded_processes": len(m["embedded_processes"])}

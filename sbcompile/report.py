@@ -53,7 +53,7 @@ def energy_rows(report: dict) -> list[dict]:
     if chip:
         rows.append({"basis": "sanafe " + chip["arch"].split(":")[0], "kind": "chip model",
                      "spiking_uJ": chip["energy_uJ"], "latency_ms": chip["latency_ms"],
-                     "convention": f"{chip['basis']}. Architecture: {chip['arch']}",
+                     "convention": chip["basis"],
                      "why": ""})
     return rows
 
