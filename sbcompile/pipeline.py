@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from sbcompile import preflight
 from sbcompile.artifact import Artifact
 from sbcompile.config import CompileConfig, apply_overrides, make_config
 from sbcompile.errors import DynamicDimError, SbcError
@@ -73,6 +74,9 @@ def compile_graph(graph: Graph, config: CompileConfig,
     float_graph = graph
     if calib is not None:
         calib = calibrate.check_calibration(graph, calib)
+    estimate = preflight.check(graph, config, calib)
+    log.info("estimated peak %.0f MiB (batch of %d)", mib(estimate.total), estimate.batch,
+             extra={"estimate": estimate})
     if not config.spike:
         return Artifact(graph, config.to_json(), build_report(graph, graph, config), {}, None)
     search = None

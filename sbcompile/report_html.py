@@ -147,7 +147,11 @@ def _chip_body(report: dict) -> str:
                      f"<td>{mapped['neuro_cores']:,}</td></tr><tr><th class='name'>chips</th>"
                      f"<td>{mapped['chips']}</td></tr><tr><th class='name'>synapses</th>"
                      f"<td>{mapped['synapses']:,}</td></tr><tr><th class='name'>synapse memory"
-                     f"</th><td>{mapped['synapse_memory_bytes'] / 1e6:,.2f} MB</td></tr>"
+                     f"</th><td>{mapped['synapse_memory_bytes'] / 1e6:,.2f} MB "
+                     f"<span class='muted'>(weights once: "
+                     f"{mapped.get('shared_weight_bytes', 0) / 1e6:,.2f} MB)</span></td></tr>"
+                     f"<tr><th class='name'>widest spike message</th>"
+                     f"<td>{mapped.get('message_bits', '-')} bits</td></tr>"
                      f"<tr><th class='name'>processes on embedded CPUs</th>"
                      f"<td>{mapped['embedded_processes']}</td></tr></table>")
     return "".join(parts)
