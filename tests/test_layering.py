@@ -33,3 +33,14 @@ def test_stage_imports_only_what_it_hands_work_to(stage):
                     parts[1] != stage and parts[1] not in ALLOWED[stage]:
                 bad.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not bad, "\n".join(bad)
+
+
+def test_the_driver_is_imported_by_nothing_it_runs():
+    """``sbcompile.pipeline`` drives the pass list (``passmanager``), the pre-flight estimate
+    and the tune search; none of them, and no pass, imports it back (not even lazily)."""
+    below = [ROOT / "sbcompile" / f"{m}.py" for m in ("passmanager", "preflight", "memory",
+                                                       "tune", "tune_metrics")]
+    below += sorted((ROOT / "passes").rglob("*.py"))
+    bad = [f"{p.relative_to(ROOT)} imports {name}" for p in below for name in _imports(p)
+           if name == "sbcompile.pipeline" or name.startswith("sbcompile.pipeline.")]
+    assert not bad, "\n".join(bad)
