@@ -15,6 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import special
 
 from sbcompile.ir.ops import attention_keep
+from sbcompile.ir.shapes import window_out
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -132,10 +133,7 @@ def _pool_geometry(spatial, kernel, strides, pads, dilations, ceil_mode):
     for i, size in enumerate(spatial):
         begin, end = pads[i], pads[i + n_sp]
         span = (kernel[i] - 1) * dilations[i] + 1
-        steps = (size + begin + end - span) / strides[i]
-        out = (math.ceil(steps) if ceil_mode else math.floor(steps)) + 1
-        if ceil_mode and (out - 1) * strides[i] >= size + begin:
-            out -= 1
+        out = window_out(size, kernel[i], strides[i], begin, end, dilations[i], ceil_mode)
         geometry.append((begin, max(end, (out - 1) * strides[i] + span - size - begin), out))
     return geometry
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sbcompile.config import CHOICES
 from sbcompile.errors import SbcError
 from sbcompile.output_path import check_output_dir, check_output_path
 from sbcompile.target_registry import TARGETS
@@ -384,7 +385,7 @@ def _compile_stack(folder: Path, calib: str | None, config, input_shapes: dict, 
 @click.option("--labels", default=None, metavar="Y.npz",
               help="Labels per calibration sample, keyed by output name (accuracy, ctc).")
 @click.option("--ctc-blank", type=int, default=0, show_default=True, help="CTC blank class.")
-@click.option("--objective", type=click.Choice(["energy", "sparsity"]), default="energy",
+@click.option("--objective", type=click.Choice(CHOICES["tune_objective"]), default="energy",
               show_default=True, help="Least energy, or most synaptic-op sparsity.")
 @click.option("--energy-preset", default="spikingbrain", show_default=True)
 @click.option("--max-time", type=float, default=600.0, show_default=True, callback=_seconds,
@@ -399,14 +400,14 @@ def tune(model: str, calib: str, config_file: str | None, preset: str | None, se
          html_out: str | None, json_out: str | None) -> None:
     """Search per-layer settings of MODEL that keep a fidelity floor at the least energy (or
     the most sparsity); write them as a config file that `compile --config` reads."""
+    from sbcompile.config import ENERGY_CONVENTIONS
     from sbcompile.npz import load_npz
-    from sbcompile.passes.energy import CONVENTIONS
     from sbcompile.tune_metrics import load_labels, parse_budget
 
     metric, floor = parse_budget(budget)
-    if energy_preset not in CONVENTIONS:
+    if energy_preset not in ENERGY_CONVENTIONS:
         raise SbcError(f"unknown energy preset '{energy_preset}' (known: "
-                       f"{', '.join(CONVENTIONS)})")
+                       f"{', '.join(ENERGY_CONVENTIONS)})")
     config = build_config(config_file, preset, sets, exclude)
     outs = {flag: check_output_path(p, flag) for p, flag in
             ((output, "-o"), (html_out, "--html"), (json_out, "--json")) if p is not None}

@@ -30,7 +30,8 @@ from sbcompile.runtime.lava import child
 from sbcompile.runtime.lava.failure import read_failure
 from sbcompile.runtime.lava.group import POLL_S, end_group, group_processes, mapped_segments, \
     new_run_dir, record_segments, sweep_orphans
-from sbcompile.runtime.lava.memory import available_bytes, estimate_bytes, gb, oom_kills
+from sbcompile.memory import available_bytes
+from sbcompile.runtime.lava.memory import estimate_bytes, gb, oom_kills
 from sbcompile.runtime.lava.program import LavaProgram
 from sbcompile.runtime.lava.shapes import infer_shapes
 from sbcompile.runtime.lava.topology import FORMS
@@ -63,8 +64,9 @@ def simulate(program: LavaProgram, feeds: dict[str, np.ndarray], form: str = "fu
     if form not in FORMS:
         raise SbcError(f"unknown Lava graph form '{form}' (known: {', '.join(FORMS)})")
     feeds = check_feeds(program.interface(), feeds)
-    estimate = estimate_bytes(program.plan, infer_shapes(program.plan, program.params(), feeds),
-                              form, bands)
+    shapes = {name: p.shape for name, p in program.params().items()}
+    shapes.update(infer_shapes(program.plan, program.params(), feeds))
+    estimate = estimate_bytes(program.plan, shapes, form, bands)
     available = available_bytes()
     if available is not None and estimate > available:
         raise SbcError(f"the Lava simulation needs about {gb(estimate)} (estimate) and "
