@@ -325,9 +325,15 @@ def chip_section(model, arch: str | None = None, feeds: dict | None = None) -> d
 
 
 def mapping_summary(program: LavaProgram) -> dict:
-    """``chip.mapping`` of report.json: the Lava Loihi 2 mapping's neuro-cores, chips, synapses
-    and the processes left to the embedded processors."""
+    """``chip.mapping`` of report.json: the Lava Loihi 2 mapping's neuro-cores, chips, synapses,
+    synaptic memory (every synapse stored, and the weights stored once), the layers split by
+    fan-in, the widest spike message and the processes left to the embedded processors."""
     m = program.plan["mapping"]
+    layers = m["layers"].values()
     return {"neuro_cores": m["neuro_cores"], "chips": m["chips"],
-            "synapses": sum(layer["synapses"] for layer in m["layers"].values()),
+            "synapses": sum(layer["synapses"] for layer in layers),
+            "synapse_memory_bytes": sum(layer.get("synapse_memory_bytes", 0) for layer in layers),
+            "shared_weight_bytes": sum(layer.get("shared_weight_bytes", 0) for layer in layers),
+            "fan_in_split_layers": sum(layer["fan_in_split"] > 1 for layer in layers),
+            "message_bits": max((e["message_bits"] for e in m["encoders"].values()), default=0),
             "embedded_processes": len(m["embedded_processes"])}
