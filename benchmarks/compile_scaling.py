@@ -152,7 +152,12 @@ def real_models(args) -> None:
                 cmd = [sys.executable, "-c", REAL_CHILD, str(cache / f"{name}.onnx"), str(npz),
                        json.dumps(spec.shapes or {}), preset, json.dumps(overrides)]
                 t0 = time.perf_counter()
-                out = subprocess.run(cmd, capture_output=True, text=True)
+                try:
+                    out = subprocess.run(cmd, capture_output=True, text=True,
+                                         timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    out = subprocess.CompletedProcess(cmd, -9, "", f"timed out after "
+                                                                   f"{args.timeout:.0f} s")
                 wall = time.perf_counter() - t0
                 lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ROW ")]
                 row = {"model": name, "preset": preset, "samples": args.samples,
@@ -194,6 +199,7 @@ def main() -> None:
     ap.add_argument("--targets", default=None, help="--set targets=... (default: the preset's)")
     ap.add_argument("--calib-batch", type=int, default=None)
     ap.add_argument("--out", default=None, help="results file name under benchmarks/results")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per compile")
     args = ap.parse_args()
     if args.real:
         real_models(args)

@@ -579,6 +579,7 @@ def run(artifact: str, input_path: str, target: str, device: str, use_float: boo
     """Run a compiled ARTIFACT on inputs."""
     from sbcompile.api import load
     from sbcompile.batch_axes import input_samples
+    from sbcompile.ir.records import count_bounds
     from sbcompile.npz import load_npz, save_npz
 
     if output is not None:
@@ -593,7 +594,7 @@ def run(artifact: str, input_path: str, target: str, device: str, use_float: boo
     for name, arr in result.outputs.items():
         console.print(escape(f"{name}: {arr.dtype}{list(arr.shape)}  mean "
                              f"{float(arr.mean()):.6g}"))
-    if not use_float and model.graph.meta.get("count_bounds"):
+    if not use_float and count_bounds(model.graph):
         _print_saturations(model.graph, feeds)
     if result.op_counts and model.report.get("measured"):
         _print_op_counts(result.op_counts, model.report, input_samples(model.graph, feeds))

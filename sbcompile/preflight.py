@@ -7,7 +7,8 @@ The estimate (bytes) is the sum of:
 - now: this process's resident set when the compile starts (interpreter, libraries, the
   loaded float graph);
 - weights: the spiked graph's int8 copies and scales, and each target program's copy
-  (a quarter and a half of the float parameters);
+  (a quarter and a half of the float parameters), plus the libraries a lowering imports that
+  are not loaded yet (PyTorch for the triton and torch targets: ``LIBRARY_BYTES``);
 - activations: the float and the spiked reference runs of one batch side by side (the analysis
   holds both): twice the largest live set of one run, walked node by node over the graph's
   shapes at the batch's size, each node's float64 working copies included (convolutions: their
@@ -17,6 +18,7 @@ The estimate (bytes) is the sum of:
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +28,13 @@ from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.memory import available_bytes, rss_bytes
 from sbcompile.runtime.reference_float import CONV_CHUNK_BYTES
+from sbcompile.target_registry import target_spec
 
 GB = 2 ** 30
 WIDE = 8  # the reference computes float ops in float64
+# resident memory of what lowering a target of each extra imports (measured: importing torch
+# 2.13 CPU adds about 180 MB), with the module that tells whether it is already loaded
+LIBRARY_BYTES = {"gpu": ("torch", 256 << 20)}
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,8 @@ def estimate(graph: Graph, config: CompileConfig, calib) -> Estimate:
     None)."""
     params = sum(p.nbytes for p in graph.params.values()) if config.spike else 0
     weights, programs = params // 4, len(config.targets) * params // 2
+    libraries = {LIBRARY_BYTES.get(target_spec(t).extra) for t in config.targets} - {None}
+    programs += sum(size for module, size in libraries if module not in sys.modules)
     if calib is None or not config.spike:
         return Estimate(rss_bytes(), weights, programs, 0, 0, 0)
     if calib.feeds is not None:
