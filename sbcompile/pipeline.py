@@ -124,12 +124,19 @@ def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes]
 def specialise(graph: Graph, input_shapes: dict[str, tuple]) -> Graph:
     """A copy of ``graph`` with its inputs' dims pinned to ``input_shapes`` and every value's
     shape inferred again from them: what a target that needs static dims lowers, for inputs of
-    those shapes."""
+    those shapes. Shape arithmetic (``Shape`` -> ``Gather`` -> ``Concat`` -> ``Reshape``, as
+    exporters spell ``x.reshape(x.shape[0], -1)``) is folded with the reference kernels, so the
+    dims it computes stay static through reshapes and transposes."""
     from sbcompile.ir.graph import Value
+    from sbcompile.ir.ops import node_attrs
     from sbcompile.ir.shapes import infer
+    from sbcompile.runtime.reference import KERNELS
+
+    def fold(node, args):
+        return KERNELS[node.op](node_attrs(node), *args)
 
     g = graph.copy()
-    for name, shape in infer(g, {n: tuple(input_shapes[n]) for n in g.inputs}).items():
+    for name, shape in infer(g, {n: tuple(input_shapes[n]) for n in g.inputs}, fold).items():
         if shape is not None and name in g.values and name not in g.params:
             g.values[name] = Value(name, tuple(shape), g.values[name].dtype)
     validate(g)
