@@ -75,18 +75,23 @@ def compile_graph(graph: Graph, config: CompileConfig,
     if calib is not None:
         calib = calibrate.check_calibration(graph, calib)
     estimate = preflight.check(graph, config, calib)
-    log.info("estimated peak %.0f MiB (batch of %d)", mib(estimate.total), estimate.batch,
+    log.info("estimated peak %.0f MiB (batches of %d)", mib(estimate.total), estimate.batch,
              extra={"estimate": estimate})
+    # the passes read batches of the planned size (the artifact keeps the config asked for)
+    passes_config = config if not estimate.batch or estimate.batch >= config.calib_batch else \
+        dataclasses.replace(config, calib_batch=estimate.batch)
     if not config.spike:
         return Artifact(graph, config.to_json(), build_report(graph, graph, config), {}, None)
     search = None
     if config.fidelity_floor is not None:
         from sbcompile.tune import tune_for_compile
 
-        search = tune_for_compile(graph, config, calib)
-        config = search.config
+        search = tune_for_compile(graph, passes_config, calib)
+        config = dataclasses.replace(search.config, calib_batch=config.calib_batch)
+        passes_config = search.config
     require_statistics(graph, config, calib)
-    g = run_passes(graph, compile_passes(graph, config), PassContext(config, calib, float_graph))
+    g = run_passes(graph, compile_passes(graph, passes_config),
+                   PassContext(passes_config, calib, float_graph))
     set_calibration(g, None)  # histograms served the thresholds; the report keeps results
     report = build_report(g, float_graph, config)
     bounds = count_bounds(g)
