@@ -40,6 +40,10 @@ def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Grap
     graph. ``input_shapes`` pins ONNX input dims ({name: [dims]}, a string for a dim left
     symbolic); a dim that must be static to lower (an LSTM's sequence length) is pinned from
     the shapes of ``calib`` (calibration data) when given."""
+    return stage("load", lambda: _load(model, input_shapes, calib))
+
+
+def _load(model: Any, input_shapes: dict | None, calib) -> Graph:
     if isinstance(model, Graph):
         graph = model.copy()
         validate(graph)  # (the frontends validate what they build)
