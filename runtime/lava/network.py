@@ -52,7 +52,6 @@ class LavaNetwork:
         self.synapse_procs: dict[str, object] = {}   # synapse name -> its process (split)
         self.models: dict[object, type] = {}
         self.steps = 0
-        self.owing = 0  # processes owing results (reporting through their result files)
         self._started = False
         for spec in self.specs:
             self._build(spec)
@@ -154,7 +153,6 @@ class LavaNetwork:
         run. Chunks grow with the steps done, so at most a quarter more steps run than
         needed."""
         owing = [self.procs[s.name] for s in self.specs if s.records or s.kind != "compute"]
-        self.owing = len(owing)
         while True:
             self.run_steps(max(4, self.steps // 4))
             if progress is not None:
