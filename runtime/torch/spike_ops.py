@@ -23,7 +23,10 @@ FLOAT32_EXACT = 2 ** 24  # float32 holds every integer up to this
 
 def exact_dtype(peak: Tensor, row_abs_sum: Tensor) -> torch.dtype:
     """float32 when peak |count| times the largest row sum of |W| stays below 2^24 (every
-    partial sum of the product is then an exact float32 integer), else float64."""
+    partial sum of the product is then an exact float32 integer), else float64; always float64
+    off the CPU (no host sync, so the op can be captured in a CUDA graph)."""
+    if peak.device.type != "cpu":
+        return torch.float64
     bound = int(peak) * int(row_abs_sum)
     return torch.float32 if bound < FLOAT32_EXACT else torch.float64
 
@@ -118,7 +121,7 @@ def spike_conv(counts: Tensor, weight: Tensor, strides: list[int], pads: list[in
     """The exact integer convolution of int32 counts with an int8 weight, int32."""
     peak = counts.abs().amax() if counts.numel() else torch.zeros((), dtype=torch.int32)
     dtype = exact_dtype(peak, weight.to(torch.int32).abs().flatten(1).sum(dim=1).amax())
-    with torch.backends.cudnn.flags(allow_tf32=False):
+    with torch.backends.cudnn.flags(enabled=False):  # no FFT or Winograd: exact sums
         acc = conv_nd(counts.to(dtype), weight.to(dtype), None, strides, pads, dilations, group)
     return acc.to(torch.int32)
 
@@ -147,3 +150,115 @@ def spike_scores(q_counts: Tensor, k: Tensor) -> Tensor:
 @spike_scores.register_fake
 def _(q_counts, k):
     return q_counts.new_empty(tuple(q_counts.shape[:-1]) + (k.shape[2],), dtype=torch.int32)
+
+
+# ---- fused chains: one encoder and every layer reading its counts ------------------------------
+def decode_groups(acc: Tensor, vth: Tensor, scale: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """spike_decode, layout linear, in the op's float32 order (groups summed in order)."""
+    prod = acc.to(torch.float32) * scale.to(torch.float32)
+    total = prod[..., 0, :]
+    for g in range(1, prod.shape[-2]):
+        total = total + prod[..., g, :]
+    y = total * vth
+    return y + bias if bias is not None else y
+
+
+def decode_conv(acc: Tensor, vth: Tensor, scale: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """spike_decode, layout conv: acc * scale[O] * vth + bias[O] in float32."""
+    shape = (1, -1) + (1,) * (acc.dim() - 2)
+    y = acc.to(torch.float32) * scale.to(torch.float32).reshape(shape) * vth
+    return y + bias.reshape(shape) if bias is not None else y
+
+
+def linears_plain(x, threshold, weights, scales, biases, groups, dynamic, sample, k, vth_min,
+                  vth_max, limit, store_acc):
+    """``spiked_linears`` by the plain exact ops: the reference's steps."""
+    counts, vth = spike_encode(x, threshold, dynamic, sample, k, vth_min, vth_max, limit)
+    accs, ys = [], []
+    for w, scale, bias, group in zip(weights, scales, biases, groups):
+        acc = spike_linear(counts, w, group or None)
+        ys.append(decode_groups(acc, vth, scale, bias) if scale is not None
+                  else x.new_empty(0))
+        accs.append(acc if store_acc or scale is None else x.new_empty(0, dtype=torch.int32))
+    return counts, vth, accs, ys
+
+
+def convs_plain(x, threshold, weights, scales, biases, geometry, dynamic, sample, k, vth_min,
+                vth_max, limit, store_acc):
+    """``spiked_convs`` by the plain exact ops."""
+    counts, vth = spike_encode(x, threshold, dynamic, sample, k, vth_min, vth_max, limit)
+    accs, ys = [], []
+    for i, (w, scale, bias) in enumerate(zip(weights, scales, biases)):
+        st, pd, dl = conv_geometry(geometry, i)
+        acc = spike_conv(counts, w, st, pd, dl, 1)
+        ys.append(decode_conv(acc, vth, scale, bias) if scale is not None else x.new_empty(0))
+        accs.append(acc if store_acc or scale is None else x.new_empty(0, dtype=torch.int32))
+    return counts, vth, accs, ys
+
+
+GEOMETRY = 8  # ints per 2-d convolution in a chain: strides (2), pads (4), dilations (2)
+
+
+def conv_geometry(geometry: list[int], i: int) -> tuple[list[int], list[int], list[int]]:
+    g = list(geometry[GEOMETRY * i:GEOMETRY * (i + 1)])
+    return g[0:2], g[2:6], g[6:8]
+
+
+@torch.library.custom_op("sbcompile::spiked_linears", mutates_args=())
+def spiked_linears(x: Tensor, threshold: Optional[Tensor], weights: list[Tensor],
+                   wts: list[Optional[Tensor]], scales: list[Optional[Tensor]],
+                   biases: list[Optional[Tensor]], groups: list[int], dynamic: bool,
+                   sample: bool, k: float, vth_min: float, vth_max: float, limit: int,
+                   density: float, store_acc: bool
+                   ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+    """One encoder and every ``spike_linear`` reading its counts, each with its
+    ``spike_decode`` (scale [G, N], bias [N]; scale None: the layer is decoded elsewhere):
+    counts, vth, each acc [..., G, N] (empty unless ``store_acc`` or undecoded) and y [..., N]
+    (empty when undecoded). ``groups``: each layer's group size (0: one group); ``wts``,
+    ``density``: the transposed weights and planned count density of the GPU's event path."""
+    return linears_plain(x, threshold, weights, scales, biases, groups, dynamic, sample, k,
+                         vth_min, vth_max, limit, store_acc)
+
+
+@spiked_linears.register_fake
+def _(x, threshold, weights, wts, scales, biases, groups, dynamic, sample, k, vth_min, vth_max,
+      limit, density, store_acc):
+    counts, vth = spike_encode(x, threshold, dynamic, sample, k, vth_min, vth_max, limit)
+    lead = tuple(x.shape[:-1])
+    accs, ys = [], []
+    for w, scale, group in zip(weights, scales, groups):
+        n_out, channels = w.shape
+        g = channels // (group or channels)
+        keep = store_acc or scale is None
+        accs.append(x.new_empty(lead + (g, n_out) if keep else (0,), dtype=torch.int32))
+        ys.append(x.new_empty(lead + (n_out,) if scale is not None else (0,),
+                              dtype=torch.float32))
+    return counts, vth, accs, ys
+
+
+@torch.library.custom_op("sbcompile::spiked_convs", mutates_args=())
+def spiked_convs(x: Tensor, threshold: Optional[Tensor], weights: list[Tensor],
+                 gemm_weights: list[Tensor], scales: list[Optional[Tensor]],
+                 biases: list[Optional[Tensor]], geometry: list[int], dynamic: bool,
+                 sample: bool, k: float, vth_min: float, vth_max: float, limit: int,
+                 store_acc: bool) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+    """One encoder and every 2-d ``spike_conv`` (group 1) reading its counts, each with its
+    ``spike_decode`` (layout conv); ``geometry``: GEOMETRY ints per layer; ``gemm_weights``:
+    each weight in the GPU GEMM's layout. Outputs as ``spiked_linears``."""
+    return convs_plain(x, threshold, weights, scales, biases, geometry, dynamic, sample, k,
+                       vth_min, vth_max, limit, store_acc)
+
+
+@spiked_convs.register_fake
+def _(x, threshold, weights, gemm_weights, scales, biases, geometry, dynamic, sample, k,
+      vth_min, vth_max, limit, store_acc):
+    counts, vth = spike_encode(x, threshold, dynamic, sample, k, vth_min, vth_max, limit)
+    accs, ys = [], []
+    for i, (w, scale) in enumerate(zip(weights, scales)):
+        st, pd, dl = conv_geometry(geometry, i)
+        acc = spike_conv(counts, w, st, pd, dl, 1)
+        keep = store_acc or scale is None
+        accs.append(acc if keep else x.new_empty(0, dtype=torch.int32))
+        ys.append(x.new_empty(acc.shape, dtype=torch.float32) if scale is not None
+                  else x.new_empty(0))
+    return counts, vth, accs, ys
