@@ -1,5 +1,5 @@
 """Compile time and peak memory against model size (goal: linear growth; a 20M-parameter
-transformer compiles in under 15 s on 2 cores).
+transformer compiles in under 15 s on 2 cores), and on the real-model corpus (``--real``).
 
 Models: stacks of Llama-style decoder blocks (RMSNorm, GQA attention with rotary embeddings and a
 sliding window, SwiGLU), exported to ONNX with torch; random weights. Each compile runs in a fresh
@@ -7,14 +7,29 @@ process that never imports torch, so its peak RSS is the compiler's own. Calibra
 of 64 tokens. Prints a table and writes benchmarks/results/compile_scaling.json.
 
     python benchmarks/compile_scaling.py
+
+Real models (``--real``): every model of the corpus (benchmarks/fetch_models.py) compiled from
+its ONNX file at its natural input size (the dims benchmarks/real_models.py pins) with
+``--samples`` task-like calibration inputs (benchmarks/real_model_inputs.py) in one array per
+input (samples on the batch axis, streamed in batches of ``calib_batch``), per preset, each in a
+fresh process: seconds, peak RSS, and each stage's seconds and peak (the driver's ``-v``
+figures). ``--targets`` sets the programs lowered (default: every default target), so the share
+of one target's lowering shows by leaving it out. Writes
+benchmarks/results/compile_scaling_real.json.
+
+    python benchmarks/compile_scaling.py --real [--only NAME ...] [--samples 32]
+        [--presets spikingbrain loihi2] [--targets lava,triton] [--calib-batch N]
 """
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
@@ -67,7 +82,119 @@ def export(hidden, layers, heads, kv_heads, intermediate, path: Path) -> None:
                       dynamic_shapes={"input": {0: torch.export.Dim("batch", min=1, max=64)}})
 
 
+REAL_CHILD = r"""
+import json, logging, sys, time
+import numpy as np
+from sbcompile.config import make_config
+from sbcompile.memory import peak_rss_bytes, rss_bytes
+from sbcompile.pipeline import compile_graph, load_model
+
+stages = []
+class Stages(logging.Handler):
+    def emit(self, record):
+        if hasattr(record, "stage"):
+            s = record.stage
+            stages.append({"stage": s.name, "seconds": round(s.seconds, 2),
+                           "peak_mb": round(s.peak / 2**20), "start_mb": round(s.start / 2**20)})
+log = logging.getLogger("sbcompile.pipeline")
+log.setLevel(logging.INFO)
+log.addHandler(Stages())
+model, feeds_path, shapes, preset, overrides = sys.argv[1:6]
+with np.load(feeds_path) as z:
+    n = 1 + max(int(k.split("/")[0]) for k in z.files)
+    feeds = [{k.split("/", 1)[1]: z[k] for k in z.files if k.split("/")[0] == str(i)}
+             for i in range(n)]
+t0 = time.perf_counter()
+graph = load_model(model, json.loads(shapes) or None)
+load_s = time.perf_counter() - t0
+first = {graph.values[i].shape[0] if graph.values[i].shape else None for i in graph.inputs}
+same = all(f[k].shape == feeds[0][k].shape for f in feeds for k in f)
+calib = ({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+         if len(first) == 1 and None not in first and same else feeds)
+base = rss_bytes()
+t0 = time.perf_counter()
+art = compile_graph(graph, make_config(preset, json.loads(overrides)), calib)
+seconds = time.perf_counter() - t0
+print("ROW " + json.dumps({
+    "seconds": round(seconds, 2), "load_s": round(load_s, 2),
+    "peak_rss_mb": round(peak_rss_bytes() / 2**20), "start_rss_mb": round(base / 2**20),
+    "params": graph.param_count(),
+    "param_bytes": int(sum(p.nbytes for p in graph.params.values())),
+    "streamed": isinstance(calib, dict),
+    "targets": {t: s.get("lowered") for t, s in art.report.get("targets", {}).items()},
+    "stages": stages}))
+"""
+
+
+def real_models(args) -> None:
+    """The ``--real`` section: the corpus compiled per preset, one fresh process each."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from fetch_models import MODELS, cache_dir
+    from real_models import SPECS
+
+    cache = cache_dir(None)
+    names = args.only or [m.name for m in MODELS]
+    overrides = {"calib_batch": str(args.calib_batch)} if args.calib_batch else {}
+    if args.targets is not None:
+        overrides["targets"] = args.targets
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            spec = SPECS[name]
+            feeds = spec.feeds(np.random.default_rng(14), args.samples, cache)
+            npz = Path(tmp) / f"{name}.npz"
+            np.savez(npz, **{f"{i}/{k}": v for i, f in enumerate(feeds) for k, v in f.items()})
+            for preset in args.presets:
+                cmd = [sys.executable, "-c", REAL_CHILD, str(cache / f"{name}.onnx"), str(npz),
+                       json.dumps(spec.shapes or {}), preset, json.dumps(overrides)]
+                t0 = time.perf_counter()
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+                lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ROW ")]
+                row = {"model": name, "preset": preset, "samples": args.samples,
+                       "wall_s": round(wall, 1)}
+                if lines:
+                    row.update(json.loads(lines[-1][4:]))
+                else:
+                    row["error"] = (out.stderr.strip().splitlines() or ["?"])[-1][:300]
+                rows.append(row)
+                _print_real(row)
+    result = {"date": date.today().isoformat(), "machine": platform.processor() or
+              platform.machine(), "cpus": os.cpu_count(), "samples": args.samples,
+              "overrides": overrides, "rows": rows}
+    out_path = ROOT / "benchmarks" / "results" / (args.out or "compile_scaling_real.json")
+    out_path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out_path}")
+
+
+def _print_real(row: dict) -> None:
+    if "error" in row:
+        print(f"{row['model']:>16} {row['preset']:>12}  error: {row['error']}", flush=True)
+        return
+    budget = 1536 + 3 * row["param_bytes"] / 2 ** 20
+    worst = max(row["stages"], key=lambda s: s["peak_mb"], default=None)
+    slowest = max(row["stages"], key=lambda s: s["seconds"], default=None)
+    print(f"{row['model']:>16} {row['preset']:>12} {row['params'] / 1e6:6.2f}M "
+          f"{row['seconds']:7.2f} s  peak {row['peak_rss_mb']:6d} MB (goal {budget:5.0f})  "
+          f"peak at {worst and worst['stage']}, slowest {slowest and slowest['stage']} "
+          f"{slowest and slowest['seconds']} s  lowered {row['targets']}", flush=True)
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--real", action="store_true", help="the real-model section")
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--presets", nargs="*", default=["spikingbrain", "loihi2"])
+    ap.add_argument("--targets", default=None, help="--set targets=... (default: the preset's)")
+    ap.add_argument("--calib-batch", type=int, default=None)
+    ap.add_argument("--out", default=None, help="results file name under benchmarks/results")
+    args = ap.parse_args()
+    if args.real:
+        real_models(args)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, hidden, layers, heads, kv, inter in SIZES:

@@ -1,7 +1,9 @@
 """Control flow with static structure, inlined on the ONNX graph before lowering.
 
 - ``If`` whose condition is a constant (a literal, or a shape-only test folded from static
-  shapes) becomes the nodes of the branch taken.
+  shapes) becomes the nodes of the branch taken; one whose condition is known only at run time
+  becomes both branches and a ``Where`` choosing each output, when the branches declare the same
+  output types and shapes.
 - ``Loop`` with a constant trip count, and a condition that stays true (absent or constant true,
   and the body passing it through or returning constant true), is unrolled: every iteration's body
   nodes with the iteration number as a constant, carried values chained, scan outputs stacked.
@@ -39,15 +41,20 @@ class _Namer:
 
 
 def expand_control_flow(proto: onnx.ModelProto, consts: dict[str, np.ndarray],
-                        types: dict) -> bool:
+                        types: dict, select: bool = False) -> bool:
     """Inline every If / Loop / Scan of ``proto.graph`` that has static structure (in place;
-    constants they need go into ``consts``). Returns whether anything changed."""
+    constants they need go into ``consts``); with ``select``, an If on a run-time condition
+    too, as both branches and a ``Where`` (call it once nothing static is left, so a condition
+    that folds later picks its branch instead). Returns whether anything changed."""
     namer = _Namer(proto)
     changed = False
     nodes: list[onnx.NodeProto] = []
     for node in proto.graph.node:
         expand = _EXPANDERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        inlined = expand(node, consts, types, namer) if expand else None
+        if expand is _expand_if:
+            inlined = expand(node, consts, types, namer, select)
+        else:
+            inlined = expand(node, consts, types, namer) if expand else None
         if inlined is None:
             nodes.append(node)
         else:
@@ -125,15 +132,46 @@ def _const(consts: dict, namer: _Namer, base: str, value: np.ndarray) -> str:
 
 
 # ---- If -----------------------------------------------------------------------------------------
-def _expand_if(node, consts, types, namer):
+def _expand_if(node, consts, types, namer, select=False):
     cond = consts.get(node.input[0])
     if cond is None:
-        return None
+        return _select_if(node, consts, namer) if select else None
     branch = _body(node, "then_branch" if bool(np.asarray(cond).reshape(-1)[0])
                    else "else_branch")
     nodes, outs = _inline(branch, {}, node.name, namer, consts)
     return nodes + [_identity(src, dst, namer, node.name)
                     for src, dst in zip(outs, node.output) if dst]
+
+
+def _declared(info: onnx.ValueInfoProto) -> tuple | None:
+    t = info.type.tensor_type
+    if not info.type.HasField("tensor_type") or not t.HasField("shape"):
+        return None
+    return t.elem_type, tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                              for d in t.shape.dim)
+
+
+def _select_if(node, consts, namer):
+    """A run-time condition: both branches inlined and each output chosen by ``Where`` on the
+    condition, when the branches declare the same type and shape for every output (else None:
+    the If stays and is refused)."""
+    then_b, else_b = _body(node, "then_branch"), _body(node, "else_branch")
+    pairs = list(zip(then_b.output, else_b.output))
+    if any(_declared(a) is None or _declared(a) != _declared(b) or None in _declared(a)[1]
+           for a, b in pairs):
+        return None
+    then_nodes, then_outs = _inline(then_b, {}, f"{node.name}/then", namer, consts)
+    else_nodes, else_outs = _inline(else_b, {}, f"{node.name}/else", namer, consts)
+    cond = namer(f"{node.name}/cond")
+    nodes = [*then_nodes, *else_nodes, helper.make_node(
+        "Reshape", [node.input[0], _const(consts, namer, f"{node.name}/scalar",
+                                          np.zeros(0, np.int64))], [cond],
+        name=namer(f"{node.name}/cond"))]
+    for t, e, dst in zip(then_outs, else_outs, node.output):
+        if dst:
+            nodes.append(helper.make_node("Where", [cond, t, e], [dst],
+                                          name=namer(f"{node.name}/select")))
+    return nodes
 
 
 # ---- Loop ---------------------------------------------------------------------------------------
@@ -267,8 +305,9 @@ _EXPANDERS = {"If": _expand_if, "Loop": _expand_loop, "Scan": _expand_scan}
 # ---- what reaches lowering: the forms that could not be inlined -------------------------------
 @_converter("If", attrs=("then_branch", "else_branch"))
 def _if(n: NodeView) -> None:
-    raise n.refuse("the condition is known only at run time (an If is inlined when its "
-                   "condition is a constant or follows from static shapes)")
+    raise n.refuse("the condition is known only at run time and the branches declare different "
+                   "output shapes (an If is inlined when its condition is a constant or follows "
+                   "from static shapes, and selected with Where when the branches agree)")
 
 
 @_converter("Loop", attrs=("body",))
@@ -284,5 +323,5 @@ def _loop(n: NodeView) -> None:
                            "scan_input_directions", "scan_output_axes",
                            "scan_output_directions"))
 def _scan(n: NodeView) -> None:
-    raise n.refuse("the scanned length is not static (a Scan is unrolled over a static length; "
-                   "pin the input shapes)")
+    raise n.refuse_dynamic("the scanned length is not static (a Scan is unrolled over a static "
+                           "length)")

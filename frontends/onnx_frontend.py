@@ -15,12 +15,13 @@ from pathlib import Path
 
 import onnx
 
-from sbcompile.errors import SbcError, UnsupportedError
+from sbcompile.errors import DynamicDimError, SbcError, UnsupportedError
 from sbcompile.frontends import onnx_model
 from sbcompile.frontends.onnx_control import expand_control_flow
 from sbcompile.frontends.onnx_fold import fold_constants, initializers
 from sbcompile.frontends.onnx_lowering import Lowering, NodeView
 from sbcompile.frontends.onnx_ops import converter_for
+from sbcompile.frontends.onnx_quant import expand_quantized
 from sbcompile.frontends.onnx_rewrites import rewrite
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
@@ -37,6 +38,11 @@ class _Result:
     def unsupported(self) -> list[dict]:
         return [r for r in self.rows if r["status"] == "unsupported"]
 
+    @property
+    def needs_static(self) -> list[dict]:
+        """Rows supported once their symbolic dims are pinned (from calibration data)."""
+        return [r for r in self.rows if r.get("needs_static")]
+
 
 def load_onnx(model: ModelSource, input_shapes: dict | None = None) -> Graph:
     """The model as a validated IR graph. Raises SbcError (UnsupportedError for what sbcompile
@@ -45,9 +51,19 @@ def load_onnx(model: ModelSource, input_shapes: dict | None = None) -> Graph:
     bad = result.unsupported
     if bad:
         more = f" (and {len(bad) - 1} more unsupported nodes)" if len(bad) > 1 else ""
-        raise UnsupportedError(f"node '{bad[0]['name']}' ({bad[0]['op_type']}): "
-                               f"{bad[0]['reason']}{more}")
+        raise UnsupportedError(f"node '{bad[0]['name']}'{_file_name(bad[0])} "
+                               f"({bad[0]['op_type']}): {bad[0]['reason']}{more}")
+    pin = result.needs_static
+    if pin:
+        raise DynamicDimError(f"node '{pin[0]['name']}'{_file_name(pin[0])} "
+                              f"({pin[0]['op_type']}): {pin[0]['reason']}",
+                              tuple(dict.fromkeys(d for r in pin for d in r["needs_static"])))
     return _finished(result.graph)
+
+
+def _file_name(row: dict) -> str:
+    """For a node renamed on import (a duplicate name), the name the file gives it."""
+    return f" (named '{row['onnx_name']}' in the file)" if "onnx_name" in row else ""
 
 
 def support_table(model: ModelSource, input_shapes: dict | None = None) -> list[dict]:
@@ -82,7 +98,8 @@ def lower_with_support(model: ModelSource,
     """The support table and, when every node is supported, the validated IR graph, from one
     lowering of the model."""
     result = _lower(model, input_shapes)
-    return result.rows, None if result.unsupported else _finished(result.graph)
+    incomplete = result.unsupported or result.needs_static
+    return result.rows, None if incomplete else _finished(result.graph)
 
 
 def _finished(graph: Graph) -> Graph:
@@ -96,15 +113,20 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
     proto = onnx_model.upgrade_opset(proto, label)
     opsets = onnx_model.check_opsets(proto, label)
     onnx_model.mark_dynamic_dims(proto)
-    onnx_model.check_structure(proto, label)
+    renamed = onnx_model.check_structure(proto, label)
     onnx_model.apply_input_shapes(proto, input_shapes, label)
     consts = initializers(proto, label)
+    expand_quantized(proto, consts)  # QOperator / com.microsoft forms as standard ops
     types = _inferred_types(proto, list(proto.graph.node), consts, label)
     nodes, folded = fold_constants(proto, consts, types, opsets)
+    select = False  # run-time Ifs become selects once nothing static is left to inline
     while True:  # If / Loop / Scan of static structure, until nothing more inlines
         before = list(proto.graph.node)
-        if not expand_control_flow(proto, consts, types):
-            break
+        if not expand_control_flow(proto, consts, types, select):
+            if select:
+                break
+            select = True
+            continue
         try:
             types.update(_inferred_types(proto, list(proto.graph.node), consts, label))
         except SbcError:  # the inlined body does not type-check outside its node: keep it
@@ -123,10 +145,13 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
         lw.graph.inputs.append(info.name)
         _typed(lw, info.name, f"graph input '{info.name}'")
     reasons: dict[str, str] = {}
+    pins: dict[str, tuple] = {}
     for node in nodes:
-        reason = _lower_node(lw, node)
+        reason, dims = _lower_node(lw, node)
         for source in sources.get(node.name, [node.name]):
             reasons[source] = reason
+            if dims:
+                pins[source] = dims
     lw.graph.outputs = [o.name for o in proto.graph.output]
     for name in lw.graph.outputs:
         try:
@@ -134,7 +159,8 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
         except UnsupportedError:
             if not any(reasons.values()):  # else an unsupported node upstream says why
                 raise
-    return _Result(lw.graph, _rows(proto, lw.graph, lw.origins, {**folded, **reasons}, folded))
+    return _Result(lw.graph, _rows(proto, lw.graph, lw.origins, {**folded, **reasons}, folded,
+                                   renamed, pins))
 
 
 def _inferred_types(proto: onnx.ModelProto, nodes: list[onnx.NodeProto],
@@ -158,24 +184,27 @@ def _typed(lw: Lowering, name: str, what: str) -> None:
         raise UnsupportedError(f"{what}: {e}") from None
 
 
-def _lower_node(lw: Lowering, node: onnx.NodeProto) -> str:
-    """Lower one node; returns "" or the reason it is unsupported."""
+def _lower_node(lw: Lowering, node: onnx.NodeProto) -> tuple[str, tuple]:
+    """Lower one node; returns ("", ()) or the reason it is unsupported and, when pinning them
+    would make it supported, the symbolic dims in the way."""
     convert = converter_for(node.domain, node.op_type)
     if convert is None:
         domain = f" in domain '{node.domain}'" if node.domain not in ("", "ai.onnx") else ""
-        return f"op type {node.op_type}{domain} is not supported"
+        return f"op type {node.op_type}{domain} is not supported", ()
     try:
         convert(NodeView(lw, node))
     except UnsupportedError as e:
         prefix = f"node '{node.name}' ({node.op_type}): "
-        return str(e)[len(prefix):] if str(e).startswith(prefix) else str(e)
+        reason = str(e)[len(prefix):] if str(e).startswith(prefix) else str(e)
+        return reason, getattr(e, "dims", ())
     except ValueError as e:  # operands the model's data makes inconsistent (a bias of size 0)
-        return f"inconsistent operands ({str(e).splitlines()[0]})"
-    return ""
+        return f"inconsistent operands ({str(e).splitlines()[0]})", ()
+    return "", ()
 
 
 def _rows(proto: onnx.ModelProto, graph: Graph, origins: dict[str, list[str]],
-          reasons: dict[str, str], folded: dict[str, str]) -> list[dict]:
+          reasons: dict[str, str], folded: dict[str, str], renamed: dict[str, str],
+          pins: dict[str, tuple]) -> list[dict]:
     op_of = {n.name: n.op for n in graph.nodes}
     ir_ops: dict[str, set[str]] = {}
     for ir_name, sources in origins.items():
@@ -185,9 +214,12 @@ def _rows(proto: onnx.ModelProto, graph: Graph, origins: dict[str, list[str]],
     for node in proto.graph.node:
         reason = reasons.get(node.name, "")
         ops = sorted(ir_ops.get(node.name, ()))
-        status = "unsupported" if reason and node.name not in folded else "supported"
+        status = "unsupported" if reason and (node.name not in folded and node.name not in pins) \
+            else "supported"
         if status == "supported" and not reason and not ops:
             reason = "needs no IR op (no effect on the outputs)"
         rows.append({"name": node.name, "op_type": node.op_type, "status": status,
-                     "ir_ops": ops, "reason": reason})
+                     "ir_ops": ops, "reason": reason,
+                     **({"onnx_name": renamed[node.name]} if renamed.get(node.name) else {}),
+                     **({"needs_static": list(pins[node.name])} if node.name in pins else {})})
     return rows

@@ -12,8 +12,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-from sbcompile.errors import UnsupportedError
+from sbcompile.errors import DynamicDimError, UnsupportedError
 from sbcompile.ir.graph import DTYPES, Graph, Node, Value
+
+# how a user makes a dynamic dim static: what compile does with calibration data
+PIN_HINT = "compile pins it from the calibration data; or give --input-shape"
 
 
 class Lowering:
@@ -76,6 +79,11 @@ class NodeView:
     # ---- questions ---------------------------------------------------------------------------
     def refuse(self, reason: str) -> UnsupportedError:
         return UnsupportedError(f"node '{self.name}' ({self.op_type}): {reason}")
+
+    def refuse_dynamic(self, reason: str, *dims: str) -> DynamicDimError:
+        """The refusal of a lowering that a static ``dims`` (pinned from input data) allows."""
+        return DynamicDimError(f"node '{self.name}' ({self.op_type}): {reason} ({PIN_HINT})",
+                               dims)
 
     def attr(self, key: str, default: Any = None) -> Any:
         value = self.attrs.get(key, default)

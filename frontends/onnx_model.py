@@ -16,7 +16,7 @@ import onnx.version_converter
 from google.protobuf.message import DecodeError
 
 from sbcompile.errors import SbcError, UnsupportedError
-from sbcompile.ir.graph import DTYPES, Value
+from sbcompile.ir.graph import DTYPES, Value, unique_name
 
 CUSTOM_DOMAIN = "ai.sbcompile"
 FUSED_DOMAIN = "ai.sbcompile.fused"  # ops the frontend rewrites build; never read from a model
@@ -63,18 +63,15 @@ MAX_ELEMENTS = 2 ** 31 - 1  # a tensor past this cannot be indexed by int32 kern
 
 
 def check_model_file(proto: onnx.ModelProto, label: str) -> None:
-    """What onnxruntime refuses too: an IR version newer than onnx knows, duplicate node names,
-    initializers whose data disagrees with their declared shape, inputs past MAX_ELEMENTS."""
+    """What onnxruntime refuses too: an IR version newer than onnx knows, initializers whose data
+    disagrees with their declared shape, inputs past MAX_ELEMENTS. (Duplicate node names, which
+    onnxruntime runs, are made unique by ``check_structure``.)"""
     if proto.ir_version > onnx.IR_VERSION:
         raise UnsupportedError(f"{label}: IR version {proto.ir_version} is newer than the "
                                f"newest onnx knows ({onnx.IR_VERSION})")
-    seen: set[str] = set()
     for node in proto.graph.node:
         _ = (node.op_type, node.domain, list(node.input), list(node.output),
              [(a.name, a.s, list(a.strings)) for a in node.attribute])  # decodes every string
-        if node.name and node.name in seen:
-            raise SbcError(f"{label}: two nodes are named '{node.name}'")
-        seen.add(node.name)
     for tensor in proto.graph.initializer:
         if any(d < 0 for d in tensor.dims) or math.prod(tensor.dims) > MAX_ELEMENTS:
             raise SbcError(f"{label}: initializer '{tensor.name}' declares shape "
@@ -134,15 +131,20 @@ def check_opsets(proto: onnx.ModelProto, label: str) -> dict[str, int]:
     return opsets
 
 
-def check_structure(proto: onnx.ModelProto, label: str) -> None:
-    """Name unnamed nodes, refuse dangling inputs, unproduced outputs and cycles, and sort the
-    nodes topologically (in place)."""
+def check_structure(proto: onnx.ModelProto, label: str) -> dict[str, str]:
+    """Name unnamed nodes and make duplicate names unique (some exporters repeat one name),
+    refuse dangling inputs, unproduced outputs and cycles, and sort the nodes topologically (in
+    place). Returns {new name: the file's name} for every node renamed (messages show both)."""
     graph = proto.graph
-    taken: set[str] = set()
+    taken = {n.name for n in graph.node if n.name}
+    seen: set[str] = set()
+    renamed: dict[str, str] = {}
     for i, node in enumerate(graph.node):
-        if not node.name or node.name in taken:
-            node.name = f"{node.name or node.op_type}_{i}"
-        taken.add(node.name)
+        if not node.name or node.name in seen:
+            new = unique_name(f"{node.name or node.op_type}_{i}", taken)
+            renamed[new] = node.name
+            node.name = new
+        seen.add(node.name)
     available = {v.name for v in graph.input} | {t.name for t in graph.initializer}
     available |= {t.values.name for t in graph.sparse_initializer}
     producer = {o: n.name for n in graph.node for o in n.output if o}
@@ -170,6 +172,7 @@ def check_structure(proto: onnx.ModelProto, label: str) -> None:
         dst.CopyFrom(nodes[name])
     del graph.node[:]
     graph.node.extend(sorted_nodes)
+    return renamed
 
 
 def parameter_count(proto: onnx.ModelProto) -> int:

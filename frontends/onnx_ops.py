@@ -486,4 +486,5 @@ def _fused_attention(n: NodeView) -> None:
 
 # Converters that compose several IR ops, the recurrent layers and the refusals of control flow
 # that could not be inlined register from their modules.
-from sbcompile.frontends import onnx_control, onnx_decompose, onnx_recurrent  # noqa: E402,F401
+from sbcompile.frontends import (onnx_control, onnx_decompose, onnx_quant,  # noqa: E402,F401
+                                 onnx_recurrent)

@@ -99,8 +99,8 @@ class _Layer:
         steps, self.batch = (x.shape[0], x.shape[1]) if self.layout == 0 else (x.shape[1],
                                                                                  x.shape[0])
         if not isinstance(steps, int):
-            raise n.refuse(f"the sequence length must be static to unroll, got '{steps}' (pin "
-                           "it with input shapes)")
+            raise n.refuse_dynamic(f"the sequence length must be static to unroll, got "
+                                   f"'{steps}'", steps)
         self.steps = steps
         self.hidden = int(n.attr("hidden_size", n.type(n.inputs[2]).shape[-1]))
         self.gates = gates

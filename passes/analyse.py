@@ -34,11 +34,12 @@ from sbcompile.ir.records import (Analysis, SpikedLayer, expansions, set_analysi
 from sbcompile.passes.calibrate import check_calibration
 from sbcompile.passes.energy import energy_table, synaptic_ops
 from sbcompile.ir.codings import events_per_count, steps_needed, steps_per_row
+from sbcompile.passes.lockstep import side_by_side, watch
 from sbcompile.passes.metrics import Fidelity
 from sbcompile.passes.propagation import (LayerPropagation, OutputsFidelity,
                                           layer_sensitivity)
 from sbcompile.progress import track
-from sbcompile.runtime.reference import evaluate
+from sbcompile.runtime.reference import values
 from sbcompile.runtime.reference_float import conv_nd
 
 OP_CLASS = {"graded": "int8_mac_graded", "binary": "binary_ac", "ternary": "signed_ac",
@@ -124,30 +125,30 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     enc_attrs = {n.outputs[0]: n.attrs for n in graph.nodes if n.op == "spike_encode"}
     int_nodes = {n.outputs[0]: n.attrs for n in graph.nodes if n.op in ("spike_linear",
                                                                          "spike_conv")}
-    keep_s = [v for info in layers.values() for v in (info.counts, info.vth, info.input,
-                                                      info.output)]
-    keep_f = [info.output for info in layers.values()]
-    if propagation:
-        for st in stats.values():
-            st.propagation = LayerPropagation(graph, float_graph, st.info, st.output_fid)
-            keep_s += st.propagation.keep
-            keep_f += st.propagation.keep
+    watches = []
+    for st in stats.values():
+        info = st.info
+        need_s = {info.counts, info.vth, info.input, info.output}
+        need_f = {info.output}
+        if propagation:
+            st.propagation = LayerPropagation(graph, float_graph, info, st.output_fid)
+            need_s |= st.propagation.keep
+            need_f |= st.propagation.keep
+        watches.append(watch(need_f, need_s, _layer_update(st, int_nodes[info.acc], config,
+                                                           propagation)))
     outputs = OutputsFidelity(graph.outputs)
-    for i, batch in enumerate(track(calib.batches(config.calib_batch),
-                                    calib.num_batches(config.calib_batch), "analysing")):
-        env_f = float_envs[i] if float_envs is not None else \
-            evaluate(float_graph, batch, keep=keep_f)
-        env_s = evaluate(graph, batch, keep=keep_s)
-        for name, st in stats.items():
-            info = st.info
-            st.update(env_s[info.counts], env_s[info.vth], env_s[info.input],
-                      env_s[info.output], env_f[info.output], int_nodes[info.acc],
-                      config.coding)
-            if propagation:
-                st.propagation.update(env_f, env_s)
+
+    def on_outputs(env_f: dict, env_s: dict) -> None:
         if observe is not None:
             observe({o: env_f[o] for o in graph.outputs}, {o: env_s[o] for o in graph.outputs})
         outputs.update(env_s, env_f)
+
+    watches.append(watch(graph.outputs, graph.outputs, on_outputs))
+    for i, batch in enumerate(track(calib.batches(config.calib_batch),
+                                    calib.num_batches(config.calib_batch), "analysing")):
+        floats = iter(float_envs[i].items()) if float_envs is not None else \
+            values(float_graph, batch)
+        side_by_side(floats, values(graph, batch), watches)
     samples = calib.samples
     contributions = _contributions(graph, float_graph, config, calib) if config.sensitivity \
         else None
@@ -165,6 +166,18 @@ def run(graph: Graph, config: CompileConfig, float_graph: Graph,
     set_analysis(graph, Analysis(int(samples), layer_reports, totals,
                                  energy_table(totals["ops"], first), outputs_fidelity))
     return graph
+
+
+def _layer_update(st: LayerStats, node_attrs: dict, config: CompileConfig, propagation: bool):
+    """The watch of one spiked layer: its statistics from both runs' values."""
+    info = st.info
+
+    def fire(env_f: dict, env_s: dict) -> None:
+        st.update(env_s[info.counts], env_s[info.vth], env_s[info.input], env_s[info.output],
+                  env_f[info.output], node_attrs, config.coding)
+        if propagation:
+            st.propagation.update(env_f, env_s)
+    return fire
 
 
 def _slot_denominator(st: LayerStats, config: CompileConfig, global_T: int) -> float:

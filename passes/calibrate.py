@@ -10,7 +10,7 @@ from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.passes.targets import spike_groups
 from sbcompile.progress import track
-from sbcompile.runtime.reference import check_feeds, evaluate
+from sbcompile.runtime.reference import check_feeds, values as run_values
 
 HIST_BINS = 2048
 CHANNEL_BINS = 256  # per-channel histograms (threshold_granularity=channel)
@@ -98,8 +98,18 @@ def _checked_per_batch(graph: Graph, arrays: dict[str, np.ndarray], size: int) -
 
 def check_calibration(graph: Graph, calib) -> CalibrationSet:
     """Calibration data (a dict of arrays, a list of feeds, or a CalibrationSet) checked against
-    the graph inputs: names, shapes, dtypes, finiteness, the number of samples."""
-    return calib if isinstance(calib, CalibrationSet) else CalibrationSet(graph, calib)
+    the graph inputs: names, shapes, dtypes, finiteness, the number of samples. A dict holds
+    each input's samples on the batch axis the model's symbolic dims give it, inputs without
+    one given once (``sbcompile.batch_axes``)."""
+    if isinstance(calib, CalibrationSet):
+        return calib
+    if isinstance(calib, dict):
+        from sbcompile.passes.calibration_inputs import by_batch_axes
+
+        along_axes = by_batch_axes(graph, calib)
+        if along_axes is not None:
+            return along_axes
+    return CalibrationSet(graph, calib)
 
 
 def run(graph: Graph, config: CompileConfig, calib, values: set[str] | None = None) -> Graph:
@@ -114,11 +124,10 @@ def run(graph: Graph, config: CompileConfig, calib, values: set[str] | None = No
     stats = {v: {"n": 0, "absmax": 0.0, "sum_abs": 0.0, "sum_sq": 0.0, "channel_absmax": 0.0}
              for v in watched}
     nb = calib.num_batches(config.calib_batch)
-    # pass 1: ranges and moments
+    # pass 1: ranges and moments (each value read as the interpreter makes it)
     for batch in track(calib.batches(config.calib_batch), nb, "calibrating (1/2)"):
-        env = evaluate(graph, batch, keep=watched)
-        for v in watched:
-            a = np.abs(env[v].astype(np.float64))
+        for v, x in run_values(graph, batch, only=watched):
+            a = np.abs(x.astype(np.float64))
             s = stats[v]
             s["n"] += a.size
             s["absmax"] = max(s["absmax"], float(a.max(initial=0.0)))
@@ -127,17 +136,17 @@ def run(graph: Graph, config: CompileConfig, calib, values: set[str] | None = No
             if v in channel_values:
                 s["channel_absmax"] = np.maximum(s["channel_absmax"],
                                                  a.reshape(-1, a.shape[-1]).max(axis=0))
+            del a
     # pass 2: histograms of |x| over [0, absmax]
     hists = {v: np.zeros(HIST_BINS, dtype=np.int64) for v in watched}
     channel_hists = {v: 0 for v in watched}
     for batch in track(calib.batches(config.calib_batch), nb, "calibrating (2/2)"):
-        env = evaluate(graph, batch, keep=watched)
-        for v in watched:
+        for v, x in run_values(graph, batch, only=watched):
             top = stats[v]["absmax"] or 1.0
-            hists[v] += np.histogram(np.abs(env[v]), bins=HIST_BINS, range=(0.0, top))[0]
+            hists[v] += np.histogram(np.abs(x), bins=HIST_BINS, range=(0.0, top))[0]
             if v in channel_values:
                 channel_hists[v] = channel_hists[v] + _channel_histogram(
-                    np.abs(env[v]), stats[v]["channel_absmax"])
+                    np.abs(x), stats[v]["channel_absmax"])
     graph = graph.copy()
     graph.meta["calibration"] = {
         v: {"n": s["n"], "absmax": s["absmax"], "mean_abs": s["sum_abs"] / max(s["n"], 1),

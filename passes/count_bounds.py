@@ -20,7 +20,7 @@ import numpy as np
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
 from sbcompile.progress import track
-from sbcompile.runtime.reference import evaluate
+from sbcompile.runtime.reference import evaluate, values
 from sbcompile.runtime.reference_spike import quantize_counts
 
 
@@ -37,12 +37,12 @@ def run(graph: Graph, config: CompileConfig, calib) -> Graph:
     graph = graph.copy()
     encoders = _unbounded(graph)
     seen = {n.name: 0 for n in encoders}
-    keep = [n.outputs[0] for n in encoders]
+    encoder_of = {n.outputs[0]: n.name for n in encoders}
     for batch in track(calib.batches(config.calib_batch), calib.num_batches(config.calib_batch),
                        "measuring count bounds"):
-        env = evaluate(graph, batch, keep=keep)
-        for n in encoders:
-            seen[n.name] = max(seen[n.name], int(np.abs(env[n.outputs[0]]).max(initial=0)))
+        for value, arr in values(graph, batch, only=encoder_of):  # each as it is made
+            name = encoder_of[value]
+            seen[name] = max(seen[name], int(np.abs(arr).max(initial=0)))
     bounds = graph.meta.setdefault("count_bounds", {})
     for n in encoders:
         bound = max(1, math.ceil(seen[n.name] * config.count_margin))

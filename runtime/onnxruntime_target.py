@@ -14,6 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
+from sbcompile.batch_axes import batch_axes
 from sbcompile.errors import ArtifactError, SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.progress import track
@@ -64,6 +65,8 @@ class OnnxruntimeProgram:
         if not keep_integers:  # the encoders' counts stay: every run is checked on them
             counts = {n.outputs[0] for n in self.graph.nodes if n.op == "spike_encode"}
             names = [n for n in names if n in self.graph.outputs or n in counts]
+        if any(a != 0 for a in batch_axes(self.graph).values()):  # a state, a scalar: one run
+            return dict(zip(names, self.session.run(names, check_feeds(self.graph, feeds))))
         n = _samples(feeds)
         size = int(self.static_batch or batch_size)
         if self.static_batch and n % size:

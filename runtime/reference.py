@@ -6,7 +6,7 @@ op's defaults. Values are freed after their last use, so memory follows the live
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -71,12 +71,34 @@ def range_error(node: Node, e: OverflowError) -> SbcError:
 def evaluate(graph: Graph, feeds: dict[str, np.ndarray],
              keep: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """Run the graph; return the graph outputs plus every value named in ``keep``."""
-    env: dict[str, np.ndarray] = dict(graph.params)
-    env.update(check_feeds(graph, feeds))
     wanted = set(graph.outputs) | set(keep)
+    result = {k: graph.params[k] for k in wanted if k in graph.params}
+    for name, arr in values(graph, feeds):
+        if name in wanted:
+            result[name] = arr
+    return result
+
+
+def values(graph: Graph, feeds: dict[str, np.ndarray],
+           only: Iterable[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """Run the graph lazily: yield (name, array) for each input, then for each node's outputs as
+    the node runs (with ``only``: just those values, and no node runs after the last of them).
+    The interpreter drops a value once its last consumer has run (one no node reads, right after
+    it is yielded), so a caller that keeps only what it needs runs in the live set's memory."""
+    env: dict[str, np.ndarray] = dict(graph.params)
+    checked = check_feeds(graph, feeds)
+    env.update(checked)
     last_use = _last_uses(graph.nodes)
-    result = {k: env[k] for k in wanted if k in env}
+    read = {i for n in graph.nodes for i in n.inputs if i}
+    left = None if only is None else set(only)
+    start = checked if left is None else \
+        {k: env[k] for k in left if k in env}  # inputs, and parameters asked for
+    yield from start.items()
+    if left is not None:
+        left -= set(start)
     for idx, node in enumerate(graph.nodes):
+        if left is not None and not left:
+            return
         kernel = KERNELS.get(node.op)
         if kernel is None:
             raise SbcError(f"node '{node.name}': op '{node.op}' has no reference kernel")
@@ -89,14 +111,19 @@ def evaluate(graph: Graph, feeds: dict[str, np.ndarray],
             raise SbcError(f"node '{node.name}' ({node.op}) cannot be evaluated with its "
                            f"attributes ({type(e).__name__}: {e})") from None
         outs = out if isinstance(out, tuple) else (out,)
+        del args, out
         for name, arr in zip(node.outputs, outs):
-            env[name] = arr
-            if name in wanted:
-                result[name] = arr
+            if name in read:
+                env[name] = arr
+            if left is None:
+                yield name, arr
+            elif name in left:
+                left.discard(name)
+                yield name, arr
+        outs = arr = None  # nothing of this node stays alive here past its last consumer
         for name in last_use.get(idx, ()):
             if name not in graph.params:
                 env.pop(name, None)
-    return result
 
 
 def run(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -243,6 +243,8 @@ def check(model: str, preset: str) -> None:
     console.print(t)
     console.print(f"{len(rows) - len(unsupported)}/{len(rows)} nodes supported, "
                   f"{len(spiked)} layers spiked under preset {escape(preset)}")
+    for r in (r for r in rows if r.get("needs_static") and not unsupported):
+        console.print(escape(f"note: node '{r['name']}' ({r['op_type']}): {r['reason']}"))
     if unsupported:
         first = unsupported[0]
         raise SbcError(f"{model}: {len(unsupported)} unsupported node(s), first '{first['name']}'"
@@ -313,8 +315,8 @@ def compile(model: str, calib: str | None, config_file: str | None, preset: str 
         raise SbcError(f"{model}: --workers and --cluster compile a folder of layer models, "
                        "not one model file")
     out = check_output_path(output, "-o")
-    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
     calib_data = load_npz(calib) if calib else None
+    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None, calib_data)
     artifact = compile_graph(graph, config, calib_data)
     artifact.save(out)
     print_terminal(artifact.report, console=console)
@@ -410,8 +412,8 @@ def tune(model: str, calib: str, config_file: str | None, preset: str | None, se
             ((output, "-o"), (html_out, "--html"), (json_out, "--json")) if p is not None}
     from sbcompile.pipeline import load_model
 
-    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None)
     calib_data = load_npz(calib)
+    graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None, calib_data)
     label_data = load_labels(labels, list(graph.outputs)) if labels else None
     if metric in ("accuracy", "ctc") and label_data is None:
         raise SbcError(f"--budget {metric}=...: a task metric needs --labels Y.npz")
@@ -426,7 +428,8 @@ def _run_tune(graph, config, calib_data, metric, floor, objective, energy_preset
     from sbcompile.output_path import write_atomic
     from sbcompile.pipeline import compile_graph
     from sbcompile.progress import quiet
-    from sbcompile.report import print_terminal, print_tune, render_html
+    from sbcompile.report import print_terminal, print_tune
+    from sbcompile.report_html import render_html
     from sbcompile.tune import tune as search
 
     with TuneProgress(floor) as progress, quiet():
@@ -495,23 +498,41 @@ class TuneProgress:
 @click.option("--json", "json_out", default=None, help="Write report.json here.")
 @click.option("--html", "html_out", default=None, help="Write the HTML report here.")
 @click.option("--energy-preset", default="spikingbrain", show_default=True)
+@click.option("--chip", type=click.Choice(["loihi"]), default=None,
+              help="Energy and latency per inference on a chip model (SANA-FE; the `chip` "
+                   "extra), with the spike traffic of --input.")
+@click.option("--input", "input_path", default=None, metavar="X.npz",
+              help="Inputs whose traffic --chip simulates (e.g. the calibration set).")
 @guarded
-def report(artifact: str, json_out: str | None, html_out: str | None, energy_preset: str) -> None:
+def report(artifact: str, json_out: str | None, html_out: str | None, energy_preset: str,
+           chip: str | None, input_path: str | None) -> None:
     """Show the report of a compiled ARTIFACT; write it as JSON and/or HTML."""
-    from sbcompile.artifact import Artifact
+    from sbcompile.api import load
     from sbcompile.output_path import write_atomic
-    from sbcompile.report import print_terminal, render_html
+    from sbcompile.report import print_terminal
+    from sbcompile.report_html import render_html
 
     for path, flag in ((json_out, "--json"), (html_out, "--html")):
         if path is not None:
             check_output_path(path, flag)
-    art = Artifact.load(artifact)
-    rep = art.report
+    if chip is not None and input_path is None:
+        raise SbcError("--chip simulates the spike traffic of a run: give --input X.npz "
+                       "(e.g. the calibration set)")
+    model = load(artifact)
+    rep = dict(model.report)
     if not rep:
         raise SbcError(f"{artifact}: the artifact holds no report")
     if rep.get("measured") and energy_preset not in rep["energy"]:
         raise SbcError(f"unknown energy preset '{energy_preset}' (known: "
                        f"{', '.join(rep['energy'])})")
+    if chip is not None and not rep.get("measured"):
+        raise SbcError(f"{artifact}: compiled without calibration data, its report has no "
+                       "measurements to set the chip model beside; compile with --calib")
+    if rep.get("measured"):
+        from sbcompile.chip import chip_section
+        from sbcompile.npz import load_npz
+
+        rep["chip"] = chip_section(model, chip, load_npz(input_path) if chip else None)
     print_terminal(rep, energy_preset, console=console)
     if json_out is not None:
         data = json.dumps(rep, indent=1).encode()
@@ -546,6 +567,7 @@ def run(artifact: str, input_path: str, target: str, device: str, use_float: boo
         interpret: bool | None, timeout: float | None, output: str | None) -> None:
     """Run a compiled ARTIFACT on inputs."""
     from sbcompile.api import load
+    from sbcompile.batch_axes import input_samples
     from sbcompile.npz import load_npz, save_npz
 
     if output is not None:
@@ -563,7 +585,7 @@ def run(artifact: str, input_path: str, target: str, device: str, use_float: boo
     if not use_float and model.graph.meta.get("count_bounds"):
         _print_saturations(model.graph, feeds)
     if result.op_counts and model.report.get("measured"):
-        _print_op_counts(result.op_counts, model.report, len(next(iter(feeds.values()))))
+        _print_op_counts(result.op_counts, model.report, input_samples(model.graph, feeds))
     if output is not None:
         save_npz(output, result.outputs)
         console.print(f"wrote {escape(output)}")

@@ -15,3 +15,13 @@ class GraphError(SbcError):
 
 class ArtifactError(SbcError):
     """An artifact cannot be read: missing member, checksum mismatch, wrong format version."""
+
+
+class DynamicDimError(UnsupportedError):
+    """A lowering that needs a dim static (a recurrent unrolling over the sequence length) met
+    a symbolic one: data of the model's input shapes (calibration data) can pin it. ``dims``
+    names the symbolic dims in the way."""
+
+    def __init__(self, message: str, dims: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.dims = tuple(dims)

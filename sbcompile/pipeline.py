@@ -21,9 +21,10 @@ import numpy as np
 
 from sbcompile.artifact import Artifact
 from sbcompile.config import CompileConfig, apply_overrides, make_config
-from sbcompile.errors import SbcError
+from sbcompile.errors import DynamicDimError, SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
+from sbcompile.memory import StagePeak, StageRecord, mib
 from sbcompile.passes import (analyse, attention_quantize, calibrate, count_bounds, expand,
                              spike_quantize, weight_quantize)
 from sbcompile.passes.targets import spike_groups
@@ -33,10 +34,11 @@ from sbcompile.target_registry import target_spec
 log = logging.getLogger(__name__)
 
 
-def load_model(model: Any, input_shapes: dict | None = None) -> Graph:
+def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Graph:
     """An ONNX path / bytes / ModelProto, a NIR file (.nir), or an IR Graph, as a validated IR
     graph. ``input_shapes`` pins ONNX input dims ({name: [dims]}, a string for a dim left
-    symbolic)."""
+    symbolic); a dim that must be static to lower (an LSTM's sequence length) is pinned from
+    the shapes of ``calib`` (calibration data) when given."""
     if isinstance(model, Graph):
         graph = model.copy()
     elif isinstance(model, (str, Path)) and str(model).endswith(".nir"):
@@ -48,7 +50,16 @@ def load_model(model: Any, input_shapes: dict | None = None) -> Graph:
 
         if isinstance(model, (str, Path)) and str(model).endswith(".npz"):
             raise SbcError(f"{model}: expected an .onnx model, got an .npz file")
-        graph = load_onnx(model, input_shapes)
+        try:
+            graph = load_onnx(model, input_shapes)
+        except DynamicDimError as e:
+            if calib is None:
+                raise
+            from sbcompile.frontends.onnx_pins import pinned_input_shapes
+
+            feeds = calib if isinstance(calib, (list, tuple)) else [calib]
+            shapes = [{k: np.shape(v) for k, v in f.items()} for f in feeds]
+            graph = load_onnx(model, pinned_input_shapes(model, input_shapes, e.dims, shapes))
     validate(graph)
     return graph
 
@@ -171,9 +182,14 @@ def _lowerer(target: str):
 
 
 def _timed(what: str, fn, *args):
+    if not log.isEnabledFor(logging.INFO):
+        return fn(*args)
     start = time.perf_counter()
-    result = fn(*args)
-    log.info("%s: %.2f s", what, time.perf_counter() - start)
+    with StagePeak() as mem:
+        result = fn(*args)
+    stage = StageRecord(what, time.perf_counter() - start, mem.peak, mem.start)
+    log.info("%s: %.2f s, peak %.0f MiB (%+.0f MiB)", what, stage.seconds, mib(stage.peak),
+             mib(stage.peak - stage.start), extra={"stage": stage})
     return result
 
 
@@ -197,7 +213,7 @@ def compile_model(model: Any, preset: str = "spikingbrain",
     """Compile an ONNX model (path, bytes, ModelProto) or IR graph under a preset, or under
     ``config`` when given; ``input_shapes`` pins input dims as in ``load_model``."""
     config = resolve_config(preset, overrides, exclude, config)
-    return compile_graph(load_model(model, input_shapes), config, calib)
+    return compile_graph(load_model(model, input_shapes, calib), config, calib)
 
 
 def compile_module(module, example_inputs, preset: str = "spikingbrain",

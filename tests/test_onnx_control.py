@@ -1,5 +1,6 @@
 """If, Loop and Scan of static structure inline before lowering and run to onnxruntime's numbers;
-the forms known only at run time are refused with the reason, naming the node."""
+an If on a run-time condition runs both branches and selects; the forms that cannot (a Loop's
+run-time trip count) are refused with the reason, naming the node."""
 from __future__ import annotations
 
 import sys
@@ -57,13 +58,14 @@ def test_if_on_a_shape_folds_and_inlines():
     assert any(name.startswith("is_2d/") for name in names)
 
 
-def test_if_on_a_runtime_value_is_refused_with_the_reason():
+@pytest.mark.parametrize("cond", [True, False])
+def test_if_on_a_runtime_value_selects_between_both_branches(cond):
     then, other = _branches()
     model = _model([h.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other,
                                 name="gate")],
                    [("x", T.FLOAT, [3, 4]), ("c", T.BOOL, [])], [("y", T.FLOAT, [3, 4])])
-    with pytest.raises(UnsupportedError, match="'gate' \\(If\\): the condition is known only"):
-        load_onnx(model)
+    assert {"mul", "relu", "sub", "where"} <= set(check(model, {"x": _randn(3, 4),
+                                                              "c": np.array(cond)}))
 
 
 def _loop_body():
