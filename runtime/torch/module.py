@@ -47,6 +47,11 @@ def _spike_args(node: Node, args: list) -> tuple:
     return ops.spike_scores.default, (args[0], args[1])
 
 
+def _small_int(graph: Graph, name: str) -> bool:
+    p = graph.params.get(name)
+    return p is not None and p.dtype.kind in "iu" and p.size <= HOST_MAX
+
+
 def _host_params(graph: Graph) -> set[str]:
     """Small integer parameters that every consumer reads as a shape operand."""
     readers: dict[str, list[bool]] = {}
@@ -55,18 +60,36 @@ def _host_params(graph: Graph) -> set[str]:
         for i, name in enumerate(node.inputs):
             if name in graph.params:
                 readers.setdefault(name, []).append(i in slots)
-    return {name for name, uses in readers.items() if all(uses)
-            and graph.params[name].dtype.kind in "iu" and graph.params[name].size <= HOST_MAX}
+    return {name for name, uses in readers.items() if all(uses) and _small_int(graph, name)}
+
+
+def _host_side(graph: Graph) -> set[str]:
+    """Small integer parameters read by shape arithmetic (the nodes computing from ``shape``
+    outputs and such parameters alone): kept on the host with what they compute, so shape
+    arithmetic never copies between host and device (nor breaks a CUDA graph capture)."""
+    host: set[str] = set()
+    keep: set[str] = set()
+    for node in graph.nodes:
+        if node.op in INTEGER_OPS:
+            continue
+        ins = [i for i in node.inputs if i]
+        if node.op == "shape" or (ins and all(i in host or _small_int(graph, i) for i in ins)
+                                  and any(i in host for i in ins)):
+            host.update(node.outputs)
+            keep.update(i for i in ins if i in graph.params)
+    return keep
 
 
 def build_graph_module(graph: Graph, wide: bool, chains: str | None = None,
-                       densities: dict[str, float] | None = None) -> fx.GraphModule:
+                       densities: dict[str, float] | None = None,
+                       device: str = "cpu") -> fx.GraphModule:
     """The fx graph of ``graph``: inputs in graph order, then ``store_acc``; returns (outputs,
     integer values). ``wide``: float ops follow the reference's float64 order (else they
     compute in the input's dtype). ``chains``: each encoder and the layers reading its counts
     become one fused op (``find_chains``), called through the dispatcher ("op") or directly on
     the Triton kernels ("direct", for the interpreter); ``densities`` plan their GPU paths;
-    ``store_acc`` False leaves fused layers' accumulators unwritten (returned empty)."""
+    ``store_acc`` False leaves fused layers' accumulators unwritten (returned empty);
+    ``device`` (cpu | cuda): the device type the fused ops' weights are prepared for."""
     root = torch.nn.Module()
     g = fx.Graph()
     env: dict[str, object] = {}
@@ -74,6 +97,7 @@ def build_graph_module(graph: Graph, wide: bool, chains: str | None = None,
         env[name] = g.placeholder(f"input_{i}")
     store_acc = g.placeholder("store_acc")
     host = _host_params(graph)
+    host_side = _host_side(graph) - host
     buffers: dict[str, str] = {}
 
     def buffer(name: str, tensor: torch.Tensor) -> fx.Node:
@@ -82,9 +106,12 @@ def build_graph_module(graph: Graph, wide: bool, chains: str | None = None,
             root.register_buffer(buffers[name], tensor)
         return g.get_attr(buffers[name])
 
-    for name, arr in graph.params.items():
+    for i, (name, arr) in enumerate(graph.params.items()):
         if name in host:
             env[name] = [int(v) for v in np.asarray(arr).reshape(-1)]
+        elif name in host_side:  # a plain attribute: .to(device) leaves it on the host
+            setattr(root, f"host_{i}", torch.from_numpy(np.array(arr, copy=True)))
+            env[name] = g.get_attr(f"host_{i}")
         else:
             env[name] = buffer(name, torch.from_numpy(np.array(arr, order="C", copy=True)))
     fused = find_chains(graph) if chains else {}
@@ -95,7 +122,7 @@ def build_graph_module(graph: Graph, wide: bool, chains: str | None = None,
         if node.name in fused:
             chain = fused[node.name]
             _emit_chain(g, env, graph, chain, chains, buffer, (densities or {}).get(
-                node.outputs[0], DEFAULT_DENSITY), store_acc)
+                node.outputs[0], DEFAULT_DENSITY), store_acc, device)
             done.update(n.name for n in chain.layers)
             done.update(d.name for d in chain.decodes if d is not None)
             continue
@@ -174,7 +201,7 @@ def _fusable_decode(graph: Graph, layer: Node, enc: Node, consumers) -> Node | N
 
 
 def _emit_chain(g: fx.Graph, env: dict, graph: Graph, chain: Chain, mode: str, buffer,
-                density: float, store_acc: bool) -> None:
+                density: float, store_acc, device: str) -> None:
     """One fused call for ``chain``; its outputs bound to the IR values it replaces."""
     a = node_attrs(chain.encoder)
     x = env[chain.encoder.inputs[0]]
@@ -204,10 +231,15 @@ def _emit_chain(g: fx.Graph, env: dict, graph: Graph, chain: Chain, mode: str, b
             c = node_attrs(n)
             geometry += list(c["strides"] or [1, 1]) + list(c["pads"] or [0] * 4) + \
                 list(c["dilations"] or [1, 1])
-        gemm = [buffer(f"{n.inputs[1]}/gemm", conv_weight(torch.from_numpy(
-            graph.params[n.inputs[1]]))) for n in chain.layers]
+        prepared, bounds = [], []
+        for n in chain.layers:
+            w = torch.from_numpy(graph.params[n.inputs[1]])
+            bounds.append(int(w.to(torch.int64).abs().flatten(1).sum(dim=1).max()))
+            prepared.append(buffer(f"{n.inputs[1]}/{device}", w.float().contiguous(
+                memory_format=torch.channels_last) if device == "cpu" else conv_weight(w)))
         name = "spiked_convs"
-        args = (x, threshold, weights, gemm, scales, biases, geometry, *enc_args, store_acc)
+        args = (x, threshold, weights, prepared, scales, biases, bounds, geometry, *enc_args,
+                store_acc)
     if mode == "direct":
         from sbcompile.runtime.torch.triton_ops import DIRECT
 
@@ -233,13 +265,14 @@ class SpikingModule(torch.nn.Module):
     GPU, each input shape is captured once as a CUDA graph and replayed."""
 
     def __init__(self, graph: Graph, *, wide: bool = True, chains: str | None = None,
-                 densities: dict[str, float] | None = None, cuda_graphs: bool = False):
+                 densities: dict[str, float] | None = None, cuda_graphs: bool = False,
+                 device: str = "cpu"):
         super().__init__()
         self.input_names = list(graph.inputs)
         self.output_names = list(graph.outputs)
         self.integer_names = [n.outputs[0] for n in graph.nodes if n.op in INTEGER_OPS]
         self.input_dtypes = [getattr(torch, graph.values[n].dtype) for n in graph.inputs]
-        self.graph_module = build_graph_module(graph, wide, chains, densities)
+        self.graph_module = build_graph_module(graph, wide, chains, densities, device)
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[tuple, object] = {}
 

@@ -60,8 +60,9 @@ class TorchProgram:
 
         dev = torch.device("cpu" if interpret else device)
         wide = dev.type == "cpu" if wide is None else wide
-        chains = "direct" if interpret else "op" if dev.type == "cuda" else None
-        if chains == "op":
+        chains = "direct" if interpret else "op"
+        if dev.type == "cuda":
             import sbcompile.runtime.torch.triton_ops  # noqa: F401  (registers the kernels)
         return SpikingModule(self.graph, wide=wide, chains=chains, densities=self.densities,
-                             cuda_graphs=cuda_graphs and dev.type == "cuda").to(dev).eval()
+                             cuda_graphs=cuda_graphs and dev.type == "cuda",
+                             device="cuda" if interpret else dev.type).to(dev).eval()

@@ -48,6 +48,13 @@ def spike_encode(x: Tensor, threshold: Optional[Tensor], dynamic: bool, sample: 
                  k: float, vth_min: float, vth_max: float, limit: int) -> tuple[Tensor, Tensor]:
     """counts (int32, x's shape) and vth (float32): the dynamic threshold per token (``sample``:
     per sample, all axes but 0) kept as size-1 dims, or the static ``threshold``."""
+    counts, vth = float_counts(x, threshold, dynamic, sample, k, vth_min, vth_max, limit)
+    return counts.to(torch.int32), vth.clone() if not dynamic else vth
+
+
+def float_counts(x: Tensor, threshold: Optional[Tensor], dynamic: bool, sample: bool, k: float,
+                 vth_min: float, vth_max: float, limit: int) -> tuple[Tensor, Tensor]:
+    """``spike_encode``'s counts as float32 integers, and vth."""
     x = x.to(torch.float32)
     if dynamic:
         rows = x.reshape(x.shape[0], -1) if sample else x.reshape(-1, x.shape[-1])
@@ -56,8 +63,24 @@ def spike_encode(x: Tensor, threshold: Optional[Tensor], dynamic: bool, sample: 
         vth = (mean / k).clamp(vth_min, vth_max).reshape(kept)
     else:
         vth = threshold.to(torch.float32)
-    counts = torch.round(x / vth).clamp(-limit, limit).to(torch.int32)
-    return counts, vth.clone() if not dynamic else vth
+    counts = x / vth
+    return torch.round(counts, out=counts).clamp_(-limit, limit), vth
+
+
+def exact_product(op, counts: Tensor, peak: int, bound: int) -> Tensor:
+    """``op`` (linear in its input: a convolution or matrix product with an integer weight of
+    largest row |W| sum ``bound``) of float32 integer ``counts`` of peak |count| ``peak``,
+    exactly, as float32 (or float64) integers. float32 when every partial sum stays below
+    2^24; else counts = 2^s a + b split so that both products do (two float32 products,
+    combined in float64); float64 when no split does."""
+    if peak * bound < FLOAT32_EXACT:
+        return op(counts)
+    for s in range(1, 24):
+        if 2 ** (s - 1) * bound < FLOAT32_EXACT and (peak // 2 ** s + 1) * bound < FLOAT32_EXACT:
+            high = torch.round(counts / 2 ** s)
+            low = counts - high * 2 ** s
+            return op(high).double() * 2 ** s + op(low).double()
+    return op(counts.double())
 
 
 @spike_encode.register_fake
@@ -163,11 +186,16 @@ def decode_groups(acc: Tensor, vth: Tensor, scale: Tensor, bias: Optional[Tensor
     return y + bias if bias is not None else y
 
 
-def decode_conv(acc: Tensor, vth: Tensor, scale: Tensor, bias: Optional[Tensor]) -> Tensor:
-    """spike_decode, layout conv: acc * scale[O] * vth + bias[O] in float32."""
+def decode_conv(acc: Tensor, vth: Tensor, scale: Tensor, bias: Optional[Tensor],
+                inplace: bool = False) -> Tensor:
+    """spike_decode, layout conv: acc * scale[O] * vth + bias[O] in float32 (``inplace``: into
+    acc itself, when it is a float32 tensor the caller no longer needs)."""
     shape = (1, -1) + (1,) * (acc.dim() - 2)
-    y = acc.to(torch.float32) * scale.to(torch.float32).reshape(shape) * vth
-    return y + bias.reshape(shape) if bias is not None else y
+    y = acc if inplace and acc.dtype == torch.float32 else acc.to(torch.float32)
+    y = y.mul_(scale.to(torch.float32).reshape(shape)) if y is acc else \
+        y * scale.to(torch.float32).reshape(shape)
+    y = y.mul_(vth)
+    return y.add_(bias.reshape(shape)) if bias is not None else y
 
 
 def linears_plain(x, threshold, weights, scales, biases, groups, dynamic, sample, k, vth_min,
@@ -181,6 +209,32 @@ def linears_plain(x, threshold, weights, scales, biases, groups, dynamic, sample
                   else x.new_empty(0))
         accs.append(acc if store_acc or scale is None else x.new_empty(0, dtype=torch.int32))
     return counts, vth, accs, ys
+
+
+def convs_cpu(x, threshold, float_weights, scales, biases, bounds, geometry, dynamic, sample, k,
+              vth_min, vth_max, limit, store_acc):
+    """``spiked_convs`` on the CPU: float32 integer counts straight into float32 convolutions
+    (``exact_product``), decoded from the float result; the int32 counts and accumulators are
+    made only when asked for (``store_acc``). Outputs channels-last (as on the GPU)."""
+    counts, vth = float_counts(x, threshold, dynamic, sample, k, vth_min, vth_max, limit)
+    given = counts
+    low, high = torch.aminmax(counts) if counts.numel() else (counts.new_zeros(()),) * 2
+    peak = int(max(-low, high))
+    counts = counts.contiguous(memory_format=torch.channels_last)  # oneDNN needs no reorder
+    accs, ys = [], []
+    for i, (w, scale, bias) in enumerate(zip(float_weights, scales, biases)):
+        st, pd, dl = conv_geometry(geometry, i)
+        acc = exact_product(lambda c, w=w: conv_nd(c, w.to(c.dtype), None, st, pd, dl, 1),
+                            counts, peak, bounds[i]).contiguous(memory_format=torch.channels_last)
+        keep = store_acc or scale is None
+        accs.append(acc.to(torch.int32) if keep else x.new_empty(0, dtype=torch.int32))
+        ys.append(decode_conv(acc, vth, scale, bias, inplace=True) if scale is not None
+                  else x.new_empty(0))
+    if store_acc:  # channels-last where a static threshold quantised channels-last input
+        keep_last = not dynamic and x.is_contiguous(memory_format=torch.channels_last)
+        counts = (counts if keep_last else given.contiguous()).to(torch.int32)
+    return (counts if store_acc else x.new_empty(0, dtype=torch.int32),
+            vth if dynamic else vth.clone(), accs, ys)
 
 
 def convs_plain(x, threshold, weights, scales, biases, geometry, dynamic, sample, k, vth_min,
@@ -238,27 +292,39 @@ def _(x, threshold, weights, wts, scales, biases, groups, dynamic, sample, k, vt
 
 @torch.library.custom_op("sbcompile::spiked_convs", mutates_args=())
 def spiked_convs(x: Tensor, threshold: Optional[Tensor], weights: list[Tensor],
-                 gemm_weights: list[Tensor], scales: list[Optional[Tensor]],
-                 biases: list[Optional[Tensor]], geometry: list[int], dynamic: bool,
-                 sample: bool, k: float, vth_min: float, vth_max: float, limit: int,
-                 store_acc: bool) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+                 prepared: list[Tensor], scales: list[Optional[Tensor]],
+                 biases: list[Optional[Tensor]], bounds: list[int], geometry: list[int],
+                 dynamic: bool, sample: bool, k: float, vth_min: float, vth_max: float,
+                 limit: int, store_acc: bool
+                 ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
     """One encoder and every 2-d ``spike_conv`` (group 1) reading its counts, each with its
-    ``spike_decode`` (layout conv); ``geometry``: GEOMETRY ints per layer; ``gemm_weights``:
-    each weight in the GPU GEMM's layout. Outputs as ``spiked_linears``."""
+    ``spike_decode`` (layout conv); ``geometry``: GEOMETRY ints per layer; ``prepared``: each
+    weight in the device's compute form (CPU: float32; GPU: the int8 GEMM's layout);
+    ``bounds``: each weight's largest row sum of |W|. Outputs as ``spiked_linears`` (the
+    counts too are empty unless ``store_acc``, where the CPU does not need them)."""
+    if prepared and prepared[0].is_floating_point():
+        return convs_cpu(x, threshold, prepared, scales, biases, bounds, geometry, dynamic,
+                         sample, k, vth_min, vth_max, limit, store_acc)
     return convs_plain(x, threshold, weights, scales, biases, geometry, dynamic, sample, k,
                        vth_min, vth_max, limit, store_acc)
 
 
 @spiked_convs.register_fake
-def _(x, threshold, weights, gemm_weights, scales, biases, geometry, dynamic, sample, k,
+def _(x, threshold, weights, prepared, scales, biases, bounds, geometry, dynamic, sample, k,
       vth_min, vth_max, limit, store_acc):
     counts, vth = spike_encode(x, threshold, dynamic, sample, k, vth_min, vth_max, limit)
+    last = torch.channels_last
     accs, ys = [], []
     for i, (w, scale) in enumerate(zip(weights, scales)):
         st, pd, dl = conv_geometry(geometry, i)
         acc = spike_conv(counts, w, st, pd, dl, 1)
         keep = store_acc or scale is None
-        accs.append(acc if keep else x.new_empty(0, dtype=torch.int32))
-        ys.append(x.new_empty(acc.shape, dtype=torch.float32) if scale is not None
-                  else x.new_empty(0))
+        accs.append(torch.empty_like(acc, memory_format=last) if keep
+                    else x.new_empty(0, dtype=torch.int32))
+        ys.append(torch.empty_like(acc, dtype=torch.float32, memory_format=last)
+                  if scale is not None else x.new_empty(0))
+    if not store_acc:
+        counts = x.new_empty(0, dtype=torch.int32)
+    elif not dynamic and x.is_contiguous(memory_format=last):
+        counts = torch.empty_like(counts, memory_format=last)
     return counts, vth, accs, ys

@@ -120,20 +120,26 @@ def spiked_linears(x: Tensor, threshold: Optional[Tensor], weights: list[Tensor]
 
 
 # ---- convolutions -------------------------------------------------------------------------------
-def im2col_planes(planes: Tensor, shape: tuple, kernel: tuple, strides: list[int],
-                  pads: list[int], dilations: list[int], k_pad: int) -> tuple[Tensor, tuple]:
-    """int8 digit planes [D, N, C, H, W] (NCHW order) as GEMM rows [D, N * H' * W', k_pad]:
-    each row the window's (kh, kw, C) values, zero-padded to k_pad; and (H', W')."""
+def im2col_planes(planes: Tensor, shape: tuple, nhwc: bool, kernel: tuple,
+                  strides: list[int], pads: list[int], dilations: list[int],
+                  k_pad: int) -> tuple[Tensor, tuple]:
+    """int8 digit planes [D, N, C, H, W] (``nhwc``: [D, N, H, W, C]) as GEMM rows
+    [D, N * H' * W', k_pad]: each row the window's (kh, kw, C) values, zero-padded to k_pad;
+    and (H', W'). A 1x1 stride-1 convolution of channels-last planes reads them as they are."""
     d, (n, c, h, w) = planes.shape[0], shape
     kh, kw = kernel
-    p = planes.view(d, n, c, h, w).permute(0, 1, 3, 4, 2)  # channels last
+    p = planes.view(d, n, h, w, c) if nhwc else planes.view(d, n, c, h, w).permute(0, 1, 3, 4, 2)
+    if (kh, kw) == (1, 1) and list(strides) == [1, 1] and not any(pads) and k_pad == c:
+        return p.reshape(d, n * h * w, c), (h, w)
     p = F.pad(p, (0, 0, pads[1], pads[3], pads[0], pads[2]))
     span_h, span_w = (kh - 1) * dilations[0] + 1, (kw - 1) * dilations[1] + 1
     win = p.unfold(2, span_h, strides[0]).unfold(3, span_w, strides[1])
-    win = win[..., ::dilations[0], ::dilations[1]]  # [D, N, H', W', C, kh, kw]
+    win = win[..., ::dilations[0], ::dilations[1]].permute(0, 1, 2, 3, 5, 6, 4)
     ho, wo = win.shape[2], win.shape[3]
+    if k_pad == kh * kw * c:
+        return win.reshape(d, n * ho * wo, k_pad), (ho, wo)
     cols = torch.zeros((d, n * ho * wo, k_pad), dtype=torch.int8, device=planes.device)
-    cols[..., :kh * kw * c].view(d, n, ho, wo, kh, kw, c).copy_(win.permute(0, 1, 2, 3, 5, 6, 4))
+    cols[..., :kh * kw * c].view(d, n, ho, wo, kh, kw, c).copy_(win)
     return cols, (ho, wo)
 
 
@@ -148,9 +154,10 @@ def conv_weight(weight: Tensor) -> Tensor:
 
 def spiked_convs(x: Tensor, threshold: Optional[Tensor], weights: list[Tensor],
                  gemm_weights: list[Tensor], scales: list[Optional[Tensor]],
-                 biases: list[Optional[Tensor]], geometry: list[int], dynamic: bool,
-                 sample: bool, k: float, vth_min: float, vth_max: float, limit: int,
-                 store_acc: bool) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+                 biases: list[Optional[Tensor]], bounds: list[int], geometry: list[int],
+                 dynamic: bool, sample: bool, k: float, vth_min: float, vth_max: float,
+                 limit: int, store_acc: bool
+                 ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
     """``spike_ops.spiked_convs`` on the kernels: x [N, C, H, W] encoded once to counts and
     int8 digit planes, then each 2-d convolution (group 1) as an int8 GEMM over the planes'
     im2col (``gemm_weights``: ``conv_weight`` of each weight), its decode fused: outputs are
@@ -160,14 +167,17 @@ def spiked_convs(x: Tensor, threshold: Optional[Tensor], weights: list[Tensor],
                                      sample, k, vth_min, vth_max, limit, store_acc)
     n = x.shape[0]
     row = x.numel() // n
-    enc = _encode(x, threshold, dynamic, sample, k, vth_min, vth_max, limit, row, "gemm")
+    # a static threshold quantises each value alone: channels-last input is encoded as it lies
+    nhwc = not dynamic and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    enc = _encode(x.permute(0, 2, 3, 1) if nhwc else x, threshold, dynamic, sample, k, vth_min,
+                  vth_max, limit, row, "gemm")
     planes, peak, n_digits = enc.digits
     kern = _kern(x)
     accs, ys = [], []
     for i, (w, wk, scale, bias) in enumerate(zip(weights, gemm_weights, scales, biases)):
         st, pd, dl = spike_ops.conv_geometry(geometry, i)
-        cols, (ho, wo) = im2col_planes(planes, tuple(x.shape), tuple(w.shape[2:]), st, pd, dl,
-                                       wk.shape[1])
+        cols, (ho, wo) = im2col_planes(planes, tuple(x.shape), nhwc, tuple(w.shape[2:]), st,
+                                       pd, dl, wk.shape[1])
         per = ho * wo
         vth_rows = enc.vth.repeat_interleave(per) if dynamic else \
             enc.vth.reshape(1).expand(n * per).contiguous()
@@ -181,7 +191,11 @@ def spiked_convs(x: Tensor, threshold: Optional[Tensor], weights: list[Tensor],
         accs.append(acc.view(n, ho, wo, o).permute(0, 3, 1, 2) if acc is not None
                     else x.new_empty(0))
         ys.append(y.view(n, ho, wo, o).permute(0, 3, 1, 2) if y is not None else x.new_empty(0))
-    return enc.counts.view(x.shape), _vth_out(enc, x, threshold, dynamic, sample), accs, ys
+    counts = enc.counts.view(x.shape[0], *x.shape[2:], x.shape[1]).permute(0, 3, 1, 2) if nhwc \
+        else enc.counts.view(x.shape)
+    if not store_acc:
+        counts = x.new_empty(0, dtype=torch.int32)
+    return counts, _vth_out(enc, x, threshold, dynamic, sample), accs, ys
 
 
 def scores(q_counts: Tensor, k: Tensor) -> Tensor:
