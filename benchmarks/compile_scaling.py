@@ -89,9 +89,11 @@ from sbcompile.config import make_config
 from sbcompile.memory import peak_rss_bytes, rss_bytes
 from sbcompile.pipeline import compile_graph, load_model
 
-stages = []
+stages, estimate = [], {}
 class Stages(logging.Handler):
     def emit(self, record):
+        if hasattr(record, "estimate"):
+            estimate["mb"] = round(record.estimate.total / 2**20)
         if hasattr(record, "stage"):
             s = record.stage
             stages.append({"stage": s.name, "seconds": round(s.seconds, 2),
@@ -120,7 +122,7 @@ print("ROW " + json.dumps({
     "peak_rss_mb": round(peak_rss_bytes() / 2**20), "start_rss_mb": round(base / 2**20),
     "params": graph.param_count(),
     "param_bytes": int(sum(p.nbytes for p in graph.params.values())),
-    "streamed": isinstance(calib, dict),
+    "streamed": isinstance(calib, dict), "estimate_mb": estimate.get("mb"),
     "targets": {t: s.get("lowered") for t, s in art.report.get("targets", {}).items()},
     "stages": stages}))
 """
@@ -150,7 +152,12 @@ def real_models(args) -> None:
                 cmd = [sys.executable, "-c", REAL_CHILD, str(cache / f"{name}.onnx"), str(npz),
                        json.dumps(spec.shapes or {}), preset, json.dumps(overrides)]
                 t0 = time.perf_counter()
-                out = subprocess.run(cmd, capture_output=True, text=True)
+                try:
+                    out = subprocess.run(cmd, capture_output=True, text=True,
+                                         timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    out = subprocess.CompletedProcess(cmd, -9, "", f"timed out after "
+                                                                   f"{args.timeout:.0f} s")
                 wall = time.perf_counter() - t0
                 lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ROW ")]
                 row = {"model": name, "preset": preset, "samples": args.samples,
@@ -169,6 +176,30 @@ def real_models(args) -> None:
     print(f"wrote {out_path}")
 
 
+def real_table(rows: list[dict]) -> str:
+    """The markdown table of a ``--real`` results file: per model and preset, seconds, peak RSS
+    against the goal (1.5 GB + 3x parameter bytes), the estimate, the slowest stage and the
+    Lava lowering's share."""
+    lines = ["| model | params | preset | compile s | peak MB | goal MB | estimate MB | slowest "
+             "stage | lower lava s / peak MB | targets lowered |", "|" + "---|" * 10]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | | {r['preset']} | error: {r['error'][:80]} "
+                         "| | | | | | |")
+            continue
+        stages = {s["stage"]: s for s in r["stages"]}
+        slow = max(r["stages"], key=lambda s: s["seconds"])
+        lava = stages.get("lower lava")
+        lava_cell = f"{lava['seconds']:.1f} / {lava['peak_mb']}" if lava else "-"
+        lowered = ", ".join(t for t, ok in r["targets"].items() if ok) or "-"
+        lines.append(
+            f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['preset']} | {r['seconds']:.1f} "
+            f"| {r['peak_rss_mb']} | {1536 + 3 * r['param_bytes'] / 2 ** 20:.0f} "
+            f"| {r.get('estimate_mb', '-')} | {slow['stage']} {slow['seconds']:.1f} s "
+            f"| {lava_cell} | {lowered} |")
+    return "\n".join(lines)
+
+
 def _print_real(row: dict) -> None:
     if "error" in row:
         print(f"{row['model']:>16} {row['preset']:>12}  error: {row['error']}", flush=True)
@@ -177,7 +208,8 @@ def _print_real(row: dict) -> None:
     worst = max(row["stages"], key=lambda s: s["peak_mb"], default=None)
     slowest = max(row["stages"], key=lambda s: s["seconds"], default=None)
     print(f"{row['model']:>16} {row['preset']:>12} {row['params'] / 1e6:6.2f}M "
-          f"{row['seconds']:7.2f} s  peak {row['peak_rss_mb']:6d} MB (goal {budget:5.0f})  "
+          f"{row['seconds']:7.2f} s  peak {row['peak_rss_mb']:6d} MB (goal {budget:5.0f}, "
+          f"estimate {row.get('estimate_mb')})  "
           f"peak at {worst and worst['stage']}, slowest {slowest and slowest['stage']} "
           f"{slowest and slowest['seconds']} s  lowered {row['targets']}", flush=True)
 
@@ -191,7 +223,14 @@ def main() -> None:
     ap.add_argument("--targets", default=None, help="--set targets=... (default: the preset's)")
     ap.add_argument("--calib-batch", type=int, default=None)
     ap.add_argument("--out", default=None, help="results file name under benchmarks/results")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per compile")
+    ap.add_argument("--table", default=None, help="print the markdown table of a --real "
+                    "results file under benchmarks/results")
     args = ap.parse_args()
+    if args.table:
+        print(real_table(json.loads((ROOT / "benchmarks" / "results" / args.table).read_text())
+                         ["rows"]))
+        return
     if args.real:
         real_models(args)
         return
