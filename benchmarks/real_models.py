@@ -195,6 +195,39 @@ def _akiki(rng, n, cache):
             for a in _audio(rng, n, 0.04)]
 
 
+def _silero_sr(rng, n, cache):
+    """16 kHz chunks of 512 samples with the sample rate given once (a scalar input)."""
+    return [{"input": a[None, :512], "state": np.zeros((2, 1, 128), np.float32),
+             "sr": np.array(16000, np.int64)} for a in _audio(rng, n, 0.04)]
+
+
+def _seizure(rng, n, cache):
+    """30 s of iEEG at 500 Hz as the model's 100-bin spectrogram (59 frames)."""
+    return [{"x": inp.eeg_spectrogram(inp.eeg(rng, 30.0, 500, i), 500)[None]} for i in range(n)]
+
+
+def _spindles(rng, n, cache):
+    feeds = []
+    for i in range(n):
+        x = inp.eeg(rng, 30.0, 250, i)
+        feeds.append({"raw_signal": ((x - x.mean()) / x.std())[None, None].astype(np.float32),
+                      "spectrogram": inp.eeg_scalogram(x - x.mean())[None]})
+    return feeds
+
+
+def _minilm(rng, n, cache):
+    feeds = []
+    for _ in range(n):
+        ids = inp.token_ids(rng, 16)
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                      "token_type_ids": np.zeros_like(ids)})
+    return feeds
+
+
+def _time_argmax(f, s):
+    return float(np.mean(f.argmax(-1) == s.argmax(-1)))
+
+
 def _attacut(rng, n, cache):
     return [{"input": inp.attacut_ids(cache, inp.thai_text(cache, rng, 48))} for _ in range(n)]
 
@@ -238,8 +271,12 @@ SPECS: dict[str, Spec] = {
     "oww_hey_jarvis": Spec(_wake("x.1"), "53", "wake decision (>0.5)", _decision()),
     "oww_hey_mycroft": Spec(_wake("input_1"), "dense", "wake decision (>0.5)", _decision(),
                             {"input_1": [1, 16, 96]}),
-    "silero_vad": Spec(_silero, "speech_probs", "speech decision (>0.5)", _decision(),
-                       {"input": [8, 576]}),
+    "silero_vad": Spec(_silero, "speech_probs", "speech decision (>0.5)", _decision()),
+    "silero_vad_sr": Spec(_silero_sr, "output", "speech decision (>0.5)", _decision()),
+    "eeg_seizure": Spec(_seizure, "probs", "class argmax per 0.5 s", _time_argmax, n=6),
+    "eeg_spindles": Spec(_spindles, "segmentation", "spindle mask IoU (p>0.5)", _mask_iou(0.5),
+                         n=6),
+    "minilm_int8": Spec(_minilm, "last_hidden_state", "token embedding cosine", _cosine, n=8),
     "silero_vad_if": Spec(_silero_if, "output", "speech decision (>0.5)", _decision(),
                           {"input": [1, 512], "state": [2, 1, 128]}),
     "akiki_vad": Spec(_akiki, "probability", "speech decision (>0.5)", _decision()),

@@ -243,8 +243,9 @@ def check(model: str, preset: str) -> None:
     console.print(t)
     console.print(f"{len(rows) - len(unsupported)}/{len(rows)} nodes supported, "
                   f"{len(spiked)} layers spiked under preset {escape(preset)}")
-    for r in (r for r in rows if r.get("needs_static") and not unsupported):
-        console.print(escape(f"note: node '{r['name']}' ({r['op_type']}): {r['reason']}"))
+    for r in [] if unsupported else rows:  # nodes waiting on a pinned one need no note
+        if "needs_static" in r and "compile pins it" in r["reason"]:
+            console.print(escape(f"note: node '{r['name']}' ({r['op_type']}): {r['reason']}"))
     if unsupported:
         first = unsupported[0]
         raise SbcError(f"{model}: {len(unsupported)} unsupported node(s), first '{first['name']}'"

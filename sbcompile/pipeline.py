@@ -55,11 +55,9 @@ def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Grap
         except DynamicDimError as e:
             if calib is None:
                 raise
-            from sbcompile.frontends.onnx_pins import pinned_input_shapes
+            from sbcompile.frontends.onnx_pins import pinned_from_data
 
-            feeds = calib if isinstance(calib, (list, tuple)) else [calib]
-            shapes = [{k: np.shape(v) for k, v in f.items()} for f in feeds]
-            graph = load_onnx(model, pinned_input_shapes(model, input_shapes, e.dims, shapes))
+            graph = pinned_from_data(model, input_shapes, e, calib)
     validate(graph)
     return graph
 
