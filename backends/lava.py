@@ -3,10 +3,11 @@ on Lava's Loihi 2 simulation, CPU, fixed point, in a supervised child process).
 
 Mapping (docs/LAVA.md): every ``spike_encode`` becomes a population of integer integrate-and-fire
 encoder neurons (one per input channel; tokens are time-multiplexed through it); every
-``spike_linear`` / ``spike_conv`` becomes a Lava Dense (or Sparse, for convolutions, groups and
-fan-in splits) synapse with the exact int8 weights, feeding integer accumulator neurons that
-recover ``acc``; every other op (decode, norms, softmax, attention, elementwise float work) is a
-compute process running the reference kernel, i.e. work for the chip's embedded processors.
+``spike_linear`` / ``spike_conv`` becomes a synapse layer holding its int8 weights once (a
+convolution is its kernel and geometry, never expanded; the chip mapping follows from the
+geometry), feeding integer accumulator neurons that recover ``acc``; every other op (decode,
+norms, softmax, attention, elementwise float work) is a compute process running the reference
+kernel, i.e. work for the chip's embedded processors.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from sbcompile.ir.graph import Graph, Node
 from sbcompile.ir.validate import validate
 from sbcompile.runtime.lava import mapping
 from sbcompile.runtime.lava.coding import check_mode, message_bits, mode_for_coding
-from sbcompile.runtime.lava.connectivity import layer_connectivity
+from sbcompile.runtime.lava.connectivity import layer_geometry
 from sbcompile.runtime.lava.program import FORMAT, PLAN_MEMBER, LavaProgram
 from sbcompile.ir.ops import count_limit, node_attrs, threshold_axes
 from sbcompile.ir.records import expansions, layer_of_acc
@@ -128,20 +129,22 @@ def _synapse(graph: Graph, node: Node, encoders: dict[str, dict]) -> dict:
     if not all(isinstance(d, int) for d in in_shape):
         raise SbcError(f"node '{node.name}': the Lava target needs static conv input shapes, "
                        f"got {list(cshape)}")
-    csr, token_shape = layer_connectivity(node.op, graph.params[weight_name], attrs, in_shape)
+    weight = graph.params[weight_name]
+    geometry = layer_geometry(node.op, weight.shape, attrs, in_shape)
+    token_shape = geometry.out_shape
     acc_shape = graph.values[node.outputs[0]].shape
     static_acc = tuple(acc_shape[-len(token_shape):])
     if all(isinstance(d, int) for d in static_acc) and static_acc != tuple(token_shape):
         raise SbcError(f"node '{node.name}': acc shape {list(acc_shape)} disagrees with the "
                        f"synapses' {list(token_shape)}")
-    parts = mapping.fan_in_split(csr, enc["count_bound"], enc["sum_bound"], node.name)
-    lava_csr = csr.split_fan_in(parts)
+    wmax = int(np.abs(weight.astype(np.int16)).max(initial=0))
+    parts = mapping.fan_in_split(geometry, wmax, enc["count_bound"], enc["sum_bound"], node.name)
     layer = layer_of_acc(graph, node.outputs[0]) or node.name
     return {"name": node.name, "layer": layer, "op": node.op, "counts": counts,
             "encoder": enc["name"], "acc": node.outputs[0], "weight": weight_name,
             "attrs": {k: v for k, v in attrs.items() if k in ("group_size", "strides", "pads",
                                                               "dilations", "group")},
-            "in_shape": list(in_shape), "rows": lava_csr.rows, "cols": lava_csr.cols,
-            "acc_rows": csr.rows, "fan_in_split": parts, "token_shape": list(token_shape),
-            "dense": bool(parts == 1 and csr.is_full()),
-            "mapping": mapping.layer_mapping(lava_csr, parts)}
+            "in_shape": list(in_shape), "rows": geometry.rows * parts, "cols": geometry.cols,
+            "acc_rows": geometry.rows, "fan_in_split": parts, "token_shape": list(token_shape),
+            "dense": bool(parts == 1 and node.op == "spike_linear" and geometry.group == 1),
+            "mapping": mapping.layer_mapping(geometry, parts)}

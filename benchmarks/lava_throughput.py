@@ -1,7 +1,8 @@
 """Lava simulation speed: our spiking graph against a network of Lava's built-in LIF + Dense
-processes of the same shape, and start-up time against the number of layers.
+(and LIF + Conv) processes of the same shape, and start-up time against the number of layers.
 
-Shape: L fully connected layers of N neurons, one token. Ours: spike_encode -> spike_linear ->
+Shape: L fully connected layers of N neurons, one token; and L 3x3 convolutions (padding 1) of
+C channels over an S x S map, one image. Ours: spike_encode -> spike_linear ->
 spike_decode per layer with a static threshold and max_count = W, fed with inputs that saturate
 every count, so in unary mode each encoder neuron fires on every step of its W-step window;
 levels run one after another. Built-in: a LIF layer driven by its bias (the input) and L
@@ -9,10 +10,14 @@ Dense + LIF layers, every neuron firing on every step (the densest activity the 
 have). Steps/s: simulated time steps per wall second, after the first step; synaptic events/s:
 spikes x fan-out delivered per wall second (ours measured in the simulation, the LIF network's
 from its deterministic firing: N x N per Dense per step). Each round measures every graph, the
-reference last; a row is the round with its median ratio to the reference. Start-up: building the processes plus Lava's compile and process launch (the
-first step) in this process; ``simulate`` adds the supervised child's start and imports.
+reference last; a row is the round with its median ratio to the reference. The conv rows do the
+same with Lava's Conv (fixed point) between LIF layers of shape (S, S, C); synaptic events are
+the spikes times the synapses each drives (border positions drive fewer), images/s the windows
+completed per second. Start-up: building the processes plus Lava's compile and process launch
+(the first step) in this process; ``simulate`` adds the supervised child's start and imports.
 
     python benchmarks/lava_throughput.py [--width 256] [--layers 3] [--window 64]
+        [--channels 16] [--size 32]
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -29,11 +35,13 @@ import numpy as np
 import sbcompile.runtime.lava  # noqa: F401  (the Python 3.11 import hook, before Lava)
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
 from lava.proc.lif.process import LIF
 
 from sbcompile.backends.lava import lower
 from sbcompile.ir.graph import Graph, Node, Value
+from sbcompile.runtime.lava.connectivity import layer_geometry
 from sbcompile.runtime.lava.network import LavaNetwork
 from sbcompile.runtime.lava.runner import simulate
 
@@ -61,21 +69,71 @@ def spiking_chain(width: int, layers: int, window: int) -> Graph:
     return g
 
 
-def measure_ours(width: int, layers: int, window: int, mode: str, form: str) -> dict:
-    program = lower(spiking_chain(width, layers, window), mode=mode)
-    feeds = {"x": np.full((1, width), 1.0, np.float32)}  # saturates every count at the window
-    t0 = time.perf_counter()
-    net = LavaNetwork(program, feeds, form)
-    net.run_steps(1)
-    startup = time.perf_counter() - t0
-    steps = net.run() - 1  # until the outputs are recorded
-    elapsed = time.perf_counter() - t0 - startup
-    results, info = net.collect()
-    net.stop()
+def conv_chain(channels: int, size: int, layers: int, window: int) -> Graph:
+    """x [1, C, S, S] through ``layers`` spiked 3x3 convolutions (padding 1, static threshold,
+    max_count)."""
+    rng = np.random.default_rng(0)
+    g = Graph("convs", ["x"], [], {"x": Value("x", (1, channels, size, size), "float32")}, [])
+    x = "x"
+    shape = (1, channels, size, size)
+    for i in range(layers):
+        w = g.add_param(f"w{i}", rng.integers(1, 128, size=(channels, channels, 3, 3))
+                        .astype(np.int8))
+        vth = g.add_param(f"vth{i}", np.float32(1e-3))
+        scale = g.add_param(f"s{i}", np.full((channels,), 1e-3, np.float32))
+        counts, v, acc, y = (g.add_value(f"{n}{i}", s, d) for n, s, d in [
+            ("c", shape, "int32"), ("v", (), "float32"), ("acc", shape, "int32"),
+            ("y", shape, "float32")])
+        g.nodes += [Node(f"enc{i}", "spike_encode", [x, vth], [counts, v],
+                         {"policy": "static", "max_count": window, "granularity": "sample"}),
+                    Node(f"conv{i}", "spike_conv", [counts, w], [acc],
+                         {"pads": [1, 1, 1, 1]}),
+                    Node(f"dec{i}", "spike_decode", [acc, v, scale], [y], {"layout": "conv"})]
+        x = y
+    g.outputs = [x]
+    return g
+
+
+def measure_ours(graph: Graph, feeds: dict, mode: str, form: str) -> dict:
+    program = lower(graph, mode=mode)
+    with tempfile.TemporaryDirectory() as run_dir:
+        t0 = time.perf_counter()
+        net = LavaNetwork(program, feeds, form, run_dir)
+        net.run_steps(1)
+        startup = time.perf_counter() - t0
+        steps = net.run() - 1  # until the outputs are recorded
+        elapsed = time.perf_counter() - t0 - startup
+        results, info = net.collect()
+        net.stop()
     events = sum(layer["synaptic_ops"] for layer in info["layers"].values())
     return {"graph": f"ours ({form}, {mode})", "startup_s": startup, "steps": steps,
             "steps_per_s": steps / elapsed, "synaptic_events_per_s": events / elapsed,
-            "processes": len(net.models)}
+            "images_per_s": 1 / elapsed, "processes": len(net.models)}
+
+
+def measure_lif_conv(channels: int, size: int, layers: int, steps: int) -> dict:
+    """LIF (S, S, C) -> Conv 3x3 pad 1 -> LIF ..., every neuron firing on every step."""
+    t0 = time.perf_counter()
+    shape = (size, size, channels)
+    lifs = [LIF(shape=shape, du=4095, dv=0, vth=1, bias_mant=65 if i == 0 else 0)
+            for i in range(layers + 1)]
+    for i in range(layers):
+        conv = Conv(weight=np.ones((channels, 3, 3, channels), dtype=np.int32),
+                    input_shape=shape, padding=1)
+        lifs[i].s_out.connect(conv.s_in)
+        conv.a_out.connect(lifs[i + 1].a_in)
+    lifs[0].run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    startup = time.perf_counter() - t0
+    lifs[-1].run(condition=RunSteps(num_steps=steps))
+    elapsed = time.perf_counter() - t0 - startup
+    lifs[0].stop()
+    per_step = layer_geometry("spike_conv", (channels, channels, 3, 3),
+                              {"strides": None, "pads": [1, 1, 1, 1], "dilations": None,
+                               "group": 1}, (channels, size, size)).synapses()
+    events = per_step * layers * steps
+    return {"graph": "LIF + Conv (built-in)", "startup_s": startup, "steps": steps,
+            "steps_per_s": steps / elapsed, "synaptic_events_per_s": events / elapsed,
+            "images_per_s": 1 / elapsed, "processes": 2 * layers + 1}
 
 
 def measure_lif_dense(width: int, layers: int, steps: int) -> dict:
@@ -96,13 +154,35 @@ def measure_lif_dense(width: int, layers: int, steps: int) -> dict:
     events = width * width * layers * steps
     return {"graph": "LIF + Dense (built-in)", "startup_s": startup, "steps": steps,
             "steps_per_s": steps / elapsed, "synaptic_events_per_s": events / elapsed,
-            "processes": 2 * layers + 1}
+            "images_per_s": 1 / elapsed, "processes": 2 * layers + 1}
 
 
 def median_row(runs: list[dict]) -> dict:
     """The run with the median ratio to the reference run measured beside it."""
-    return sorted(runs, key=lambda r: (r["steps_ratio_vs_lif_dense"], r["steps_per_s"]))[
+    return sorted(runs, key=lambda r: (r["steps_ratio_vs_builtin"], r["steps_per_s"]))[
         len(runs) // 2]
+
+
+def rounds(ours, builtin, repeat: int) -> list[dict]:
+    """``repeat`` rounds of our graphs then the built-in network; the median row of each."""
+    runs = []
+    for _ in range(repeat):  # interleaved with the reference: the machine is shared
+        row = [measure() for measure in ours]
+        row.append(builtin(row[0]["steps"]))
+        for r in row:
+            r["steps_ratio_vs_builtin"] = r["steps_per_s"] / row[-1]["steps_per_s"]
+        runs.append(row)
+    return [median_row([row[i] for row in runs]) for i in range(len(ours) + 1)]
+
+
+def print_rows(title: str, rows: list[dict]) -> None:
+    print(title)
+    print(f"{'graph':28} {'procs':>5} {'steps':>6} {'steps/s':>9} {'syn ev/s':>11} "
+          f"{'images/s':>8} {'ratio':>6} {'start s':>7}")
+    for r in rows:
+        print(f"{r['graph']:28} {r['processes']:5d} {r['steps']:6d} {r['steps_per_s']:9.1f} "
+              f"{r['synaptic_events_per_s']:11.3g} {r['images_per_s']:8.2f} "
+              f"{r['steps_ratio_vs_builtin']:6.2f} {r['startup_s']:7.2f}")
 
 
 def time_run_lava(width: int, layers: int) -> float:
@@ -119,29 +199,34 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--window", type=int, default=64)
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--startup-layers", default="1,2,4,8")
     ap.add_argument("--repeat", type=int, default=5, help="rounds; the median ratio is kept")
     args = ap.parse_args()
-    w, L, T = args.width, args.layers, args.window
-    runs = [[measure_ours(w, L, T, "unary", "fused"), measure_ours(w, L, T, "unary", "split")]
-            for _ in range(args.repeat)]  # interleaved with the reference: the machine is shared
-    for row in runs:
-        row.append(measure_lif_dense(w, L, row[0]["steps"]))
-        for r in row:
-            r["steps_ratio_vs_lif_dense"] = r["steps_per_s"] / row[-1]["steps_per_s"]
-    rows = [median_row([row[i] for row in runs]) for i in range(3)]
-    startup = [{"layers": n, "ours_fused_s": measure_ours(w, n, 4, "graded", "fused")["startup_s"],
-                "ours_split_s": measure_ours(w, n, 4, "graded", "split")["startup_s"],
-                "lif_dense_s": measure_lif_dense(w, n, 1)["startup_s"],
-                "run_lava_total_s": time_run_lava(w, n)}
-               for n in (int(x) for x in args.startup_layers.split(","))]
-    print(f"{L} layers x {w} neurons, window {T}, {os.cpu_count()} CPUs")
-    print(f"{'graph':28} {'procs':>5} {'steps':>6} {'steps/s':>9} {'syn ev/s':>11} "
-          f"{'ratio':>6} {'start s':>7}")
-    for r in rows:
-        print(f"{r['graph']:28} {r['processes']:5d} {r['steps']:6d} {r['steps_per_s']:9.1f} "
-              f"{r['synaptic_events_per_s']:11.3g} {r['steps_ratio_vs_lif_dense']:6.2f} "
-              f"{r['startup_s']:7.2f}")
+    w, L, T, C, S = args.width, args.layers, args.window, args.channels, args.size
+    dense_graph, dense_feeds = spiking_chain(w, L, T), {"x": np.full((1, w), 1.0, np.float32)}
+    conv_graph = conv_chain(C, S, L, T)
+    conv_feeds = {"x": np.full((1, C, S, S), 1.0, np.float32)}
+    dense = rounds([lambda: measure_ours(dense_graph, dense_feeds, "unary", "fused"),
+                    lambda: measure_ours(dense_graph, dense_feeds, "unary", "split")],
+                   lambda steps: measure_lif_dense(w, L, steps), args.repeat)
+    conv = rounds([lambda: measure_ours(conv_graph, conv_feeds, "unary", "fused"),
+                   lambda: measure_ours(conv_graph, conv_feeds, "unary", "split")],
+                  lambda steps: measure_lif_conv(C, S, L, steps), args.repeat)
+    startup = []
+    for n in (int(x) for x in args.startup_layers.split(",")):
+        chain = spiking_chain(w, n, 4)
+        startup.append({"layers": n,
+                        "ours_fused_s": measure_ours(chain, dense_feeds, "graded",
+                                                     "fused")["startup_s"],
+                        "ours_split_s": measure_ours(chain, dense_feeds, "graded",
+                                                     "split")["startup_s"],
+                        "lif_dense_s": measure_lif_dense(w, n, 1)["startup_s"],
+                        "run_lava_total_s": time_run_lava(w, n)})
+    print(f"{os.cpu_count()} CPUs, unary window {T}")
+    print_rows(f"{L} dense layers x {w} neurons", dense)
+    print_rows(f"{L} conv layers 3x3, {C} channels, {S}x{S}", conv)
     print(f"\n{'layers':>6} {'ours fused s':>12} {'ours split s':>12} {'LIF+Dense s':>11} "
           f"{'run_lava s':>10}")
     for s in startup:
@@ -151,7 +236,8 @@ def main() -> None:
     RESULTS.write_text(json.dumps({
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, "
         f"{os.cpu_count()} CPUs, {platform.python_version()}", "width": w, "layers": L,
-        "window": T, "throughput": rows, "startup": startup}, indent=1))
+        "window": T, "channels": C, "size": S, "throughput": dense, "conv_throughput": conv,
+        "startup": startup}, indent=1))
 
 
 if __name__ == "__main__":

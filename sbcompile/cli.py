@@ -429,7 +429,8 @@ def _run_tune(graph, config, calib_data, metric, floor, objective, energy_preset
     from sbcompile.output_path import write_atomic
     from sbcompile.pipeline import compile_graph
     from sbcompile.progress import quiet
-    from sbcompile.report import print_terminal, print_tune, render_html
+    from sbcompile.report import print_terminal, print_tune
+    from sbcompile.report_html import render_html
     from sbcompile.tune import tune as search
 
     with TuneProgress(floor) as progress, quiet():
@@ -498,23 +499,41 @@ class TuneProgress:
 @click.option("--json", "json_out", default=None, help="Write report.json here.")
 @click.option("--html", "html_out", default=None, help="Write the HTML report here.")
 @click.option("--energy-preset", default="spikingbrain", show_default=True)
+@click.option("--chip", type=click.Choice(["loihi"]), default=None,
+              help="Energy and latency per inference on a chip model (SANA-FE; the `chip` "
+                   "extra), with the spike traffic of --input.")
+@click.option("--input", "input_path", default=None, metavar="X.npz",
+              help="Inputs whose traffic --chip simulates (e.g. the calibration set).")
 @guarded
-def report(artifact: str, json_out: str | None, html_out: str | None, energy_preset: str) -> None:
+def report(artifact: str, json_out: str | None, html_out: str | None, energy_preset: str,
+           chip: str | None, input_path: str | None) -> None:
     """Show the report of a compiled ARTIFACT; write it as JSON and/or HTML."""
-    from sbcompile.artifact import Artifact
+    from sbcompile.api import load
     from sbcompile.output_path import write_atomic
-    from sbcompile.report import print_terminal, render_html
+    from sbcompile.report import print_terminal
+    from sbcompile.report_html import render_html
 
     for path, flag in ((json_out, "--json"), (html_out, "--html")):
         if path is not None:
             check_output_path(path, flag)
-    art = Artifact.load(artifact)
-    rep = art.report
+    if chip is not None and input_path is None:
+        raise SbcError("--chip simulates the spike traffic of a run: give --input X.npz "
+                       "(e.g. the calibration set)")
+    model = load(artifact)
+    rep = dict(model.report)
     if not rep:
         raise SbcError(f"{artifact}: the artifact holds no report")
     if rep.get("measured") and energy_preset not in rep["energy"]:
         raise SbcError(f"unknown energy preset '{energy_preset}' (known: "
                        f"{', '.join(rep['energy'])})")
+    if chip is not None and not rep.get("measured"):
+        raise SbcError(f"{artifact}: compiled without calibration data, its report has no "
+                       "measurements to set the chip model beside; compile with --calib")
+    if rep.get("measured"):
+        from sbcompile.chip import chip_section
+        from sbcompile.npz import load_npz
+
+        rep["chip"] = chip_section(model, chip, load_npz(input_path) if chip else None)
     print_terminal(rep, energy_preset, console=console)
     if json_out is not None:
         data = json.dumps(rep, indent=1).encode()

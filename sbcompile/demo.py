@@ -16,7 +16,8 @@ from sbcompile.config import make_config
 from sbcompile.errors import SbcError
 from sbcompile.npz import load_npz
 from sbcompile.output_path import check_output_dir, write_atomic
-from sbcompile.report import print_terminal, render_html
+from sbcompile.report import print_terminal
+from sbcompile.report_html import render_html
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits"
 CHIP_IMAGES = 32

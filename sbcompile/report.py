@@ -1,14 +1,10 @@
-"""The compile report: report.json's structure (DESIGN.md), a compact terminal table and a
-self-contained HTML page with plots.
+"""The compile report: report.json's structure (DESIGN.md), the facts its summary shows, and the
+terminal view (the HTML page is ``report_html``).
 
 Names (of models, layers, outputs) are data, never markup: they are escaped for rich
 (``[bold]`` stays text), for matplotlib (``$...$`` stays text, not mathtext) and for HTML."""
 from __future__ import annotations
 
-import base64
-import html
-import io
-import warnings
 from collections import Counter
 
 from sbcompile.config import CompileConfig
@@ -44,62 +40,207 @@ def build_report(graph: Graph, float_graph: Graph, config: CompileConfig) -> dic
     return report
 
 
+# ---- facts the summary shows (terminal and HTML) -------------------------------------------
+def energy_rows(report: dict) -> list[dict]:
+    """Energy per inference by basis, every one an estimate: the op-count presets (op counts
+    of the calibration run times a price table), then the chip model when simulated."""
+    rows = [{"basis": name, "kind": "op counts x prices", "spiking_uJ": e["spiking_pJ"] / 1e6,
+             "dense_fp16_uJ": e["dense_fp16_pJ"] / 1e6, "dense_int8_uJ": e["dense_int8_pJ"] / 1e6,
+             "vs_fp16": e["reduction_vs_fp16"], "vs_int8": e["reduction_vs_int8"],
+             "convention": e["convention"], "why": costlier_note(report, name)}
+            for name, e in report.get("energy", {}).items()]
+    chip = report.get("chip", {}).get("sanafe")
+    if chip:
+        rows.append({"basis": "sanafe " + chip["arch"].split(":")[0], "kind": "chip model",
+                     "spiking_uJ": chip["energy_uJ"], "latency_ms": chip["latency_ms"],
+                     "convention": f"{chip['basis']}. Architecture: {chip['arch']}",
+                     "why": ""})
+    return rows
+
+
+def costlier_note(report: dict, preset: str) -> str:
+    """Why a preset prices the spiking model above the dense FP16 one ('' when it does not):
+    the synaptic operations per dense MAC that the coding produces, against the ratio of the
+    two prices."""
+    e = report["energy"][preset]
+    ops = report["totals"].get("ops", {})
+    syn, macs = ops.get("synaptic_ops", 0), ops.get("dense_macs", 0)
+    if e["spiking_pJ"] <= e["dense_fp16_pJ"] or not syn or not macs:
+        return ""
+    per_op = e["spiking_pJ"] / syn
+    per_mac = e["dense_fp16_pJ"] / macs
+    tot = report["totals"]["sparsity"]
+    return (f"spiking costs more on this basis: the {tot['coding']} code (T={tot['T']}) makes "
+            f"{syn / macs:.2f} synaptic ops per dense MAC, each priced {per_op:.2f} pJ (all "
+            f"this basis charges, over its synaptic ops) against {per_mac:.2f} pJ per dense "
+            f"MAC; it pays off only below {per_mac / per_op:.2f} ops per MAC")
+
+
 # ---- terminal ----------------------------------------------------------------------------------
+COMPACT = ("layer", "zero", "slot", "spk/ch", "cos out", "nJ")
+
+
 def print_terminal(report: dict, energy_preset: str = "spikingbrain", console=None) -> None:
+    """The report in a terminal: the full layer table where the terminal is wide enough, else a
+    compact one (names elided in the middle) and a pointer to the HTML report; in a pipe or a
+    log, a plain layout that wraps and truncates nothing."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     console = console or Console()
     cfg = report["config"]
     console.print(f"[bold]{escape(report['model']['name'])}[/]  preset "
                   f"[cyan]{escape(cfg['preset'])}[/]  coding {escape(cfg['coding'])}  "
-                  f"params {report['model']['parameters']:,}")
+                  f"params {report['model']['parameters']:,}", soft_wrap=not console.is_terminal)
     if not report.get("measured"):
-        console.print(escape(report.get("note", "no measurements")))
+        _say(console, report.get("note", "no measurements"))
         return
-    t = Table(show_edge=False, header_style="bold")
-    contribution = all("contribution" in layer for layer in report["layers"])
-    columns = ["layer", "op", "in->out", "zero", "slot", "spk/ch", "T", "T max", "cos iso",
-               "cos out", "own err", "pJ"] + (["recovers"] if contribution else [])
-    for col in columns:
-        t.add_column(col, justify="right" if col not in ("layer", "op") else "left")
-    for layer in report["layers"]:
-        s = layer["sparsity"]
-        fid = layer["fidelity"]
-        energy = _layer_energy(layer, report, energy_preset)
-        row = [escape(layer["name"]), escape(layer["op"]),
-               f"{layer['fan_in']}->{layer['fan_out']}",
-               f"{s['count_zero']:.1%}", f"{s['spike_slot']:.1%}",
-               f"{s['mean_spikes_per_channel']:.2f}", _fmt(s["T"]), _fmt(s.get("T_max")),
-               f"{fid['isolated']['cosine']:.4f}" if "isolated" in fid else "-",
-               f"{fid['output']['cosine']:.4f}",
-               f"{fid['introduced_share']:.0%}" if "introduced_share" in fid else "-",
-               f"{energy:,.0f}"]
-        if contribution:
-            row.append(f"{layer['contribution']['recovered_cosine']:+.4f}")
-        t.add_row(*row)
-    console.print(t)
-    console.print(escape(fidelity_summary(report)))
+    columns, rows = _layer_rows(report, energy_preset)
+    if not console.is_terminal:
+        _print_plain(console, columns, rows)
+    else:
+        _print_table(console, columns, rows, _compact_rows(report, energy_preset),
+                     energy_preset)
+    for line in summary_lines(report, energy_preset):
+        _say(console, line)
+
+
+def summary_lines(report: dict, energy_preset: str) -> list[str]:
+    """The report's totals as lines of text: where the error is made, sparsity, energy (with
+    its basis and why spiking costs more where it does), the chip model, bounds, outputs."""
+    lines = [fidelity_summary(report)]
     tot = report["totals"]["sparsity"]
     e = report["energy"][energy_preset]
-    console.print(f"total: count-zero {tot['count_zero']:.1%}, spike-slot {tot['spike_slot']:.1%}"
-                  f" (window {tot['window']}: {tot['spike_slot_window3']:.1%}), "
-                  f"{tot['mean_spikes_per_channel']:.2f} spikes/channel")
-    console.print(f"energy ({escape(energy_preset)}): {e['spiking_pJ'] / 1e3:,.2f} nJ spiking vs "
-                  f"{e['dense_fp16_pJ'] / 1e3:,.2f} nJ dense FP16 "
-                  f"({e['reduction_vs_fp16']:.1%} less), {e['reduction_vs_int8']:.1%} less than "
-                  "INT8")
+    lines.append(f"total: count-zero {tot['count_zero']:.1%}, spike-slot {tot['spike_slot']:.1%}"
+                 f" (window {tot['window']}: {tot['spike_slot_window3']:.1%}), "
+                 f"{tot['mean_spikes_per_channel']:.2f} spikes/channel")
+    lines.append(f"energy estimate ({energy_preset}): {e['spiking_pJ'] / 1e3:,.2f} nJ spiking vs "
+                 f"{e['dense_fp16_pJ'] / 1e3:,.2f} nJ dense FP16 "
+                 f"({change_words(e['reduction_vs_fp16'])}), "
+                 f"{change_words(e['reduction_vs_int8'])} vs INT8")
+    if costlier_note(report, energy_preset):
+        lines.append(costlier_note(report, energy_preset))
+    chip = report.get("chip", {}).get("sanafe")
+    if chip:
+        lines.append(f"chip model estimate ({chip['arch'].split(':')[0]}, SANA-FE): "
+                     f"{chip['energy_uJ']:,.3f} uJ and {chip['latency_ms']:,.4f} ms per inference"
+                     f" ({chip['steps']:g} steps, {chip['cores']} neuro-cores; spike layers "
+                     "only)")
     if report.get("count_bounds"):
         bounds = report["count_bounds"].values()
-        console.print(f"count bounds measured on calibration (x{next(iter(bounds))['margin']:g}"
-                      f" margin): largest {max(b['bound'] for b in bounds)}; counts beyond "
-                      "saturate (`sbcompile run` counts them)")
+        lines.append(f"count bounds measured on calibration (x{next(iter(bounds))['margin']:g}"
+                     f" margin): largest {max(b['bound'] for b in bounds)}; counts beyond "
+                     "saturate (`sbcompile run` counts them)")
     for out, f in report["outputs_fidelity"].items():
         extra = (f", argmax agreement {f['argmax_agreement']:.1%}"
                  if "argmax_agreement" in f else "")
-        console.print(escape(f"output {out}: cosine {f['cosine']:.4f}, SNR {_fmt(f['snr_db'])} dB"
-                             f"{extra}"))
+        lines.append(f"output {out}: cosine {f['cosine']:.4f}, SNR {fmt(f['snr_db'])} dB{extra}")
+    return lines
+
+
+def change_words(reduction: float) -> str:
+    """A reduction as words: '97.7% less' or '13.5x more' (never '-1349.1%')."""
+    if reduction >= 0:
+        return f"{reduction:.1%} less"
+    return f"{1 - reduction:,.1f}x as much"
+
+
+def _say(console, text: str) -> None:
+    """One line of plain text: markup-free, wrapped by words on a terminal, never in a pipe."""
+    from rich.markup import escape
+
+    console.print(escape(text), soft_wrap=not console.is_terminal, highlight=False)
+
+
+def _layer_rows(report: dict, energy_preset: str) -> tuple[list[str], list[dict]]:
+    contribution = all("contribution" in layer for layer in report["layers"])
+    columns = ["layer", "op", "in->out", "zero", "slot", "spk/ch", "T", "T max", "cos iso",
+               "cos out", "own err", "pJ"] + (["recovers"] if contribution else [])
+    rows = []
+    for layer in report["layers"]:
+        s = layer["sparsity"]
+        fid = layer["fidelity"]
+        row = {"layer": layer["name"], "op": layer["op"],
+               "in->out": f"{layer['fan_in']}->{layer['fan_out']}",
+               "zero": f"{s['count_zero']:.1%}", "slot": f"{s['spike_slot']:.1%}",
+               "spk/ch": f"{s['mean_spikes_per_channel']:.2f}", "T": fmt(s["T"]),
+               "T max": fmt(s.get("T_max")),
+               "cos iso": f"{fid['isolated']['cosine']:.4f}" if "isolated" in fid else "-",
+               "cos out": f"{fid['output']['cosine']:.4f}",
+               "own err": f"{fid['introduced_share']:.0%}" if "introduced_share" in fid else "-",
+               "pJ": f"{layer_energy(layer, report, energy_preset):,.0f}"}
+        if contribution:
+            row["recovers"] = f"{layer['contribution']['recovered_cosine']:+.4f}"
+        rows.append(row)
+    return columns, rows
+
+
+def _compact_rows(report: dict, energy_preset: str) -> list[dict]:
+    """The few columns that matter, in short forms."""
+    return [{"layer": layer["name"], "zero": f"{layer['sparsity']['count_zero']:.0%}",
+             "slot": f"{layer['sparsity']['spike_slot']:.0%}",
+             "spk/ch": f"{layer['sparsity']['mean_spikes_per_channel']:.2f}",
+             "cos out": f"{layer['fidelity']['output']['cosine']:.4f}",
+             "nJ": f"{layer_energy(layer, report, energy_preset) / 1e3:,.4g}"}
+            for layer in report["layers"]]
+
+
+def _print_plain(console, columns: list[str], rows: list[dict]) -> None:
+    """Columns padded to their widest cell, two spaces apart; lines as long as they need."""
+    widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in columns}
+
+    def line(cells: dict) -> str:
+        return "  ".join(cells[c].ljust(widths[c]) if c in ("layer", "op") else
+                         cells[c].rjust(widths[c]) for c in columns).rstrip()
+    console.out(line({c: c for c in columns}), highlight=False)
+    for r in rows:
+        console.out(line(r), highlight=False)
+
+
+def _print_table(console, columns: list[str], rows: list[dict], compact: list[dict],
+                 energy_preset: str) -> None:
+    """The full table if it fits the terminal, else the compact one with a pointer to HTML."""
+    from rich.markup import escape
+
+    full = _table(columns, [{c: escape(v) for c, v in r.items()} for r in rows])
+    if _width(console, full) <= console.width:
+        console.print(full)
+        return
+    narrow = _table(COMPACT, [{**r, "layer": "x"} for r in compact])
+    room = max(console.width - _width(console, narrow) + 1, 6)
+    console.print(_table(COMPACT, [{c: escape(elide_middle(v, room) if c == "layer" else v)
+                                    for c, v in r.items()} for r in compact]))
+    _say(console, f"compact view at {console.width} columns (nJ: {energy_preset} estimate); "
+                  "`sbcompile report ARTIFACT --html report.html` has every column")
+
+
+def _table(columns, rows):
+    from rich import box
+    from rich.table import Table
+
+    t = Table(show_edge=False, header_style="bold", box=box.SIMPLE_HEAD)
+    for col in columns:
+        t.add_column(col, justify="left" if col in ("layer", "op") else "right",
+                     no_wrap=True)
+    for r in rows:
+        t.add_row(*(r[c] for c in columns))
+    return t
+
+
+def _width(console, renderable) -> int:
+    from rich.measure import Measurement
+
+    unbounded = console.options.update_width(1 << 16)
+    return Measurement.get(console, unbounded, renderable).maximum
+
+
+def elide_middle(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters, its middle replaced by one ellipsis (a
+    layer's prefix and, given more room, its last part tell it apart)."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) * 2 // 5
+    return name[:head] + "\u2026" + name[len(name) - (width - 1 - head):]
 
 
 def fidelity_summary(report: dict) -> str:
@@ -164,13 +305,13 @@ def simulated_vs_compiled(op_counts: dict, report: dict, samples: int) -> list[d
     return rows
 
 
-def _fmt(x) -> str:
+def fmt(x) -> str:
     if x is None:
         return "-"
     return f"{x:.1f}" if isinstance(x, float) else str(x)
 
 
-def _layer_energy(layer: dict, report: dict, preset: str) -> float:
+def layer_energy(layer: dict, report: dict, preset: str) -> float:
     from sbcompile.passes.energy import spiking_energy
 
     first = report["layers"][0]["ops"] if report["layers"] else None
@@ -178,227 +319,3 @@ def _layer_energy(layer: dict, report: dict, preset: str) -> float:
         return spiking_energy(preset, layer["ops"], first if layer is report["layers"][0]
                               else None)
     return spiking_energy(preset, layer["ops"])
-
-
-# ---- HTML --------------------------------------------------------------------------------------
-def render_html(report: dict, energy_preset: str = "spikingbrain") -> str:
-    """One self-contained page: tables plus PNG plots embedded as data URIs."""
-    title = html.escape(f"sbcompile report: {report['model']['name']}")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
-             "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:right}th{background:#eee}img{max-width:100%}</style></head><body>",
-             f"<h1>{title}</h1>", _config_html(report)]
-    if not report.get("measured"):
-        parts.append(f"<p>{html.escape(report.get('note', ''))}</p></body></html>")
-        return "".join(parts)
-    parts += [_layers_html(report), _energy_html(report),
-              "<h2>Per-layer sparsity and energy</h2>", _img(_plot_sparsity_energy(report,
-                                                                                    energy_preset)),
-              "<h2>Fidelity per layer</h2>", _img(_plot_fidelity(report)),
-              "<h2>Count histograms</h2>", _img(_plot_histograms(report)),
-              "<h2>Spike raster (first sample: first token, or conv input map; first layers)</h2>",
-              _img(_plot_raster(report))]
-    if report.get("tune"):
-        parts += [_tune_html(report["tune"]), _img(_plot_pareto(report["tune"]))]
-    parts.append("</body></html>")
-    return "".join(parts)
-
-
-def _config_html(report: dict) -> str:
-    cfg = report["config"]
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in cfg.items())
-    return f"<h2>Configuration</h2><table>{rows}</table>"
-
-
-def _layers_html(report: dict) -> str:
-    head = ("<tr><th>layer</th><th>op</th><th>fan in</th><th>fan out</th><th>count zero</th>"
-            "<th>spike slot</th><th>window</th><th>spikes/ch</th><th>silent ch</th><th>T</th>"
-            "<th>T max</th>"
-            "<th>cos enc</th><th>cos isolated</th><th>cos out</th><th>own error</th>"
-            "<th>recovers</th><th>SNR out dB</th></tr>")
-    rows = []
-    for layer in report["layers"] + [{"name": "TOTAL", "op": "", "fan_in": "", "fan_out": "",
-                                      "sparsity": report["totals"]["sparsity"],
-                                      "fidelity": None}]:
-        s = layer["sparsity"]
-        fid = layer["fidelity"]
-        cells = [layer["name"], layer["op"], layer["fan_in"], layer["fan_out"],
-                 f"{s['count_zero']:.1%}", f"{s['spike_slot']:.1%}",
-                 f"{s['spike_slot_window3']:.1%}", f"{s['mean_spikes_per_channel']:.3f}",
-                 f"{s['silent_channels']:.1%}", _fmt(s["T"]), _fmt(s.get("T_max")),
-                 f"{fid['encode']['cosine']:.4f}" if fid else "",
-                 f"{fid['isolated']['cosine']:.4f}" if fid and "isolated" in fid else "",
-                 f"{fid['output']['cosine']:.4f}" if fid else "",
-                 f"{fid['introduced_share']:.0%}" if fid and "introduced_share" in fid else "",
-                 f"{layer['contribution']['recovered_cosine']:+.4f}"
-                 if "contribution" in layer else "",
-                 _fmt(fid["output"]["snr_db"]) if fid else ""]
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    coding = report["totals"]["sparsity"]["coding"]
-    return (f"<h2>Layers</h2><p>Coding: {html.escape(coding)}. Sparsity figures as defined in "
-            "the sbcompile docs: count zero = zero counts; spike slot = 1 - events/(T N); "
-            "window = 1 - events/(window N). " + html.escape(fidelity_summary(report))
-            + "</p><table>" + head + "".join(rows) + "</table>")
-
-
-def _energy_html(report: dict) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{e['spiking_pJ'] / 1e6:,.4f}</td>"
-        f"<td>{e['dense_fp16_pJ'] / 1e6:,.4f}</td><td>{e['dense_int8_pJ'] / 1e6:,.4f}</td>"
-        f"<td>{e['reduction_vs_fp16']:.1%}</td><td>{e['reduction_vs_int8']:.1%}</td>"
-        f"<td style='text-align:left'>{html.escape(e['convention'])}</td></tr>"
-        for name, e in report["energy"].items())
-    return ("<h2>Energy per inference (uJ)</h2><table><tr><th>preset</th><th>spiking</th>"
-            "<th>dense FP16</th><th>dense INT8</th><th>vs FP16</th><th>vs INT8</th>"
-            "<th>convention</th></tr>" + rows + "</table>")
-
-
-def _tune_html(tune: dict) -> str:
-    rows = "".join(
-        f"<tr><td>{label}</td><td>{p['metric']:.4f}</td><td>{p['energy_pJ'] / 1e3:,.3f}</td>"
-        f"<td>{p['sparsity']:.1%}</td></tr>"
-        for label, p in (("tuned", tune["chosen"]), ("untuned preset", tune["untuned"])))
-    settings = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(s))}</td></tr>"
-                       for name, s in tune["layers"].items())
-    return (f"<h2>Tuning: {html.escape(tune['metric'])} &ge; {tune['floor']:g}</h2>"
-            f"<p>{tune['evaluations']} evaluations in {tune['seconds']:.1f} s, objective "
-            f"{html.escape(tune['objective'])}, energy preset "
-            f"{html.escape(tune['energy_preset'])}.</p><table><tr><th></th>"
-            f"<th>{html.escape(tune['metric'])}</th><th>energy nJ</th><th>sparsity</th></tr>"
-            f"{rows}</table><h3>Chosen per-layer settings</h3><table>{settings}</table>"
-            "<h3>Pareto front: fidelity vs energy</h3>")
-
-
-def _plot_pareto(tune: dict) -> bytes:
-    """Every configuration the search measured, its non-dominated front, the floor, the chosen
-    settings and the untuned preset."""
-    fig, (a, b) = _figure()
-    metric = plain_text(tune["metric"])
-    for ax, key, label in ((a, "energy_pJ", "energy per inference, nJ"),
-                           (b, "sparsity", "synaptic-op sparsity (1 - ops / dense MACs)")):
-        scale = 1e3 if key == "energy_pJ" else 1.0
-        pts = tune["points"]
-        ax.scatter([p[key] / scale for p in pts], [p["metric"] for p in pts], s=12,
-                   c=["tab:green" if p["feasible"] else "tab:gray" for p in pts],
-                   label="evaluated (green: meets the floor)")
-        if key == "energy_pJ":
-            front = tune["front"]
-            ax.step([p[key] / scale for p in front], [p["metric"] for p in front], "k-",
-                    where="post", lw=1, label="Pareto front")
-        ax.axhline(tune["floor"], color="tab:red", ls="--", lw=1, label="floor")
-        ax.scatter([tune["chosen"][key] / scale], [tune["chosen"]["metric"]], marker="*",
-                   s=160, c="tab:red", label="tuned", zorder=3)
-        ax.scatter([tune["untuned"][key] / scale], [tune["untuned"]["metric"]], marker="s",
-                   s=50, c="tab:blue", label="untuned preset", zorder=3)
-        ax.set_xlabel(label)
-        ax.set_ylabel(metric)
-    a.legend(fontsize=7)
-    return _save(fig)
-
-
-def _img(png: bytes) -> str:
-    return f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-
-
-def _figure(width=10, height=3.5):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, 2, figsize=(width, height))
-
-
-def _save(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    with warnings.catch_warnings():  # a name the font cannot draw shows as boxes, not stderr
-        warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def plain_text(name: str) -> str:
-    """A name as matplotlib draws it literally: every ``$`` escaped, so no mathtext parse."""
-    return str(name).replace("$", r"\$")
-
-
-def _layer_names(report: dict) -> list[str]:
-    return [plain_text(layer["name"]) for layer in report["layers"]]
-
-
-def _plot_sparsity_energy(report: dict, preset: str) -> bytes:
-    fig, (a, b) = _figure()
-    names = _layer_names(report)
-    x = range(len(names))
-    a.bar([i - 0.2 for i in x], [layer["sparsity"]["count_zero"] for layer in report["layers"]],
-          0.4, label="count zero")
-    a.bar([i + 0.2 for i in x], [layer["sparsity"]["spike_slot"] for layer in report["layers"]],
-          0.4, label="spike slot")
-    a.set_xticks(list(x), names, rotation=60, fontsize=7)
-    a.set_ylabel("sparsity")
-    a.legend()
-    b.bar(x, [_layer_energy(layer, report, preset) / 1e3 for layer in report["layers"]])
-    b.set_xticks(list(x), names, rotation=60, fontsize=7)
-    b.set_ylabel(f"spiking energy, nJ ({plain_text(preset)})")
-    return _save(fig)
-
-
-def _plot_fidelity(report: dict) -> bytes:
-    fig, (a, b) = _figure()
-    names = _layer_names(report)
-    x = list(range(len(names)))
-    a.plot(x, [layer["fidelity"]["encode"]["cosine"] for layer in report["layers"]], "o-",
-           label="encode (x_hat vs x)")
-    a.plot(x, [layer["fidelity"]["output"]["cosine"] for layer in report["layers"]], "s-",
-           label="output vs float, upstream spiked")
-    if all("isolated" in layer["fidelity"] for layer in report["layers"]):
-        a.plot(x, [layer["fidelity"]["isolated"]["cosine"] for layer in report["layers"]], "^-",
-               label="output vs float, layer alone spiked")
-    a.set_ylabel("cosine")
-    a.set_xticks(x, names, rotation=60, fontsize=7)
-    a.legend()
-    if all("contribution" in layer for layer in report["layers"]):
-        b.bar(x, [layer["contribution"]["recovered_cosine"] for layer in report["layers"]])
-        b.set_ylabel("end-to-end cosine recovered\nkeeping the layer float")
-    else:
-        b.plot(x, [layer["fidelity"]["output"]["snr_db"] or 0 for layer in report["layers"]],
-               "s-")
-        b.set_ylabel("output SNR, dB")
-    b.set_xticks(x, names, rotation=60, fontsize=7)
-    return _save(fig)
-
-
-def _plot_histograms(report: dict) -> bytes:
-    fig, (a, b) = _figure()
-    for ax, layer in zip((a, b), report["layers"][:1] + report["layers"][-1:]):
-        h = layer["count_histogram"]
-        r = h["range"]
-        ax.bar(range(-r - 1, r + 2), h["counts"])
-        ax.set_title(f"{plain_text(layer['name'])} (edges: overflow)", fontsize=9)
-        ax.set_xlabel("count")
-    return _save(fig)
-
-
-def _plot_raster(report: dict) -> bytes:
-    import numpy as np
-
-    from sbcompile.ir.codings import expand
-
-    coding = report["config"]["coding"]
-    fig, axes = _figure()
-    for ax, layer in zip(axes, report["layers"][:2]):
-        counts = np.asarray(layer["raster_first_sample"])
-        ev = expand(counts, coding).astype(float)
-        if ev.shape[0] == 0:  # an all-zero sample: one silent step
-            ev = np.zeros((1, counts.size))
-        ax.imshow(ev, aspect="auto", cmap="bwr", vmin=-1, vmax=1, interpolation="nearest")
-        ax.set_xlabel("channel (conv: flattened C x H x W)")
-        ax.set_ylabel("step t (LSB first)")
-        ax.set_title(f"{plain_text(layer['name'])} ({plain_text(coding)})", fontsize=9)
-    return _save(fig)

@@ -260,7 +260,7 @@ def test_report_plots_names_the_font_cannot_draw_without_warnings(tmp_path):
     from onnx import numpy_helper
 
     from sbcompile.pipeline import compile_model
-    from sbcompile.report import render_html
+    from sbcompile.report_html import render_html
 
     rng = np.random.default_rng(0)
     w1, w2 = (numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)

@@ -10,7 +10,8 @@ from sbcompile.config import CompileConfig
 from sbcompile.errors import ArtifactError, SbcError
 from sbcompile.ir.graph import Graph, Node, Value
 from sbcompile.runtime.lava import mapping
-from sbcompile.runtime.lava.connectivity import conv_connectivity, linear_connectivity
+from sbcompile.runtime.lava.connectivity import layer_geometry
+from sbcompile.runtime.reference_float import conv_nd
 from sbcompile.runtime.lava.program import PLAN_MEMBER, LavaProgram
 from sbcompile.runtime.lava.shapes import infer_shapes
 from sbcompile.runtime.lava.topology import build_topology
@@ -48,7 +49,8 @@ def test_small_layer_maps_to_one_core_each():
     program = lower(spiked_linear_graph(), mode="graded")
     m = program.plan["mapping"]
     assert m["layers"]["lin"] == {"accumulator_neurons": 8, "synapses": 128, "fan_in": 16,
-                                  "fan_in_split": 1, "cores": 1}
+                                  "fan_in_split": 1, "cores": 1, "synapse_memory_bytes": 128,
+                                  "shared_weight_bytes": 128}
     assert m["encoders"]["enc"]["cores"] == 1
     assert m["neuro_cores"] == 2 and m["chips"] == 1
     assert m["embedded_processes"] == ["dec", "act"]
@@ -56,54 +58,71 @@ def test_small_layer_maps_to_one_core_each():
     assert m["encoders"]["enc"]["message_bits"] == 7
 
 
+def _linear(n, k, group_size=None):
+    return layer_geometry("spike_linear", (n, k), {"group_size": group_size}, ())
+
+
 def test_wide_fan_in_is_split_so_partial_sums_fit_the_neuron_state():
     # static counts up to 127, int8 weights up to 127, 2048 inputs: 33M worst case > 2^23
-    csr = linear_connectivity(np.full((4, 2048), 127, np.int8), None)
-    parts = mapping.fan_in_split(csr, count_bound=127, sum_bound=None, name="wide")
+    parts = mapping.fan_in_split(_linear(4, 2048), 127, count_bound=127, sum_bound=None,
+                                 name="wide")
     width = -(-2048 // parts)
     assert parts > 1
     assert 127 * 127 * width <= mapping.STATE_MAX < 127 * 127 * -(-2048 // (parts - 1))
-    split = csr.split_fan_in(parts)
-    assert split.rows == 4 * parts and split.fan_in().max() == width
-    np.testing.assert_array_equal(split.fan_out(), csr.fan_out())
+    entry = mapping.layer_mapping(_linear(4, 2048), parts)
+    assert entry["accumulator_neurons"] == 4 * parts and entry["fan_in"] == width
 
 
 def test_fan_in_beyond_one_core_is_split_and_packed():
-    csr = linear_connectivity(np.ones((10, 10000), np.int8), None)
-    parts = mapping.fan_in_split(csr, count_bound=1, sum_bound=None, name="long")
+    geometry = _linear(10, 10000)
+    parts = mapping.fan_in_split(geometry, 1, count_bound=1, sum_bound=None, name="long")
     assert parts == 3  # 10000 inputs over cores of 4096 input axons
-    entry = mapping.layer_mapping(csr.split_fan_in(parts), parts)
+    entry = mapping.layer_mapping(geometry, parts)
     assert entry["cores"] >= 3 and entry["fan_in"] <= mapping.LOIHI2["fan_in_per_core"].value
 
 
 def test_dense_layer_core_count_follows_synaptic_memory():
-    csr = linear_connectivity(np.ones((10000, 1000), np.int8), None)
     per_core = min(8192, 937_500 // 1000)
-    assert len(mapping.pack_cores(csr)) == -(-10000 // per_core)
+    assert mapping.pack_cores(_linear(10000, 1000), 1) == -(-10000 // per_core)
 
 
-def _core_load(csr, a, b):
-    cols = csr.indices[csr.indptr[a]:csr.indptr[b]]
-    return b - a, cols.size, np.unique(cols).size
+def _tile_inputs(in_shape, kernel, pads, line, columns):
+    """Distinct input neurons read by the output positions (line, columns) of a stride-1 2-D
+    convolution, every input channel: enumerated tap by tap."""
+    seen = set()
+    for col in columns:
+        for ky in range(kernel[0]):
+            for kx in range(kernel[1]):
+                y, x = line - pads[0] + ky, col - pads[1] + kx
+                if 0 <= y < in_shape[1] and 0 <= x < in_shape[2]:
+                    seen.add((y, x))
+    return in_shape[0] * len(seen)
 
 
-def test_conv_layer_packing_respects_every_limit_and_fills_cores():
-    weight = np.ones((16, 32, 3, 3), np.int8)
-    csr, _ = conv_connectivity(weight, (32, 24, 24), [1, 1], [1, 1, 1, 1], [1, 1], 1)
-    starts = mapping.pack_cores(csr) + [csr.rows]
-    limits = [mapping.LOIHI2[k].value for k in ("neurons_per_core", "synapses_per_core",
-                                                "fan_in_per_core")]
-    assert len(starts) > 2
-    for a, b in zip(starts[:-1], starts[1:]):
-        assert all(x <= lim for x, lim in zip(_core_load(csr, a, b), limits))
-        if b < csr.rows:  # greedy: one more row would break a limit
-            assert any(x > lim for x, lim in zip(_core_load(csr, a, b + 1), limits))
+def test_conv_layer_packing_respects_every_limit():
+    """Every core's tile, expanded, fits each limit: the geometric packing never overfills."""
+    weight_shape = (16, 32, 3, 3)
+    attrs = {"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1}
+    geo = layer_geometry("spike_conv", weight_shape, attrs, (32, 48, 48))
+    cores = mapping.pack_cores(geo, 1)
+    assert cores > 1
+    # the synapses and neurons of the layer fit the cores it was given
+    lim = {k: mapping.LOIHI2[k].value for k in ("neurons_per_core", "synapses_per_core",
+                                                 "fan_in_per_core")}
+    assert geo.rows <= cores * lim["neurons_per_core"]
+    assert geo.synapses() <= cores * lim["synapses_per_core"]
+    # a whole output line reads more inputs than one core takes; half a line (all 16 channels,
+    # 24 positions x 288 synapses) fits every limit: 2 cores per output line
+    assert _tile_inputs((32, 48, 48), (3, 3), (1, 1), 5, range(48)) > lim["fan_in_per_core"]
+    assert _tile_inputs((32, 48, 48), (3, 3), (1, 1), 5, range(24)) <= lim["fan_in_per_core"]
+    assert 16 * 24 * geo.fan_in() <= lim["synapses_per_core"]
+    assert cores == 2 * 48
 
 
 def test_what_cannot_map_is_refused_with_the_layer_named():
     with pytest.raises(SbcError, match="layer 'huge'.*overflows the 24-bit"):
-        mapping.fan_in_split(linear_connectivity(np.full((1, 4), 127, np.int8), None),
-                             count_bound=1 << 20, sum_bound=None, name="huge")
+        mapping.fan_in_split(_linear(1, 4), 127, count_bound=1 << 20, sum_bound=None,
+                             name="huge")
     with pytest.raises(SbcError, match="encoder 'e'.*25-bit payloads"):
         mapping.encoder_mapping("e", 16, payload_bits=25)
     # through lowering: static thresholds without max_count leave counts unbounded

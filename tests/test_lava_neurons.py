@@ -1,4 +1,4 @@
-"""The neuron dynamics and synapse matrices the Lava models run, against the IR's reference
+"""The neuron dynamics and weight-shared synapses the Lava models run, against the IR's reference
 semantics and the expansion pass (no Lava needed): exact integers in every signalling mode."""
 import numpy as np
 import pytest
@@ -9,9 +9,10 @@ from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Node
 from sbcompile.ir.codings import decode, expand
 from sbcompile.runtime.lava.coding import MODE_CODING, MODES, step_weight, window_steps
-from sbcompile.runtime.lava.connectivity import conv_connectivity, linear_connectivity
+from sbcompile.runtime.lava.connectivity import layer_geometry
 from sbcompile.runtime.lava.neurons import AccumulatorCore, EncoderCore, IntegerIFEncoder
 from sbcompile.runtime.lava.opcounts import expected_layer_counts
+from sbcompile.runtime.lava.synapses import SynapseKernel
 from sbcompile.runtime.reference_float import conv_nd
 from sbcompile.runtime.reference_spike import spike_conv, spike_encode, spike_linear
 
@@ -37,14 +38,15 @@ def _encoder(name, neurons, bound, bits, **attrs):
             "neurons": neurons, "count_bound": bound, "message_bits": bits}
 
 
-def _drive(core: EncoderCore, accs: list[tuple[np.ndarray, AccumulatorCore]]) -> None:
+def _drive(core: EncoderCore, accs: list[tuple[SynapseKernel, AccumulatorCore]]) -> None:
     """Step an encoder through its windows, feeding each synapse's accumulator without delay."""
     while True:
         spikes, ctrl = core.step()
         if not ctrl[0]:
             return
-        for matrix, acc in accs:
-            acc.apply((matrix @ spikes.astype(np.int64).T).T, ctrl)
+        for kernel, acc in accs:
+            synaptic_input = kernel.apply(spikes.reshape(-1, kernel.geometry.cols))
+            acc.apply(synaptic_input if spikes.ndim > 1 else synaptic_input[0], ctrl)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -59,13 +61,14 @@ def test_encoder_and_accumulators_recover_counts_and_acc(mode, parallel):
     np.testing.assert_array_equal(counts, ref_counts)
     np.testing.assert_array_equal(vth, ref_vth)
     weight = rng.integers(-127, 128, size=(6, 12)).astype(np.int8)
-    matrix = linear_connectivity(weight, 4).split_fan_in(2)  # groups and a fan-in split
-    assert matrix.rows == 3 * 6 * 2 and matrix.fan_in().max() == 2
-    acc = AccumulatorCore("layer", matrix.rows, 2, tokens=15)
-    _drive(core, [(matrix.to_dense().astype(np.int64), acc)])
+    geometry = layer_geometry("spike_linear", weight.shape, {"group_size": 4}, ())
+    kernel = SynapseKernel(geometry, weight, parts=2)  # groups and a fan-in split
+    assert geometry.rows == 3 * 6 and geometry.row_entries == 4
+    acc = AccumulatorCore("layer", geometry.rows * 2, 2, tokens=15)
+    _drive(core, [(kernel, acc)])
     got = acc.acc().reshape(3, 5, 3, 6)
     np.testing.assert_array_equal(got, spike_linear({"group_size": 4}, counts, weight))
-    expected = expected_layer_counts(counts, matrix.fan_out(), mode)
+    expected = expected_layer_counts(counts, geometry.fan_out(), mode)
     assert int(core.events.sum()) == expected["spike_messages"]
     assert core.updates == expected["neuron_updates"]
     assert core.T == window_steps(counts, mode)
@@ -101,20 +104,29 @@ def test_accumulator_refuses_to_overflow_the_neuron_state():
     dict(c=4, hw=(7, 6), o=6, k=(3, 2), strides=[2, 1], pads=[0, 1, 2, 0], dil=[1, 2], group=2),
     dict(c=3, hw=(10,), o=3, k=(4,), strides=[3], pads=[2, 1], dil=[1], group=3),
 ])
-def test_conv_connectivity_is_the_exact_convolution(geometry):
+@pytest.mark.parametrize("parts", [1, 2, 5])
+@pytest.mark.parametrize("top", [40, 1 << 20])  # float32 sums, and payloads that need float64
+def test_shared_conv_synapses_are_the_exact_convolution(geometry, parts, top):
     g = geometry
     rng = np.random.default_rng(3)
     weight = rng.integers(-127, 128, size=(g["o"], g["c"] // g["group"]) + g["k"]).astype(np.int8)
-    counts = rng.integers(-40, 40, size=(2, g["c"]) + g["hw"]).astype(np.int32)
+    counts = rng.integers(-top, top, size=(2, g["c"]) + g["hw"]).astype(np.int32)
     attrs = {"strides": g["strides"], "pads": g["pads"], "dilations": g["dil"],
              "group": g["group"]}
-    matrix, out_shape = conv_connectivity(weight, (g["c"],) + g["hw"], g["strides"], g["pads"],
-                                          g["dil"], g["group"])
+    geo = layer_geometry("spike_conv", weight.shape, attrs, (g["c"],) + g["hw"])
     ref = spike_conv(attrs, counts, weight)
-    got = counts.reshape(2, -1).astype(np.int64) @ matrix.to_dense().astype(np.int64).T
-    np.testing.assert_array_equal(got.reshape((2,) + out_shape), ref)
-    # fan-out: every output position and channel an input reaches (the analysis' definition)
+    assert geo.out_shape == ref.shape[1:]
+    partials = SynapseKernel(geo, weight, parts).apply(counts.reshape(2, -1))
+    got = partials.reshape(2, -1, parts).sum(axis=-1)
+    np.testing.assert_array_equal(got.reshape(ref.shape), ref)
+    # each partial sums at most its share of the row's weight entries
+    width = -(-geo.row_entries // parts)
+    assert int(np.abs(partials).max()) <= width * 127 * top
+    # synapses, fan-in and fan-out from the geometry equal those of the expanded convolution
     ones = np.ones((g["o"], g["c"] // g["group"]) + g["k"], dtype=np.int64)
+    structural = conv_nd(np.ones((1, g["c"]) + g["hw"], np.int64), ones, None, g["strides"],
+                         g["pads"], g["dil"], g["group"])
+    assert geo.synapses() == int(structural.sum()) and geo.fan_in() == int(structural.max())
     reach = conv_nd(np.abs(counts).astype(np.int64), ones, None, g["strides"], g["pads"],
                     g["dil"], g["group"])
-    assert int(np.abs(counts).reshape(2, -1).sum(0) @ matrix.fan_out()) == int(reach.sum())
+    assert int(np.abs(counts).reshape(2, -1).sum(0) @ geo.fan_out()) == int(reach.sum())

@@ -1,7 +1,8 @@
 """The simulation child: ``python -m sbcompile.runtime.lava.child RUN_DIR LIFELINE_FD``.
 
 Reads the program, feeds and options the runner left in RUN_DIR, simulates, and writes
-``result.npz`` (arrays) and ``result.json`` (op counts, steps; written last), or a failure record.
+``result.npz`` (arrays) and ``result.json`` (op counts, steps; written last), or a failure record;
+``progress`` holds the steps done and how many of the processes owing results have reported.
 It never stops Lava itself (``stop()`` is slow, and can hang after a model raised): the runner
 kills the whole process group and removes its shared-memory segments once either file appears.
 Until then the child watches LIFELINE_FD, the read end of a pipe only the runner can write: end of
@@ -25,6 +26,7 @@ from sbcompile.output_path import write_atomic
 from sbcompile.runtime.lava.failure import record_failure
 from sbcompile.runtime.lava.group import end_group, group_segments
 from sbcompile.runtime.lava.program import ARRAYS_MEMBER, PLAN_MEMBER, LavaProgram
+from sbcompile.runtime.lava.tensors import finished
 
 PROGRAM_FILES = {PLAN_MEMBER: "plan.json", ARRAYS_MEMBER: "arrays.safetensors"}
 FEEDS_FILE, OPTIONS_FILE = "feeds.npz", "options.json"
@@ -46,9 +48,9 @@ def main(run_dir: str, lifeline_fd: int) -> NoReturn:
         with np.load(run / FEEDS_FILE, allow_pickle=False) as data:
             feeds = {k: data[k] for k in data.files}
         started = time.perf_counter()
-        network = LavaNetwork(program, feeds, options["form"], run_dir)
+        network = LavaNetwork(program, feeds, options["form"], run_dir, options.get("bands"))
         built = time.perf_counter()
-        network.run(progress=lambda steps: _write_progress(run, steps))
+        network.run(progress=lambda steps: _write_progress(run, steps, network.owing))
         ran = time.perf_counter()
         results, counts = network.collect()
         counts["timing_s"] = {"build": built - started, "run": ran - built}
@@ -79,8 +81,9 @@ def watch_parent(run: Path, lifeline_fd: int) -> None:
     os._exit(ORPHANED_EXIT)
 
 
-def _write_progress(run: Path, steps: int) -> None:
-    write_atomic(run / PROGRESS_FILE, lambda f: f.write(str(steps).encode()))
+def _write_progress(run: Path, steps: int, owing: int) -> None:
+    state = {"steps": steps, "finished": finished(run), "owing": owing}
+    write_atomic(run / PROGRESS_FILE, lambda f: f.write(json.dumps(state).encode()))
 
 
 if __name__ == "__main__":

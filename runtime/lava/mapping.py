@@ -7,19 +7,20 @@ of their accumulator neuron. A layer is split, never silently truncated:
 - fan-in split: an accumulator row whose worst-case partial sum would overflow the 24-bit neuron
   state, or whose inputs exceed one core's fan-in or synaptic memory, is cut into P partial rows
   over contiguous slices of its inputs; the embedded processor adds the P partials (in int32).
-- core split: rows are packed greedily into cores until a core's neurons, synapses or distinct
-  inputs would exceed its limit.
+- core split: rows that read the same inputs share a core (a linear layer's rows over one input
+  slice; a convolution's output channels over a tile of output positions), a core taking as many
+  as its neuron, synapse and distinct-input limits allow; computed from the geometry, so the
+  mapping exists for layers far too large to expand.
 What cannot map raises SbcError naming the layer: a graded payload wider than the message, or a
 single input spike times its weight that already overflows the neuron state.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from sbcompile.errors import SbcError
-from sbcompile.runtime.lava.connectivity import Csr
+from sbcompile.runtime.lava.connectivity import Geometry
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,13 @@ LOIHI2 = {
 STATE_MAX = (1 << (LOIHI2["state_bits"].value - 1)) - 1
 
 
-def fan_in_split(csr: Csr, count_bound: int, sum_bound: float | None, name: str) -> int:
+def fan_in_split(geometry: Geometry, wmax: int, count_bound: int, sum_bound: float | None,
+                 name: str) -> int:
     """Smallest P such that every partial row's worst case fits the neuron state and one core's
-    fan-in and synaptic memory. ``sum_bound`` bounds sum |counts| over a token (dynamic
-    thresholds); None when only the per-count bound holds."""
-    fan_in = int(csr.fan_in().max(initial=0))
-    wmax = int(np.abs(csr.data.astype(np.int64)).max(initial=0))
-    if fan_in == 0 or wmax == 0:
+    fan-in and synaptic memory. ``wmax`` is the largest |weight|; ``sum_bound`` bounds
+    sum |counts| over a token (dynamic thresholds), None when only the per-count bound holds."""
+    entries = geometry.row_entries
+    if entries == 0 or wmax == 0:
         return 1
     if wmax * count_bound > STATE_MAX:
         raise SbcError(f"layer '{name}': one spike of count {count_bound} times weight {wmax} "
@@ -66,41 +67,91 @@ def fan_in_split(csr: Csr, count_bound: int, sum_bound: float | None, name: str)
                        f"--set max_count={STATE_MAX // wmax} (or compile with --calib so the "
                        "bound is measured)")
     per_core = min(LOIHI2["fan_in_per_core"].value, LOIHI2["synapses_per_core"].value)
-    parts = max(1, -(-fan_in // per_core))
+    parts = max(1, -(-entries // per_core))
     while True:
-        width = -(-fan_in // parts)
+        width = -(-entries // parts)
         worst = width * count_bound if sum_bound is None else min(width * count_bound, sum_bound)
         if wmax * worst <= STATE_MAX:
             return parts
         parts += 1
 
 
-def pack_cores(csr: Csr) -> list[int]:
-    """The first accumulator row of each core: rows (with their synapses) are packed greedily in
-    row order, a core taking rows until its neuron, synapse or distinct-input limit would be
-    exceeded."""
-    lim_n = LOIHI2["neurons_per_core"].value
-    lim_s = LOIHI2["synapses_per_core"].value
-    lim_f = LOIHI2["fan_in_per_core"].value
-    if csr.is_full():  # dense rows: every row reads every input
-        per_core = max(1, min(lim_n, lim_s // max(csr.cols, 1)))
-        return list(range(0, csr.rows, per_core))
-    seen = np.zeros(csr.cols, dtype=bool)
-    touched: list[np.ndarray] = []
-    starts, rows, synapses, inputs = [0], 0, 0, 0
-    for r in range(csr.rows):
-        cols = csr.indices[csr.indptr[r]:csr.indptr[r + 1]]
-        new = cols[~seen[cols]]
-        if rows + 1 > lim_n or synapses + cols.size > lim_s or inputs + new.size > lim_f:
-            for t in touched:
-                seen[t] = False
-            touched.clear()
-            starts.append(r)
-            rows, synapses, inputs, new = 0, 0, 0, cols
-        seen[new] = True
-        touched.append(new)
-        rows, synapses, inputs = rows + 1, synapses + cols.size, inputs + new.size
-    return starts
+def _rows_per_core(width: int, inputs: int) -> int:
+    """Rows one core takes when they all read the same ``inputs`` distinct inputs, ``width``
+    synapses each (0 when those inputs already exceed a core's fan-in)."""
+    if inputs > LOIHI2["fan_in_per_core"].value:
+        return 0
+    return max(1, min(LOIHI2["neurons_per_core"].value,
+                      LOIHI2["synapses_per_core"].value // max(width, 1)))
+
+
+def pack_cores(geometry: Geometry, parts: int) -> int:
+    """Neuro-cores of a layer, from its geometry. Rows sharing their inputs share a core: a
+    linear layer's partial rows over one input slice of one group; a convolution's rows of one
+    group and partial over a band of output lines (all its output channels at those positions
+    read the same inputs). A core takes rows until its neuron, synapse or distinct-input limit
+    would be exceeded; a band is as many output lines (along the first spatial axis) as fit, or
+    one line cut into runs of positions."""
+    width = -(-geometry.row_entries // parts)
+    if geometry.op == "spike_linear":
+        groups, n = geometry.out_shape
+        return groups * parts * -(-n // _rows_per_core(width, width))
+    o_per_group = geometry.weight_shape[0] // geometry.group
+    out = geometry.out_shape[1:]
+    taps = math.prod(geometry.weight_shape[2:])
+    channels = min(geometry.weight_shape[1], -(-width // taps) + (width % taps != 0))
+    lines, line_positions = out[0], math.prod(out[1:])
+    best = None
+    for band in _bands(lines, line_positions):
+        inputs = channels * _receptive(geometry, band)
+        rows = _rows_per_core(width, inputs)
+        if rows == 0:
+            continue
+        channels_per_core = rows // (band[0] * band[1])
+        if channels_per_core == 0:  # the tile's positions exceed one core's neurons or synapses
+            continue
+        cores = -(-o_per_group // channels_per_core) * -(-lines // band[0]) \
+            * -(-line_positions // band[1])
+        best = cores if best is None else min(best, cores)
+    if best is None:  # one output position per core still reads too many inputs (wide kernels)
+        best = o_per_group * lines * line_positions
+    return geometry.group * parts * best
+
+
+def _bands(lines: int, line_positions: int):
+    """Candidate core tiles (output lines, positions per line): whole lines in growing counts,
+    or runs of one line."""
+    n = 1
+    while n <= lines:
+        yield n, line_positions
+        n *= 2
+    yield lines, line_positions
+    run = line_positions
+    while run > 1:
+        run = -(-run // 2)
+        yield 1, run
+
+
+def _receptive(geometry: Geometry, band: tuple[int, int]) -> int:
+    """Input positions a tile of ``band`` (lines, positions per line) output positions reads,
+    per input channel: the receptive field spans along each axis, the tile's first axis taking
+    ``lines`` output lines and the rest ``positions`` in raster order (bounded by the input)."""
+    lines, positions = band
+    spatial = geometry.in_shape[1:]
+    kernel = geometry.weight_shape[2:]
+
+    def span(axis: int, outputs: int) -> int:
+        extent = (outputs - 1) * geometry.strides[axis] + \
+            (kernel[axis] - 1) * geometry.dilations[axis] + 1
+        return min(extent, spatial[axis])
+
+    total = span(0, lines)
+    rest = positions
+    for axis in range(len(spatial) - 1, 0, -1):  # the last axes fill first
+        size = geometry.out_shape[1 + axis]
+        total *= span(axis, min(rest, size))
+        rest = -(-rest // size)
+    return total
 
 
 def encoder_mapping(name: str, neurons: int, payload_bits: int) -> dict:
@@ -113,12 +164,18 @@ def encoder_mapping(name: str, neurons: int, payload_bits: int) -> dict:
             "cores": int(-(-neurons // LOIHI2["neurons_per_core"].value))}
 
 
-def layer_mapping(csr: Csr, parts: int) -> dict:
-    """The mapping entry of one spike layer's synapses and accumulator neurons (``csr`` already
-    split into ``parts``)."""
-    return {"accumulator_neurons": int(csr.rows), "synapses": int(csr.indices.size),
-            "fan_in": int(csr.fan_in().max(initial=0)), "fan_in_split": int(parts),
-            "cores": len(pack_cores(csr))}
+def layer_mapping(geometry: Geometry, parts: int) -> dict:
+    """The mapping entry of one spike layer's synapses and accumulator neurons (split into
+    ``parts`` partial rows): its synaptic memory at the 8-bit weight width with every synapse
+    stored, and the bytes of its weights stored once (a convolution sharing its kernel)."""
+    width = -(-geometry.fan_in() // parts)
+    synapses = geometry.synapses()
+    weight_bytes = LOIHI2["weight_bits"].value // 8
+    return {"accumulator_neurons": int(geometry.rows * parts), "synapses": int(synapses),
+            "synapse_memory_bytes": int(synapses * weight_bytes),
+            "shared_weight_bytes": int(math.prod(geometry.weight_shape) * weight_bytes),
+            "fan_in": int(width), "fan_in_split": int(parts),
+            "cores": int(pack_cores(geometry, parts))}
 
 
 def chip_summary(encoders: dict[str, dict], layers: dict[str, dict],

@@ -4,8 +4,9 @@
 The plan is self-contained: graph inputs and outputs, value types, the spike encoders and their
 synapse layers (the int8 weight parameter, the node's attributes and its fan-in split), the
 compute nodes (IR node JSON, run by the reference kernels) and the Loihi 2 mapping. Arrays are
-the graph parameters the program reads, in one safetensors member under ``param/<name>``; the
-synapse matrices are rebuilt from them when needed. Nothing is ever unpickled.
+the graph parameters the program reads, in one safetensors member under ``param/<name>``: a
+synapse layer is its int8 weight and its geometry, never an expanded matrix, so a program costs
+no more than the weights. Nothing is ever unpickled.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from safetensors.numpy import save as st_save
 
 from sbcompile.errors import ArtifactError
 from sbcompile.ir.graph import Graph, Value
-from sbcompile.runtime.lava.connectivity import Csr, layer_connectivity
+from sbcompile.runtime.lava.connectivity import Geometry, layer_geometry
 
 FORMAT = 1
 PLAN_MEMBER = "lava/plan.json"
@@ -31,7 +32,7 @@ _PLAN_KEYS = ("format", "name", "mode", "inputs", "outputs", "values", "encoders
 class LavaProgram:
     plan: dict
     arrays: dict[str, np.ndarray]
-    _matrices: dict[str, Csr] = field(default_factory=dict, repr=False, compare=False)
+    _geometries: dict[str, Geometry] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def mode(self) -> str:
@@ -43,15 +44,13 @@ class LavaProgram:
     def params(self) -> dict[str, np.ndarray]:
         return {k[len("param/"):]: v for k, v in self.arrays.items() if k.startswith("param/")}
 
-    def synapse_matrix(self, layer: dict) -> Csr:
-        """The layer's synapse matrix as simulated: rows are its accumulator neurons (outputs x
-        fan-in split), columns its input neurons; built once per program."""
+    def geometry(self, layer: dict) -> Geometry:
+        """The layer's synapse geometry (weight shape, input and output shapes, strides...)."""
         name = layer["name"]
-        if name not in self._matrices:
-            csr, _ = layer_connectivity(layer["op"], self.param(layer["weight"]), layer["attrs"],
-                                        tuple(layer["in_shape"]))
-            self._matrices[name] = csr.split_fan_in(layer["fan_in_split"])
-        return self._matrices[name]
+        if name not in self._geometries:
+            self._geometries[name] = layer_geometry(layer["op"], self.param(layer["weight"]).shape,
+                                                    layer["attrs"], tuple(layer["in_shape"]))
+        return self._geometries[name]
 
     def interface(self) -> Graph:
         """A node-less graph with the program's inputs, outputs and value types (for checking

@@ -9,9 +9,11 @@ so the process graph is acyclic whatever the model's branches and residuals.
 - ``split`` (hardware-faithful): per encoder a SpikeEncoder process; per synapse layer a Lava
   Dense/Sparse process and a SpikeAccumulator process; the compute nodes of each level in one
   Compute process (decodes included). Tokens pass through a layer one window after another.
-- ``fused`` (simulation speed): one Level process per level, holding the compute nodes of that
-  level and the spike layers that read it (encoder, synapses, accumulators and decodes, with no
-  synaptic delay); all tokens of a tensor share one window.
+- ``fused`` (simulation speed): Level processes, each holding a band of consecutive levels: their
+  compute nodes and the spike layers that read them (encoder, synapses, accumulators and decodes,
+  with no synaptic delay); all tokens of a tensor share one window. A level waits for the one
+  below it, so levels never run side by side: every process beyond one per CPU only adds its
+  per-step cost, and ``bands`` defaults to the CPUs (at most the levels).
 
 Graph inputs are loaded into the processes that read them before the run; graph outputs are
 recorded by the processes that produce them. Every other value a process needs from another one
@@ -19,6 +21,7 @@ travels on a tensor port (``procs.processes``).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from sbcompile.errors import SbcError
@@ -40,10 +43,13 @@ class ProcSpec:
     records: list[str] = field(default_factory=list)    # graph outputs and integer compute
     # results (spike_scores) it produces
     level: int = -1                                     # of level and compute processes
+    last_level: int = -1                                # of a band of levels (fused)
 
     @property
     def label(self) -> str:
-        """How errors name this process: its node, or its kind and level."""
+        """How errors name this process: its node, or its kind and level(s)."""
+        if self.kind == "level" and self.last_level > self.level:
+            return f"fused levels {self.level}-{self.last_level}"
         if self.kind in ("level", "compute"):
             return f"{'fused' if self.kind == 'level' else 'compute'} level {self.level}"
         return self.name
@@ -59,8 +65,9 @@ class ProcSpec:
         return reads
 
 
-def build_topology(plan: dict, form: str) -> list[ProcSpec]:
-    """Process specs, with their tensor ports, preloaded inputs and recorded outputs."""
+def build_topology(plan: dict, form: str, bands: int | None = None) -> list[ProcSpec]:
+    """Process specs, with their tensor ports, preloaded inputs and recorded outputs; the fused
+    form groups its levels into ``bands`` processes (default: the CPUs)."""
     if form not in FORMS:
         raise SbcError(f"unknown Lava graph form '{form}' (known: {', '.join(FORMS)})")
     layers = _layers(plan, fuse_decodes=form == "fused")
@@ -69,12 +76,13 @@ def build_topology(plan: dict, form: str) -> list[ProcSpec]:
     node_level, layer_level = _levels(plan, compute, layers)
     specs: list[ProcSpec] = []
     if form == "fused":
-        for level in sorted(set(node_level.values()) | set(layer_level.values())):
-            nodes = [n for n in compute if node_level[n["name"]] == level]
-            here = [ly for ly in layers if layer_level[ly["encoder"]["name"]] == level]
+        levels = sorted(set(node_level.values()) | set(layer_level.values()))
+        for band in _bands(levels, bands or os.cpu_count() or 1):
+            nodes = [n for n in compute if node_level[n["name"]] in band]
+            here = [ly for ly in layers if layer_level[ly["encoder"]["name"]] in band]
             produces = _outputs(nodes) | {v for ly in here for v in _layer_values(ly)}
-            specs.append(ProcSpec("level", f"#level{level}", nodes=nodes, layers=here,
-                                  produces=produces, level=level))
+            specs.append(ProcSpec("level", f"#level{band[0]}", nodes=nodes, layers=here,
+                                  produces=produces, level=band[0], last_level=band[-1]))
     else:
         for level in sorted(set(node_level.values())):
             nodes = [n for n in compute if node_level[n["name"]] == level]
@@ -88,6 +96,13 @@ def build_topology(plan: dict, form: str) -> list[ProcSpec]:
                                produces={s["acc"]}) for s in layer["synapses"]]
     _wire(specs, plan)
     return specs
+
+
+def _bands(levels: list[int], bands: int) -> list[list[int]]:
+    """``levels`` cut into at most ``bands`` runs of consecutive levels, as even as possible."""
+    bands = max(1, min(bands, len(levels)))
+    edges = [round(i * len(levels) / bands) for i in range(bands + 1)]
+    return [levels[a:b] for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _layers(plan: dict, fuse_decodes: bool) -> list[dict]:

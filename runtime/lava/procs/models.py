@@ -2,10 +2,11 @@
 
 Every model is a small dataflow engine over ``env`` (value name -> array): each step it receives
 the tensors that arrived, advances (compute nodes whose inputs are all present run at once;
-neurons take one step), sends each output tensor once it exists, and records graph outputs. An
-exception is written to the run's failure record before Lava sees it. Tensor ports vary per
-instance, so ``model_for`` derives a model class declaring the ports an instance has; the runner
-pins it to that instance.
+neurons take one step), sends each output tensor once it exists, and, once everything it owes
+the caller exists (its recorded graph outputs; an encoder's counts; an accumulator's acc), writes
+its result file and sets ``done``. An exception is written to the run's failure record before
+Lava sees it. Tensor ports vary per instance, so ``model_for`` derives a model class declaring
+the ports an instance has; the runner pins it to that instance.
 """
 from __future__ import annotations
 
@@ -18,15 +19,17 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from sbcompile.ir.graph import Node
+from sbcompile.ir.ops import node_attrs
 from sbcompile.runtime.lava.failure import record_failure
 from sbcompile.runtime.lava.neurons import AccumulatorCore, EncoderCore
-from sbcompile.runtime.lava.procs.processes import (CTRL_WORDS, Compute, Level,
-                                                     SpikeAccumulator, SpikeEncoder,
-                                                     message_size)
-from sbcompile.ir.ops import node_attrs
+from sbcompile.runtime.lava.procs.processes import (CTRL_WORDS, Compute, Level, SharedSynapse,
+                                                     SpikeAccumulator, SpikeEncoder)
+from sbcompile.runtime.lava.synapses import SynapseKernel
+from sbcompile.runtime.lava.tensors import get_tensor, put_result, put_tensor
 from sbcompile.runtime.reference import KERNELS
 
 _DERIVED: dict[tuple, type] = {}
+_RAISED, _LOWERED = np.ones(1), np.zeros(1)
 
 
 def model_for(base: type, n_in: int, n_out: int) -> type:
@@ -43,35 +46,40 @@ def model_for(base: type, n_in: int, n_out: int) -> type:
 class TensorModel(PyLoihiProcessModel):
     """The dataflow engine shared by all sbcompile models."""
 
-    record: np.ndarray = LavaPyType(np.ndarray, np.float64)
     done: np.ndarray = LavaPyType(np.ndarray, np.int32)
 
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         p = proc_params
+        self.run_dir = p["run_dir"]
         self.env: dict[str, np.ndarray] = {**p.get("params", {}), **p["preloaded"]}
         self.pending = [Node.from_json(n) for n in p.get("nodes", [])]
-        self.unsent = list(enumerate(p["out_specs"]))
-        self.idle = [np.zeros(message_size(shape)) for _, shape, _ in p["out_specs"]]
+        self.unsent = {name for name, _, _ in p["out_specs"]}
+        self.results: dict[str, np.ndarray] = {}  # what the caller reads, besides records
+        self.reported = False
 
     def run_spk(self) -> None:
         try:
             self.receive()
             self.advance()
             self.send_ready()
-            self.record_outputs()
+            self.report()
         except Exception as exc:
-            record_failure(self.proc_params["run_dir"], self.proc_params["label"], exc)
+            record_failure(self.run_dir, self.proc_params["label"], exc)
             raise
 
     def advance(self) -> None:
         self.run_ready_nodes()
 
+    def complete(self) -> bool:
+        """Whether this process has everything it owes the caller, besides its records."""
+        return True
+
     def receive(self) -> None:
-        for i, (name, shape, dtype) in enumerate(self.proc_params["in_specs"]):
-            msg = getattr(self, f"in_{i}").recv()
-            if msg[0] == 1 and name not in self.env:
-                self.env[name] = msg[1:].reshape(shape).astype(dtype)
+        for i, (name, _, dtype) in enumerate(self.proc_params["in_specs"]):
+            flag = getattr(self, f"in_{i}").recv()
+            if flag[0] == 1 and name not in self.env:
+                self.env[name] = get_tensor(self.run_dir, name).astype(dtype, copy=False)
 
     def run_ready_nodes(self) -> None:
         """Run, in order, every pending node whose inputs are all present."""
@@ -85,23 +93,24 @@ class TensorModel(PyLoihiProcessModel):
                     progressed = True
 
     def send_ready(self) -> None:
-        ready = {j for j, (name, _, _) in self.unsent if name in self.env}
         for j, (name, _, _) in enumerate(self.proc_params["out_specs"]):
             port = getattr(self, f"out_{j}")
-            if j in ready:
-                value = np.asarray(self.env[name], np.float64).ravel()
-                port.send(np.concatenate(([1.0], value)))
+            if name in self.unsent and name in self.env:
+                put_tensor(self.run_dir, name, self.env[name])
+                self.unsent.discard(name)
+                port.send(_RAISED)
             else:
-                port.send(self.idle[j])
-        self.unsent = [(j, spec) for j, spec in self.unsent if j not in ready]
+                port.send(_LOWERED)
 
-    def record_outputs(self) -> None:
+    def report(self) -> None:
         specs = self.proc_params["record_specs"]
-        if specs and not self.done[0] and all(name in self.env for name, _, _ in specs):
-            flat = np.concatenate([np.asarray(self.env[name], np.float64).ravel()
-                                   for name, _, _ in specs])
-            self.record[:flat.size] = flat
-            self.done[0] = 1
+        if self.reported or not (specs or self.results) or not all(name in self.env for name, _, _ in specs) \
+                or not self.complete():
+            return
+        records = {f"record:{name}": self.env[name] for name, _, _ in specs}
+        put_result(self.run_dir, self.proc_params["key"], {**records, **self.results})
+        self.reported = True
+        self.done[0] = 1
 
 
 def run_node(node: Node, env: dict[str, np.ndarray]) -> None:
@@ -117,14 +126,16 @@ class ComputeModel(TensorModel):
     pass
 
 
+def encoder_results(enc: dict, core: EncoderCore, counts: np.ndarray) -> dict[str, np.ndarray]:
+    return {f"counts:{enc['counts']}": counts, f"events:{enc['name']}": core.events,
+            f"stats:{enc['name']}": np.array([core.updates, core.steps, core.T], np.int64)}
+
+
 @implements(proc=SpikeEncoder, protocol=LoihiProtocol)
 @requires(CPU)
 class SpikeEncoderModel(TensorModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     ctrl: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32)
-    counts: np.ndarray = LavaPyType(np.ndarray, np.int32)
-    events: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    stats: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
@@ -136,13 +147,35 @@ class SpikeEncoderModel(TensorModel):
         if not self.core.loaded and self.enc["x"] in self.env:
             counts, vth = self.core.load(self.env[self.enc["x"]])
             self.env.update({self.enc["counts"]: counts, self.enc["vth"]: vth})
-            self.counts[:] = counts.ravel()
         spikes, ctrl = self.core.step()
         self.s_out.send(spikes)
         self.ctrl.send(ctrl)
         if ctrl[3]:
-            self.events[:] = self.core.events
-            self.stats[:] = [self.core.updates, self.core.steps, self.core.T]
+            self.results = encoder_results(self.enc, self.core, self.env[self.enc["counts"]])
+
+    def complete(self) -> bool:
+        return bool(self.results)
+
+
+@implements(proc=SharedSynapse, protocol=LoihiProtocol)
+@requires(CPU)
+class SharedSynapseModel(TensorModel):
+    """Applies the layer's weights (held once) to the spikes of the step, delivering them one
+    step later; steps without spikes cost nothing."""
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.kernel: SynapseKernel = proc_params["kernel"]
+        self.zeros = np.zeros(proc_params["rows"], dtype=np.int32)
+        self.buffer = self.zeros
+
+    def advance(self) -> None:
+        self.a_out.send(self.buffer)
+        spikes = self.s_in.recv()
+        self.buffer = (self.kernel.apply(spikes[None])[0].astype(np.int32) if spikes.any()
+                       else self.zeros)
 
 
 @implements(proc=SpikeAccumulator, protocol=LoihiProtocol)
@@ -150,8 +183,6 @@ class SpikeEncoderModel(TensorModel):
 class SpikeAccumulatorModel(TensorModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     ctrl_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
-    acc: np.ndarray = LavaPyType(np.ndarray, np.int32)
-    updates: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
@@ -163,21 +194,19 @@ class SpikeAccumulatorModel(TensorModel):
         synaptic_input = self.a_in.recv()  # the synapse delays by one step: this input
         ctrl = self.ctrl_in.recv()          # belongs to the previous step's framing
         if self.core.apply(synaptic_input, self.framing):
-            acc = self.core.acc()
-            self.acc[:] = acc.ravel()
-            self.updates[0] = self.core.updates
-            self.env[self.proc_params["acc_name"]] = acc.reshape(self.proc_params["acc_shape"])
+            acc = self.core.acc().reshape(self.proc_params["acc_shape"])
+            self.env[self.proc_params["acc_name"]] = acc
+            self.results = {f"acc:{self.proc_params['acc_name']}": acc,
+                            "updates": np.array([self.core.updates], np.int64)}
         self.framing = ctrl
+
+    def complete(self) -> bool:
+        return bool(self.results)
 
 
 @implements(proc=Level, protocol=LoihiProtocol)
 @requires(CPU)
 class LevelModel(TensorModel):
-    counts: np.ndarray = LavaPyType(np.ndarray, np.int32)
-    events: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    acc: np.ndarray = LavaPyType(np.ndarray, np.int32)
-    stats: np.ndarray = LavaPyType(np.ndarray, np.int64)
-
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         p = proc_params
@@ -199,6 +228,9 @@ class LevelModel(TensorModel):
             if not layer["finished"]:
                 self.step_layer(layer)
 
+    def complete(self) -> bool:
+        return all(layer["finished"] for layer in self.layers)
+
     def step_layer(self, layer: dict) -> None:
         enc, core = layer["encoder"], layer["core"]
         if not core.loaded and enc["x"] in self.env:
@@ -207,31 +239,18 @@ class LevelModel(TensorModel):
         spikes, ctrl = core.step()
         if not ctrl[0]:
             return
-        spikes = spikes.astype(np.int64)
         for synapse, acc_core in layer["synapses"]:
-            acc_core.apply((synapse["matrix"] @ spikes.T).T, ctrl)
+            synaptic_input = (synapse["kernel"].apply(spikes) if spikes.any() else
+                              np.zeros((spikes.shape[0], synapse["rows"]), dtype=np.int64))
+            acc_core.apply(synaptic_input, ctrl)
         if ctrl[3]:
             for synapse, acc_core in layer["synapses"]:
-                self.env[synapse["acc_name"]] = acc_core.acc().reshape(synapse["acc_shape"])
+                acc = acc_core.acc().reshape(synapse["acc_shape"])
+                self.env[synapse["acc_name"]] = acc
+                self.results[f"acc:{synapse['acc_name']}"] = acc
+                self.results[f"updates:{synapse['name']}"] = np.array([acc_core.updates],
+                                                                      np.int64)
             for node in layer["decodes"]:
                 run_node(node, self.env)
+            self.results.update(encoder_results(enc, core, self.env[enc["counts"]]))
             layer["finished"] = True
-            if all(ly["finished"] for ly in self.layers):
-                self.write_vars()
-
-    def write_vars(self) -> None:
-        """Counts, events, acc and stats of every layer, concatenated in layer order."""
-        counts, events, accs, stats, updates = [], [], [], [], []
-        for layer in self.layers:
-            core = layer["core"]
-            counts.append(self.env[layer["encoder"]["counts"]].ravel())
-            events.append(core.events)
-            stats += [core.updates, core.steps, core.T]
-            for synapse, acc_core in layer["synapses"]:
-                accs.append(self.env[synapse["acc_name"]].ravel())
-                updates.append(acc_core.updates)
-        for var, parts in ((self.counts, counts), (self.events, events), (self.acc, accs)):
-            if parts:
-                flat = np.concatenate(parts)
-                var[:flat.size] = flat
-        self.stats[:len(stats) + len(updates)] = stats + updates
