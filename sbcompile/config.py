@@ -58,6 +58,11 @@ class CompileConfig:
     tune_objective: str = "energy"      # least energy | most sparsity (synaptic ops avoided)
     tune_energy: str = "spikingbrain"   # energy preset the energy objective prices with
     tune_seconds: float = 600.0         # search time bound (the best feasible so far is kept)
+    # with calibration data: below this worst-output cosine (vs float, on the calibration
+    # inputs) compile repairs the settings (sbcompile.tune.repair) within repair_seconds; None:
+    # never
+    repair_floor: float | None = 0.99
+    repair_seconds: float = 300.0
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -194,6 +199,10 @@ def _check_tuning(config: CompileConfig) -> None:
                        f"'{config.tune_energy}'")
     if not config.tune_seconds > 0:
         raise SbcError(f"tune_seconds must be > 0, got {config.tune_seconds}")
+    if config.repair_floor is not None:
+        check_floor("cosine", config.repair_floor, "repair_floor")
+    if not config.repair_seconds > 0:
+        raise SbcError(f"repair_seconds must be > 0, got {config.repair_seconds}")
 
 
 def _check_layers(config: CompileConfig) -> None:

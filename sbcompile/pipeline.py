@@ -82,6 +82,13 @@ def compile_graph(graph: Graph, config: CompileConfig,
     g = spiking_graph(graph, config, calib)
     if calib is not None:
         g = _timed("analyse", analyse.run, g, config, float_graph, calib)
+        if search is None:  # below the repair floor: repaired within its time bound
+            from sbcompile.tune import repair, worst_cosine
+
+            search = repair(graph, config, calib, worst_cosine(g))
+            if search is not None:
+                config = search.config
+                g = analyse.run(spiking_graph(graph, config, calib), config, float_graph, calib)
     g.meta.pop("calibration", None)  # histograms served the thresholds; the report keeps results
     report = build_report(g, float_graph, config)
     if g.meta.get("count_bounds"):  # bounds >= the largest count seen: none saturated there
