@@ -391,6 +391,16 @@ def measure_one(name: str, cache: Path, lava_timeout: float,
             if cos:
                 entry["worst_layer"] = {"cosine": min(cos)[0], "name": min(cos)[1]}
             entry["layers_spiked"] = len(layers)
+            repair = art.report.get("tune")
+            if repair:  # compile's automatic repair ran: what it kept float, what it cost
+                entry["repair"] = {
+                    "seconds": round(repair["seconds"], 1), "evaluations": repair["evaluations"],
+                    "untuned_cosine": repair["untuned"]["metric"],
+                    "repaired_cosine": repair["chosen"]["metric"],
+                    "untuned_energy_pJ": repair["untuned"]["energy_pJ"],
+                    "repaired_energy_pJ": repair["chosen"]["energy_pJ"],
+                    "kept_float": sorted(n for n, v in repair["layers"].items()
+                                         if v.get("float"))}
             entry["targets"] = {t: s.get("lowered") for t, s in
                                 art.report.get("targets", {}).items()}
         except Exception as e:  # noqa: BLE001
@@ -516,6 +526,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def repair_table(rows: list[dict]) -> str:
+    """compile's automatic repair where it ran: the worst output cosine and the energy per
+    inference (the report's spiking estimate plus the MACs of the layers kept float) of the
+    untuned preset and of the repaired settings."""
+    lines = ["| model | preset | cosine untuned -> repaired | energy untuned -> repaired | "
+             "kept float | layers | seconds |", "|" + "---|" * 7]
+    for r in rows:
+        for preset in PRESETS:
+            e = r.get(preset, {})
+            rep = e.get("repair")
+            if not rep:
+                continue
+            lines.append(f"| {r['model']} | {preset} | {rep['untuned_cosine']:.4f} -> "
+                         f"{rep['repaired_cosine']:.4f} | {rep['untuned_energy_pJ'] / 1e6:.3g} -> "
+                         f"{rep['repaired_energy_pJ'] / 1e6:.3g} uJ | {len(rep['kept_float'])} "
+                         f"| {e.get('layers_spiked', '-')} | {rep['seconds']} |")
+    return "\n".join(lines)
+
+
 def throughput_table(rows: list[dict]) -> str:
     lines = ["| model | preset | samples | onnxruntime float ms | onnxruntime target ms | target / "
              "float | reference ms | outputs vs reference (max rel) |", "|" + "---|" * 8]
@@ -582,6 +611,8 @@ def main() -> int:
     RESULTS.write_text(json.dumps({"machine": f"{platform.machine()}, {platform.system()}",
                                    "date": str(date.today()), "rows": ordered}, indent=1))
     print(table(ordered))
+    print()
+    print(repair_table(ordered))
     print()
     print(throughput_table(ordered))
     return 0

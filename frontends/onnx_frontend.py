@@ -203,6 +203,8 @@ def _lower_node(lw: Lowering, node: onnx.NodeProto) -> tuple[str, tuple | None]:
     convert = converter_for(node.domain, node.op_type)
     if convert is None:
         domain = f" in domain '{node.domain}'" if node.domain not in ("", "ai.onnx") else ""
+        if node.domain == "ai.onnx.ml":
+            domain += " (classical machine learning: sbcompile compiles neural networks)"
         return f"op type {node.op_type}{domain} is not supported", None
     try:
         convert(NodeView(lw, node))

@@ -267,3 +267,18 @@ def test_an_if_on_a_given_once_input_takes_the_calibrated_branch_and_guards_it()
     with pytest.raises(SbcError, match="input 'sr' is 8000; the model was compiled for sr = "
                                        "16000"):
         CompiledModel(art).run({**feed, "sr": np.array(8000)})
+
+
+def test_a_classical_ml_model_is_refused_in_one_line():
+    node = h.make_node("LinearClassifier", ["x"], ["label", "prob"], domain="ai.onnx.ml",
+                       coefficients=[1.0, 2.0, 3.0, 4.0], classlabels_ints=[0, 1],
+                       intercepts=[0.0, 0.0])
+    graph = h.make_graph([node], "ml", [h.make_tensor_value_info("x", T.FLOAT, ["N", 2])],
+                         [h.make_tensor_value_info("label", T.INT64, ["N"]),
+                          h.make_tensor_value_info("prob", T.FLOAT, ["N", 2])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17),
+                                               h.make_opsetid("ai.onnx.ml", 3)], ir_version=8)
+    with pytest.raises(SbcError) as e:
+        load_onnx(model)
+    assert "'ai.onnx.ml' (classical machine learning" in str(e.value)
+    assert "\n" not in str(e.value)
