@@ -111,7 +111,8 @@ class Spec:
     output: str      # the output the task reads
     task: str        # its name in the table
     agree: Callable  # (float output, spiked output) -> agreement in [0, 1]
-    shapes: dict | None = None  # input dims pinned (others stay dynamic)
+    shapes: dict | None = None  # input dims pinned (others stay dynamic, or are pinned from
+    #                             the calibration data where a lowering needs them static)
     n: int = 12                 # calibration feeds (and as many evaluation feeds)
 
 
@@ -258,7 +259,7 @@ SPECS: dict[str, Spec] = {
     "mtcnn_pnet": Spec(_named("input_1", _photos(48, "nhwc", (0.5, 0.5))), "softmax",
                        "face map argmax", _argmax, {"input_1": ["N", 48, 48, 3]}),
     "ddddocr_ocr": Spec(_dddd_ocr, "387", "CTC string equal", _ctc(0, time_axis_first=True),
-                        {"input1": [1, 1, 64, 192]}, n=8),
+                        n=8),
     "ddddocr_det": Spec(_named("images", _photos(416)), "output", "objects IoU (>0.3)",
                         _yolox_objects, n=4),
     "oww_melspec": Spec(_melspec, "output", "mel cosine", _cosine,
@@ -269,16 +270,14 @@ SPECS: dict[str, Spec] = {
                            _decision()),
     "oww_timer": Spec(_wake("onnx::Flatten_0", 34), TIMER_OUTPUT, "intent argmax", _argmax),
     "oww_hey_jarvis": Spec(_wake("x.1"), "53", "wake decision (>0.5)", _decision()),
-    "oww_hey_mycroft": Spec(_wake("input_1"), "dense", "wake decision (>0.5)", _decision(),
-                            {"input_1": [1, 16, 96]}),
+    "oww_hey_mycroft": Spec(_wake("input_1"), "dense", "wake decision (>0.5)", _decision()),
     "silero_vad": Spec(_silero, "speech_probs", "speech decision (>0.5)", _decision()),
     "silero_vad_sr": Spec(_silero_sr, "output", "speech decision (>0.5)", _decision()),
     "eeg_seizure": Spec(_seizure, "probs", "class argmax per 0.5 s", _time_argmax, n=6),
     "eeg_spindles": Spec(_spindles, "segmentation", "spindle mask IoU (p>0.5)", _mask_iou(0.5),
                          n=6),
     "minilm_int8": Spec(_minilm, "last_hidden_state", "token embedding cosine", _cosine, n=8),
-    "silero_vad_if": Spec(_silero_if, "output", "speech decision (>0.5)", _decision(),
-                          {"input": [1, 512], "state": [2, 1, 128]}),
+    "silero_vad_if": Spec(_silero_if, "output", "speech decision (>0.5)", _decision()),
     "akiki_vad": Spec(_akiki, "probability", "speech decision (>0.5)", _decision()),
     "attacut_c": Spec(_attacut, "output", "word boundary (>0)", _decision(0.0),
                       {"input": [1, 48]}),

@@ -318,6 +318,12 @@ def compile(model: str, calib: str | None, config_file: str | None, preset: str 
     out = check_output_path(output, "-o")
     calib_data = load_npz(calib) if calib else None
     graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None, calib_data)
+    if calib_data is not None:  # fidelity kept by default (README): repaired below the floor
+        from sbcompile.config import parse_set_options
+        from sbcompile.tune import default_repair
+
+        config = default_repair(config, parse_set_options(list(sets)),
+                                bool(config_file or exclude))
     artifact = compile_graph(graph, config, calib_data)
     artifact.save(out)
     print_terminal(artifact.report, console=console)

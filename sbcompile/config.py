@@ -60,8 +60,8 @@ class CompileConfig:
     tune_seconds: float = 600.0         # search time bound (the best feasible so far is kept)
     # with calibration data: below this worst-output cosine (vs float, on the calibration
     # inputs) compile repairs the settings (sbcompile.tune.repair) within repair_seconds; None:
-    # never
-    repair_floor: float | None = 0.99
+    # never (`sbcompile compile` sets tune.REPAIR_FLOOR unless told otherwise)
+    repair_floor: float | None = None
     repair_seconds: float = 300.0
 
     def to_json(self) -> dict:

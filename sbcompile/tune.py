@@ -458,6 +458,21 @@ def tune(graph: Graph, base: CompileConfig, calib, metric: str, floor: float,
                   tuner.stopped_early, ranking)
 
 
+REPAIR_FLOOR = 0.99  # `sbcompile compile`'s default repair floor (worst output cosine)
+# fields a user may set and still get the default repair: they do not choose the spiking
+NEUTRAL_FIELDS = {"targets", "calib_batch", "repair_seconds", "tune_energy", "tune_objective",
+                  "sensitivity", "triton_density", "count_margin"}
+
+
+def default_repair(config: CompileConfig, overrides: dict, chosen: bool) -> CompileConfig:
+    """``config`` with the default repair floor, unless its settings were chosen (``chosen``: a
+    config file or excluded layers; or an override of a field that shapes the spiking)."""
+    if chosen or config.repair_floor is not None or not config.spike or \
+            set(overrides) - NEUTRAL_FIELDS:
+        return config
+    return dataclasses.replace(config, repair_floor=REPAIR_FLOOR)
+
+
 def worst_cosine(graph: Graph) -> float:
     """The worst output cosine of an analysed graph (1.0 when none was measured)."""
     fidelity = analysis(graph).outputs_fidelity or {}

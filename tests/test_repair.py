@@ -1,6 +1,7 @@
-"""Task accuracy by default: with calibration data, compile measures the worst output cosine and,
-below ``repair_floor`` (0.99), repairs the per-layer settings within ``repair_seconds``; float
-only for layers the introduced-error ranking names."""
+"""Task accuracy by default: with calibration data, `sbcompile compile` measures the worst output
+cosine and, below ``repair_floor`` (0.99 unless the user chose the spiking settings), repairs the
+per-layer settings within ``repair_seconds``; float only for layers the introduced-error ranking
+names."""
 from __future__ import annotations
 
 import numpy as np
@@ -35,10 +36,10 @@ X = np.random.default_rng(1).standard_t(1.5, (64, 24)).astype(np.float32)
 
 @pytest.mark.parametrize("preset", ["spikingbrain", "loihi2"])
 def test_below_the_floor_compile_repairs_by_default(preset):
-    off = compile_model(_deep_tanh(), preset, calib={"x": X},
-                        overrides={"targets": "", "repair_floor": "none"})
+    off = compile_model(_deep_tanh(), preset, calib={"x": X}, overrides={"targets": ""})
     assert worst_cosine(off.graph) < 0.99 and "tune" not in off.report
-    art = compile_model(_deep_tanh(), preset, calib={"x": X}, overrides={"targets": ""})
+    art = compile_model(_deep_tanh(), preset, calib={"x": X},
+                        overrides={"targets": "", "repair_floor": "0.99"})
     assert worst_cosine(art.graph) >= 0.99
     search = art.report["tune"]
     assert search["floor"] == 0.99 and search["untuned"]["metric"] < 0.99
@@ -53,11 +54,34 @@ def test_below_the_floor_compile_repairs_by_default(preset):
 def test_a_model_that_holds_the_floor_is_left_as_the_preset_compiles_it():
     x = np.random.default_rng(2).normal(0, 1, (64, 24)).astype(np.float32)
     art = compile_model(_deep_tanh(layers=2), "loihi2", calib={"x": x},
-                        overrides={"targets": ""})
+                        overrides={"targets": "", "repair_floor": "0.99"})
     assert worst_cosine(art.graph) >= 0.99
     assert "tune" not in art.report and art.config["layers"] == {}
 
 
 def test_without_calibration_data_nothing_is_measured_or_repaired():
-    art = compile_model(_deep_tanh(), "spikingbrain", overrides={"targets": ""})
+    art = compile_model(_deep_tanh(), "spikingbrain",
+                        overrides={"targets": "", "repair_floor": "0.99"})
     assert "tune" not in art.report
+
+
+@pytest.mark.parametrize("sets, repaired", [(["targets="], True), (["max_count=7"], False)])
+def test_the_compile_command_repairs_unless_the_settings_were_chosen(tmp_path, sets, repaired):
+    """`--set targets=` chooses no spiking setting: repaired; `--set max_count=7` does: the
+    compile keeps the user's settings as given."""
+    from click.testing import CliRunner
+
+    from sbcompile.api import load
+    from sbcompile.cli import main
+
+    onnx.save(_deep_tanh(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=X)
+    args = ["compile", str(tmp_path / "m.onnx"), "--preset", "loihi2", "--calib",
+            str(tmp_path / "calib.npz"), "-o", str(tmp_path / "m.sbc")]
+    for item in sets:
+        args += ["--set", item]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    report = load(tmp_path / "m.sbc").report
+    assert ("tune" in report) == repaired
+    assert (worst_cosine(load(tmp_path / "m.sbc").graph) >= 0.99) == repaired
