@@ -28,11 +28,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from sbcompile import __version__
+from sbcompile.version import __version__
 from sbcompile.backends.export_onnx_ops import OPSET, OnnxBuilder, emit_node, tensor_type
-from sbcompile.errors import SbcError, UnsupportedError
+from sbcompile.errors import SbcError, UnsupportedError, first_few
 from sbcompile.ir.graph import Graph, Node
-from sbcompile.ir.ops import attention_keep, count_limit, node_attrs, threshold_axes
+from sbcompile.ir.ops import (attention_keep, count_limit, dynamic_sum_bound, node_attrs,
+                              threshold_axes)
 
 EXACT_LIMIT = 2 ** 24
 FLOAT, INT32 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT32
@@ -119,7 +120,7 @@ def _exact_bound(b: OnnxBuilder, node: Node, weight: np.ndarray, group: int) -> 
     shape = b.graph.values[enc.inputs[0]].shape
     reduced = [shape[i] for i in threshold_axes(len(shape), a["granularity"])]
     if a["policy"] == "dynamic" and all(isinstance(d, int) for d in reduced):
-        bound = min(bound, float(w.max(initial=0)) * (a["k"] + 0.5) * math.prod(reduced))
+        bound = min(bound, float(w.max(initial=0)) * dynamic_sum_bound(a, math.prod(reduced)))
     return bound
 
 
@@ -256,7 +257,7 @@ def _scores(b: OnnxBuilder, node: Node, a: dict) -> None:
     ea = node_attrs(enc)
     per_row = count_limit(ea) * d
     if ea["policy"] == "dynamic":
-        per_row = min(per_row, (ea["k"] + 0.5) * d)
+        per_row = min(per_row, dynamic_sum_bound(ea, d))
     if per_row * 128 * 1.001 >= EXACT_LIMIT:
         raise UnsupportedError(f"node '{node.name}' (spike_scores): integer partial sums can "
                                f"reach {per_row * 128:.4g} >= 2^24, beyond exact float32 "
@@ -335,7 +336,7 @@ def to_onnx(graph: Graph, keep: Iterable[str] = ()) -> onnx.ModelProto:
     b, problems = _build(graph)
     if problems:
         raise UnsupportedError(f"onnx-qdq cannot hold {len(problems)} node(s): "
-                               + "; ".join(reason for _, reason in problems))
+                               + first_few([reason for _, reason in problems]))
     outputs = list(dict.fromkeys([*graph.outputs, *keep]))
     unknown = [o for o in outputs if o not in graph.values]
     if unknown:

@@ -22,7 +22,8 @@ from sbcompile.runtime.lava import mapping
 from sbcompile.runtime.lava.coding import check_mode, message_bits, mode_for_coding
 from sbcompile.runtime.lava.connectivity import layer_geometry
 from sbcompile.runtime.lava.program import FORMAT, PLAN_MEMBER, LavaProgram
-from sbcompile.ir.ops import count_limit, node_attrs, threshold_axes
+from sbcompile.ir.ops import (count_limit, dynamic_count_bound, dynamic_sum_bound, node_attrs,
+                              threshold_axes)
 from sbcompile.ir.records import expansions, layer_of_acc
 from sbcompile.runtime.reference import KERNELS
 
@@ -79,8 +80,8 @@ def _encoder(graph: Graph, node: Node, mode: str) -> dict:
     sum_bound = None
     if attrs["policy"] == "dynamic":
         n_avg = _neurons(graph, node.name, node.inputs[0], attrs["granularity"])
-        limit = min(limit, math.ceil(attrs["k"] * n_avg) + 1)
-        sum_bound = math.ceil((attrs["k"] + 0.5) * n_avg * (1 + 1e-5)) + 1
+        limit = dynamic_count_bound(attrs, n_avg)
+        sum_bound = math.ceil(dynamic_sum_bound(attrs, n_avg) * (1 + 1e-5)) + 1
     threshold = node.inputs[1] if len(node.inputs) > 1 else ""
     return {"name": node.name, "node": node.to_json(), "x": node.inputs[0],
             "counts": node.outputs[0], "vth": node.outputs[1], "threshold": threshold,

@@ -16,7 +16,7 @@ import numpy as np
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
-from sbcompile.ir.ops import count_limit, node_attrs
+from sbcompile.ir.ops import OPS, SAFETY_COUNT, count_limit, node_attrs
 from sbcompile.backends.torch import expected_densities
 from sbcompile.runtime.triton import launch
 from sbcompile.runtime.triton.program import EncodeStep, LinearStep, TritonProgram
@@ -26,7 +26,6 @@ __all__ = ["TritonProgram", "lower"]
 DEFAULT_DENSITY = 0.8  # count-level density of SpikingBrain-7B (18.4 % zeros, FACTS.md)
 MAX_UNION_DENSITY = 0.5  # above this expected union density the dense-count GEMV is faster
 # (H200, benchmarks/triton_linear.py: event GEMV vs dense-count GEMV at M=1 by density)
-SAFETY_LIMIT = 2 ** 20  # counts beyond this do not fit the kernels' three base-128 digits
 
 
 def lower(graph: Graph, config: CompileConfig | None = None) -> TritonProgram:
@@ -94,12 +93,13 @@ def _event_rows(density: float) -> int:
 
 def _encoder_ok(graph: Graph, enc) -> bool:
     a = node_attrs(enc)
-    if count_limit(a) > SAFETY_LIMIT:
+    if count_limit(a) > SAFETY_COUNT:  # beyond the kernels' three base-128 digits
         return False
     if a["policy"] == "static":
         t = graph.params.get(enc.inputs[1]) if len(enc.inputs) > 1 else None
         return t is not None and t.size == 1 and float(t.reshape(())) > 0
-    return a["policy"] == "dynamic" and a["granularity"] in ("token", "sample")
+    return a["policy"] == "dynamic" and \
+        a["granularity"] in OPS["spike_encode"].choices["granularity"]
 
 
 def _fusable_decode(graph: Graph, linear, enc, consumers):

@@ -89,9 +89,11 @@ from sbcompile.config import make_config
 from sbcompile.memory import peak_rss_bytes, rss_bytes
 from sbcompile.pipeline import compile_graph, load_model
 
-stages = []
+stages, estimate = [], {}
 class Stages(logging.Handler):
     def emit(self, record):
+        if hasattr(record, "estimate"):
+            estimate["mb"] = round(record.estimate.total / 2**20)
         if hasattr(record, "stage"):
             s = record.stage
             stages.append({"stage": s.name, "seconds": round(s.seconds, 2),
@@ -120,7 +122,7 @@ print("ROW " + json.dumps({
     "peak_rss_mb": round(peak_rss_bytes() / 2**20), "start_rss_mb": round(base / 2**20),
     "params": graph.param_count(),
     "param_bytes": int(sum(p.nbytes for p in graph.params.values())),
-    "streamed": isinstance(calib, dict),
+    "streamed": isinstance(calib, dict), "estimate_mb": estimate.get("mb"),
     "targets": {t: s.get("lowered") for t, s in art.report.get("targets", {}).items()},
     "stages": stages}))
 """
@@ -150,7 +152,12 @@ def real_models(args) -> None:
                 cmd = [sys.executable, "-c", REAL_CHILD, str(cache / f"{name}.onnx"), str(npz),
                        json.dumps(spec.shapes or {}), preset, json.dumps(overrides)]
                 t0 = time.perf_counter()
-                out = subprocess.run(cmd, capture_output=True, text=True)
+                try:
+                    out = subprocess.run(cmd, capture_output=True, text=True,
+                                         timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    out = subprocess.CompletedProcess(cmd, -9, "", f"timed out after "
+                                                                   f"{args.timeout:.0f} s")
                 wall = time.perf_counter() - t0
                 lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ROW ")]
                 row = {"model": name, "preset": preset, "samples": args.samples,
@@ -177,7 +184,8 @@ def _print_real(row: dict) -> None:
     worst = max(row["stages"], key=lambda s: s["peak_mb"], default=None)
     slowest = max(row["stages"], key=lambda s: s["seconds"], default=None)
     print(f"{row['model']:>16} {row['preset']:>12} {row['params'] / 1e6:6.2f}M "
-          f"{row['seconds']:7.2f} s  peak {row['peak_rss_mb']:6d} MB (goal {budget:5.0f})  "
+          f"{row['seconds']:7.2f} s  peak {row['peak_rss_mb']:6d} MB (goal {budget:5.0f}, "
+          f"estimate {row.get('estimate_mb')})  "
           f"peak at {worst and worst['stage']}, slowest {slowest and slowest['stage']} "
           f"{slowest and slowest['seconds']} s  lowered {row['targets']}", flush=True)
 
@@ -191,6 +199,7 @@ def main() -> None:
     ap.add_argument("--targets", default=None, help="--set targets=... (default: the preset's)")
     ap.add_argument("--calib-batch", type=int, default=None)
     ap.add_argument("--out", default=None, help="results file name under benchmarks/results")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per compile")
     args = ap.parse_args()
     if args.real:
         real_models(args)

@@ -11,7 +11,12 @@ counted in every process) is reported beside it. Also times the lowering (``lowe
 RSS growth.
 
     python benchmarks/lava_scale.py ART.sbc FEEDS.npz [--samples 1,8] [--timeout 900]
-        [--label NAME] [--out benchmarks/results/lava_scale.json]
+        [--label NAME] [--bands N] [--out benchmarks/results/lava_scale.json]
+    python benchmarks/lava_scale.py --corpus NAME [--preset spikingbrain]
+
+``--corpus`` compiles a model of the real-model corpus (``benchmarks/real_models.py``: its
+calibration inputs, 4 samples, at its natural input size) with the Lava target and runs its
+first evaluation input.
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+import sys
+
 import numpy as np
 
 from sbcompile.artifact import Artifact
@@ -33,6 +40,7 @@ from sbcompile.npz import load_npz
 from sbcompile.runtime.lava.runner import simulate
 from sbcompile.runtime.reference import evaluate
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = Path(__file__).resolve().parent / "results" / "lava_scale.json"
 
 
@@ -105,18 +113,39 @@ def compare(graph, program, feeds: dict, run) -> dict:
             "max_output_abs_diff": worst}
 
 
+def corpus_model(name: str, preset: str):
+    """(spiking graph, feeds of one evaluation input) of a corpus model compiled for Lava."""
+    import real_models
+    from fetch_models import cache_dir
+    from sbcompile.config import make_config
+    from sbcompile.pipeline import compile_graph, load_model
+
+    spec = real_models.SPECS[name]
+    rng = np.random.default_rng(14)
+    cache = cache_dir(None)
+    calib = spec.feeds(rng, 4, cache)
+    graph = load_model(cache / f"{name}.onnx", spec.shapes)
+    art = compile_graph(graph, make_config(preset, {"targets": "lava"}), calib)
+    return art.graph, spec.feeds(rng, 1, cache)[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("artifact")
-    ap.add_argument("feeds")
+    ap.add_argument("artifact", nargs="?")
+    ap.add_argument("feeds", nargs="?")
+    ap.add_argument("--corpus", default=None, help="a corpus model, compiled here")
+    ap.add_argument("--preset", default="spikingbrain")
     ap.add_argument("--samples", default="1,8")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--label", default=None)
     ap.add_argument("--bands", type=int, default=None, help="fused processes (default: CPUs)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
-    graph = Artifact.load(args.artifact).graph
-    data = load_npz(args.feeds)
+    if args.corpus:
+        graph, data = corpus_model(args.corpus, args.preset)
+        args.samples, args.label = "1", args.label or args.corpus
+    else:
+        graph, data = Artifact.load(args.artifact).graph, load_npz(args.feeds)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     program = lower(graph)
@@ -133,7 +162,7 @@ def main() -> None:
           f"{row['program_bytes'] / 1e6:.2f} MB, {row['spike_layers']} spike layers, "
           f"{row['neuro_cores']} neuro-cores on {row['chips']} chips ({program.mode})")
     for n in (int(s) for s in args.samples.split(",")):
-        feeds = {k: v[:n] for k, v in data.items()}
+        feeds = data if args.corpus else {k: v[:n] for k, v in data.items()}
         with PeakMemory() as peak:
             t0 = time.perf_counter()
             run = simulate(program, feeds, timeout=args.timeout, bands=args.bands)

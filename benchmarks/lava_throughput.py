@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -96,15 +95,14 @@ def conv_chain(channels: int, size: int, layers: int, window: int) -> Graph:
 
 def measure_ours(graph: Graph, feeds: dict, mode: str, form: str) -> dict:
     program = lower(graph, mode=mode)
-    with tempfile.TemporaryDirectory() as run_dir:
-        t0 = time.perf_counter()
-        net = LavaNetwork(program, feeds, form, run_dir)
-        net.run_steps(1)
-        startup = time.perf_counter() - t0
-        steps = net.run() - 1  # until the outputs are recorded
-        elapsed = time.perf_counter() - t0 - startup
-        results, info = net.collect()
-        net.stop()
+    t0 = time.perf_counter()
+    net = LavaNetwork(program, feeds, form)
+    net.run_steps(1)
+    startup = time.perf_counter() - t0
+    steps = net.run() - 1  # until the outputs are recorded
+    elapsed = time.perf_counter() - t0 - startup
+    results, info = net.collect()
+    net.stop()
     events = sum(layer["synaptic_ops"] for layer in info["layers"].values())
     return {"graph": f"ours ({form}, {mode})", "startup_s": startup, "steps": steps,
             "steps_per_s": steps / elapsed, "synaptic_events_per_s": events / elapsed,

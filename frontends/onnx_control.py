@@ -21,7 +21,7 @@ import onnx
 from onnx import helper
 
 from sbcompile.frontends.onnx_lowering import NodeView
-from sbcompile.frontends.onnx_ops import _converter
+from sbcompile.frontends.onnx_registry import _converter
 from sbcompile.ir.graph import Value, unique_name
 
 MAX_UNROLLED_NODES = 200_000  # beyond this an unrolled loop is refused (a runaway trip count)

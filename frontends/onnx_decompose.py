@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from sbcompile.frontends.onnx_lowering import NodeView
-from sbcompile.frontends.onnx_ops import _converter, _window_attrs, reduce_axes
+from sbcompile.frontends.onnx_ops import _window_attrs, reduce_axes
+from sbcompile.frontends.onnx_registry import _converter
 
 
 class _Expr:

@@ -20,7 +20,7 @@ from sbcompile.frontends import onnx_model
 from sbcompile.frontends.onnx_control import expand_control_flow
 from sbcompile.frontends.onnx_fold import fold_constants, initializers
 from sbcompile.frontends.onnx_lowering import Lowering, NodeView
-from sbcompile.frontends.onnx_ops import converter_for
+from sbcompile.frontends.onnx_converters import converter_for
 from sbcompile.frontends.onnx_pins import fix_input_values
 from sbcompile.frontends.onnx_quant import expand_quantized
 from sbcompile.frontends.onnx_rewrites import rewrite

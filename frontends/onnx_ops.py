@@ -1,48 +1,25 @@
 """Converters from ONNX nodes (opset 13 and newer) to IR ops, mostly one to one.
 
-``converter_for(domain, op_type)(view)`` emits the IR node(s) of one ONNX node through a
-``NodeView``, or raises UnsupportedError naming the node and what is not supported (an attribute
-or attribute value, a non-constant operand the IR needs as an attribute, an optional output in
-use). Constant nodes fold (``onnx_fold``); only one mixing Inf with other values reaches its
-converter, which refuses it.
+``converter_for(domain, op_type)(view)`` (``onnx_converters``) emits the IR node(s) of one ONNX
+node through a ``NodeView``, or raises UnsupportedError naming the node and what is not supported
+(an attribute or attribute value, a non-constant operand the IR needs as an attribute, an
+optional output in use). Constant nodes fold (``onnx_fold``); only one mixing Inf with other
+values reaches its converter, which refuses it.
 Fusions across nodes (linear, GELU, norms, attention) happen before, in ``onnx_rewrites``; the
 ops it builds in ``FUSED_DOMAIN`` lower here.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 import onnx
 
 from sbcompile.frontends.onnx_lowering import NodeView, fill_value
 from sbcompile.frontends.onnx_model import CUSTOM_DOMAIN, FUSED_DOMAIN
+from sbcompile.frontends.onnx_registry import _converter
 from sbcompile.ir.graph import DTYPES
 from sbcompile.ir.ops import ONNX_OPS, OPS
-
-# (domain, op_type) -> converter; the default domain is "".
-CONVERTERS: dict[tuple[str, str], Callable[[NodeView], None]] = {}
-
-
-def _converter(*op_types: str, attrs: tuple[str, ...] = (), domain: str = ""):
-    """Register ``fn`` for the op types. A node setting an attribute outside ``attrs`` is refused:
-    an attribute a converter does not read could change the meaning."""
-    def register(fn):
-        def checked(n: NodeView) -> None:
-            unknown = sorted(set(n.attrs) - set(attrs))
-            if unknown:
-                raise n.refuse(f"attribute '{unknown[0]}' is not supported")
-            fn(n)
-        for op_type in op_types:
-            CONVERTERS[(domain, op_type)] = checked
-        return fn
-    return register
-
-
-def converter_for(domain: str, op_type: str) -> Callable[[NodeView], None] | None:
-    return CONVERTERS.get(("" if domain == "ai.onnx" else domain, op_type))
-
 
 def _no_extra_outputs(n: NodeView, keep: int = 1) -> None:
     for i in range(keep, len(n.outputs)):
@@ -482,9 +459,3 @@ def _fused_attention(n: NodeView) -> None:
     band = {key: int(n.attr(key)) for key in ("causal", "window") if n.attr(key) is not None}
     n.emit("attention", n.inputs, scale=float(onnx.numpy_helper.to_array(n.attr("scale"))),
            **band)
-
-
-# Converters that compose several IR ops, the recurrent layers and the refusals of control flow
-# that could not be inlined register from their modules.
-from sbcompile.frontends import (onnx_control, onnx_decompose, onnx_quant,  # noqa: E402,F401
-                                 onnx_recurrent)

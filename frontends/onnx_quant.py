@@ -28,7 +28,7 @@ from onnx import helper
 from sbcompile.errors import UnsupportedError
 from sbcompile.frontends.onnx_decompose import _Expr
 from sbcompile.frontends.onnx_lowering import NodeView
-from sbcompile.frontends.onnx_ops import _converter
+from sbcompile.frontends.onnx_registry import _converter
 from sbcompile.ir.graph import unique_name
 
 MS_DOMAIN = "com.microsoft"

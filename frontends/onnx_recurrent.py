@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from sbcompile.frontends.onnx_lowering import NodeView
-from sbcompile.frontends.onnx_ops import _converter
+from sbcompile.frontends.onnx_registry import _converter
 from sbcompile.ir.ops import OPS
 
 _ATTRS = ("activation_alpha", "activation_beta", "activations", "clip", "direction",

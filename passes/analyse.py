@@ -29,6 +29,7 @@ import numpy as np
 
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
+from sbcompile.ir.passes import PassBase, PassContext, PassResult
 from sbcompile.ir.records import (Analysis, SpikedLayer, expansions, set_analysis,
                                   spiked_layers)
 from sbcompile.passes.calibrate import check_calibration
@@ -40,7 +41,6 @@ from sbcompile.passes.propagation import (LayerPropagation, OutputsFidelity,
                                           layer_sensitivity)
 from sbcompile.progress import track
 from sbcompile.runtime.reference import values
-from sbcompile.runtime.reference_float import conv_nd
 
 OP_CLASS = {"graded": "int8_mac_graded", "binary": "binary_ac", "ternary": "signed_ac",
             "bitwise": "shift_add", "bitwise_bidirectional": "shift_add",
@@ -90,13 +90,9 @@ class LayerStats:
                                  + HIST_RANGE + 1, minlength=self.hist.size)
         self.outputs += y_spiking.size
         if conv:
-            c_in = counts.shape[1]
             group = node_attrs.get("group", 1) or 1
-            kernel = info.kernel
-            ones = np.ones((group, c_in // group) + tuple(kernel), dtype=np.int64)
-            reach = conv_nd(ev, ones, None, node_attrs.get("strides"), node_attrs.get("pads"),
-                            node_attrs.get("dilations"), group)
-            self.synaptic += int(reach.sum()) * (info.fan_out // group)
+            reach = conv_reach(ev, info.kernel, node_attrs, y_spiking.shape[2:])
+            self.synaptic += reach * (info.fan_out // group)
             self.dense_macs += int(np.prod(y_spiking.shape)) * info.fan_in
         else:
             self.synaptic += int(ev.sum()) * info.fan_out
@@ -107,6 +103,24 @@ class LayerStats:
         if self.raster is None:  # first sample: its first token, or a conv input's map
             first = counts[0].ravel() if conv else rows[0]
             self.raster = first[:256].astype(int).tolist()
+
+
+def conv_reach(events: np.ndarray, kernel: list[int], attrs: dict, out_shape) -> int:
+    """The events times the output positions each reaches (its input position inside their
+    windows), summed: per input position, its events over samples and channels times how many
+    (output position, kernel tap) pairs read it, a product of one count per spatial axis."""
+    n_sp = len(kernel)
+    strides = attrs.get("strides") or [1] * n_sp
+    dilations = attrs.get("dilations") or [1] * n_sp
+    pads = attrs.get("pads") or [0] * (2 * n_sp)
+    per_position = events.sum(axis=(0, 1), dtype=np.int64)
+    cover = np.ones((), np.int64)
+    for ax, size in enumerate(per_position.shape):
+        taps = (np.arange(out_shape[ax])[:, None] * strides[ax]
+                + np.arange(kernel[ax])[None, :] * dilations[ax] - pads[ax]).ravel()
+        cover = np.multiply.outer(cover, np.bincount(taps[(taps >= 0) & (taps < size)],
+                                                     minlength=size))
+    return int((per_position * cover).sum())
 
 
 def run(graph: Graph, config: CompileConfig, float_graph: Graph,
@@ -288,3 +302,16 @@ def _contributions(graph: Graph, float_graph: Graph, config: CompileConfig, cali
     return layer_sensitivity(graph, float_graph, calib.batches(batches),
                              progress=lambda xs: track(xs, calib.num_batches(batches),
                                                        "layer sensitivity"))
+
+
+class Analyse(PassBase):
+    """The ``Analysis`` record, measured against ``ctx.float_graph`` on the calibration
+    inputs (none without them)."""
+
+    name = "analyse"
+
+    def applies(self, graph: Graph, ctx: PassContext) -> bool:
+        return ctx.calib is not None
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        return PassResult(run(graph, ctx.config, ctx.float_graph, ctx.calib))

@@ -16,6 +16,8 @@ Every preset names its source and its convention; op counts come from the analys
 """
 from __future__ import annotations
 
+from sbcompile.config import ENERGY_CONVENTIONS as CONVENTIONS
+
 E_INT8_ADD = 0.03
 E_INT32_ADD = 0.1
 E_FP16_ADD = 0.4
@@ -25,18 +27,6 @@ E_FP16_MAC = 1.5
 E_FP32_MAC = 4.6
 E_FP32_ADD = 0.9
 
-CONVENTIONS = {
-    "spikingbrain": "SpikingBrain-1.0 arithmetic: synaptic events x INT8 add (0.03 pJ) vs dense "
-                    "FP16 MAC (1.5 pJ) / INT8 MAC (0.23 pJ), Horowitz 45 nm; ignores memory "
-                    "traffic, routing and control",
-    "horowitz45": "Horowitz 45 nm: unit-spike ACs as INT32 adds (0.1 pJ), graded spikes as INT8 "
-                  "MACs (0.23 pJ), threshold reductions as FP16 adds (0.4 pJ), rescales as FP16 "
-                  "mults (1.1 pJ); memory ignored",
-    "vision_snn": "Spike-driven Transformer convention: 4.6 pJ x first-layer MACs + 0.9 pJ x "
-                  "SOPs of later layers (FP32 45 nm); baseline FP32 MAC 4.6 pJ",
-    "loihi2018": "ESTIMATE from Davies et al. 2018 pre-silicon Loihi minima: 23.6 pJ/synaptic "
-                 "op, 1.7 pJ/spike, 52 pJ/neuron update; no per-op figure exists for Loihi 2",
-}
 CONSTANTS = {
     "spikingbrain": {"int8_add": E_INT8_ADD, "fp16_mac": E_FP16_MAC, "int8_mac": E_INT8_MAC},
     "horowitz45": {"int32_add": E_INT32_ADD, "int8_mac": E_INT8_MAC, "fp16_add": E_FP16_ADD,

@@ -15,6 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import special
 
 from sbcompile.ir.ops import attention_keep
+from sbcompile.ir.shapes import window_out
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -38,8 +39,14 @@ def _axis(axis: int, rank: int) -> int:
 
 
 # ---- linear algebra -----------------------------------------------------------------------------
+CONV_CHUNK_BYTES = 32 << 20  # bound of the window matrix one contraction copies out
+
+
 def conv_nd(x, w, b, strides, pads, dilations, group):
-    """N-d cross-correlation, NC* layout, via windows + tensordot. Exact for integer dtypes."""
+    """N-d cross-correlation, NC* layout, via windows + tensordot. Exact for integer dtypes.
+    The window matrix a contraction copies out (output positions x C x kernel) is made a
+    block of samples, or of one sample's output rows, at a time (``CONV_CHUNK_BYTES``): each
+    output element is the same dot product whatever the block."""
     n_sp = x.ndim - 2
     strides = list(strides or [1] * n_sp)
     dilations = list(dilations or [1] * n_sp)
@@ -54,19 +61,49 @@ def conv_nd(x, w, b, strides, pads, dilations, group):
     win = win[sl]
     c_per_group = w.shape[1]
     o_per_group = w.shape[0] // group
-    outs = []
+    out_shape = win.shape[2:2 + n_sp]
+    y = np.empty((x.shape[0], w.shape[0]) + out_shape, np.result_type(x, w))
+    # contract C and kernel axes: xg [n, C, *out, *k], wg [O, C, *k]
+    axes_x = [1] + list(range(2 + n_sp, 2 + 2 * n_sp))
+    axes_w = [1] + list(range(2, 2 + n_sp))
+    row_bytes = c_per_group * int(np.prod(w.shape[2:])) * y.itemsize * \
+        int(np.prod(out_shape[1:], dtype=np.int64))
+    if c_per_group == 1 and group > 1:  # depthwise: every group's window matrix in one copy
+        taps = int(np.prod(w.shape[2:]))
+        wt = [w[g * o_per_group:(g + 1) * o_per_group].transpose(
+            axes_w + [0]).reshape(taps, o_per_group) for g in range(group)]
+        for n, rows in _conv_blocks(x.shape[0], out_shape[0], row_bytes * group):
+            cols = np.ascontiguousarray(np.moveaxis(win[n, :, rows], 1, 0))  # [C, n, *out, *k]
+            block = cols.shape[1:1 + n_sp + 1]
+            for g in range(group):  # the 2-D product tensordot makes, minus its copy
+                yg = np.dot(cols[g].reshape(-1, taps), wt[g]).reshape(block + (o_per_group,))
+                y[n, g * o_per_group:(g + 1) * o_per_group, rows] = np.moveaxis(yg, -1, 1)
+        group = 0
     for g in range(group):
-        xg = win[:, g * c_per_group:(g + 1) * c_per_group]
         wg = w[g * o_per_group:(g + 1) * o_per_group]
-        # contract C and kernel axes: xg [N, C, *out, *k], wg [O, C, *k]
-        axes_x = [1] + list(range(2 + n_sp, 2 + 2 * n_sp))
-        axes_w = [1] + list(range(2, 2 + n_sp))
-        y = np.tensordot(xg, wg, axes=(axes_x, axes_w))  # [N, *out, O]
-        outs.append(np.moveaxis(y, -1, 1))
-    y = np.concatenate(outs, axis=1) if group > 1 else outs[0]
+        ys = y[:, g * o_per_group:(g + 1) * o_per_group]
+        xg = win[:, g * c_per_group:(g + 1) * c_per_group]
+        for n, rows in _conv_blocks(x.shape[0], out_shape[0], row_bytes):
+            ys[n, :, rows] = np.moveaxis(np.tensordot(xg[n, :, rows], wg, axes=(axes_x, axes_w)),
+                                         -1, 1)
     if b is not None:
-        y = y + b.reshape((1, -1) + (1,) * n_sp)
+        y += b.reshape((1, -1) + (1,) * n_sp)
     return y
+
+
+def _conv_blocks(samples: int, rows: int, row_bytes: int):
+    """(sample slice, first-output-axis slice) blocks whose window matrix stays near
+    CONV_CHUNK_BYTES: whole samples when one fits, else rows of one sample."""
+    per_sample = max(rows * row_bytes, 1)
+    if per_sample <= CONV_CHUNK_BYTES:
+        step = max(1, CONV_CHUNK_BYTES // per_sample)
+        for n in range(0, samples, step):
+            yield slice(n, n + step), slice(None)
+        return
+    step = max(1, CONV_CHUNK_BYTES // max(row_bytes, 1))
+    for n in range(samples):
+        for r in range(0, rows, step):
+            yield slice(n, n + 1), slice(r, r + step)
 
 
 def _conv(a, x, w, b=None):
@@ -96,10 +133,7 @@ def _pool_geometry(spatial, kernel, strides, pads, dilations, ceil_mode):
     for i, size in enumerate(spatial):
         begin, end = pads[i], pads[i + n_sp]
         span = (kernel[i] - 1) * dilations[i] + 1
-        steps = (size + begin + end - span) / strides[i]
-        out = (math.ceil(steps) if ceil_mode else math.floor(steps)) + 1
-        if ceil_mode and (out - 1) * strides[i] >= size + begin:
-            out -= 1
+        out = window_out(size, kernel[i], strides[i], begin, end, dilations[i], ceil_mode)
         geometry.append((begin, max(end, (out - 1) * strides[i] + span - size - begin), out))
     return geometry
 

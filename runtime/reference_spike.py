@@ -80,8 +80,10 @@ def spike_linear(a, counts, weight):
 
 
 def spike_conv(a, counts, weight):
-    acc = conv_nd(counts.astype(np.int64), weight.astype(np.int64), None, a["strides"], a["pads"],
-                  a["dilations"], a["group"])
+    """The exact integer convolution, as a float64 product for the reason ``spike_linear``
+    gives (every partial sum an integer below 2^53)."""
+    acc = conv_nd(counts.astype(np.float64), weight.astype(np.float64), None, a["strides"],
+                  a["pads"], a["dilations"], a["group"])
     return _to_int32(acc)
 
 

@@ -28,7 +28,7 @@ from sbcompile.ir.graph import Graph
 from sbcompile.ir.ops import count_limit, node_attrs, threshold_shape
 from sbcompile.runtime import reference
 from sbcompile.runtime import reference_spike as ref
-from sbcompile.runtime.triton.launch import digits_for
+from sbcompile.runtime.triton.digits import digits_for, split_digit
 
 # Megatron's pairing in the names of SpikingBrain / Qwen / Llama layers: the projections whose
 # input is a head-local or MLP-local activation split by input channel, the others by output.
@@ -87,10 +87,10 @@ def digit_planes(counts: torch.Tensor, n: int) -> torch.Tensor:
     planes): counts == sum_p planes[p] * 128**p."""
     planes, rest = [], counts.to(torch.int32)
     for p in range(n):
-        digit = rest if p == n - 1 else torch.where(rest.abs() <= 127, rest,
-                                                    ((rest + 64) & 127) - 64)
+        digit = rest
+        if p < n - 1:
+            digit, rest = split_digit(rest)
         planes.append(digit.to(torch.int8))
-        rest = (rest - digit) >> 7
     return torch.stack(planes)
 
 

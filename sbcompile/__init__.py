@@ -4,7 +4,7 @@
 PyTorch module; ``sbcompile.load(path)`` reads a saved one; ``CompiledModel.run(inputs,
 target=...)`` returns a ``RunResult`` (outputs, counts, timings) on every target (see ``api``).
 """
-__version__ = "0.1.0"
+from sbcompile.version import __version__
 
 _API = ("compile", "load", "CompiledModel", "RunResult")
 

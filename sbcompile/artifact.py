@@ -16,7 +16,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from sbcompile import __version__
+from sbcompile.version import __version__
 from sbcompile.artifact_checks import check_lava_program, check_member, check_triton_program
 from sbcompile.config import CompileConfig
 from sbcompile.errors import ArtifactError, SbcError

@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 from jsonschema import Draft202012Validator
 
+from sbcompile.config import CHOICES
 from sbcompile.errors import ArtifactError
 from sbcompile.ir.graph import DTYPES, Graph
-from sbcompile.ir.ops import OPS
-
-COUNT_LIMIT = 2 ** 20  # no stored count, histogram range or bound exceeds the encoder's clamp
+from sbcompile.ir.ops import OPS, SAFETY_COUNT  # no stored count or bound exceeds the clamp
 
 
 def _obj(required: dict, optional: dict | None = None, extra=True) -> dict:
@@ -33,6 +32,7 @@ def _map(values: dict) -> dict:
     return {"type": "object", "additionalProperties": values}
 
 
+RASTER_ENTRIES = 1 << 20  # the most entries a stored raster may hold
 STR = {"type": "string"}
 OPT_STR = {"type": ["string", "null"]}
 BOOL = {"type": "boolean"}
@@ -41,18 +41,18 @@ NAT = {"type": "integer", "minimum": 0}
 POS = {"type": "integer", "minimum": 1}
 NUM = {"type": "number"}
 OPT_NUM = {"type": ["number", "null"]}
-COUNT = {"type": "integer", "minimum": -COUNT_LIMIT, "maximum": COUNT_LIMIT}
+COUNT = {"type": "integer", "minimum": -SAFETY_COUNT, "maximum": SAFETY_COUNT}
 DIM = {"anyOf": [NAT, STR]}
 NAMES = _array(STR)
 
 # the fields a load reads typed, none required (an artifact built in code may carry a partial
 # config, read over the defaults); CompileConfig.from_json refuses unknown fields
-CONFIG = _obj({}, {"preset": STR, "spike": BOOL, "policy": {"enum": ["dynamic", "static"]},
-                   "k": NUM, "max_count": {"type": ["integer", "null"]}, "calib_method": STR,
-                   "threshold_granularity": STR, "percentile": NUM, "coding": STR,
-                   "t_mode": STR, "window": POS, "group_size": {"type": ["integer", "null"]},
-                   "exclude": NAMES, "calib_batch": POS, "spike_conv": BOOL, "targets": NAMES,
-                   "layers": _map({"type": "object"})})
+CONFIG = _obj({}, {"preset": STR, "spike": BOOL, "k": NUM,
+                   "max_count": {"type": ["integer", "null"]}, "percentile": NUM, "window": POS,
+                   "group_size": {"type": ["integer", "null"]}, "exclude": NAMES,
+                   "calib_batch": POS, "spike_conv": BOOL, "targets": NAMES,
+                   "layers": _map({"type": "object"}),
+                   **{name: {"enum": list(allowed)} for name, allowed in CHOICES.items()}})
 EMPTY = {"type": "object", "maxProperties": 0}  # an artifact built in code without one
 MANIFEST = _obj({"format_version": INT, "sbcompile_version": STR,
                  "config": CONFIG,
@@ -64,13 +64,13 @@ MANIFEST = _obj({"format_version": INT, "sbcompile_version": STR,
 _POS_INTS = {"type": ["array", "null"], "items": POS}
 NODE_ATTRS = _obj({}, {"strides": _POS_INTS, "dilations": _POS_INTS, "kernel": _POS_INTS,
                        "pads": {"type": ["array", "null"], "items": NAT}, "group": POS,
-                       "policy": {"enum": ["dynamic", "static"]},
-                       "granularity": {"enum": ["token", "sample"]},
+                       **{name: {"enum": list(allowed)}
+                          for name, allowed in OPS["spike_encode"].choices.items()},
                        "k": {"type": "number", "exclusiveMinimum": 0},
                        "vth_min": {"type": "number", "exclusiveMinimum": 0},
                        "vth_max": {"type": "number", "exclusiveMinimum": 0},
                        "max_count": {"type": ["integer", "null"], "minimum": 1},
-                       "safety_count": {"type": "integer", "minimum": 1, "maximum": COUNT_LIMIT},
+                       "safety_count": {"type": "integer", "minimum": 1, "maximum": SAFETY_COUNT},
                        "group_size": {"type": ["integer", "null"], "minimum": 1}})
 NODE = _obj({"name": STR, "op": {"enum": sorted(OPS)}, "inputs": NAMES, "outputs": NAMES,
              "attrs": NODE_ATTRS}, extra=False)
@@ -83,7 +83,7 @@ _SPARSITY = _obj({"count_zero": NUM, "spike_slot": NUM, "spike_slot_window3": NU
                   "mean_spikes_per_channel": NUM, "silent_channels": NUM,
                   # steps: an int, or under t_mode token the mean over tokens; at most the
                   # largest |count| (unary codings)
-                  "T": {"type": ["number", "null"], "minimum": 0, "maximum": COUNT_LIMIT}})
+                  "T": {"type": ["number", "null"], "minimum": 0, "maximum": SAFETY_COUNT}})
 _FIDELITY = _obj({"cosine": NUM, "snr_db": OPT_NUM})
 _LAYER = _obj({"name": STR, "op": STR, "fan_in": {"type": ["integer", "null"]},
                "fan_out": {"type": ["integer", "null"]}})
@@ -92,7 +92,7 @@ _MEASURED_LAYER = _obj({
     "fidelity": _obj({"encode": _FIDELITY, "output": _FIDELITY}), "ops": _map(NUM),
     "count_histogram": _obj({"range": {"type": "integer", "minimum": 0, "maximum": 4096},
                              "counts": _array(NUM, 8195)}),
-    "raster_first_sample": _array(COUNT, 2 ** 20)})
+    "raster_first_sample": _array(COUNT, RASTER_ENTRIES)})
 _ENERGY = _obj({"spiking_pJ": NUM, "dense_fp16_pJ": NUM, "dense_int8_pJ": NUM,
                 "reduction_vs_fp16": NUM, "reduction_vs_int8": NUM, "convention": STR})
 REPORT = {

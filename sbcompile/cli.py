@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sbcompile.config import CHOICES
 from sbcompile.errors import SbcError
 from sbcompile.output_path import check_output_dir, check_output_path
 from sbcompile.target_registry import TARGETS
@@ -391,7 +392,7 @@ def _compile_stack(folder: Path, calib: str | None, config, input_shapes: dict, 
 @click.option("--labels", default=None, metavar="Y.npz",
               help="Labels per calibration sample, keyed by output name (accuracy, ctc).")
 @click.option("--ctc-blank", type=int, default=0, show_default=True, help="CTC blank class.")
-@click.option("--objective", type=click.Choice(["energy", "sparsity"]), default="energy",
+@click.option("--objective", type=click.Choice(CHOICES["tune_objective"]), default="energy",
               show_default=True, help="Least energy, or most synaptic-op sparsity.")
 @click.option("--energy-preset", default="spikingbrain", show_default=True)
 @click.option("--max-time", type=float, default=600.0, show_default=True, callback=_seconds,
@@ -406,14 +407,14 @@ def tune(model: str, calib: str, config_file: str | None, preset: str | None, se
          html_out: str | None, json_out: str | None) -> None:
     """Search per-layer settings of MODEL that keep a fidelity floor at the least energy (or
     the most sparsity); write them as a config file that `compile --config` reads."""
+    from sbcompile.config import ENERGY_CONVENTIONS
     from sbcompile.npz import load_npz
-    from sbcompile.passes.energy import CONVENTIONS
     from sbcompile.tune_metrics import load_labels, parse_budget
 
     metric, floor = parse_budget(budget)
-    if energy_preset not in CONVENTIONS:
+    if energy_preset not in ENERGY_CONVENTIONS:
         raise SbcError(f"unknown energy preset '{energy_preset}' (known: "
-                       f"{', '.join(CONVENTIONS)})")
+                       f"{', '.join(ENERGY_CONVENTIONS)})")
     config = build_config(config_file, preset, sets, exclude)
     outs = {flag: check_output_path(p, flag) for p, flag in
             ((output, "-o"), (html_out, "--html"), (json_out, "--json")) if p is not None}
@@ -508,11 +509,15 @@ class TuneProgress:
 @click.option("--chip", type=click.Choice(["loihi"]), default=None,
               help="Energy and latency per inference on a chip model (SANA-FE; the `chip` "
                    "extra), with the spike traffic of --input.")
+@click.option("--neurobench", is_flag=True,
+              help="NeuroBench metrics on --input, computed by the neurobench package on the "
+                   "model's PyTorch form (the `metrics` extra).")
 @click.option("--input", "input_path", default=None, metavar="X.npz",
-              help="Inputs whose traffic --chip simulates (e.g. the calibration set).")
+              help="Inputs whose traffic --chip simulates and --neurobench measures (e.g. the "
+                   "calibration set).")
 @guarded
 def report(artifact: str, json_out: str | None, html_out: str | None, energy_preset: str,
-           chip: str | None, input_path: str | None) -> None:
+           chip: str | None, neurobench: bool, input_path: str | None) -> None:
     """Show the report of a compiled ARTIFACT; write it as JSON and/or HTML."""
     from sbcompile.api import load
     from sbcompile.output_path import write_atomic
@@ -522,9 +527,10 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
     for path, flag in ((json_out, "--json"), (html_out, "--html")):
         if path is not None:
             check_output_path(path, flag)
-    if chip is not None and input_path is None:
-        raise SbcError("--chip simulates the spike traffic of a run: give --input X.npz "
-                       "(e.g. the calibration set)")
+    wanted = [flag for flag, on in (("--chip", chip), ("--neurobench", neurobench)) if on]
+    if wanted and input_path is None:
+        raise SbcError(f"{wanted[0]} measures a run: give --input X.npz (e.g. the calibration "
+                       "set)")
     model = load(artifact)
     rep = dict(model.report)
     if not rep:
@@ -532,14 +538,19 @@ def report(artifact: str, json_out: str | None, html_out: str | None, energy_pre
     if rep.get("measured") and energy_preset not in rep["energy"]:
         raise SbcError(f"unknown energy preset '{energy_preset}' (known: "
                        f"{', '.join(rep['energy'])})")
-    if chip is not None and not rep.get("measured"):
+    if wanted and not rep.get("measured"):
         raise SbcError(f"{artifact}: compiled without calibration data, its report has no "
-                       "measurements to set the chip model beside; compile with --calib")
+                       f"measurements to set {wanted[0]} beside; compile with --calib")
     if rep.get("measured"):
         from sbcompile.chip import chip_section
         from sbcompile.npz import load_npz
 
-        rep["chip"] = chip_section(model, chip, load_npz(input_path) if chip else None)
+        feeds = load_npz(input_path) if wanted else None
+        rep["chip"] = chip_section(model, chip, feeds)
+        if neurobench:
+            from sbcompile.neurobench_metrics import neurobench_metrics
+
+            rep["neurobench"] = neurobench_metrics(model, feeds)
     print_terminal(rep, energy_preset, console=console)
     if json_out is not None:
         data = json.dumps(rep, indent=1).encode()
@@ -575,6 +586,7 @@ def run(artifact: str, input_path: str, target: str, device: str, use_float: boo
     """Run a compiled ARTIFACT on inputs."""
     from sbcompile.api import load
     from sbcompile.batch_axes import input_samples
+    from sbcompile.ir.records import count_bounds
     from sbcompile.npz import load_npz, save_npz
 
     if output is not None:
@@ -589,7 +601,7 @@ def run(artifact: str, input_path: str, target: str, device: str, use_float: boo
     for name, arr in result.outputs.items():
         console.print(escape(f"{name}: {arr.dtype}{list(arr.shape)}  mean "
                              f"{float(arr.mean()):.6g}"))
-    if not use_float and model.graph.meta.get("count_bounds"):
+    if not use_float and count_bounds(model.graph):
         _print_saturations(model.graph, feeds)
     if result.op_counts and model.report.get("measured"):
         _print_op_counts(result.op_counts, model.report, input_samples(model.graph, feeds))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,26 @@ import numpy as np
 
 from sbcompile.errors import SbcError
 from sbcompile.ir.codings import CODINGS
+from sbcompile.ir.ops import OPS
 from sbcompile.target_registry import DEFAULT_TARGETS, PROGRAM_TARGETS
+from sbcompile.tune_metrics import COMPARED, check_floor
 
 INT32 = np.iinfo(np.int32)
 T_MAX_LIMIT = 127  # calibrated counts stay int8 (a window of at most 127 unary steps)
+ENCODER = OPS["spike_encode"]  # the spike encoder's defaults and attribute domains
+# the energy presets a report or the tune objective prices with (passes/energy.py's prices)
+ENERGY_CONVENTIONS = {
+    "spikingbrain": "SpikingBrain-1.0 arithmetic: synaptic events x INT8 add (0.03 pJ) vs dense "
+                    "FP16 MAC (1.5 pJ) / INT8 MAC (0.23 pJ), Horowitz 45 nm; ignores memory "
+                    "traffic, routing and control",
+    "horowitz45": "Horowitz 45 nm: unit-spike ACs as INT32 adds (0.1 pJ), graded spikes as INT8 "
+                  "MACs (0.23 pJ), threshold reductions as FP16 adds (0.4 pJ), rescales as FP16 "
+                  "mults (1.1 pJ); memory ignored",
+    "vision_snn": "Spike-driven Transformer convention: 4.6 pJ x first-layer MACs + 0.9 pJ x "
+                  "SOPs of later layers (FP32 45 nm); baseline FP32 MAC 4.6 pJ",
+    "loihi2018": "ESTIMATE from Davies et al. 2018 pre-silicon Loihi minima: 23.6 pJ/synaptic "
+                 "op, 1.7 pJ/spike, 52 pJ/neuron update; no per-op figure exists for Loihi 2",
+}
 
 
 @dataclass
@@ -26,7 +43,7 @@ class CompileConfig:
     preset: str = "spikingbrain"
     spike: bool = True                  # False: keep the float graph (preset float)
     policy: str = "dynamic"             # dynamic (per token, mean|x|/k) | static (calibrated)
-    k: float = 3.0                      # dynamic threshold divisor
+    k: float = ENCODER.attrs["k"]       # dynamic threshold divisor
     max_count: int | None = None        # clamp of |count|; None: unbounded (dynamic, SpikingBrain)
                                         # or chosen per layer by calibration (static)
     t_max: int = 8                      # static, max_count None: the largest count (T) it may pick
@@ -40,6 +57,8 @@ class CompileConfig:
     group_size: int | None = 128        # weight quantisation groups along the input axis
     exclude: list[str] = field(default_factory=list)  # fnmatch patterns of layers kept in float
     calib_batch: int = 64               # calibration/analysis batch size (bounds memory)
+    max_memory: str | None = None       # refuse a compile estimated past this ("4G", "512M";
+                                        # None: the machine's available memory)
     spike_conv: bool = True             # spike conv inputs too (not only linear projections)
     attention_quantize: bool = False    # spiked attention query, INT8 K/V, integer scores
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))  # programs to store
@@ -76,6 +95,22 @@ class CompileConfig:
             raise SbcError(f"config field '{unknown[0]}' is not known to this sbcompile")
         return cls(**d).check()
 
+    def max_memory_bytes(self) -> int | None:
+        """``max_memory`` in bytes: a number with an optional unit K, M, G or T (powers of
+        1024; a trailing B or iB is allowed)."""
+        if self.max_memory is None:
+            return None
+        text = str(self.max_memory).strip().upper().removesuffix("IB").removesuffix("B")
+        scale = 1024 ** (" KMGT".index(text[-1]) if text and text[-1] in "KMGT" else 0)
+        try:
+            value = float(text[:-1] if scale > 1 else text) * scale
+        except ValueError:
+            value = float("nan")
+        if not (math.isfinite(value) and value >= 1):
+            raise SbcError(f"max_memory must be a size such as 4G or 512M, not "
+                           f"'{self.max_memory}'")
+        return int(value)
+
     def check(self) -> "CompileConfig":
         """Raise SbcError on an out-of-range or unknown value; return self. Numbers are checked
         as the compiled graph stores them: floats finite and nonzero where they divide in
@@ -87,51 +122,24 @@ class CompileConfig:
             if isinstance(value, int) and not isinstance(value, bool) and \
                     not INT32.min <= value <= INT32.max:
                 raise SbcError(f"{f.name} must fit int32, got {value}")
-        if not np.float32(self.k) > 0:
-            raise SbcError(f"k must be > 0 in float32, got {self.k}")
-        if self.policy not in ("dynamic", "static"):
-            raise SbcError(f"policy must be dynamic or static, not '{self.policy}'")
-        if not self.k > 0:
-            raise SbcError(f"k must be > 0, got {self.k}")
-        if self.max_count is not None and self.max_count < 1:
-            raise SbcError(f"max_count must be >= 1, got {self.max_count}")
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise SbcError(f"{name} must be one of {', '.join(allowed)}, not '{value}'")
+        for name, domain in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not domain.holds(value):
+                raise SbcError(f"{name} must be {domain}, got {value}")
         if self.policy == "static" and self.max_count is None and self.calib_method == "percentile":
             raise SbcError("calib_method=percentile needs max_count")
-        if not 1 <= self.t_max <= T_MAX_LIMIT:
-            raise SbcError(f"t_max must be in 1..{T_MAX_LIMIT}, got {self.t_max}")
-        if not self.t_snr_db > 0:
-            raise SbcError(f"t_snr_db must be > 0, got {self.t_snr_db}")
-        if self.calib_order not in ("float", "sequential"):
-            raise SbcError(f"calib_order must be float or sequential, not '{self.calib_order}'")
-        if self.calib_method not in ("mse", "percentile"):
-            raise SbcError(f"calib_method must be mse or percentile, not '{self.calib_method}'")
-        if self.threshold_granularity not in ("tensor", "channel"):
-            raise SbcError("threshold_granularity must be tensor or channel, not "
-                           f"'{self.threshold_granularity}'")
-        if not 0 < self.percentile <= 100:
-            raise SbcError(f"percentile must be in (0, 100], got {self.percentile}")
-        if self.coding not in CODINGS:
-            raise SbcError(f"coding must be one of {', '.join(CODINGS)}, not '{self.coding}'")
-        if self.t_mode not in ("global", "tensor", "token"):
-            raise SbcError(f"t_mode must be global, tensor or token, not '{self.t_mode}'")
-        if self.window < 1:
-            raise SbcError(f"window must be >= 1, got {self.window}")
-        if self.group_size is not None and self.group_size < 1:
-            raise SbcError(f"group_size must be >= 1, got {self.group_size}")
         unknown = [t for t in self.targets if t not in PROGRAM_TARGETS]
         if unknown:
             raise SbcError(f"unknown target '{unknown[0]}' in targets (known: "
                            f"{', '.join(PROGRAM_TARGETS)})")
-        if self.triton_density is not None and not 0 < self.triton_density <= 1:
-            raise SbcError(f"triton_density must be in (0, 1], got {self.triton_density}")
-        if self.count_bound not in ("measured", "worst_case"):
-            raise SbcError("count_bound must be measured or worst_case, not "
-                           f"'{self.count_bound}'")
-        if not self.count_margin >= 1:
-            raise SbcError(f"count_margin must be >= 1, got {self.count_margin}")
-        if self.calib_batch < 1:
-            raise SbcError(f"calib_batch must be >= 1, got {self.calib_batch}")
-        _check_tuning(self)
+        if self.fidelity_floor is not None:
+            check_floor(self.tune_metric, self.fidelity_floor, "fidelity_floor")
+        if self.max_memory is not None:
+            self.max_memory_bytes()
         _check_layers(self)
         return self
 
@@ -181,28 +189,6 @@ def layer_settings(config: CompileConfig, name: str) -> LayerSettings:
     settings = LayerSettings(**{k: getattr(config, k) for k in _GLOBAL_KEYS})
     settings = dataclasses.replace(settings, **overrides)
     return dataclasses.replace(settings, float=True) if excluded else settings
-
-
-def _check_tuning(config: CompileConfig) -> None:
-    from sbcompile.passes.energy import CONVENTIONS
-    from sbcompile.tune_metrics import COMPARED, check_floor
-
-    if config.tune_metric not in COMPARED:  # a labelled metric needs `sbcompile tune --labels`
-        raise SbcError(f"tune_metric must be one of {', '.join(COMPARED)}, not "
-                       f"'{config.tune_metric}'")
-    if config.fidelity_floor is not None:
-        check_floor(config.tune_metric, config.fidelity_floor, "fidelity_floor")
-    if config.tune_objective not in ("energy", "sparsity"):
-        raise SbcError(f"tune_objective must be energy or sparsity, not '{config.tune_objective}'")
-    if config.tune_energy not in CONVENTIONS:
-        raise SbcError(f"tune_energy must be one of {', '.join(CONVENTIONS)}, not "
-                       f"'{config.tune_energy}'")
-    if not config.tune_seconds > 0:
-        raise SbcError(f"tune_seconds must be > 0, got {config.tune_seconds}")
-    if config.repair_floor is not None:
-        check_floor("cosine", config.repair_floor, "repair_floor")
-    if not config.repair_seconds > 0:
-        raise SbcError(f"repair_seconds must be > 0, got {config.repair_seconds}")
 
 
 def _check_layers(config: CompileConfig) -> None:
@@ -264,9 +250,46 @@ def _finite_float32(value: float) -> bool:
         return bool(np.isfinite(np.float32(value)))
 
 
+@dataclass(frozen=True)
+class Range:
+    """A number field's domain: above ``low`` (or at it, ``low_in``), at most ``high``. Floats
+    are checked as float32 too, as the compiled graph stores them (k = 1e-300 is 0 there)."""
+
+    low: float
+    high: float | None = None
+    low_in: bool = True
+
+    def holds(self, value: float) -> bool:
+        values = [value, np.float32(value)] if isinstance(value, float) else [value]
+        return all((v >= self.low if self.low_in else v > self.low) and
+                   (self.high is None or v <= self.high) for v in values)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>=' if self.low_in else '>'} {self.low:g}"
+        if self.low_in:
+            return f"in {self.low:g}..{self.high:g}"
+        return f"in ({self.low:g}, {self.high:g}]"
+
+
+# the domain of every config field that has one: what check() refuses, the artifact schema's
+# enums and the CLI's choices (a None value of an optional field is never checked)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "policy": ENCODER.choices["policy"], "calib_order": ("float", "sequential"),
+    "calib_method": ("mse", "percentile"), "threshold_granularity": ("tensor", "channel"),
+    "coding": tuple(CODINGS), "t_mode": ("global", "tensor", "token"),
+    "count_bound": ("measured", "worst_case"), "tune_metric": COMPARED,
+    "tune_objective": ("energy", "sparsity"), "tune_energy": tuple(ENERGY_CONVENTIONS)}
+RANGES: dict[str, Range] = {
+    "k": Range(0, low_in=False), "max_count": Range(1), "t_max": Range(1, T_MAX_LIMIT),
+    "t_snr_db": Range(0, low_in=False), "percentile": Range(0, 100, low_in=False),
+    "window": Range(1), "group_size": Range(1), "triton_density": Range(0, 1, low_in=False),
+    "count_margin": Range(1), "calib_batch": Range(1), "tune_seconds": Range(0, low_in=False),
+    "repair_floor": Range(-1, 1, low_in=False), "repair_seconds": Range(0, low_in=False)}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "float": {"spike": False},
-    "spikingbrain": {"policy": "dynamic", "k": 3.0, "max_count": None,
+    "spikingbrain": {"policy": "dynamic", "k": ENCODER.attrs["k"], "max_count": None,
                      "coding": "bitwise_bidirectional", "group_size": 128, "t_mode": "global",
                      "attention_quantize": True},
     # SpikingBrain's / ST-BIF's ternary: T steps of {-1, 0, +1}, T <= 8 chosen per layer by

@@ -1,9 +1,9 @@
 """The compile driver: model -> IR -> passes -> spiking IR -> artifact (with its report).
 
-Pass order: calibrate -> spike_quantize -> (attention_quantize, when configured) ->
-weight_quantize -> count_bounds (with calibration data) -> expand -> analyse, then lowering to
-the configured targets (``calib_order=sequential`` calibrates and spikes one layer group after the
-other instead). Calibration data is optional for the dynamic (SpikingBrain) policy, whose
+A pre-flight estimate of the peak memory (``sbcompile.preflight``), then the declared pass list
+(``sbcompile.passmanager``: calibrate -> spike_quantize -> (attention_quantize, when
+configured) -> weight_quantize -> count_bounds (with calibration data) -> expand -> analyse),
+then lowering to the configured targets. Calibration data is optional for the dynamic (SpikingBrain) policy, whose
 thresholds need no statistics (calibrate runs for static thresholds only), and required for
 static thresholds; without it the report holds the structure but no measured sparsity, energy or
 fidelity.
@@ -13,21 +13,22 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sbcompile import preflight
 from sbcompile.artifact import Artifact
 from sbcompile.config import CompileConfig, apply_overrides, make_config
 from sbcompile.errors import DynamicDimError, SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
-from sbcompile.memory import StagePeak, StageRecord, mib
-from sbcompile.passes import (analyse, attention_quantize, calibrate, count_bounds, expand,
-                             spike_quantize, weight_quantize)
-from sbcompile.passes.targets import spike_groups
+from sbcompile.ir.passes import PassContext
+from sbcompile.ir.records import count_bounds, set_calibration
+from sbcompile.memory import mib
+from sbcompile.passes import calibrate
+from sbcompile.passmanager import compile_passes, require_statistics, run_passes, stage
 from sbcompile.report import build_report
 from sbcompile.target_registry import target_spec
 
@@ -41,6 +42,7 @@ def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Grap
     the shapes of ``calib`` (calibration data) when given."""
     if isinstance(model, Graph):
         graph = model.copy()
+        validate(graph)  # (the frontends validate what they build)
     elif isinstance(model, (str, Path)) and str(model).endswith(".nir"):
         from sbcompile.frontends.nir_frontend import load_nir
 
@@ -58,7 +60,6 @@ def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Grap
             from sbcompile.frontends.onnx_pins import pinned_from_data
 
             graph = pinned_from_data(model, input_shapes, e, calib)
-    validate(graph)
     return graph
 
 
@@ -71,6 +72,9 @@ def compile_graph(graph: Graph, config: CompileConfig,
     float_graph = graph
     if calib is not None:
         calib = calibrate.check_calibration(graph, calib)
+    estimate = preflight.check(graph, config, calib)
+    log.info("estimated peak %.0f MiB (batch of %d)", mib(estimate.total), estimate.batch,
+             extra={"estimate": estimate})
     if not config.spike:
         return Artifact(graph, config.to_json(), build_report(graph, graph, config), {}, None)
     search = None
@@ -79,57 +83,25 @@ def compile_graph(graph: Graph, config: CompileConfig,
 
         search = tune_for_compile(graph, config, calib)
         config = search.config
-    g = spiking_graph(graph, config, calib)
-    if calib is not None:
-        g = _timed("analyse", analyse.run, g, config, float_graph, calib)
-        if search is None:  # below the repair floor: repaired within its time bound
-            from sbcompile.tune import repair, worst_cosine
+    require_statistics(graph, config, calib)
+    g = run_passes(graph, compile_passes(graph, config), PassContext(config, calib, float_graph))
+    if calib is not None and search is None:  # below the repair floor: repaired in its bound
+        from sbcompile.tune import repair, worst_cosine
 
-            search = repair(graph, config, calib, worst_cosine(g))
-            if search is not None:
-                config = search.config
-                g = analyse.run(spiking_graph(graph, config, calib), config, float_graph, calib)
-    g.meta.pop("calibration", None)  # histograms served the thresholds; the report keeps results
+        search = repair(graph, config, calib, worst_cosine(g))
+        if search is not None:
+            config = search.config
+            g = run_passes(graph, compile_passes(graph, config),
+                           PassContext(config, calib, float_graph))
+    set_calibration(g, None)  # histograms served the thresholds; the report keeps results
     report = build_report(g, float_graph, config)
-    if g.meta.get("count_bounds"):  # bounds >= the largest count seen: none saturated there
-        report["count_bounds"] = g.meta["count_bounds"]
+    bounds = count_bounds(g)
+    if bounds:  # bounds >= the largest count seen: none saturated there
+        report["count_bounds"] = {enc: dataclasses.asdict(b) for enc, b in bounds.items()}
     if search is not None:
         report["tune"] = search.summary()
     programs, report["targets"] = lower_targets(g, config)
     return Artifact(g, config.to_json(), report, programs, float_graph)
-
-
-def spiking_graph(graph: Graph, config: CompileConfig, calib, measure_bounds: bool = True
-                  ) -> Graph:
-    """The passes from calibration through expand (validated). Calibration runs when a layer's
-    static threshold needs statistics that ``graph.meta['calibration']`` does not already hold;
-    count bounds are measured when ``calib`` is given and ``measure_bounds`` (they never clip
-    the calibration inputs themselves, so a search measuring on those may skip them)."""
-    # thresholds need statistics only when static and not fixed; dynamic ones are computed per
-    # token
-    calibrated = [grp for grp in spike_groups(graph, config) if grp.needs_statistics]
-    if calibrated and calib is None:
-        where = (f"preset '{config.preset}'" if config.policy == "static"
-                 else f"layer '{calibrated[0].layers[0].name}'")
-        raise SbcError(f"{where} uses static thresholds: pass calibration data (--calib X.npz)")
-    g = graph
-    held = graph.meta.get("calibration", {})
-    if calibrated and config.calib_order == "sequential":  # statistics of the spiked upstream
-        g = _timed("calibrate, spike_quantize", spike_quantize.run_sequential, g, config, calib)
-    else:
-        if any(grp.value not in held or (grp.settings.threshold_granularity == "channel"
-                                         and "channel_hist" not in held[grp.value])
-               for grp in calibrated):
-            g = _timed("calibrate", calibrate.run, g, config, calib)
-        g = _timed("spike_quantize", spike_quantize.run, g, config)
-    if config.attention_quantize:
-        g = _timed("attention_quantize", attention_quantize.run, g, config)
-    g = _timed("weight_quantize", weight_quantize.run, g, config)
-    if calib is not None and measure_bounds:
-        g = _timed("count_bounds", count_bounds.run, g, config, calib)
-    g = _timed("expand", expand.run, g, config)
-    validate(g)
-    return g
 
 
 def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes], dict]:
@@ -140,7 +112,8 @@ def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes]
     status = {}
     for target in config.targets:
         try:
-            members = _timed(f"lower {target}", _lowerer(target), graph, config).to_members()
+            members = stage(f"lower {target}",
+                            lambda: _lowerer(target)(graph, config).to_members())  # noqa: B023
         except SbcError as e:
             reason = str(e)
         except ImportError as e:  # a target whose extra is not installed
@@ -184,18 +157,6 @@ def specialised_artifact(art: Artifact, target: str, input_shapes: dict[str, tup
 
 def _lowerer(target: str):
     return importlib.import_module(target_spec(target, stored=True).backend).lower
-
-
-def _timed(what: str, fn, *args):
-    if not log.isEnabledFor(logging.INFO):
-        return fn(*args)
-    start = time.perf_counter()
-    with StagePeak() as mem:
-        result = fn(*args)
-    stage = StageRecord(what, time.perf_counter() - start, mem.peak, mem.start)
-    log.info("%s: %.2f s, peak %.0f MiB (%+.0f MiB)", what, stage.seconds, mib(stage.peak),
-             mib(stage.peak - stage.start), extra={"stage": stage})
-    return result
 
 
 def resolve_config(preset: str, overrides: dict[str, str] | None, exclude: list[str] | None,

@@ -53,7 +53,7 @@ def energy_rows(report: dict) -> list[dict]:
     if chip:
         rows.append({"basis": "sanafe " + chip["arch"].split(":")[0], "kind": "chip model",
                      "spiking_uJ": chip["energy_uJ"], "latency_ms": chip["latency_ms"],
-                     "convention": f"{chip['basis']}. Architecture: {chip['arch']}",
+                     "convention": chip["basis"],
                      "why": ""})
     return rows
 
@@ -124,8 +124,18 @@ def summary_lines(report: dict, energy_preset: str) -> list[str]:
     if chip:
         lines.append(f"chip model estimate ({chip['arch'].split(':')[0]}, SANA-FE): "
                      f"{chip['energy_uJ']:,.3f} uJ and {chip['latency_ms']:,.4f} ms per inference"
-                     f" ({chip['steps']:g} steps, {chip['cores']} neuro-cores; spike layers "
-                     "only)")
+                     f" ({chip['steps']:g} steps on {chip['cores']} SANA-FE cores; spike "
+                     "layers only)")
+    nb = report.get("neurobench")
+    if nb:
+        m = nb["metrics"]
+        ops = m["SynapticOperations"]
+        lines.append(f"NeuroBench ({nb['samples']} samples, per sample): ActivationSparsity "
+                     f"{m['ActivationSparsity']:.4f}, ConnectionSparsity "
+                     f"{m['ConnectionSparsity']:.4f}, SynapticOperations "
+                     f"{ops['Effective_MACs']:,.0f} effective MACs + {ops['Effective_ACs']:,.0f}"
+                     f" effective ACs of {ops['Dense']:,.0f} dense, Footprint "
+                     f"{m['Footprint']:,} bytes")
     if report.get("count_bounds"):
         bounds = report["count_bounds"].values()
         lines.append(f"count bounds measured on calibration (x{next(iter(bounds))['margin']:g}"

@@ -32,7 +32,7 @@ td,th{border:1px solid #ddd;padding:2px 7px;text-align:right}
 th{background:#eee}
 td.name,th.name{text-align:left;overflow-wrap:anywhere;min-width:11em;max-width:28em}
 td.op{text-align:left;white-space:nowrap}
-td.note{text-align:left;max-width:42em;font-size:.9em;color:#444}
+td.note{text-align:left;max-width:46em;font-size:.8em;color:#444}
 table.sortable th{cursor:pointer;position:sticky;top:0}
 .estimate{background:#fff3cd;border-radius:3px;padding:0 4px;font-size:.8em}
 img{max-width:100%}
@@ -84,6 +84,9 @@ def _summary_html(report: dict, preset: str) -> str:
              _card("Latency and chip mapping", _chip_body(report)),
              _card("Energy per inference by basis <span class='estimate'>estimates</span>",
                    _energy_body(report), wide=True)]
+    if report.get("neurobench"):
+        cards.append(_card("NeuroBench metrics", _neurobench_body(report["neurobench"]),
+                           wide=True))
     return (f"<section id='summary'><p class='lede'>{html.escape(lede)}</p>"
             f"<div class='cards'>{''.join(cards)}</div></section>")
 
@@ -131,9 +134,11 @@ def _chip_body(report: dict) -> str:
     if sim:
         parts.append(f"<div><span class='big'>{sim['latency_ms']:,.4g} ms</span> per inference "
                      f"<span class='estimate'>estimate</span></div><div class='muted'>"
-                     f"{sim['steps']:g} time steps on SANA-FE "
-                     f"{html.escape(sim['arch'].split(':')[0])}, spike layers one after another;"
-                     f" {sim['samples']} inferences simulated</div>")
+                     f"{sim['steps']:g} time steps on SANA-FE's "
+                     f"<span title='{html.escape(sim['arch'])}'>"
+                     f"{html.escape(sim['arch'].split(':')[0])}</span> ({sim['cores']} cores), "
+                     f"spike layers one after another; {sim['samples']} inferences simulated"
+                     "</div>")
     else:
         parts.append("<div class='muted'>latency not simulated: <code>sbcompile report "
                      "ARTIFACT --chip loihi --input X.npz</code></div>")
@@ -142,7 +147,11 @@ def _chip_body(report: dict) -> str:
                      f"<td>{mapped['neuro_cores']:,}</td></tr><tr><th class='name'>chips</th>"
                      f"<td>{mapped['chips']}</td></tr><tr><th class='name'>synapses</th>"
                      f"<td>{mapped['synapses']:,}</td></tr><tr><th class='name'>synapse memory"
-                     f" (int8)</th><td>{mapped['synapses'] / 1e6:,.2f} MB</td></tr>"
+                     f"</th><td>{mapped['synapse_memory_bytes'] / 1e6:,.2f} MB "
+                     f"<span class='muted'>(weights once: "
+                     f"{mapped.get('shared_weight_bytes', 0) / 1e6:,.2f} MB)</span></td></tr>"
+                     f"<tr><th class='name'>widest spike message</th>"
+                     f"<td>{mapped.get('message_bits', '-')} bits</td></tr>"
                      f"<tr><th class='name'>processes on embedded CPUs</th>"
                      f"<td>{mapped['embedded_processes']}</td></tr></table>")
     return "".join(parts)
@@ -165,6 +174,20 @@ def _energy_body(report: dict) -> str:
             "<div class='muted'>Every figure is an estimate on the named basis: op-count presets "
             "price the calibration run's operations; the chip model simulates the spike layers "
             "on a model of the chip. None is a measurement on silicon.</div>")
+
+
+def _neurobench_body(nb: dict) -> str:
+    m = nb["metrics"]
+    ops = m["SynapticOperations"]
+    cells = [("Footprint (bytes)", f"{m['Footprint']:,}"),
+             ("ConnectionSparsity", f"{m['ConnectionSparsity']:.4f}"),
+             ("ActivationSparsity", f"{m['ActivationSparsity']:.4f}"),
+             ("SynapticOperations: Effective_MACs", f"{ops['Effective_MACs']:,.0f}"),
+             ("Effective_ACs", f"{ops['Effective_ACs']:,.0f}"), ("Dense", f"{ops['Dense']:,.0f}")]
+    return ("<table><tr>" + "".join(f"<th>{k}</th>" for k, _ in cells) + "</tr><tr>"
+            + "".join(f"<td>{v}</td>" for _, v in cells) + "</tr></table>"
+            f"<div class='muted'>per sample over {nb['samples']} samples, neurobench "
+            f"{html.escape(nb['neurobench_version'])}; {html.escape(nb['basis'])}</div>")
 
 
 # ---- layer table --------------------------------------------------------------------------------

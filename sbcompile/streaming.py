@@ -13,7 +13,6 @@ GQA attention with RoPE, each with a SwiGLU MLP, pre-RMSNorms and residuals (FAC
 from __future__ import annotations
 
 import gc
-import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from sbcompile.artifact import Artifact
 from sbcompile.config import CompileConfig
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
+from sbcompile.memory import mib, peak_rss_bytes, rss_bytes
 from sbcompile.pipeline import compile_graph
 from sbcompile.runtime.reference import run as run_graph
 
@@ -194,18 +194,6 @@ def _rope(b: _Builder, t: str, cos: str, sin: str, idx: dict, name: str) -> str:
                     b.binary("mul", rot, sin, f"{name}_sin"), f"{name}_rope")
 
 
-def _rss_mb() -> tuple[float, float]:
-    """(current, peak) resident set of this process in MiB."""
-    fields = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(rest.split()[0]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return fields.get("VmRSS", 0.0), max(fields.get("VmHWM", 0.0), peak)
-
-
 LayerBuilder = Callable[[], Graph]
 
 
@@ -250,7 +238,7 @@ def compile_layer(index: int, graph: Graph, acts: np.ndarray, config: CompileCon
 def with_memory(record: dict) -> dict:
     """``record`` with this process's current and peak resident memory (after a collection)."""
     gc.collect()
-    record["rss_mb"], record["peak_rss_mb"] = _rss_mb()
+    record["rss_mb"], record["peak_rss_mb"] = mib(rss_bytes()), mib(peak_rss_bytes())
     return record
 
 

@@ -43,6 +43,7 @@ from sbcompile.passes import analyse, calibrate
 from sbcompile.passes.energy import dense_mac_price, energy_table, synaptic_ops
 from sbcompile.passes.spike_quantize import static_threshold
 from sbcompile.passes.targets import spike_groups
+from sbcompile.passmanager import spiking_graph
 from sbcompile.runtime.reference import evaluate
 from sbcompile.tune_metrics import LabelledMetric, check_floor, compared_value
 
@@ -131,7 +132,7 @@ def pareto_front(trials: list[Trial]) -> list[Trial]:
 
 class Evaluator:
     """Compiles and measures one set of per-layer entries on the calibration inputs (the
-    passes of ``pipeline.spiking_graph`` and the analysis; thresholds from statistics gathered
+    passes of ``passmanager.spiking_graph`` and the analysis; thresholds from statistics gathered
     once)."""
 
     def __init__(self, graph: Graph, base: CompileConfig, calib, metric: str,
@@ -155,8 +156,6 @@ class Evaluator:
     def __call__(self, layers: dict, note: str, floor: float, introduced: bool = False
                  ) -> Trial:
         """``introduced``: also each layer's introduced error (the propagation analysis)."""
-        from sbcompile.pipeline import spiking_graph
-
         cfg = dataclasses.replace(self.base, layers=layers)
         g = spiking_graph(self.calibrated, cfg, self.calib, measure_bounds=False)
         if self.labelled is not None:

@@ -37,7 +37,7 @@ def test_simulated_spikes_are_the_runs(digits):
     counts = spike_traffic(digits.graph, CALIB, program)
     encoders = {e["name"]: e for e in program.plan["encoders"]}
     for syn in program.plan["synapses"]:
-        fan_out = program.synapse_matrix(syn).fan_out()
+        fan_out = program.geometry(syn).fan_out()
         expected = expected_layer_counts(counts[encoders[syn["encoder"]]["counts"]], fan_out,
                                          program.mode)
         for k in ("synaptic_ops", "spike_messages"):
@@ -54,7 +54,8 @@ def test_energy_latency_per_inference(digits):
     assert sim["by_class"]["synapse"] > 0 and sim["by_class"]["network"] > 0
     assert sim["steps"] == pytest.approx(sum(v["steps"] for v in sim["layers"].values()))
     assert "ESTIMATE" in sim["basis"] and sim["arch"].startswith("loihi")
-    assert sim["cores"] == digits.program("lava").plan["mapping"]["neuro_cores"]
+    assert sim["lava_neuro_cores"] == digits.program("lava").plan["mapping"]["neuro_cores"]
+    assert sim["cores"] >= sim["lava_neuro_cores"]
 
 
 def test_chunked_layers_add_up(digits):
@@ -88,5 +89,50 @@ def test_report_command_chip(tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["chip"]["sanafe"]["energy_uJ"] > 0 and set(rep["energy"]) >= {"loihi2018"}
-    assert rep["chip"]["mapping"]["neuro_cores"] == rep["chip"]["sanafe"]["cores"]
+    assert rep["chip"]["mapping"]["neuro_cores"] == rep["chip"]["sanafe"]["lava_neuro_cores"]
     assert "chip model estimate" in r.output
+
+
+@pytest.mark.parametrize("op, weight_shape, attrs, in_shape, parts", [
+    ("spike_linear", (6, 8), {"group_size": 4}, (), 2),
+    ("spike_conv", (6, 2, 3, 3), {"strides": [2, 1], "pads": [1, 0, 1, 2], "dilations": [1, 2],
+                                  "group": 2}, (4, 7, 9), 3),
+    ("spike_conv", (4, 3, 5), {"strides": [1], "pads": [2, 2], "dilations": [1], "group": 1},
+     (3, 6), 1),
+])
+def test_synapse_list_is_the_geometry(op, weight_shape, attrs, in_shape, parts):
+    """The explicit synapses SANA-FE gets: as many as the geometry counts, each input neuron's
+    fan-out the geometry's, each accumulator neuron one partial row's slice of entries, each
+    weight index the tap the dense convolution applies."""
+    from sbcompile.chip import synapse_list
+    from sbcompile.runtime.lava.connectivity import layer_geometry
+
+    geometry = layer_geometry(op, weight_shape, attrs, in_shape)
+    src, dst, windex = synapse_list(geometry, parts)
+    assert src.size == geometry.synapses()
+    np.testing.assert_array_equal(np.bincount(src, minlength=geometry.cols), geometry.fan_out())
+    assert dst.max() < geometry.rows * parts and np.all(np.diff(dst) >= 0)
+    assert len(set(zip(src.tolist(), dst.tolist()))) == src.size  # no synapse twice
+    rng = np.random.default_rng(0)
+    w = rng.integers(-5, 6, weight_shape)
+    x = rng.integers(-3, 4, geometry.cols)
+    partial = np.zeros(geometry.rows * parts, dtype=np.int64)
+    np.add.at(partial, dst, w.reshape(-1)[windex] * x[src])
+    assert partial.sum() == _dense_output(op, w, x, attrs, in_shape, geometry).sum()
+
+
+def _dense_output(op, w, x, attrs, in_shape, geometry):
+    import torch
+
+    if op == "spike_linear":
+        k = w.shape[1]
+        return np.einsum("nk,k->n", w, x) if k == geometry.row_entries else \
+            np.concatenate([w[:, s:s + geometry.row_entries] @ x[s:s + geometry.row_entries]
+                            for s in range(0, k, geometry.row_entries)])
+    nd = len(in_shape) - 1
+    pads = attrs["pads"]
+    xt = torch.nn.functional.pad(torch.from_numpy(x.reshape(in_shape)).double()[None],
+                                 [p for i in reversed(range(nd)) for p in (pads[i], pads[nd + i])])
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d}[nd]
+    return conv(xt, torch.from_numpy(w).double(), stride=attrs["strides"],
+                dilation=attrs["dilations"], groups=attrs["group"]).numpy()

@@ -1,6 +1,7 @@
 """Faults on the Lava target end in one clear error within the timeout, with no simulation
 process and no /dev/shm/psm_* segment left behind: a process model that raises, a run past its
-timeout, a corrupted artifact; and the CLI runs an artifact on Lava, leaving nothing either."""
+timeout, a corrupted artifact, a child killed by a signal, a run refused before it starts for
+want of memory; and the CLI runs an artifact on Lava, leaving nothing either."""
 import contextlib
 import glob
 import io
@@ -147,3 +148,36 @@ def test_unknown_form_is_a_clear_error(images):
     art = compile_model(EXAMPLE / "model.onnx", "loihi2", calib={"image": images})
     with leaves_nothing_behind(within_s=5), pytest.raises(SbcError, match="form 'serial'"):
         simulate(lower(art.graph), {"image": images}, form="serial")
+
+
+def test_a_simulation_beyond_the_available_memory_is_refused_before_it_starts(images,
+                                                                               monkeypatch):
+    from sbcompile.runtime.lava import runner
+
+    art = compile_model(EXAMPLE / "model.onnx", "loihi2", calib={"image": images})
+    monkeypatch.setattr(runner, "available_bytes", lambda: 64 << 20)  # a 64 MB machine
+    with leaves_nothing_behind(within_s=5), pytest.raises(
+            SbcError, match=r"^the Lava simulation needs about \d+\.\d GB \(estimate\) and 0\.1 "
+                            r"GB is available: run fewer samples at once$"):
+        simulate(lower(art.graph), {"image": images})
+
+
+def test_a_killed_simulation_says_how_it_ended(images):
+    """The child dies by SIGKILL mid-run (what the kernel's OOM killer sends): one line naming
+    the signal, the likely cause and the memory estimate, and nothing left behind."""
+    art = compile_model(EXAMPLE / "model.onnx", "ternary", calib={"image": images},
+                        overrides={"max_count": "20000"})
+    killed = []
+
+    def kill_child(steps: int) -> None:
+        if not killed:  # the child leads its group (Lava's processes are its forks)
+            killed.extend(p for p in simulation_processes() if os.getpgid(p) == p)
+            for pid in killed:
+                os.kill(pid, 9)
+
+    with leaves_nothing_behind(within_s=60), pytest.raises(
+            SbcError, match=r"^Lava simulation ended by signal SIGKILL \(out of memory, most "
+                            r"likely: estimated need \d+\.\d GB, \d+\.\d GB available now\)$"):
+        simulate(lower(art.graph), {"image": images}, form="split", timeout=60,
+                 progress=kill_child)
+    assert killed

@@ -57,5 +57,33 @@ def test_hook_is_idempotent_and_inert_in_this_process():
 
     shim.install()
     shim.install()
-    assert sum(type(f).__name__ == "_VarModelFinder" for f in sys.meta_path) <= 1
+    assert sum(type(f).__name__ == "_PatchingFinder" for f in sys.meta_path) <= 1
+
+
+def test_lava_loads_after_something_fixed_the_start_method():
+    """tqdm makes a multiprocessing lock when its first bar starts (torch.fx's interpreter
+    starts one), which fixes the start method before Lava asks for fork."""
+    code = """
+import multiprocessing
+import sbcompile.runtime.lava
+multiprocessing.RLock()
+from lava.proc.dense.process import Dense
+assert multiprocessing.get_start_method() == "fork"
+assert multiprocessing.set_start_method.__module__ == "multiprocessing.context", "left patched"
+print("ok")
+"""
+    shimmed = _python(code)
+    assert shimmed.returncode == 0, shimmed.stderr
+    assert shimmed.stdout.strip() == "ok"
+
+
+def test_another_start_method_still_conflicts_with_lava():
+    code = """
+import multiprocessing
+import sbcompile.runtime.lava
+multiprocessing.set_start_method("spawn")
+from lava.proc.dense.process import Dense
+"""
+    shimmed = _python(code)
+    assert shimmed.returncode != 0 and "context has already been set" in shimmed.stderr
     assert dataclasses.dataclass.__module__ == "dataclasses"

@@ -23,7 +23,7 @@ from onnx import numpy_helper
 
 from sbcompile.errors import SbcError, UnsupportedError
 from sbcompile.frontends.onnx_frontend import load_onnx
-from sbcompile.frontends.onnx_ops import CONVERTERS
+from sbcompile.frontends.onnx_converters import CONVERTERS
 from sbcompile.runtime.reference import run
 
 CLAIMED = {op for domain, op in CONVERTERS if domain == ""} | {"Constant"}

@@ -8,9 +8,10 @@ import pytest
 
 from sbcompile.backends.export_onnx_ops import EMITTERS
 from sbcompile.errors import GraphError
-from sbcompile.frontends.onnx_ops import converter_for
+from sbcompile.frontends.onnx_converters import converter_for
 from sbcompile.ir.graph import Graph, Node, Value
-from sbcompile.ir.ops import (OPS, attention_keep, count_limit, markdown_table, node_attrs,
+from sbcompile.ir.ops import (OPS, GroupOp, attention_keep, count_limit, dynamic_count_bound,
+                              dynamic_sum_bound, markdown_table, node_attrs, output_dtypes,
                               threshold_shape)
 from sbcompile.ir.shapes import RULES, infer
 from sbcompile.ir.validate import validate
@@ -116,3 +117,62 @@ def test_use_lists_name_every_slot_and_follow_edits():
     assert [(n.name, slot) for n, slot in graph.uses()[e]] == [("sq", 0), ("sq", 1)]
     assert [n.name for n, _ in graph.uses()["d"]] == ["negate"]
     validate(graph)
+
+
+@pytest.mark.parametrize("op,inputs,attrs", [
+    ("argmax", {"x": np.array([[3.0, 1.0, 3.0], [0.0, 2.0, -1.0]], np.float32)}, {"axis": 1}),
+    ("argmin", {"x": np.array([[3.0, 1.0, 3.0], [0.0, 2.0, -1.0]], np.float32)}, {"axis": 1}),
+    ("topk", {"x": np.array([[3.0, 1.0, 3.0], [0.0, 2.0, -1.0]], np.float32),
+              "k": np.array([2], np.int64)}, {}),
+    ("equal", {"a": np.array([1, 2], np.int32), "b": np.array([1, 3], np.int32)}, {}),
+    ("not", {"x": np.array([True, False])}, {}),
+    ("where", {"c": np.array([True, False]), "a": np.array([1, 2], np.int64),
+               "b": np.array([3, 4], np.int64)}, {}),
+    ("cast", {"x": np.array([1.5, -2.5], np.float32)}, {"to": "int32"}),
+    ("shape", {"x": np.zeros((2, 3), np.float32)}, {})])
+def test_output_dtypes_are_what_the_kernels_compute(op, inputs, attrs):
+    """The op table's dtype rule (what Graph.add_node declares and validate checks) is the
+    dtype the reference kernel computes: argmin's and topk's indices are int64."""
+    params = {k: v for k, v in inputs.items() if k == "k"}
+    feeds = {k: v for k, v in inputs.items() if k != "k"}
+    values = {k: Value(k, v.shape, v.dtype.name) for k, v in inputs.items()}
+    graph = Graph("g", list(feeds), [], values, [], params)
+    outs = graph.add_node(op, list(inputs), ["y"] if op != "topk" else ["v", "i"], "n", **attrs)
+    graph.outputs = outs
+    validate(graph)
+    env = evaluate(graph, feeds)
+    assert [env[o].dtype.name for o in outs] == [graph.values[o].dtype for o in outs]
+    declared = [graph.values[o].dtype for o in outs]
+    assert declared == output_dtypes(graph.nodes[0], [v.dtype for v in values.values()])
+
+
+def test_validate_compares_declared_dtypes_with_the_rules():
+    x = np.zeros((2, 3), np.float32)
+    node = Node("am", "argmin", ["x"], ["y"], {"axis": 1})
+    validate(_graph([node], {"x": x}, {}, {"y": ((2, 1), "int64")}))
+    with pytest.raises(GraphError, match="output 'y' is declared float32 but its op gives int64"):
+        validate(_graph([node], {"x": x}, {}, {"y": ((2, 1), "float32")}))
+
+
+def test_groups_cover_the_ops_they_name():
+    assert GroupOp.Bool == {"equal", "less", "greater", "and", "or", "not"}
+    assert GroupOp.Index == {"shape", "argmax", "argmin"}
+    assert GroupOp.Integer <= GroupOp.Spike <= GroupOp.All == set(OPS)
+    assert not GroupOp.Broadcast & GroupOp.SameShape
+
+
+def test_dynamic_count_bounds_hold_on_the_reference():
+    """A dynamic encoder over n values never emits |count| above ceil(k n) + 1, nor a sum of
+    |counts| per row above (k + 1/2) n, even on one spike of a row of zeros."""
+    rng = np.random.default_rng(1)
+    for k, n in ((3.0, 16), (0.5, 7), (8.0, 64)):
+        attrs = {**OPS["spike_encode"].attrs, "k": k}
+        x = rng.standard_normal((200, n)).astype(np.float32) ** 3
+        x[0] = 0
+        x[0, 0] = 5.0
+        graph = Graph("g", ["x"], [], {"x": Value("x", x.shape, "float32")}, [], {})
+        counts, _ = graph.add_node("spike_encode", ["x"], ["c", "v"], "e", k=k)
+        graph.outputs = [counts]
+        got = np.abs(evaluate(graph, {"x": x})[counts].astype(np.int64))
+        assert got.max() <= dynamic_count_bound(attrs, n)
+        assert got.sum(axis=1).max() <= dynamic_sum_bound(attrs, n)

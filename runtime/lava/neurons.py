@@ -99,6 +99,11 @@ class EncoderCore:
         self.loaded = True
         return counts, vth
 
+    def release(self) -> None:
+        """Drop the charges and membranes of a finished tensor (its counts are the result)."""
+        self.charges = np.zeros((0, self.neurons), dtype=np.int64)
+        self.neuron.v = np.zeros(0, dtype=np.int64)
+
     def idle(self) -> np.ndarray:
         shape = self.charges.shape if self.parallel else (self.neurons,)
         return np.zeros(shape, dtype=np.int32)

@@ -30,7 +30,8 @@ from sbcompile.runtime.lava import child
 from sbcompile.runtime.lava.failure import read_failure
 from sbcompile.runtime.lava.group import POLL_S, end_group, group_processes, mapped_segments, \
     new_run_dir, record_segments, sweep_orphans
-from sbcompile.runtime.lava.memory import available_bytes, estimate_bytes, gb, oom_kills
+from sbcompile.memory import available_bytes
+from sbcompile.runtime.lava.memory import estimate_bytes, gb, oom_kills
 from sbcompile.runtime.lava.program import LavaProgram
 from sbcompile.runtime.lava.shapes import infer_shapes
 from sbcompile.runtime.lava.topology import FORMS
@@ -63,8 +64,9 @@ def simulate(program: LavaProgram, feeds: dict[str, np.ndarray], form: str = "fu
     if form not in FORMS:
         raise SbcError(f"unknown Lava graph form '{form}' (known: {', '.join(FORMS)})")
     feeds = check_feeds(program.interface(), feeds)
-    estimate = estimate_bytes(program.plan, infer_shapes(program.plan, program.params(), feeds),
-                              form, bands)
+    shapes = {name: p.shape for name, p in program.params().items()}
+    shapes.update(infer_shapes(program.plan, program.params(), feeds))
+    estimate = estimate_bytes(program.plan, shapes, form, bands)
     available = available_bytes()
     if available is not None and estimate > available:
         raise SbcError(f"the Lava simulation needs about {gb(estimate)} (estimate) and "
@@ -97,7 +99,7 @@ def simulate(program: LavaProgram, feeds: dict[str, np.ndarray], form: str = "fu
 @contextlib.contextmanager
 def _terminal_progress(progress: Callable[[int], None] | None, samples: int):
     """The caller's progress callback (steps done), else a status line on a terminal (steps
-    done, processes finished of those that report, samples), else none."""
+    done, spike layers finished of all, samples), else none."""
     if progress is not None or not sys.stderr.isatty():
         yield progress and (lambda state: progress(state["steps"]))
         return
@@ -106,8 +108,8 @@ def _terminal_progress(progress: Callable[[int], None] | None, samples: int):
     plural = "s" if samples != 1 else ""
     with Console(stderr=True).status("simulating on Lava (starting)") as status:
         yield lambda state: status.update(
-            f"simulating on Lava: {state['steps']} steps, {state['finished']}/{state['owing']} "
-            f"layers and outputs done, {samples} sample{plural} side by side")
+            f"simulating on Lava: {state['steps']} steps, {state['finished']}/{state['layers']} "
+            f"spike layers done, {samples} sample{plural} side by side")
 
 
 def _supervise(run: Path, timeout: float,
@@ -170,7 +172,7 @@ def _report_progress(run: Path, progress: Callable[[dict], None] | None,
 
 
 def _progress_state(run: Path) -> dict | None:
-    """What the child last wrote: steps done, processes finished of those owing results."""
+    """What the child last wrote: steps done, spike layers finished of all."""
     try:
         return json.loads((run / child.PROGRESS_FILE).read_text())
     except (FileNotFoundError, ValueError):

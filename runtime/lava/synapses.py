@@ -30,17 +30,23 @@ class SynapseKernel:
         if geometry.op == "spike_linear":  # [N, K] -> [G, N, group]
             n, k = weight.shape
             flat = weight.reshape(n, geometry.group, k // geometry.group).transpose(1, 0, 2)
-        masks = partial_masks(geometry.row_entries, parts)
-        self.exact_below = max(sl.stop - sl.start for sl in masks) * \
+        self.flat, self.shape = flat, weight.shape
+        self.masks = partial_masks(geometry.row_entries, parts)
+        self.exact_below = max(sl.stop - sl.start for sl in self.masks) * \
             int(np.abs(weight.astype(np.int64)).max(initial=0))  # x max |spike| bounds a sum
-        self.weights = {}  # per float type, per partial: zero outside the partial's entries
-        for dtype in (np.float32, np.float64):
+        self.weights: dict[type, list] = {}  # per float type (made when first needed)
+        self._weights(np.float32)
+
+    def _weights(self, dtype: type) -> list:
+        """Per partial, the weights in ``dtype``, zero outside the partial's entries."""
+        if dtype not in self.weights:
             self.weights[dtype] = []
-            for sl in masks:
-                w = np.zeros(flat.shape, dtype=dtype)
-                w[..., sl] = flat[..., sl]
-                self.weights[dtype].append(self._taps(w.reshape(weight.shape))
-                                           if geometry.op == "spike_conv" else w)
+            for sl in self.masks:
+                w = np.zeros(self.flat.shape, dtype=dtype)
+                w[..., sl] = self.flat[..., sl]
+                self.weights[dtype].append(self._taps(w.reshape(self.shape))
+                                           if self.geometry.op == "spike_conv" else w)
+        return self.weights[dtype]
 
     def _taps(self, w: np.ndarray) -> list[tuple[tuple, np.ndarray]]:
         """A conv weight as (tap, contiguous [G, O/G, C/G] matrix) for its nonzero taps (BLAS
@@ -57,7 +63,7 @@ class SynapseKernel:
         x = np.asarray(spikes, dtype=dtype)
         tokens = x.shape[0]
         apply = self._conv if self.geometry.op == "spike_conv" else self._linear
-        out = [apply(x, w).reshape(tokens, -1) for w in self.weights[dtype]]
+        out = [apply(x, w).reshape(tokens, -1) for w in self._weights(dtype)]
         stacked = out[0][..., None] if len(out) == 1 else np.stack(out, axis=-1)
         return stacked.reshape(tokens, -1).astype(np.int64)
 

@@ -17,9 +17,11 @@ import torch.fx as fx
 
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node
-from sbcompile.ir.ops import INTEGER_OPS, count_limit, node_attrs
+from sbcompile.ir.ops import INTEGER_OPS, OPS, count_limit, node_attrs
 from sbcompile.runtime.torch import spike_ops  # noqa: F401  (registers torch.ops.sbcompile)
 from sbcompile.runtime.torch.float_ops import SHAPE_SLOTS, TORCH_KERNELS
+
+ENCODER_CHOICES = OPS["spike_encode"].choices
 
 HOST_MAX = 64  # integer parameters up to this size read only as shapes stay Python lists
 
@@ -29,9 +31,9 @@ def _spike_args(node: Node, args: list) -> tuple:
     a = node_attrs(node)
     ops = torch.ops.sbcompile
     if node.op == "spike_encode":
-        if a["policy"] not in ("dynamic", "static"):
+        if a["policy"] not in ENCODER_CHOICES["policy"]:
             raise SbcError(f"node '{node.name}': unknown spike_encode policy {a['policy']!r}")
-        if a["policy"] == "dynamic" and a["granularity"] not in ("token", "sample"):
+        if a["policy"] == "dynamic" and a["granularity"] not in ENCODER_CHOICES["granularity"]:
             raise SbcError(f"node '{node.name}': unknown granularity {a['granularity']!r}")
         threshold = args[1] if len(args) > 1 else None
         return ops.spike_encode.default, (

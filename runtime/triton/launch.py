@@ -13,6 +13,8 @@ from types import ModuleType
 
 import torch
 
+from sbcompile.runtime.triton.digits import digits_for
+
 EVENT_MAX_ROWS = 4  # the event GEMV packs rows x blocks x 4 digits into one int8 dot tile
 EVENT_BLOCK = 128  # channels per block when a layer has one weight group
 QUANT_BLOCK = 1024  # channels per program of the split encoder
@@ -40,13 +42,6 @@ class Encoded:
     def fast(self) -> bool:
         """Whether a kernel path reads this encoding (else its layers take the reference)."""
         return self.events is not None or self.digits is not None or self.dense is not None
-
-
-def digits_for(limit: int) -> int:
-    """How many signed base-128 int8 digits hold every count up to +-limit."""
-    if limit <= 127:
-        return 1
-    return 2 if limit <= 127 * 128 + 63 else 3
 
 
 def _log2_up(n: int) -> int:

@@ -15,7 +15,8 @@ import networkx as nx
 import numpy as np
 
 from sbcompile.errors import GraphError
-from sbcompile.ir.shapes import constant_values, infer_dtypes, infer_node
+from sbcompile.ir.ops import output_dtypes
+from sbcompile.ir.shapes import constant_values, infer_node
 
 Dim = int | str
 DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
@@ -158,14 +159,14 @@ class Graph:
                  at: int | None = None, **attrs) -> list[str]:
         """The IR's one node builder: add a node of ``op`` reading ``inputs`` (appended, or
         inserted at position ``at``) and return its output values, created under fresh names
-        from ``outputs`` with the shapes and dtypes the op's rules give (``ir.shapes``); the
-        node's own name is fresh from ``name``."""
+        from ``outputs`` with the shapes and dtypes the op's rules give (``ir.shapes``,
+        ``ops.output_dtypes``); the node's own name is fresh from ``name``."""
         node = Node(name, op, list(inputs), list(outputs), attrs)
         shapes = [tuple(self.values[i].shape) if i else None for i in node.inputs]
         known = constant_values({i: self.params[i] for i in node.inputs if i in self.params})
         out_shapes = infer_node(node, shapes, [known.get(i) if i else None for i in node.inputs])
-        out_dtypes = infer_dtypes(node, [self.values[i].dtype if i else None
-                                         for i in node.inputs])
+        out_dtypes = output_dtypes(node, [self.values[i].dtype if i else None
+                                          for i in node.inputs])
         if any(shape is None for shape in out_shapes):
             raise GraphError(f"node '{node.name}' ({op}): its output shapes do not follow from "
                              "its inputs")

@@ -15,6 +15,7 @@ in ``sbcompile.ir.shapes``. An op with an ONNX name has ONNX's attribute default
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,10 @@ class OpSpec:
     attrs: dict[str, Any] = field(default_factory=dict)
     onnx: str | None = None  # the ONNX op this op is one to one with (same operands)
     onnx_renames: dict[str, str] = field(default_factory=dict)  # IR attribute -> ONNX name
+    # per output: a dtype, an operand's name (its dtype) or "attr:NAME" (that attribute's value);
+    # one entry serves every output of a variadic op
+    dtypes: tuple[str, ...] = ()
+    choices: dict[str, tuple] = field(default_factory=dict)  # attribute -> its allowed values
 
     @property
     def min_inputs(self) -> int:
@@ -48,9 +53,18 @@ class OpSpec:
 _SPECS: list[OpSpec] = []
 
 
-def _op(name, category, inputs, outputs, semantics, *, onnx=None, onnx_renames=None, **attrs):
-    _SPECS.append(OpSpec(name, category, tuple(inputs.split()), tuple(outputs.split()),
-                         semantics, attrs, onnx, dict(onnx_renames or {})))
+def _op(name, category, inputs, outputs, semantics, *, onnx=None, onnx_renames=None,
+        dtypes=None, choices=None, **attrs):
+    """One table entry; ``dtypes`` (space separated, one per output) defaults to the first
+    operand's dtype for every output; ``choices`` are the allowed values of an attribute."""
+    ins = tuple(inputs.split())
+    rule = tuple(dtypes.split()) if dtypes else (ins[0].rstrip("?*"),)
+    _SPECS.append(OpSpec(name, category, ins, tuple(outputs.split()), semantics, attrs, onnx,
+                         dict(onnx_renames or {}), rule, dict(choices or {})))
+
+
+SAFETY_COUNT = 2 ** 20  # the encoder's clamp where max_count is null: every count, count bound
+# and stored histogram stays within it, and three signed base-128 digits hold it
 
 
 # ---- linear algebra (the ops the spike passes act on) -----------------------------------------
@@ -73,25 +87,30 @@ _op("global_avg_pool", "pool", "x", "y", "mean over all spatial axes, kept as si
 _op("global_max_pool", "pool", "x", "y", "max over all spatial axes, kept as size 1",
     onnx="GlobalMaxPool")
 # ---- elementwise --------------------------------------------------------------------------------
-for _name, _onnx, _sem in [
-        ("add", "Add", "a + b"), ("sub", "Sub", "a - b"), ("mul", "Mul", "a * b"),
-        ("div", "Div", "a / b (integers: truncation toward zero)"), ("pow", "Pow", "a ** b"),
-        ("max", "Max", "elementwise maximum"), ("min", "Min", "elementwise minimum"),
-        ("mod", "Mod", "a mod b, sign of b (fmod=1: sign of a)"),
-        ("equal", "Equal", "a == b -> bool"), ("less", "Less", "a < b -> bool"),
-        ("greater", "Greater", "a > b -> bool"), ("and", "And", "a & b (bool)"),
-        ("or", "Or", "a | b (bool)")]:
-    _op(_name, "elementwise", "a b", "y", _sem + ", broadcasting", onnx=_onnx,
+for _name, _onnx, _sem, _out in [
+        ("add", "Add", "a + b", None), ("sub", "Sub", "a - b", None),
+        ("mul", "Mul", "a * b", None),
+        ("div", "Div", "a / b (integers: truncation toward zero)", None),
+        ("pow", "Pow", "a ** b", None), ("max", "Max", "elementwise maximum", None),
+        ("min", "Min", "elementwise minimum", None),
+        ("mod", "Mod", "a mod b, sign of b (fmod=1: sign of a)", None),
+        ("equal", "Equal", "a == b -> bool", "bool"), ("less", "Less", "a < b -> bool", "bool"),
+        ("greater", "Greater", "a > b -> bool", "bool"), ("and", "And", "a & b (bool)", "bool"),
+        ("or", "Or", "a | b (bool)", "bool")]:
+    _op(_name, "elementwise", "a b", "y", _sem + ", broadcasting", onnx=_onnx, dtypes=_out,
         **({"fmod": 0} if _name == "mod" else {}))
-_op("where", "elementwise", "cond a b", "y", "cond ? a : b, broadcasting", onnx="Where")
+_op("where", "elementwise", "cond a b", "y", "cond ? a : b, broadcasting", onnx="Where",
+    dtypes="a")
 for _name, _onnx, _sem in [
         ("neg", "Neg", "-x"), ("abs", "Abs", "|x|"), ("sqrt", "Sqrt", "sqrt(x)"),
         ("reciprocal", "Reciprocal", "1 / x"), ("exp", "Exp", "exp(x)"), ("log", "Log", "ln(x)"),
         ("erf", "Erf", "erf(x)"), ("sin", "Sin", "sin(x)"), ("cos", "Cos", "cos(x)"),
         ("floor", "Floor", "floor(x)"), ("ceil", "Ceil", "ceil(x)"),
-        ("not", "Not", "logical not"), ("identity", "Identity", "x")]:
+        ("identity", "Identity", "x")]:
     _op(_name, "elementwise", "x", "y", _sem, onnx=_onnx)
-_op("cast", "elementwise", "x", "y", "x converted to dtype `to` (float->int truncates)", to="float32")
+_op("not", "elementwise", "x", "y", "logical not", onnx="Not", dtypes="bool")
+_op("cast", "elementwise", "x", "y", "x converted to dtype `to` (float->int truncates)",
+    dtypes="attr:to", to="float32")
 _op("clip", "elementwise", "x min? max?", "y", "min(max(x, min), max); absent bounds do not clip",
     onnx="Clip")
 # ---- activations --------------------------------------------------------------------------------
@@ -126,7 +145,7 @@ for _name in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_p
         "empty), keepdims keeps them as size 1; over no elements max gives the dtype's lowest "
         "value (-inf), min its highest", axes=None, keepdims=1)
 _op("argmax", "reduce", "x", "y", "index of the first maximum along `axis` (int64)",
-    onnx="ArgMax", axis=0, keepdims=1)
+    onnx="ArgMax", dtypes="int64", axis=0, keepdims=1)
 # ---- shape and data movement --------------------------------------------------------------------
 _op("reshape", "shape", "x shape", "y",
     "reshape to `shape` (int64); 0 copies the input dim unless allowzero, -1 is inferred",
@@ -152,11 +171,12 @@ _op("squeeze", "shape", "x axes?", "y", "remove size-1 dims at `axes` (all size-
 _op("expand", "shape", "x shape", "y", "broadcast x to broadcast(x.shape, shape)",
     onnx="Expand")
 _op("tile", "shape", "x repeats", "y", "numpy.tile(x, repeats)", onnx="Tile")
-_op("shape", "shape", "x", "y", "x.shape[start:end] as int64", onnx="Shape",
+_op("shape", "shape", "x", "y", "x.shape[start:end] as int64", onnx="Shape", dtypes="int64",
     start=0, end=None)
 _op("constant_of_shape", "shape", "shape", "y",
     "tensor of `shape` (int64) filled with `value` in `dtype`; `value` is a number or, since JSON "
-    "has no infinities, the string \"inf\" or \"-inf\"", value=0.0, dtype="float32")
+    "has no infinities, the string \"inf\" or \"-inf\"", dtypes="attr:dtype", value=0.0,
+    dtype="float32")
 _op("range", "shape", "start limit delta", "y", "numpy.arange(start, limit, delta) in their dtype",
     onnx="Range")
 _op("trilu", "shape", "x k?", "y", "keep the upper (upper=1) or lower triangle, diagonal offset k",
@@ -188,31 +208,34 @@ _op("spike_encode", "spike", "x threshold?", "counts vth",
     "or one per input channel). counts = round_half_even(x / vth) clipped to +-max_count (null: "
     "+-safety_count), int32; vth float32. With max_count null, every target refuses an input "
     "whose counts reach safety_count (the clamp is a guard, not the model)",
+    dtypes="int32 float32", choices={"policy": ("dynamic", "static"),
+                                     "granularity": ("token", "sample")},
     policy="dynamic", granularity="token", k=3.0, vth_min=1e-5, vth_max=1e4, max_count=None,
-    safety_count=2 ** 20)
+    safety_count=SAFETY_COUNT)
 _op("spike_linear", "spike", "counts weight", "acc",
     "exact integer product: acc[..., g, n] = sum_{i in group g} weight[n, i] * counts[..., i] with "
     "int8 weight [N, K], int32 counts [..., K], groups of `group_size` inputs (null: one group); "
-    "acc int32 [..., G, N]", group_size=None)
+    "acc int32 [..., G, N]", dtypes="int32", group_size=None)
 _op("spike_conv", "spike", "counts weight", "acc",
     "exact integer conv of int32 counts with int8 weight (attributes as conv) -> int32",
-    strides=None, pads=None, dilations=None, group=1)
+    dtypes="int32", strides=None, pads=None, dilations=None, group=1)
 _op("spike_decode", "spike", "acc vth scale? bias?", "y",
     "float reconstruction: linear acc [..., G, N]: y = vth * sum_g(acc[..., g, :] * scale[g, :]) "
     "+ bias; conv acc [B, O, *sp]: y = vth * acc * scale[O] + bias[O]; counts (no scale): "
-    "y = vth * counts. Float32, summed over g in order", layout="linear")
+    "y = vth * counts. Float32, summed over g in order", dtypes="float32", layout="linear")
 
 _op("spike_scores", "spike", "q_counts k", "acc",
     "exact integer attention scores: acc[b, h, i, j] = sum_d q_counts[b, h, i, d] * "
     "k[b, h // (Hq/Hkv), j, d] with int32 query counts [B, Hq, Tq, D] and int8 keys "
-    "[B, Hkv, Tk, D] (GQA as in attention); acc int32 [B, Hq, Tq, Tk]")
+    "[B, Hkv, Tk, D] (GQA as in attention); acc int32 [B, Hq, Tq, Tk]", dtypes="int32")
 _op("spike_attention", "spike", "acc q_vth k_scale v v_scale mask?", "y",
     "attention on integer scores (SpikingBrain: softmax and its value product stay float): "
     "logits = float32(acc) * (q_vth * scale) * k_scale^T in float32, q_vth [B, Hq, Tq, 1] and "
     "k_scale [B, Hkv, Tk, 1] per token and head (GQA as in attention), `scale` required (the "
     "query's 1/sqrt(D)); then mask, causal/window band and softmax exactly as attention, times "
     "the dequantised values float32(v) * v_scale (int8 v [B, Hkv, Tk, Dv], v_scale "
-    "[B, Hkv, Tk, 1]); y float32 [B, Hq, Tq, Dv]", scale=None, causal=0, window=0)
+    "[B, Hkv, Tk, 1]); y float32 [B, Hq, Tq, Dv]", dtypes="float32", scale=None, causal=0,
+    window=0)
 
 # ---- real-model coverage (issue 14): ops no decomposition expresses exactly or cheaply ------------
 for _name, _sem in [("tan", "tan(x)"), ("asin", "arcsin(x)"), ("acos", "arccos(x)"),
@@ -223,7 +246,7 @@ for _name, _sem in [("tan", "tan(x)"), ("asin", "arcsin(x)"), ("acos", "arccos(x
 _op("softplus", "activation", "x", "y", "ln(1 + exp(x)), evaluated without overflow or "
     "cancellation (log1p of exp(-|x|) plus max(x, 0))", onnx="Softplus")
 _op("argmin", "reduce", "x", "y", "index of the first minimum along `axis` (int64)",
-    onnx="ArgMin", axis=0, keepdims=1)
+    onnx="ArgMin", dtypes="int64", axis=0, keepdims=1)
 _op("cumsum", "reduce", "x axis", "y",
     "running sum along the axis held by the scalar `axis` (int32/int64, negative counts from "
     "the end); exclusive=1 leaves out the element itself (the first output is 0), reverse=1 "
@@ -232,7 +255,7 @@ _op("cumsum", "reduce", "x axis", "y",
 _op("topk", "reduce", "x k", "values indices",
     "the k (a 1-element int64 tensor) largest (largest=1) or smallest elements along `axis`, "
     "in that order; equal values keep the lower index first; indices int64; sorted=0 gives "
-    "the same order", onnx="TopK", axis=-1, largest=1, sorted=1)
+    "the same order", onnx="TopK", dtypes="x int64", axis=-1, largest=1, sorted=1)
 _op("einsum", "linear", "xs*", "y",
     "numpy.einsum(equation, *xs) with ONNX's equation rules (explicit `->` or implicit "
     "alphabetical output, `...` broadcasting); floats contracted in float64, rounded once",
@@ -287,10 +310,49 @@ INTEGER_OPERANDS = {  # op -> {input slot: the dtype it must have}
     "spike_scores": {0: "int32", 1: "int8"}, "spike_attention": {0: "int32", 3: "int8"}}
 
 
+def _where(**conditions) -> frozenset[str]:
+    return frozenset(s.name for s in _SPECS
+                     if all(getattr(s, k) == v for k, v in conditions.items()))
+
+
+class GroupOp:
+    """Named sets of ops (as tinygrad's ``GroupOp``), read wherever a rule covers "ops like
+    these": the shape rules, the dtype rules, the exact integer path."""
+
+    # elementwise on two operands (and where's three), broadcasting numpy-style; prelu's slope
+    # broadcasts alike
+    Broadcast = _where(category="elementwise", inputs=("a", "b")) | {"where", "prelu"}
+    # one tensor in, the same shape out: elementwise, activations, norms, scans, scatters
+    SameShape = (_where(category="elementwise", inputs=("x",)) | {"clip"}
+                 | (_where(category="activation") - {"prelu"}) | _where(category="norm")
+                 | {"trilu", "cumsum", "cumprod", "scatter_elements", "scatter_nd"})
+    Bool = _where(dtypes=("bool",))  # comparisons and logic: bool out
+    Index = _where(dtypes=("int64",))  # shapes and argmax/argmin indices: int64 out
+    Window = frozenset({"conv", "spike_conv", "max_pool", "avg_pool"})  # strided windows
+    Integer = frozenset(INTEGER_OPS)
+    Accumulate = frozenset({"spike_linear", "spike_conv", "spike_scores"})  # int32 sums
+    Spike = _where(category="spike")
+    All = frozenset(OPS)
+
+
 # ---- rules that follow from an op ---------------------------------------------------------------
 def node_attrs(node) -> dict[str, Any]:
     """A node's attributes over its op's defaults (the only way code reads an attribute)."""
     return {**OPS[node.op].attrs, **node.attrs}
+
+
+def output_dtypes(node, dtypes: list[str | None]) -> list[str]:
+    """The output dtypes of ``node`` for input dtypes ``dtypes``, by its op's ``dtypes`` rule."""
+    spec = OPS[node.op]
+    names = [i.rstrip("?*") for i in spec.inputs]
+    rules = spec.dtypes if len(spec.dtypes) > 1 else spec.dtypes * len(node.outputs or
+                                                                        spec.outputs)
+
+    def one(rule: str) -> str:
+        if rule.startswith("attr:"):
+            return node_attrs(node)[rule[5:]]
+        return dtypes[names.index(rule)] if rule in names else rule
+    return [one(r) for r in rules]
 
 
 def count_limit(attrs: dict[str, Any]) -> int:
@@ -298,6 +360,20 @@ def count_limit(attrs: dict[str, Any]) -> int:
     ``max_count``, never above ``safety_count`` (which bounds it when max_count is null)."""
     top = attrs["max_count"] if attrs["max_count"] is not None else attrs["safety_count"]
     return int(min(top, attrs["safety_count"]))
+
+
+def dynamic_count_bound(attrs: dict[str, Any], n: int) -> int:
+    """The largest |count| a dynamic ``spike_encode`` averaging over ``n`` values emits (under
+    ``count_limit``): |x| <= sum |x| = n mean = k n vth, so round(|x| / vth) <= ceil(k n) + 1
+    (one more for float32 rounding)."""
+    return min(count_limit(attrs), math.ceil(attrs["k"] * n) + 1)
+
+
+def dynamic_sum_bound(attrs: dict[str, Any], n: int) -> float:
+    """An upper bound of sum |counts| over one threshold group of a dynamic ``spike_encode``
+    averaging over ``n`` values: each count is within 1/2 of |x| / vth, whose sum is k n, so
+    (k + 1/2) n."""
+    return (attrs["k"] + 0.5) * n
 
 
 def saturation(attrs: dict[str, Any], count_peak) -> str:
@@ -313,7 +389,7 @@ def saturation(attrs: dict[str, Any], count_peak) -> str:
 
 def threshold_axes(rank: int, granularity: str) -> tuple[int, ...]:
     """The axes a dynamic threshold averages over: the last (token) or all but axis 0 (sample)."""
-    if granularity not in ("token", "sample"):
+    if granularity not in OPS["spike_encode"].choices["granularity"]:
         raise ValueError(f"unknown spike_encode granularity {granularity!r}")
     return (rank - 1,) if granularity == "token" else tuple(range(1, rank))
 
@@ -342,18 +418,23 @@ def markdown_table() -> str:
     lines = ["# The sbcompile IR op set", "",
              "Generated by `python -m sbcompile.ir.ops`; the reference interpreter implements "
              "exactly this table. An op with an ONNX name converts one to one (attribute renames "
-             "shown as `ir->onnx`) and has ONNX's attribute defaults.", "",
-             "| op | category | inputs | outputs | attributes (default) | ONNX | semantics |",
-             "|---|---|---|---|---|---|---|"]
+             "shown as `ir->onnx`) and has ONNX's attribute defaults. Output dtypes: a dtype, "
+             "an operand's name (its dtype) or `attr:NAME` (that attribute's value).", "",
+             "| op | category | inputs | outputs | output dtypes | attributes (default) | ONNX | "
+             "semantics |",
+             "|---|---|---|---|---|---|---|---|"]
     for cat in CATEGORIES:
         for s in _SPECS:
             if s.category == cat:
-                attrs = ", ".join(f"{k}={v!r}" for k, v in s.attrs.items()) or "-"
+                attrs = ", ".join(f"{k}={v!r}" + (f" ({'/'.join(s.choices[k])})"
+                                                   if k in s.choices else "")
+                                  for k, v in s.attrs.items()) or "-"
                 onnx = s.onnx or "-"
                 if s.onnx_renames:
                     onnx += " (" + ", ".join(f"{k}->{v}" for k, v in s.onnx_renames.items()) + ")"
                 lines.append(f"| `{s.name}` | {cat} | {' '.join(s.inputs)} | "
-                             f"{' '.join(s.outputs)} | {attrs} | {onnx} | {s.semantics} |")
+                             f"{' '.join(s.outputs)} | {' '.join(s.dtypes)} | {attrs} | {onnx} "
+                             f"| {s.semantics} |")
     return "\n".join(lines) + "\n"
 
 

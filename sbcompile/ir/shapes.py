@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from sbcompile.errors import GraphError
-from sbcompile.ir.ops import OPS, node_attrs, threshold_shape
+from sbcompile.ir.ops import OPS, GroupOp, node_attrs, threshold_shape
 
 Dim = int | str
 Shape = tuple[Dim, ...]
@@ -105,8 +105,10 @@ def _matmul(a, s, v):
     return [out]
 
 
-def _window_out(size: Dim, kernel: int, stride: int, begin: int, end: int, dilation: int,
-                ceil_mode: int = 0) -> Dim:
+def window_out(size: Dim, kernel: int, stride: int, begin: int, end: int, dilation: int,
+               ceil_mode: int = 0) -> Dim:
+    """The output size of a strided window (conv, pooling) along one axis: floor (ceil_mode:
+    ceil) of (size + pads - dilated kernel) / stride, plus one."""
     if not known(size):
         return UNKNOWN
     span = (kernel - 1) * dilation + 1
@@ -125,7 +127,7 @@ def _spatial(a, x: Shape, kernel: list[int], ceil_mode: int = 0) -> tuple:
     strides = a["strides"] or [1] * n_sp
     dilations = a["dilations"] or [1] * n_sp
     pads = a["pads"] or [0] * (2 * n_sp)
-    return tuple(_window_out(x[2 + i], kernel[i], strides[i], pads[i], pads[i + n_sp],
+    return tuple(window_out(x[2 + i], kernel[i], strides[i], pads[i], pads[i + n_sp],
                              dilations[i], ceil_mode) for i in range(n_sp))
 
 
@@ -151,15 +153,12 @@ def _global_pool(a, s, v):
 
 
 # ---- elementwise, activations, norms ------------------------------------------------------------
-@_rule("add", "sub", "mul", "div", "pow", "max", "min", "mod", "equal", "less", "greater", "and",
-       "or", "where", "prelu")
+@_rule(*sorted(GroupOp.Broadcast))
 def _broadcasting(a, s, v):
     return [broadcast(*[x for x in s if x is not None])]
 
 
-@_rule("neg", "abs", "sqrt", "reciprocal", "exp", "log", "erf", "sin", "cos", "floor", "ceil",
-       "not", "identity", "cast", "clip", "relu", "leaky_relu", "gelu", "silu", "sigmoid", "tanh",
-       "softmax", "log_softmax", "layer_norm", "rms_norm", "batch_norm", "trilu")
+@_rule(*sorted(GroupOp.SameShape))
 def _same(a, s, v):
     return [tuple(s[0])]
 
@@ -183,8 +182,8 @@ def _reduce(a, s, v):
     return [_reduced(s[0], a["axes"], a["keepdims"])]
 
 
-@_rule("argmax")
-def _argmax(a, s, v):
+@_rule("argmax", "argmin")
+def _arg_extreme(a, s, v):
     return [_reduced(s[0], [a["axis"]], a["keepdims"])]
 
 
@@ -473,15 +472,6 @@ def _spike_decode(a, s, v):
 
 
 # ---- the ops real exported models add (issue 14) --------------------------------------------------
-@_rule("tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "round", "sign",
-       "softplus", "cumsum", "cumprod", "scatter_elements", "scatter_nd")
-def _same_as_input(a, s, v):
-    return [tuple(s[0])]
-
-
-@_rule("argmin")
-def _argmin(a, s, v):
-    return [_reduced(s[0], [a["axis"]], a["keepdims"])]
 
 
 @_rule("det")
@@ -672,31 +662,3 @@ def agree(declared: Shape, inferred: Shape | None) -> bool:
         return True
     return len(declared) == len(inferred) and all(
         not (known(d) and known(i)) or d == i for d, i in zip(declared, inferred))
-
-
-# ---- dtypes -------------------------------------------------------------------------------------
-BOOL_OPS = ("equal", "less", "greater", "and", "or", "not")
-INT64_OPS = ("shape", "argmax")
-
-
-def infer_dtypes(node, dtypes: list[str | None]) -> list[str]:
-    """The output dtypes of ``node`` for input dtypes ``dtypes``: bool for comparisons and
-    logic, int64 for shapes and indices, int32 counts and accumulators, float32 thresholds and
-    decodes, an attribute's dtype for casts and fills, else the first input's (the second's for
-    ``where``)."""
-    a, op = node_attrs(node), node.op
-    if op in BOOL_OPS:
-        return ["bool"]
-    if op in INT64_OPS:
-        return ["int64"]
-    if op == "cast":
-        return [a["to"]]
-    if op == "constant_of_shape":
-        return [a["dtype"]]
-    if op == "spike_encode":
-        return ["int32", "float32"]
-    if op in ("spike_linear", "spike_conv", "spike_scores"):
-        return ["int32"]
-    if op in ("spike_decode", "spike_attention"):
-        return ["float32"]
-    return [dtypes[1] if op == "where" else dtypes[0]] * len(node.outputs or OPS[op].outputs)

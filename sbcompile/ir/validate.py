@@ -5,14 +5,15 @@ import numpy as np
 
 from sbcompile.errors import GraphError
 from sbcompile.ir.graph import DTYPES, Graph, Node
-from sbcompile.ir.ops import INTEGER_OPERANDS, OPS
+from sbcompile.ir.ops import INTEGER_OPERANDS, OPS, output_dtypes
 from sbcompile.ir.shapes import agree, constant_values, infer_node
 
 
 def validate(graph: Graph) -> None:
     """Raise GraphError on the first problem: unknown ops or attributes, wrong arity, dangling or
     doubly-produced values, cycles, parameters that disagree with their value or are not finite,
-    and outputs whose shapes differ from what their op's shape rule gives (``ir.shapes``)."""
+    and outputs whose shapes or dtypes differ from what their op's rules give (``ir.shapes``,
+    ``ops.output_dtypes``)."""
     _check_values(graph)
     _check_params(graph)
     produced = set(graph.inputs) | set(graph.params)
@@ -76,8 +77,9 @@ def _check_node_signature(node: Node) -> None:
 
 
 def _check_shapes(graph: Graph) -> None:
-    """Infer and compare: each node's outputs must have the shapes its op's rule gives for the
-    declared input shapes (dims compared where both are ints), and the spike ops their dtypes."""
+    """Infer and compare: each node's outputs must have the shapes and dtypes its op's rules give
+    for the declared inputs (dims compared where both are ints), and the spike ops' integer
+    operands their dtypes."""
     values = constant_values(graph.params)
     for node in graph.nodes:
         ins = [tuple(graph.values[i].shape) if i else None for i in node.inputs]
@@ -87,6 +89,11 @@ def _check_shapes(graph: Graph) -> None:
             if not agree(declared, got):
                 raise GraphError(f"node '{node.name}' ({node.op}): output '{name}' is declared "
                                  f"{list(declared)} but its inputs give {list(got)}")
+        in_dtypes = [graph.values[i].dtype if i else None for i in node.inputs]
+        for name, want in zip(node.outputs, output_dtypes(node, in_dtypes)):
+            if graph.values[name].dtype != want:
+                raise GraphError(f"node '{node.name}' ({node.op}): output '{name}' is declared "
+                                 f"{graph.values[name].dtype} but its op gives {want}")
         for slot, want in INTEGER_OPERANDS.get(node.op, {}).items():
             got = graph.values[node.inputs[slot]].dtype
             if got != want:

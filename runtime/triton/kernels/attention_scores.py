@@ -5,13 +5,13 @@ GQA is a batched GEMM: the Hq/Hkv query heads that read one KV head are contiguo
 [B, Hq, Tq, D], so their rows (heads x tokens, M of them) form one matrix A_g against that
 head's keys K_g [Tk, D], and the scores of the group are the contiguous [M, Tk] block
 A_g K_g^T. Counts take one int8 digit (the tile's peak |count| <= 127, the common case) or, when
-a tile holds a larger count, signed base-128 digits (``common.low_digit``) whose products are
+a tile holds a larger count, signed base-128 digits (``common.split_digit``) whose products are
 combined exactly in int32: the result is exact whenever the true score fits int32 (the host
 checks that bound and has the reference refuse what would not)."""
 import triton
 import triton.language as tl
 
-from .common import low_digit
+from .common import split_digit
 
 
 @triton.jit
@@ -30,12 +30,10 @@ def scores_kernel(q_ptr, k_ptr, acc_ptr, M, N, D,
         keys = tl.load(k_base + rn[:, None] * D + rd[None, :],
                        mask=(rn < N)[:, None] & (rd < D)[None, :], other=0)
         b = tl.trans(keys)
-        low = low_digit(c)
+        low, rest = split_digit(c)
         acc = tl.dot(low.to(tl.int8), b, acc=acc, out_dtype=tl.int32)
         if tl.max(tl.abs(c)) > 127:
-            rest = (c - low) >> 7
-            mid = low_digit(rest)
-            top = (rest - mid) >> 7
+            mid, top = split_digit(rest)
             high = tl.dot(top.to(tl.int8), b, out_dtype=tl.int32) << 7
             high = tl.dot(mid.to(tl.int8), b, acc=high, out_dtype=tl.int32)
             acc += high << 7

@@ -1,7 +1,11 @@
 """Device helpers shared by the kernels: the threshold's pairwise float32 row sum, round half to
 even, the quantiser, and the signed base-128 digits that feed int8 tensor cores."""
+from types import FunctionType
+
 import triton
 import triton.language as tl
+
+from sbcompile.runtime.triton import digits
 
 TWO23 = tl.constexpr(8388608.0)
 
@@ -67,11 +71,10 @@ def quantize(x, vth, limit):
     return tl.minimum(tl.maximum(r, -limit), limit).to(tl.int32)
 
 
-@triton.jit
-def low_digit(c):
-    """The low signed base-128 digit of c: c itself when |c| <= 127, else ((c + 64) & 127) - 64;
-    (c - low_digit(c)) >> 7 is exact and carries the rest."""
-    return tl.where(tl.abs(c) <= 127, c, ((c + 64) & 127) - 64)
+# (low signed base-128 digit, carry): the one split of digits.py, jitted with this module's
+# globals (Triton's interpreter looks for triton.language there; digits.py imports no Triton,
+# so that PyTorch-only code importing it leaves Triton's mode unchosen)
+split_digit = triton.jit(FunctionType(digits.split_digit.__code__, globals(), "split_digit"))
 
 
 @triton.jit

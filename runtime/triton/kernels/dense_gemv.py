@@ -12,7 +12,7 @@ Slices of a column tile combine through ``common.slice_total`` (in slice order).
 import triton
 import triton.language as tl
 
-from .common import finish_tile, low_digit, quantize, tree_sum, vth_of_sum
+from .common import finish_tile, quantize, split_digit, tree_sum, vth_of_sum
 
 
 @triton.jit
@@ -39,11 +39,10 @@ def _dense_pass(x_ptr, w_ptr, scale_ptr, counts_ptr, acc_ptr, carry, vth_tile, r
             c = quantize(x, vth_tile, limit)
         w = tl.trans(tl.load(w_ptr + rn[:, None].to(tl.int64) * K + kk[None, :],
                              mask=nmask[:, None] & kmask[None, :], other=0))
-        d0 = low_digit(c)
+        d0, rest = split_digit(c)
         if HIGH:
-            rest = (c - d0) >> 7
-            d1 = low_digit(rest)
-            d = tl.dot(((rest - d1) >> 7).to(tl.int8), w, out_dtype=tl.int32) << 7
+            d1, top = split_digit(rest)
+            d = tl.dot(top.to(tl.int8), w, out_dtype=tl.int32) << 7
             d = tl.dot(d1.to(tl.int8), w, acc=d, out_dtype=tl.int32) << 7
         else:
             if STORE_COUNTS:

@@ -4,7 +4,7 @@ an event list (for the event GEMV). Nothing here synchronises with the host."""
 import triton
 import triton.language as tl
 
-from .common import low_digit, quantize, row_abs_sum, tree_sum, vth_of_sum
+from .common import quantize, split_digit, row_abs_sum, tree_sum, vth_of_sum
 
 
 @triton.jit
@@ -34,12 +34,10 @@ def quantize_block(x_ptr, counts_ptr, digits_ptr, offs, valid, vth, limit, total
     tl.store(counts_ptr + offs, c, mask=valid)
     rest = c
     for p in tl.static_range(N_DIGITS):
-        if p == N_DIGITS - 1:
-            digit = rest
-        else:
-            digit = low_digit(rest)
+        digit = rest
+        if p < N_DIGITS - 1:
+            digit, rest = split_digit(rest)
         tl.store(digits_ptr + p * total + offs, digit.to(tl.int8), mask=valid)
-        rest = (rest - digit) >> 7
     return c
 
 

@@ -7,23 +7,21 @@ unit of BLOCK_CH / UPB channels starts (``bptr``, n_units + 1 entries). It walks
 events in chunks of E and builds an int8 A tile whose rows are (token m, block j, digit p): row
 (m, j, p) holds digit p of token m's count for events of block j and 0 elsewhere, so one
 ``tl.dot`` sorts the chunk's products into per-block, per-digit int32 sums. Digits (base 128, see
-``common.low_digit``) make any count up to 2**20 exact on int8 units. Per-block sums become the
+``common.split_digit``) make any count up to 2**20 exact on int8 units. Per-block sums become the
 group accumulators; partial outputs of the slices of one column tile are combined by the last
 slice to finish (an atomic ticket), in slice order, so the result does not depend on timing."""
 import triton
 import triton.language as tl
 
-from .common import low_digit
+from .common import split_digit
 
 
 @triton.jit
 def _a_tile(c, block, GPS: tl.constexpr, M_PAD: tl.constexpr, E: tl.constexpr):
     """The int8 A tile [M_PAD * GPS * 4, E] of one chunk: row (m, j, p) holds base-128 digit p
     of token m's counts ``c`` [M_PAD, E] where the event is in block j (``block`` [E])."""
-    d0 = low_digit(c)
-    rest = (c - d0) >> 7
-    d1 = low_digit(rest)
-    d2 = (rest - d1) >> 7
+    d0, rest = split_digit(c)
+    d1, d2 = split_digit(rest)
     q = tl.arange(0, GPS * 4)
     p = (q % 4)[None, :, None]
     digit = tl.where(p == 0, d0[:, None, :], tl.where(p == 1, d1[:, None, :],
