@@ -21,7 +21,6 @@ from sbcompile.frontends.onnx_control import expand_control_flow
 from sbcompile.frontends.onnx_fold import fold_constants, initializers
 from sbcompile.frontends.onnx_lowering import Lowering, NodeView
 from sbcompile.frontends.onnx_converters import converter_for
-from sbcompile.frontends.onnx_pins import fix_input_values
 from sbcompile.frontends.onnx_quant import expand_quantized
 from sbcompile.frontends.onnx_rewrites import rewrite
 from sbcompile.ir.graph import Graph
@@ -121,7 +120,7 @@ def _lower(model: ModelSource, input_shapes: dict | None,
     onnx_model.mark_dynamic_dims(proto)
     renamed = onnx_model.check_structure(proto, label)
     onnx_model.apply_input_shapes(proto, input_shapes, label)
-    guards = fix_input_values(proto, input_values or {}, label)
+    guards = onnx_model.fix_input_values(proto, input_values or {}, label)
     consts = initializers(proto, label)
     expand_quantized(proto, consts)  # QOperator / com.microsoft forms as standard ops
     types = _inferred_types(proto, list(proto.graph.node), consts, label)

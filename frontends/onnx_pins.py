@@ -8,11 +8,11 @@ is refused naming it.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from sbcompile.batch_axes import batch_dim
 from sbcompile.errors import DynamicDimError, SbcError
 from sbcompile.frontends import onnx_model
+from sbcompile.frontends.onnx_frontend import load_onnx
 from sbcompile.ir.graph import Graph
 
 MAX_FIXED_ELEMENTS = 16  # inputs given once that a calibration value may fix (scalars, flags)
@@ -74,24 +74,6 @@ def given_once(model, input_shapes: dict | None) -> set[str]:
             if dim not in s and not (s and isinstance(s[0], str))}
 
 
-def fix_input_values(proto: onnx.ModelProto, values: dict[str, np.ndarray],
-                     label: str) -> dict[str, dict]:
-    """Turn each input of ``values`` into an initializer of that value (in place), so what
-    depends on it folds; returns the guards a run checks: {input: {"value": list, "dtype"}}."""
-    inputs = {v.name: v for v in onnx_model.runtime_inputs(proto)}
-    guards = {}
-    for name, value in values.items():
-        if name not in inputs:
-            raise SbcError(f"input_values names '{name}', which is not an input of {label}")
-        info = inputs[name]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
-        array = np.asarray(value).astype(dtype)
-        proto.graph.input.remove(info)
-        proto.graph.initializer.append(onnx.numpy_helper.from_array(array, name))
-        guards[name] = {"value": array.tolist(), "dtype": array.dtype.name}
-    return guards
-
-
 def fixed_values(data_feeds: list[dict], given_once: set[str]) -> dict[str, np.ndarray]:
     """The inputs given once whose value every feed agrees on (small ones only)."""
     fixed = {}
@@ -108,8 +90,6 @@ def pinned_from_data(model, input_shapes: dict | None, error: DynamicDimError, c
     calibration data ``calib`` (a dict of arrays or a list of feeds), in steps until it
     lowers: the dims in the way (or all but the batch dim), then the values of inputs given
     once (a sample rate), then the batch dim too. Raises the last step's error."""
-    from sbcompile.frontends.onnx_frontend import load_onnx
-
     feeds = list(calib) if isinstance(calib, (list, tuple)) else [calib]
     shapes = [{k: np.shape(v) for k, v in f.items()} for f in feeds]
     values = fixed_values(feeds, given_once(model, input_shapes))
