@@ -56,7 +56,8 @@ class CompileConfig:
     window: int = 3                     # fixed window for the spike_slot_window figure
     group_size: int | None = 128        # weight quantisation groups along the input axis
     exclude: list[str] = field(default_factory=list)  # fnmatch patterns of layers kept in float
-    calib_batch: int = 64               # calibration/analysis batch size (bounds memory)
+    calib_batch: int = 64               # most samples a calibration/analysis batch holds
+                                        # (fewer where their activations pass 32 MB)
     max_memory: str | None = None       # refuse a compile estimated past this ("4G", "512M";
                                         # None: the machine's available memory)
     spike_conv: bool = True             # spike conv inputs too (not only linear projections)

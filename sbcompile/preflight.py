@@ -14,6 +14,11 @@ The estimate (bytes) is the sum of:
   shapes at the batch's size, each node's float64 working copies included (convolutions: their
   window matrix, made in blocks of ``CONV_CHUNK_BYTES``);
 - calibration: the calibration arrays, as checked (cast) once.
+
+The batch itself is part of the plan: ``calib_batch`` is the most samples a batch holds, and a
+batch is cut smaller where its activations would pass ``BATCH_ACTIVATIONS`` (a 320x320 image
+model holds tens of MB per sample), so peak memory follows one bounded batch and the model,
+whatever the number of calibration samples.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ WIDE = 8  # the reference computes float ops in float64
 # resident memory of what lowering a target of each extra imports (measured: importing torch
 # 2.13 CPU adds about 180 MB), with the module that tells whether it is already loaded
 LIBRARY_BYTES = {"gpu": ("torch", 256 << 20)}
+BATCH_ACTIVATIONS = 32 << 20  # a batch's activations (both runs) are kept near this
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,8 @@ def estimate(graph: Graph, config: CompileConfig, calib) -> Estimate:
         shapes = {k: (batch,) + v.shape[1:] for k, v in calib.arrays.items()}
         held = sum(v.nbytes for v in calib.arrays.values())
     per_sample = -(-2 * live_peak(graph, shapes) // max(batch, 1))
+    if calib.feeds is None and not calib.static_batch:  # the batch is ours to choose
+        batch = max(1, min(batch, BATCH_ACTIVATIONS // max(per_sample, 1)))
     return Estimate(rss_bytes(), weights, programs, held, batch, per_sample)
 
 
@@ -147,8 +155,8 @@ def memory_limit(config: CompileConfig) -> tuple[int | None, str]:
 
 
 def check(graph: Graph, config: CompileConfig, calib) -> Estimate:
-    """The estimate; SbcError (one line) when it passes the limit, naming the key that
-    lowers it."""
+    """The estimate (its ``batch``: the samples a batch of ``calib`` holds); SbcError (one
+    line) when it passes the limit, naming the key that lowers it."""
     est = estimate(graph, config, calib)
     limit, where = memory_limit(config)
     if limit is None or est.total <= limit:
