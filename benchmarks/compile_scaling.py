@@ -142,6 +142,7 @@ def real_models(args) -> None:
     if args.targets is not None:
         overrides["targets"] = args.targets
     rows = []
+    out_path = ROOT / "benchmarks" / "results" / (args.out or "compile_scaling_real.json")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             spec = SPECS[name]
@@ -168,11 +169,10 @@ def real_models(args) -> None:
                     row["error"] = (out.stderr.strip().splitlines() or ["?"])[-1][:300]
                 rows.append(row)
                 _print_real(row)
-    result = {"date": date.today().isoformat(), "machine": platform.processor() or
-              platform.machine(), "cpus": os.cpu_count(), "samples": args.samples,
-              "overrides": overrides, "rows": rows}
-    out_path = ROOT / "benchmarks" / "results" / (args.out or "compile_scaling_real.json")
-    out_path.write_text(json.dumps(result, indent=1))
+                result = {"date": date.today().isoformat(), "machine": platform.processor()
+                          or platform.machine(), "cpus": os.cpu_count(),
+                          "samples": args.samples, "overrides": overrides, "rows": rows}
+                out_path.write_text(json.dumps(result, indent=1))  # after every row
     print(f"wrote {out_path}")
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from sbcompile.errors import SbcError
 from sbcompile.ir.codings import expand
+from sbcompile.progress import track
 from sbcompile.runtime.lava.coding import MODE_CODING, window_steps
 from sbcompile.runtime.lava.program import LavaProgram
 
@@ -78,7 +79,7 @@ def simulate(program: LavaProgram, counts: dict[str, np.ndarray], samples: int,
     layers, totals = {}, {"energy": dict.fromkeys(ENERGY_CLASSES, 0.0), "sim_time": 0.0,
                           "steps": 0, "spike_messages": 0, "synaptic_ops": 0,
                           "neurons_updated": 0}
-    for syn in plan["synapses"]:
+    for syn in track(plan["synapses"], len(plan["synapses"]), "SANA-FE: layers simulated"):
         enc = encoders[syn["encoder"]]
         trains = _spike_trains(counts[enc["counts"]], enc["neurons"], program.mode)
         result = _simulate_layer(sanafe, hw, cores, program, syn, placement, trains,

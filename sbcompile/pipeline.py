@@ -40,6 +40,10 @@ def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Grap
     graph. ``input_shapes`` pins ONNX input dims ({name: [dims]}, a string for a dim left
     symbolic); a dim that must be static to lower (an LSTM's sequence length) is pinned from
     the shapes of ``calib`` (calibration data) when given."""
+    return stage("load", lambda: _load(model, input_shapes, calib))
+
+
+def _load(model: Any, input_shapes: dict | None, calib) -> Graph:
     if isinstance(model, Graph):
         graph = model.copy()
         validate(graph)  # (the frontends validate what they build)
@@ -57,11 +61,9 @@ def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Grap
         except DynamicDimError as e:
             if calib is None:
                 raise
-            from sbcompile.frontends.onnx_pins import pinned_input_shapes
+            from sbcompile.frontends.onnx_pins import pinned_from_data
 
-            feeds = calib if isinstance(calib, (list, tuple)) else [calib]
-            shapes = [{k: np.shape(v) for k, v in f.items()} for f in feeds]
-            graph = load_onnx(model, pinned_input_shapes(model, input_shapes, e.dims, shapes))
+            graph = pinned_from_data(model, input_shapes, e, calib)
     return graph
 
 
@@ -92,6 +94,15 @@ def compile_graph(graph: Graph, config: CompileConfig,
     require_statistics(graph, config, calib)
     g = run_passes(graph, compile_passes(graph, passes_config),
                    PassContext(passes_config, calib, float_graph))
+    if calib is not None and search is None:  # below the repair floor: repaired in its bound
+        from sbcompile.tune import repair, worst_cosine
+
+        search = repair(graph, passes_config, calib, worst_cosine(g))
+        if search is not None:
+            config = dataclasses.replace(search.config, calib_batch=config.calib_batch)
+            passes_config = search.config
+            g = run_passes(graph, compile_passes(graph, passes_config),
+                           PassContext(passes_config, calib, float_graph))
     set_calibration(g, None)  # histograms served the thresholds; the report keeps results
     report = build_report(g, float_graph, config)
     bounds = count_bounds(g)
