@@ -78,9 +78,9 @@ class CompileConfig:
     tune_objective: str = "energy"      # least energy | most sparsity (synaptic ops avoided)
     tune_energy: str = "spikingbrain"   # energy preset the energy objective prices with
     tune_seconds: float = 600.0         # search time bound (the best feasible so far is kept)
-    # with calibration data: below this worst-output cosine (vs float, on the calibration
-    # inputs) compile repairs the settings (sbcompile.tune.repair) within repair_seconds; None:
-    # never (`sbcompile compile` sets tune.REPAIR_FLOOR unless told otherwise)
+    # with calibration data: below this worst-output tune_metric (cosine or argmax agreement
+    # vs float, on the calibration inputs) compile repairs the settings (sbcompile.tune.repair)
+    # within repair_seconds; None: never (`sbcompile compile` sets tune.REPAIR_FLOOR unless told)
     repair_floor: float | None = None
     repair_seconds: float = 300.0
 

@@ -95,9 +95,9 @@ def compile_graph(graph: Graph, config: CompileConfig,
     g = run_passes(graph, compile_passes(graph, passes_config),
                    PassContext(passes_config, calib, float_graph))
     if calib is not None and search is None:  # below the repair floor: repaired in its bound
-        from sbcompile.tune import repair, worst_cosine
+        from sbcompile.tune import repair
 
-        search = repair(graph, passes_config, calib, worst_cosine(g))
+        search = repair(graph, passes_config, calib, g)
         if search is not None:
             config = dataclasses.replace(search.config, calib_batch=config.calib_batch)
             passes_config = search.config

@@ -35,7 +35,7 @@ td.op{text-align:left;white-space:nowrap}
 td.note{text-align:left;max-width:46em;font-size:.8em;color:#444}
 table.sortable th{cursor:pointer;position:sticky;top:0}
 .estimate{background:#fff3cd;border-radius:3px;padding:0 4px;font-size:.8em}
-img{max-width:100%}
+img{max-width:100%}.scroll{overflow-x:auto}
 """
 SORT_SCRIPT = """
 document.querySelectorAll('table.sortable th').forEach((th, col) => th.onclick = () => {
@@ -236,9 +236,9 @@ def _layers_html(report: dict, preset: str) -> str:
     return (f"<h2>Layers ({len(report['layers'])}; click a heading to sort)</h2><p>Coding: "
             f"{html.escape(tot['coding'])}. Sparsity: count zero = zero counts; spike slot = 1 -"
             " events/(T N); window = 1 - events/(window N). "
-            + html.escape(fidelity_summary(report)) + "</p><table class='sortable'><thead><tr>"
-            + head + "</tr></thead><tbody>" + "".join(rows) + "</tbody><tfoot>" + foot
-            + "</tfoot></table>")
+            + html.escape(fidelity_summary(report)) + "</p><div class='scroll'>"
+            "<table class='sortable'><thead><tr>" + head + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody><tfoot>" + foot + "</tfoot></table></div>")
 
 
 def _pct(x: float) -> tuple:

@@ -478,20 +478,26 @@ def worst_cosine(graph: Graph) -> float:
     return min((f["cosine"] for f in fidelity.values() if "cosine" in f), default=1.0)
 
 
-def repair(graph: Graph, config: CompileConfig, calib, measured: float) -> Search | None:
-    """compile's automatic repair: None when ``measured`` (the compiled model's worst output
-    cosine on the calibration inputs) holds ``config.repair_floor``; else the search of
-    ``Tuner.repair`` within ``config.repair_seconds``, its settings in ``config.layers``. A floor
-    the float model itself misses is left alone (None)."""
+def repair(graph: Graph, config: CompileConfig, calib, compiled: Graph) -> Search | None:
+    """compile's automatic repair: None when ``compiled`` (the analysed spiking graph) holds
+    ``config.repair_floor`` in ``config.tune_metric`` (the worst output's cosine by default, or
+    its argmax agreement) on the calibration inputs; else the search of ``Tuner.repair`` within
+    ``config.repair_seconds``, its settings in ``config.layers``. A floor the float model itself
+    misses is left alone (None)."""
     from sbcompile.progress import quiet
 
-    floor = config.repair_floor
-    if floor is None or measured >= floor or not config.spike or config.layers:
-        return None  # held, off, or settings the user chose per layer
+    floor, metric = config.repair_floor, config.tune_metric
+    if floor is None or not config.spike or config.layers:
+        return None  # off, or settings the user chose per layer
+    try:
+        if compared_value(metric, analysis(compiled).outputs_fidelity or {}) >= floor:
+            return None
+    except SbcError:  # agreement on a model without a class axis: nothing to hold
+        return None
     began = time.monotonic()
     calib = calibrate.check_calibration(graph, calib)
     with quiet():
-        evaluator = Evaluator(graph, config, calib, "cosine", None, config.tune_objective,
+        evaluator = Evaluator(graph, config, calib, metric, None, config.tune_objective,
                               config.tune_energy)
         knobs = build_knobs(graph, config)
         if not knobs:
@@ -505,7 +511,7 @@ def repair(graph: Graph, config: CompileConfig, calib, measured: float) -> Searc
         return None
     chosen_config = dataclasses.replace(config, layers={**config.layers, **chosen.layers},
                                         repair_floor=None)
-    return Search(chosen_config.check(), "cosine", floor, config.tune_objective,
+    return Search(chosen_config.check(), metric, floor, config.tune_objective,
                   config.tune_energy, chosen, untuned, evaluator.float_metric, tuner.trials,
                   time.monotonic() - began, tuner.stopped_early, ranking)
 
