@@ -46,9 +46,10 @@ class IntegerIFEncoder:
         if self.mode == "unary":
             spikes = np.sign(v)
             v -= spikes
-        else:
-            spikes = (np.abs(v) >> t) & 1
-            np.negative(spikes, out=spikes, where=v < 0)
+        else:  # bits below t are spent, so v >> t is exact and its parity is bit t of |v|
+            spikes = v >> t
+            spikes &= 1
+            spikes *= np.sign(v)
             v -= spikes << t
         return spikes
 
