@@ -122,7 +122,10 @@ def _supervise(run: Path, timeout: float,
     (``child.watch_parent``). A member of the group that vanishes while the kernel's
     out-of-memory count rises ends the run at once (its peers would wait for it forever)."""
     lifeline_r, lifeline_w = os.pipe()
-    env = {**os.environ, "TMPDIR": str(run / child.TMP_DIR)}  # multiprocessing's pymp-* folders
+    # TMPDIR: multiprocessing's pymp-* folders; one BLAS thread per Lava process, as the fused
+    # form already runs a process per CPU (more threads only contend for the same cores)
+    env = {**os.environ, "TMPDIR": str(run / child.TMP_DIR), "OPENBLAS_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1"}
     oom_before = oom_kills()
     with open(run / "child.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "sbcompile.runtime.lava.child", str(run),
