@@ -10,7 +10,7 @@ import numpy as np
 
 from sbcompile.ir.ops import count_limit, saturation, threshold_axes
 from sbcompile.ir.shapes import window_out
-from sbcompile.runtime.reference_float import attend
+from sbcompile.runtime.reference_float import attend, padded_geometry
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -93,10 +93,7 @@ def exact_conv(x, w, strides, pads, dilations, group):
     matrix (the float kernel's copy of input x taps); only for sums that are exact in any
     order (integers below 2^53), where it equals ``conv_nd``."""
     n_sp = x.ndim - 2
-    strides = list(strides or [1] * n_sp)
-    dilations = list(dilations or [1] * n_sp)
-    pads = list(pads or [0] * (2 * n_sp))
-    x = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + n_sp]) for i in range(n_sp)])
+    x, strides, dilations = padded_geometry(x, strides, pads, dilations)
     kernel = w.shape[2:]
     out = tuple(window_out(x.shape[2 + i], kernel[i], strides[i], 0, 0, dilations[i], False)
                 for i in range(n_sp))
