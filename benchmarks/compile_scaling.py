@@ -142,6 +142,7 @@ def real_models(args) -> None:
     if args.targets is not None:
         overrides["targets"] = args.targets
     rows = []
+    out_path = ROOT / "benchmarks" / "results" / (args.out or "compile_scaling_real.json")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             spec = SPECS[name]
@@ -168,19 +169,47 @@ def real_models(args) -> None:
                     row["error"] = (out.stderr.strip().splitlines() or ["?"])[-1][:300]
                 rows.append(row)
                 _print_real(row)
-    result = {"date": date.today().isoformat(), "machine": platform.processor() or
-              platform.machine(), "cpus": os.cpu_count(), "samples": args.samples,
-              "overrides": overrides, "rows": rows}
-    out_path = ROOT / "benchmarks" / "results" / (args.out or "compile_scaling_real.json")
-    out_path.write_text(json.dumps(result, indent=1))
+                result = {"date": date.today().isoformat(), "machine": platform.processor()
+                          or platform.machine(), "cpus": os.cpu_count(),
+                          "samples": args.samples, "overrides": overrides, "rows": rows}
+                out_path.write_text(json.dumps(result, indent=1))  # after every row
     print(f"wrote {out_path}")
+
+
+def _goal_mb(row: dict) -> float:
+    """The memory goal of issue 19: 1.5 GB plus 3x the parameter bytes."""
+    return 1536 + 3 * row["param_bytes"] / 2 ** 20
+
+
+def real_table(rows: list[dict]) -> str:
+    """The markdown table of a ``--real`` results file: per model and preset, seconds, peak RSS
+    against the goal (1.5 GB + 3x parameter bytes), the estimate, the slowest stage and the
+    Lava lowering's share."""
+    lines = ["| model | params | preset | compile s | peak MB | goal MB | estimate MB | slowest "
+             "stage | lower lava s / peak MB | targets lowered |", "|" + "---|" * 10]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | | {r['preset']} | error: {r['error'][:80]} "
+                         "| | | | | | |")
+            continue
+        stages = {s["stage"]: s for s in r["stages"]}
+        slow = max(r["stages"], key=lambda s: s["seconds"])
+        lava = stages.get("lower lava")
+        lava_cell = f"{lava['seconds']:.1f} / {lava['peak_mb']}" if lava else "-"
+        lowered = ", ".join(t for t, ok in r["targets"].items() if ok) or "-"
+        lines.append(
+            f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['preset']} | {r['seconds']:.1f} "
+            f"| {r['peak_rss_mb']} | {_goal_mb(r):.0f} "
+            f"| {r.get('estimate_mb', '-')} | {slow['stage']} {slow['seconds']:.1f} s "
+            f"| {lava_cell} | {lowered} |")
+    return "\n".join(lines)
 
 
 def _print_real(row: dict) -> None:
     if "error" in row:
         print(f"{row['model']:>16} {row['preset']:>12}  error: {row['error']}", flush=True)
         return
-    budget = 1536 + 3 * row["param_bytes"] / 2 ** 20
+    budget = _goal_mb(row)
     worst = max(row["stages"], key=lambda s: s["peak_mb"], default=None)
     slowest = max(row["stages"], key=lambda s: s["seconds"], default=None)
     print(f"{row['model']:>16} {row['preset']:>12} {row['params'] / 1e6:6.2f}M "
@@ -200,7 +229,13 @@ def main() -> None:
     ap.add_argument("--calib-batch", type=int, default=None)
     ap.add_argument("--out", default=None, help="results file name under benchmarks/results")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per compile")
+    ap.add_argument("--table", default=None, help="print the markdown table of a --real "
+                    "results file under benchmarks/results")
     args = ap.parse_args()
+    if args.table:
+        print(real_table(json.loads((ROOT / "benchmarks" / "results" / args.table).read_text())
+                         ["rows"]))
+        return
     if args.real:
         real_models(args)
         return

@@ -12,7 +12,7 @@ from sbcompile.ir.passes import PassBase, PassContext, PassResult
 from sbcompile.ir.records import ValueStatistics, calibration, set_calibration
 from sbcompile.passes.targets import spike_groups
 from sbcompile.progress import track
-from sbcompile.runtime.reference import check_feeds, values as run_values
+from sbcompile.runtime.reference import check_feeds, guarded_feeds, values as run_values
 
 HIST_BINS = 2048
 CHANNEL_BINS = 256  # per-channel histograms (threshold_granularity=channel)
@@ -105,6 +105,9 @@ def check_calibration(graph: Graph, calib) -> CalibrationSet:
     one given once (``sbcompile.batch_axes``)."""
     if isinstance(calib, CalibrationSet):
         return calib
+    if graph.meta.get("input_guards"):  # inputs fixed at import: their value checked, dropped
+        calib = guarded_feeds(graph, calib) if isinstance(calib, dict) else \
+            [guarded_feeds(graph, f) for f in calib]
     if isinstance(calib, dict):
         from sbcompile.passes.calibration_inputs import by_batch_axes
 

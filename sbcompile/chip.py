@@ -36,6 +36,7 @@ import numpy as np
 
 from sbcompile.errors import SbcError
 from sbcompile.ir.codings import expand
+from sbcompile.progress import track
 from sbcompile.runtime.lava.coding import MODE_CODING, window_steps
 from sbcompile.runtime.lava.program import LavaProgram
 
@@ -78,7 +79,7 @@ def simulate(program: LavaProgram, counts: dict[str, np.ndarray], samples: int,
     layers, totals = {}, {"energy": dict.fromkeys(ENERGY_CLASSES, 0.0), "sim_time": 0.0,
                           "steps": 0, "spike_messages": 0, "synaptic_ops": 0,
                           "neurons_updated": 0}
-    for syn in plan["synapses"]:
+    for syn in track(plan["synapses"], len(plan["synapses"]), "SANA-FE: layers simulated"):
         enc = encoders[syn["encoder"]]
         trains = _spike_trains(counts[enc["counts"]], enc["neurons"], program.mode)
         result = _simulate_layer(sanafe, hw, cores, program, syn, placement, trains,
@@ -271,12 +272,15 @@ def _simulate_layer(sanafe, hw, cores, program, syn, placement, trains, budget) 
     energy = dict.fromkeys(ENERGY_CLASSES, 0.0)
     step_time = np.zeros(steps)
     fired = synaptic = updated = 0
-    for first, end in _chunks(dst_all, lay, budget):
+    for chunk, (first, end) in enumerate(_chunks(dst_all, lay, budget)):
         row0, row1 = first * lay["per_core"], min(end * lay["per_core"], syn["rows"])
         lo, hi = np.searchsorted(dst_all, [row0, row1])
+        # the first chunk replays the whole encoder (its spike count is SANA-FE's), later ones
+        # the encoder neurons with synapses there (free input units: the energy is the same)
+        used = np.arange(trains.shape[0]) if chunk == 0 else np.unique(src_all[lo:hi])
         net = sanafe.Network()
-        src = net.create_neuron_group("encoder", trains.shape[0], model_attributes={})
-        for j, neuron in enumerate(src):
+        src = net.create_neuron_group("encoder", used.size, model_attributes={})
+        for j, neuron in zip(used.tolist(), src):
             neuron.set_attributes(soma_hw_name=f"inputs[{j % enc['per_core']}]",
                                   model_attributes={"spikes": trains[j].tolist()})
             neuron.map_to_core(cores[enc["first"] + j // enc["per_core"]])
@@ -287,7 +291,8 @@ def _simulate_layer(sanafe, hw, cores, program, syn, placement, trains, budget) 
             neuron.map_to_core(cores[lay["first"] + (row0 + i) // lay["per_core"]])
         src.connect_neurons_sparse(
             dst, {"weight": weights[windex[lo:hi]].astype(float).tolist()},
-            list(zip(src_all[lo:hi].tolist(), (dst_all[lo:hi] - row0).tolist())))
+            list(zip(np.searchsorted(used, src_all[lo:hi]).tolist(),
+                     (dst_all[lo:hi] - row0).tolist())))
         chip = sanafe.SpikingChip(hw)
         chip.load(net)
         with contextlib.redirect_stdout(io.StringIO()):  # its progress line
@@ -295,7 +300,7 @@ def _simulate_layer(sanafe, hw, cores, program, syn, placement, trains, budget) 
         for k in ENERGY_CLASSES:
             energy[k] += r["energy"][k]
         step_time = np.maximum(step_time, r["perf_trace"]["sim_time"])
-        fired = r["neurons_fired"]  # every chunk replays the whole encoder
+        fired = fired if chunk else r["neurons_fired"]
         synaptic += r["spikes"]
         updated += r["neurons_updated"]
         del chip, net

@@ -244,8 +244,9 @@ def check(model: str, preset: str) -> None:
     console.print(t)
     console.print(f"{len(rows) - len(unsupported)}/{len(rows)} nodes supported, "
                   f"{len(spiked)} layers spiked under preset {escape(preset)}")
-    for r in (r for r in rows if r.get("needs_static") and not unsupported):
-        console.print(escape(f"note: node '{r['name']}' ({r['op_type']}): {r['reason']}"))
+    for r in [] if unsupported else rows:  # nodes waiting on a pinned one need no note
+        if "needs_static" in r and "compile pins it" in r["reason"]:
+            console.print(escape(f"note: node '{r['name']}' ({r['op_type']}): {r['reason']}"))
     if unsupported:
         first = unsupported[0]
         raise SbcError(f"{model}: {len(unsupported)} unsupported node(s), first '{first['name']}'"
@@ -318,6 +319,12 @@ def compile(model: str, calib: str | None, config_file: str | None, preset: str 
     out = check_output_path(output, "-o")
     calib_data = load_npz(calib) if calib else None
     graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None, calib_data)
+    if calib_data is not None:  # fidelity kept by default (README): repaired below the floor
+        from sbcompile.config import parse_set_options
+        from sbcompile.tune import default_repair
+
+        config = default_repair(config, parse_set_options(list(sets)),
+                                bool(config_file or exclude))
     artifact = compile_graph(graph, config, calib_data)
     artifact.save(out)
     print_terminal(artifact.report, console=console)

@@ -40,6 +40,10 @@ def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Grap
     graph. ``input_shapes`` pins ONNX input dims ({name: [dims]}, a string for a dim left
     symbolic); a dim that must be static to lower (an LSTM's sequence length) is pinned from
     the shapes of ``calib`` (calibration data) when given."""
+    return stage("load", lambda: _load(model, input_shapes, calib))
+
+
+def _load(model: Any, input_shapes: dict | None, calib) -> Graph:
     if isinstance(model, Graph):
         graph = model.copy()
         validate(graph)  # (the frontends validate what they build)
@@ -57,11 +61,9 @@ def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Grap
         except DynamicDimError as e:
             if calib is None:
                 raise
-            from sbcompile.frontends.onnx_pins import pinned_input_shapes
+            from sbcompile.frontends.onnx_pins import pinned_from_data
 
-            feeds = calib if isinstance(calib, (list, tuple)) else [calib]
-            shapes = [{k: np.shape(v) for k, v in f.items()} for f in feeds]
-            graph = load_onnx(model, pinned_input_shapes(model, input_shapes, e.dims, shapes))
+            graph = pinned_from_data(model, input_shapes, e, calib)
     return graph
 
 
@@ -75,18 +77,32 @@ def compile_graph(graph: Graph, config: CompileConfig,
     if calib is not None:
         calib = calibrate.check_calibration(graph, calib)
     estimate = preflight.check(graph, config, calib)
-    log.info("estimated peak %.0f MiB (batch of %d)", mib(estimate.total), estimate.batch,
+    log.info("estimated peak %.0f MiB (batches of %d)", mib(estimate.total), estimate.batch,
              extra={"estimate": estimate})
+    # the passes read batches of the planned size (the artifact keeps the config asked for)
+    passes_config = config if not estimate.batch or estimate.batch >= config.calib_batch else \
+        dataclasses.replace(config, calib_batch=estimate.batch)
     if not config.spike:
         return Artifact(graph, config.to_json(), build_report(graph, graph, config), {}, None)
     search = None
     if config.fidelity_floor is not None:
         from sbcompile.tune import tune_for_compile
 
-        search = tune_for_compile(graph, config, calib)
-        config = search.config
+        search = tune_for_compile(graph, passes_config, calib)
+        config = dataclasses.replace(search.config, calib_batch=config.calib_batch)
+        passes_config = search.config
     require_statistics(graph, config, calib)
-    g = run_passes(graph, compile_passes(graph, config), PassContext(config, calib, float_graph))
+    g = run_passes(graph, compile_passes(graph, passes_config),
+                   PassContext(passes_config, calib, float_graph))
+    if calib is not None and search is None:  # below the repair floor: repaired in its bound
+        from sbcompile.tune import repair
+
+        search = repair(graph, passes_config, calib, g)
+        if search is not None:
+            config = dataclasses.replace(search.config, calib_batch=config.calib_batch)
+            passes_config = search.config
+            g = run_passes(graph, compile_passes(graph, passes_config),
+                           PassContext(passes_config, calib, float_graph))
     set_calibration(g, None)  # histograms served the thresholds; the report keeps results
     report = build_report(g, float_graph, config)
     bounds = count_bounds(g)
@@ -124,12 +140,19 @@ def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes]
 def specialise(graph: Graph, input_shapes: dict[str, tuple]) -> Graph:
     """A copy of ``graph`` with its inputs' dims pinned to ``input_shapes`` and every value's
     shape inferred again from them: what a target that needs static dims lowers, for inputs of
-    those shapes."""
+    those shapes. Shape arithmetic (``Shape`` -> ``Gather`` -> ``Concat`` -> ``Reshape``, as
+    exporters spell ``x.reshape(x.shape[0], -1)``) is folded with the reference kernels, so the
+    dims it computes stay static through reshapes and transposes."""
     from sbcompile.ir.graph import Value
+    from sbcompile.ir.ops import node_attrs
     from sbcompile.ir.shapes import infer
+    from sbcompile.runtime.reference import KERNELS
+
+    def fold(node, args):
+        return KERNELS[node.op](node_attrs(node), *args)
 
     g = graph.copy()
-    for name, shape in infer(g, {n: tuple(input_shapes[n]) for n in g.inputs}).items():
+    for name, shape in infer(g, {n: tuple(input_shapes[n]) for n in g.inputs}, fold).items():
         if shape is not None and name in g.values and name not in g.params:
             g.values[name] = Value(name, tuple(shape), g.values[name].dtype)
     validate(g)

@@ -85,12 +85,15 @@ def test_report_command_chip(tmp_path):
     assert r.exit_code == 2 and r.output.strip().splitlines()[-1].startswith("error: --chip")
     np.savez(tmp_path / "x.npz", image=CALIB["image"][:8])
     r = CliRunner().invoke(main, ["report", str(art), "--chip", "loihi", "--input",
-                                  str(tmp_path / "x.npz"), "--json", str(tmp_path / "r.json")])
+                                  str(tmp_path / "x.npz"), "--json", str(tmp_path / "r.json"),
+                                  "--html", str(tmp_path / "r.html")])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["chip"]["sanafe"]["energy_uJ"] > 0 and set(rep["energy"]) >= {"loihi2018"}
     assert rep["chip"]["mapping"]["neuro_cores"] == rep["chip"]["sanafe"]["lava_neuro_cores"]
     assert "chip model estimate" in r.output
+    page = (tmp_path / "r.html").read_text()
+    assert "<b>sanafe loihi</b>" in page and "SANA-FE nJ" in page
 
 
 @pytest.mark.parametrize("op, weight_shape, attrs, in_shape, parts", [

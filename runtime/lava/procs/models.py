@@ -104,7 +104,8 @@ class TensorModel(PyLoihiProcessModel):
 
     def report(self) -> None:
         specs = self.proc_params["record_specs"]
-        if self.reported or not (specs or self.results) or not all(name in self.env for name, _, _ in specs) \
+        owed = specs or self.results
+        if self.reported or not owed or not all(name in self.env for name, _, _ in specs) \
                 or not self.complete():
             return
         records = {f"record:{name}": self.env[name] for name, _, _ in specs}
