@@ -81,6 +81,7 @@ def run_case(case: Case, tmp: Path) -> Result:
     if case.output and Path(case.output).is_file():
         os.unlink(case.output)
     segments_before = _segments()
+    watch = SegmentWatch() if _simulates(case) else None
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:  # the command
@@ -111,20 +112,41 @@ def run_case(case: Case, tmp: Path) -> Result:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    code, peak_kb = _wait(pid, case, start)
+    code, peak_kb = _wait(pid, case, start, watch)
     seconds = time.monotonic() - start
     result = Result(case, code, out_path.read_text(errors="replace"),
                     err_path.read_text(errors="replace"), seconds, peak_kb / 1024)
-    result.leaks = _leaks(case_tmp, segments_before if _simulates(case) else None)
+    result.leaks = _leaks(case_tmp, segments_before, watch)
     result.outcome = classify(result)
     return result
 
 
-def _wait(pid: int, case: Case, start: float) -> tuple[int | None, int]:
+class SegmentWatch:
+    """The ``psm_*`` segments a case's simulations map: its Lava children each lead a process
+    group of their own, whose mapped segments are noted while the case runs and while its
+    leaks are looked for (segments other work on the machine makes are not the case's)."""
+
+    def __init__(self) -> None:
+        self.groups: set[int] = set()
+        self.seen: set[str] = set()
+
+    def poll(self, parent: int | None = None) -> None:
+        from sbcompile.runtime.lava.group import group_segments
+
+        if parent is not None:
+            self.groups.update(_simulation_children(parent))
+        for group in self.groups:
+            self.seen |= group_segments(group)
+
+
+def _wait(pid: int, case: Case, start: float,
+          watch: SegmentWatch | None) -> tuple[int | None, int]:
     """The command's exit code (None: it hung and was killed) and its peak RSS in KiB."""
     signalled = case.signal_after is None
     child_seen = None
     while True:
+        if watch is not None:
+            watch.poll(pid)
         done, status, usage = os.wait4(pid, os.WNOHANG)
         if done:
             return os.waitstatus_to_exitcode(status), usage.ru_maxrss
@@ -162,8 +184,7 @@ def _segments() -> set[str]:
 
 
 def _simulates(case: Case) -> bool:
-    """Whether the command may start a Lava simulation (the only maker of ``psm_*`` segments):
-    other cases are not charged with segments other work on the machine left meanwhile."""
+    """Whether the command may start a Lava simulation (the only maker of ``psm_*`` segments)."""
     return case.argv[:1] == ["demo"] or "lava" in case.argv
 
 
@@ -172,17 +193,20 @@ def _simulates(case: Case) -> bool:
 LIBRARY_STATE = {".ses"}
 
 
-def _leaks(case_tmp: Path, segments_before: set[str] | None, grace_s: float = 10.0) -> dict:
+def _leaks(case_tmp: Path, segments_before: set[str], watch: SegmentWatch | None,
+           grace_s: float = 10.0) -> dict:
     """What the case left, after giving an orphaned child ``grace_s`` to clean up: simulation
-    processes whose command line names the case's TMPDIR, new segments that no live process
-    maps (``segments_before`` None: the case starts no simulation), anything left in the
-    TMPDIR but a library's own state (``LIBRARY_STATE``)."""
+    processes whose command line names the case's TMPDIR, new segments its simulations mapped
+    (``watch``) that no live process maps, anything left in the TMPDIR but a library's own
+    state (``LIBRARY_STATE``)."""
     from sbcompile.runtime.lava.group import mapped_segments
 
     deadline = time.monotonic() + grace_s
     while True:
         procs = [pid for pid in _all_pids() if _cmdline_mentions(pid, str(case_tmp))]
-        new = _segments() - segments_before if segments_before is not None else set()
+        if watch is not None:
+            watch.poll()
+        new = (_segments() - segments_before) & watch.seen if watch is not None else set()
         left = sorted(p.name for p in case_tmp.iterdir() if p.name not in LIBRARY_STATE)
         if not (procs or left or new) or time.monotonic() > deadline:
             break
