@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml $(LOCK) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[lava,gpu,export,report,dist,chip,metrics,test]'
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[lava,gpu,export,report,dist,chip,metrics,llm,test]'
 	# lava-nc 0.10.0 declares Python < 3.11; its real dependencies come with the lava extra.
 	$(BIN)/python -m pip install -q --no-deps --ignore-requires-python lava-nc==0.10.0
 	$(BIN)/python -m pip install -q --no-deps --ignore-requires-python lava-dl==0.6.0

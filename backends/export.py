@@ -13,7 +13,7 @@ import importlib
 from pathlib import Path
 
 from sbcompile.artifact import Artifact, write_atomic
-from sbcompile.errors import SbcError, UnsupportedError
+from sbcompile.errors import SbcError, UnsupportedError, first_few
 from sbcompile.ir.graph import Graph
 
 FORMATS = {"onnx-qdq": "export_onnx_qdq", "nir": "export_nir", "netx": "export_netx"}
@@ -33,7 +33,7 @@ def export(artifact: Artifact | str | Path, format: str, path: str | Path,
     left_out: list[str] = []
     if problems and not allow_partial:
         raise UnsupportedError(f"{format} cannot hold {len(problems)} node(s): "
-                               + "; ".join(reason for _, reason in problems)
+                               + first_few([reason for _, reason in problems])
                                + " (allow_partial exports the prefix before them)")
     while problems:  # a cut can leave a prefix that ends badly (a ReLU without its layer)
         if not problems[0][0]:

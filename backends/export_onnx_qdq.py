@@ -30,7 +30,7 @@ from onnx import helper
 
 from sbcompile.version import __version__
 from sbcompile.backends.export_onnx_ops import OPSET, OnnxBuilder, emit_node, tensor_type
-from sbcompile.errors import SbcError, UnsupportedError
+from sbcompile.errors import SbcError, UnsupportedError, first_few
 from sbcompile.ir.graph import Graph, Node
 from sbcompile.ir.ops import (attention_keep, count_limit, dynamic_sum_bound, node_attrs,
                               threshold_axes)
@@ -336,7 +336,7 @@ def to_onnx(graph: Graph, keep: Iterable[str] = ()) -> onnx.ModelProto:
     b, problems = _build(graph)
     if problems:
         raise UnsupportedError(f"onnx-qdq cannot hold {len(problems)} node(s): "
-                               + "; ".join(reason for _, reason in problems))
+                               + first_few([reason for _, reason in problems]))
     outputs = list(dict.fromkeys([*graph.outputs, *keep]))
     unknown = [o for o in outputs if o not in graph.values]
     if unknown:

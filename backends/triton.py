@@ -18,14 +18,13 @@ from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
 from sbcompile.ir.ops import OPS, SAFETY_COUNT, count_limit, node_attrs
 from sbcompile.backends.torch import expected_densities
+from sbcompile.runtime.torch.module import DEFAULT_DENSITY
+from sbcompile.runtime.torch.triton_ops import event_rows as _event_rows
 from sbcompile.runtime.triton import launch
 from sbcompile.runtime.triton.program import EncodeStep, LinearStep, TritonProgram
 
 __all__ = ["TritonProgram", "lower"]
 
-DEFAULT_DENSITY = 0.8  # count-level density of SpikingBrain-7B (18.4 % zeros, FACTS.md)
-MAX_UNION_DENSITY = 0.5  # above this expected union density the dense-count GEMV is faster
-# (H200, benchmarks/triton_linear.py: event GEMV vs dense-count GEMV at M=1 by density)
 
 
 def lower(graph: Graph, config: CompileConfig | None = None) -> TritonProgram:
@@ -79,16 +78,6 @@ def lower(graph: Graph, config: CompileConfig | None = None) -> TritonProgram:
         else:
             step.unit = math.gcd(step.unit, unit)
     return program
-
-
-def _event_rows(density: float) -> int:
-    """The most count rows whose expected union density 1 - (1 - d)^M stays under the
-    crossover to the dense paths (0 when even one row is denser; at most what the event kernel
-    packs)."""
-    rows = 0
-    while rows < launch.EVENT_MAX_ROWS and 1 - (1 - density) ** (rows + 1) <= MAX_UNION_DENSITY:
-        rows += 1
-    return rows
 
 
 def _encoder_ok(graph: Graph, enc) -> bool:

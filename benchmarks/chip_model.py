@@ -100,7 +100,7 @@ def table(results: dict) -> str:
             e, s = p["op_count_energy_uJ"], p["chip"]["sanafe"]
             ops = p["neurobench"]["metrics"]["SynapticOperations"]
             rows.append(
-                f"| {r['model']} | {preset} ({p['coding']}, {p['T']}) | {e['spikingbrain']:.4g} "
+                f"| {r['model']} | {preset} ({p['coding']}, {p['T'] or 1}) | {e['spikingbrain']:.4g} "
                 f"| {e['horowitz45']:.4g} | {e['loihi2018']:.4g} | {s['energy_uJ']:.4g} | "
                 f"{s['latency_ms']:.4g} | {s['steps']:g} | {s['cores']} | "
                 f"{ops['Effective_MACs']:,.0f} / {ops['Effective_ACs']:,.0f} / "

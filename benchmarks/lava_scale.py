@@ -168,7 +168,8 @@ def main() -> None:
             run = simulate(program, feeds, timeout=args.timeout, bands=args.bands)
             wall = time.perf_counter() - t0
         check = compare(graph, program, feeds, run)
-        entry = {"samples": n, "bands": args.bands, "wall_s": wall, "peak_pss_gb": peak.peak_pss / 2**30,
+        entry = {"samples": n, "bands": args.bands, "wall_s": wall,
+                 "peak_pss_gb": peak.peak_pss / 2**30,
                  "peak_rss_sum_gb": peak.peak_rss / 2**30, "steps": run.steps,
                  "timing_s": run.timing_s,
                  "memory_estimate_gb": run.memory_estimate_bytes / 2**30, **check}

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -96,65 +95,65 @@ def conv_chain(channels: int, size: int, layers: int, window: int) -> Graph:
 
 def measure_ours(graph: Graph, feeds: dict, mode: str, form: str) -> dict:
     program = lower(graph, mode=mode)
-    with tempfile.TemporaryDirectory() as run_dir:
-        t0 = time.perf_counter()
-        net = LavaNetwork(program, feeds, form, run_dir)
-        net.run_steps(1)
-        startup = time.perf_counter() - t0
-        steps = net.run() - 1  # until the outputs are recorded
-        elapsed = time.perf_counter() - t0 - startup
-        results, info = net.collect()
-        net.stop()
+    t0 = time.perf_counter()
+    net = LavaNetwork(program, feeds, form)
+    net.run_steps(1)
+    startup = time.perf_counter() - t0
+    steps = net.run() - 1  # until the outputs are recorded
+    elapsed = time.perf_counter() - t0 - startup
+    results, info = net.collect()
+    net.stop()
     events = sum(layer["synaptic_ops"] for layer in info["layers"].values())
     return {"graph": f"ours ({form}, {mode})", "startup_s": startup, "steps": steps,
             "steps_per_s": steps / elapsed, "synaptic_events_per_s": events / elapsed,
             "images_per_s": 1 / elapsed, "processes": len(net.models)}
 
 
-def measure_lif_conv(channels: int, size: int, layers: int, steps: int) -> dict:
-    """LIF (S, S, C) -> Conv 3x3 pad 1 -> LIF ..., every neuron firing on every step."""
+def run_lif_network(shape: tuple, layers: int, steps: int, synapse) -> tuple[float, float]:
+    """LIF layers of ``shape`` joined by ``synapse()`` processes, every neuron firing on every
+    step: (start-up s, run s). Bias 65 over a threshold of 64 (Lava shifts vth by 6): every
+    neuron fires on every step once the pipeline has filled (checked with a Monitor)."""
     t0 = time.perf_counter()
-    shape = (size, size, channels)
     lifs = [LIF(shape=shape, du=4095, dv=0, vth=1, bias_mant=65 if i == 0 else 0)
             for i in range(layers + 1)]
     for i in range(layers):
-        conv = Conv(weight=np.ones((channels, 3, 3, channels), dtype=np.int32),
-                    input_shape=shape, padding=1)
-        lifs[i].s_out.connect(conv.s_in)
-        conv.a_out.connect(lifs[i + 1].a_in)
+        connection = synapse()
+        lifs[i].s_out.connect(connection.s_in)
+        connection.a_out.connect(lifs[i + 1].a_in)
     lifs[0].run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
     startup = time.perf_counter() - t0
     lifs[-1].run(condition=RunSteps(num_steps=steps))
     elapsed = time.perf_counter() - t0 - startup
     lifs[0].stop()
+    return startup, elapsed
+
+
+def builtin_row(graph: str, startup: float, elapsed: float, steps: int, events: int,
+                layers: int) -> dict:
+    return {"graph": graph, "startup_s": startup, "steps": steps,
+            "steps_per_s": steps / elapsed, "synaptic_events_per_s": events / elapsed,
+            "images_per_s": 1 / elapsed, "processes": 2 * layers + 1}
+
+
+def measure_lif_conv(channels: int, size: int, layers: int, steps: int) -> dict:
+    """LIF (S, S, C) -> Conv 3x3 pad 1 -> LIF ...; each Conv delivers every synapse per step."""
+    shape = (size, size, channels)
+    startup, elapsed = run_lif_network(shape, layers, steps, lambda: Conv(
+        weight=np.ones((channels, 3, 3, channels), dtype=np.int32), input_shape=shape,
+        padding=1))
     per_step = layer_geometry("spike_conv", (channels, channels, 3, 3),
                               {"strides": None, "pads": [1, 1, 1, 1], "dilations": None,
                                "group": 1}, (channels, size, size)).synapses()
-    events = per_step * layers * steps
-    return {"graph": "LIF + Conv (built-in)", "startup_s": startup, "steps": steps,
-            "steps_per_s": steps / elapsed, "synaptic_events_per_s": events / elapsed,
-            "images_per_s": 1 / elapsed, "processes": 2 * layers + 1}
+    return builtin_row("LIF + Conv (built-in)", startup, elapsed, steps,
+                       per_step * layers * steps, layers)
 
 
 def measure_lif_dense(width: int, layers: int, steps: int) -> dict:
-    t0 = time.perf_counter()
-    lifs = [LIF(shape=(width,), du=4095, dv=0, vth=1, bias_mant=65 if i == 0 else 0)
-            for i in range(layers + 1)]
-    for i in range(layers):
-        dense = Dense(weights=np.ones((width, width), dtype=np.int32))
-        lifs[i].s_out.connect(dense.s_in)
-        dense.a_out.connect(lifs[i + 1].a_in)
-    lifs[0].run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-    startup = time.perf_counter() - t0
-    lifs[-1].run(condition=RunSteps(num_steps=steps))
-    elapsed = time.perf_counter() - t0 - startup
-    lifs[0].stop()
-    # bias 65 over a threshold of 64 (Lava shifts vth by 6): every neuron fires on every step
-    # once the pipeline has filled (checked with a Monitor), so each Dense delivers N x N events
-    events = width * width * layers * steps
-    return {"graph": "LIF + Dense (built-in)", "startup_s": startup, "steps": steps,
-            "steps_per_s": steps / elapsed, "synaptic_events_per_s": events / elapsed,
-            "images_per_s": 1 / elapsed, "processes": 2 * layers + 1}
+    """LIF -> Dense -> LIF ...; each Dense delivers N x N events per step."""
+    startup, elapsed = run_lif_network((width,), layers, steps, lambda: Dense(
+        weights=np.ones((width, width), dtype=np.int32)))
+    return builtin_row("LIF + Dense (built-in)", startup, elapsed, steps,
+                       width * width * layers * steps, layers)
 
 
 def median_row(runs: list[dict]) -> dict:

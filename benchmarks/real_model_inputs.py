@@ -162,3 +162,58 @@ def deepcut_features(text: str, window: int = 21) -> tuple[np.ndarray, np.ndarra
     chars = np.array([char_id[i:i + window] for i in range(len(text))], np.float32)
     kinds = np.array([klass[i:i + window] for i in range(len(text))], np.float32)
     return chars, kinds
+
+
+# ---- EEG ----------------------------------------------------------------------------------------
+def eeg(rng: np.random.Generator, seconds: float, fs: int, kind: int) -> np.ndarray:
+    """Synthetic EEG at ``fs`` Hz: 1/f background, plus (by ``kind``) sleep spindles (12-14 Hz
+    bursts of 0.5-2 s), a rhythmic 3 Hz spike-and-wave run (seizure-like), or alpha (10 Hz)."""
+    n = int(seconds * fs)
+    spectrum = rng.standard_normal(n // 2 + 1) + 1j * rng.standard_normal(n // 2 + 1)
+    freqs = np.fft.rfftfreq(n, 1 / fs)
+    background = np.fft.irfft(spectrum / np.maximum(freqs, 0.5), n)
+    background /= background.std() + 1e-9
+    t = np.arange(n) / fs
+    x = background
+    if kind % 3 == 0:
+        for start in rng.uniform(0, seconds - 2, size=int(seconds // 6) + 1):
+            length = rng.uniform(0.5, 2.0)
+            env = np.exp(-0.5 * ((t - start - length / 2) / (length / 4)) ** 2)
+            x = x + 2.5 * env * np.sin(2 * np.pi * rng.uniform(12, 14) * t)
+    elif kind % 3 == 1:
+        start = rng.uniform(0, seconds / 2)
+        on = (t > start) & (t < start + seconds / 3)
+        x = x + 4 * on * (np.sin(2 * np.pi * 3 * t) ** 15)
+    else:
+        x = x + 1.5 * np.sin(2 * np.pi * 10 * t + rng.uniform(0, 6))
+    return x.astype(np.float32)
+
+
+def eeg_spectrogram(x: np.ndarray, fs: int, bins: int = 100) -> np.ndarray:
+    """[bins, frames]: 1 s segments every 0.5 s, the first ``bins`` 1 Hz bins, each bin z-scored
+    over time (brainmaze's seizure-model preprocessing)."""
+    from scipy.signal import spectrogram
+
+    x = (x - x.mean()) / (x.std() + 1e-9)
+    _, _, sxx = spectrogram(x, fs, nperseg=fs, noverlap=fs - fs // 2)
+    sxx = sxx[:bins]
+    return ((sxx - sxx.mean(1, keepdims=True)) / (sxx.std(1, keepdims=True) + 1e-9)
+            ).astype(np.float32)
+
+
+def eeg_scalogram(x: np.ndarray, fs: int = 250, bands: int = 15) -> np.ndarray:
+    """[bands, samples]: magnitudes of complex Gabor filters at 12-24 Hz (the spindle
+    detector's Shannon-wavelet scalogram band), each row z-scored."""
+    t = np.arange(-fs, fs + 1) / fs
+    rows = []
+    for f in np.geomspace(12, 24, bands):
+        kernel = np.exp(2j * np.pi * f * t) * np.exp(-0.5 * (t * f / 2) ** 2)
+        rows.append(np.abs(np.convolve(x, kernel / np.abs(kernel).sum(), mode="same")))
+    s = np.stack(rows)
+    return ((s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-9)).astype(np.float32)
+
+
+def token_ids(rng: np.random.Generator, length: int) -> np.ndarray:
+    """[1, length] BERT-style ids: [CLS] 101, word-piece ids from the common range, [SEP] 102."""
+    body = rng.integers(1996, 20000, size=length - 2)
+    return np.concatenate([[101], body, [102]])[None].astype(np.int64)

@@ -7,9 +7,11 @@ Per model, in a fresh process (its peak RSS is the model's own):
 - lowers: the ONNX file (input dims pinned as below) becomes an IR graph;
 - float parity: the reference interpreter vs onnxruntime on the evaluation inputs, max relative
   error = max |ours - ort| / max |ort| over every output (goal <= 1e-4);
-- task agreement, spiked vs float on the same inputs, per model: argmax (classifiers), greedy CTC
-  strings (text readers), thresholded masks (detectors' maps: IoU), decisions (score > 0.5),
-  cosine (embeddings and features);
+- task agreement, spiked vs float on the same inputs, compiled as `sbcompile compile --calib`
+  compiles (its default repair below a worst-output cosine of 0.99; what it kept float and the
+  energy against the untuned preset's in the repair table), per model: argmax (classifiers),
+  greedy CTC strings (text readers), thresholded masks (detectors' maps: IoU), decisions
+  (score > 0.5), cosine (embeddings and features);
 - Lava: one input simulated (spikingbrain artifact); counts and accumulators vs the reference;
 - onnx-qdq: the export run by a default onnxruntime session (all graph optimisations); counts
   and accumulators vs the reference, for both presets;
@@ -111,7 +113,8 @@ class Spec:
     output: str      # the output the task reads
     task: str        # its name in the table
     agree: Callable  # (float output, spiked output) -> agreement in [0, 1]
-    shapes: dict | None = None  # input dims pinned (others stay dynamic)
+    shapes: dict | None = None  # input dims pinned (others stay dynamic, or are pinned from
+    #                             the calibration data where a lowering needs them static)
     n: int = 12                 # calibration feeds (and as many evaluation feeds)
 
 
@@ -195,6 +198,39 @@ def _akiki(rng, n, cache):
             for a in _audio(rng, n, 0.04)]
 
 
+def _silero_sr(rng, n, cache):
+    """16 kHz chunks of 512 samples with the sample rate given once (a scalar input)."""
+    return [{"input": a[None, :512], "state": np.zeros((2, 1, 128), np.float32),
+             "sr": np.array(16000, np.int64)} for a in _audio(rng, n, 0.04)]
+
+
+def _seizure(rng, n, cache):
+    """30 s of iEEG at 500 Hz as the model's 100-bin spectrogram (59 frames)."""
+    return [{"x": inp.eeg_spectrogram(inp.eeg(rng, 30.0, 500, i), 500)[None]} for i in range(n)]
+
+
+def _spindles(rng, n, cache):
+    feeds = []
+    for i in range(n):
+        x = inp.eeg(rng, 30.0, 250, i)
+        feeds.append({"raw_signal": ((x - x.mean()) / x.std())[None, None].astype(np.float32),
+                      "spectrogram": inp.eeg_scalogram(x - x.mean())[None]})
+    return feeds
+
+
+def _minilm(rng, n, cache):
+    feeds = []
+    for _ in range(n):
+        ids = inp.token_ids(rng, 16)
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                      "token_type_ids": np.zeros_like(ids)})
+    return feeds
+
+
+def _time_argmax(f, s):
+    return float(np.mean(f.argmax(-1) == s.argmax(-1)))
+
+
 def _attacut(rng, n, cache):
     return [{"input": inp.attacut_ids(cache, inp.thai_text(cache, rng, 48))} for _ in range(n)]
 
@@ -225,7 +261,7 @@ SPECS: dict[str, Spec] = {
     "mtcnn_pnet": Spec(_named("input_1", _photos(48, "nhwc", (0.5, 0.5))), "softmax",
                        "face map argmax", _argmax, {"input_1": ["N", 48, 48, 3]}),
     "ddddocr_ocr": Spec(_dddd_ocr, "387", "CTC string equal", _ctc(0, time_axis_first=True),
-                        {"input1": [1, 1, 64, 192]}, n=8),
+                        n=8),
     "ddddocr_det": Spec(_named("images", _photos(416)), "output", "objects IoU (>0.3)",
                         _yolox_objects, n=4),
     "oww_melspec": Spec(_melspec, "output", "mel cosine", _cosine,
@@ -236,12 +272,14 @@ SPECS: dict[str, Spec] = {
                            _decision()),
     "oww_timer": Spec(_wake("onnx::Flatten_0", 34), TIMER_OUTPUT, "intent argmax", _argmax),
     "oww_hey_jarvis": Spec(_wake("x.1"), "53", "wake decision (>0.5)", _decision()),
-    "oww_hey_mycroft": Spec(_wake("input_1"), "dense", "wake decision (>0.5)", _decision(),
-                            {"input_1": [1, 16, 96]}),
-    "silero_vad": Spec(_silero, "speech_probs", "speech decision (>0.5)", _decision(),
-                       {"input": [8, 576]}),
-    "silero_vad_if": Spec(_silero_if, "output", "speech decision (>0.5)", _decision(),
-                          {"input": [1, 512], "state": [2, 1, 128]}),
+    "oww_hey_mycroft": Spec(_wake("input_1"), "dense", "wake decision (>0.5)", _decision()),
+    "silero_vad": Spec(_silero, "speech_probs", "speech decision (>0.5)", _decision()),
+    "silero_vad_sr": Spec(_silero_sr, "output", "speech decision (>0.5)", _decision()),
+    "eeg_seizure": Spec(_seizure, "probs", "class argmax per 0.5 s", _time_argmax, n=6),
+    "eeg_spindles": Spec(_spindles, "segmentation", "spindle mask IoU (p>0.5)", _mask_iou(0.5),
+                         n=6),
+    "minilm_int8": Spec(_minilm, "last_hidden_state", "token embedding cosine", _cosine, n=8),
+    "silero_vad_if": Spec(_silero_if, "output", "speech decision (>0.5)", _decision()),
     "akiki_vad": Spec(_akiki, "probability", "speech decision (>0.5)", _decision()),
     "attacut_c": Spec(_attacut, "output", "word boundary (>0)", _decision(0.0),
                       {"input": [1, 48]}),
@@ -299,11 +337,13 @@ def _compare_integers(got: dict, want: dict, names: list[str]) -> dict:
             "first": differ[0] if differ else None}
 
 
-def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
+def measure_one(name: str, cache: Path, lava_timeout: float,
+                targets: str = TARGETS["targets"]) -> dict:
     from sbcompile.backends.export_onnx_qdq import to_onnx
     from sbcompile.config import make_config
     from sbcompile.pipeline import compile_graph, load_model
     from sbcompile.runtime import reference
+    from sbcompile.tune import default_repair
 
     spec, model = SPECS[name], BY_NAME[name]
     path = cache / f"{name}.onnx"
@@ -315,7 +355,7 @@ def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
            "file_mb": round(path.stat().st_size / 2 ** 20, 2)}
     try:
         t0 = time.perf_counter()
-        graph = load_model(path, spec.shapes)
+        graph = load_model(path, spec.shapes, calib)  # dims a lowering needs pinned from it
         row["lower_s"] = round(time.perf_counter() - t0, 2)
         row["lowers"] = True
     except Exception as e:  # noqa: BLE001 - the table records why
@@ -340,7 +380,8 @@ def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
         entry = row.setdefault(preset, {})
         try:
             t0 = time.perf_counter()
-            art = compile_graph(graph, make_config(preset, TARGETS), calib)
+            config = default_repair(make_config(preset, {"targets": targets}), {}, False)
+            art = compile_graph(graph, config, calib)  # as `sbcompile compile --calib` does
             entry["compile_s"] = round(time.perf_counter() - t0, 2)
             entry["peak_rss_mb"] = round(_high_water_mb())
             arts[preset] = art
@@ -353,6 +394,16 @@ def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
             if cos:
                 entry["worst_layer"] = {"cosine": min(cos)[0], "name": min(cos)[1]}
             entry["layers_spiked"] = len(layers)
+            repair = art.report.get("tune")
+            if repair:  # compile's automatic repair ran: what it kept float, what it cost
+                entry["repair"] = {
+                    "seconds": round(repair["seconds"], 1), "evaluations": repair["evaluations"],
+                    "untuned_cosine": repair["untuned"]["metric"],
+                    "repaired_cosine": repair["chosen"]["metric"],
+                    "untuned_energy_pJ": repair["untuned"]["energy_pJ"],
+                    "repaired_energy_pJ": repair["chosen"]["energy_pJ"],
+                    "kept_float": sorted(n for n, v in repair["layers"].items()
+                                         if v.get("float"))}
             entry["targets"] = {t: s.get("lowered") for t, s in
                                 art.report.get("targets", {}).items()}
         except Exception as e:  # noqa: BLE001
@@ -366,6 +417,7 @@ def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
             names = [o.name for o in sess.get_outputs()]
             result = {"exact": True, "tensors": 0, "differ": 0}
             for feed in evals[:2]:
+                feed = reference.guarded_feeds(art.graph, feed)  # inputs fixed at compile
                 want = reference.evaluate(art.graph, feed, keep=keep)
                 got = dict(zip(names, sess.run(None, feed)))
                 r = _compare_integers(got, want, keep)
@@ -380,7 +432,7 @@ def measure_one(name: str, cache: Path, lava_timeout: float) -> dict:
             row[preset]["throughput"] = _throughput(graph, art, path, evals, spec.output)
         except Exception as e:  # noqa: BLE001
             row[preset]["throughput"] = {"error": _why(e)}
-    if "spikingbrain" in arts:
+    if "spikingbrain" in arts and "lava" in targets:
         art = arts["spikingbrain"]
         try:
             from sbcompile.api import CompiledModel
@@ -477,6 +529,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def repair_table(rows: list[dict]) -> str:
+    """compile's automatic repair where it ran: the worst output cosine and the energy per
+    inference (the report's spiking estimate plus the MACs of the layers kept float) of the
+    untuned preset and of the repaired settings."""
+    lines = ["| model | preset | cosine untuned -> repaired | energy untuned -> repaired | "
+             "kept float | layers | seconds |", "|" + "---|" * 7]
+    for r in rows:
+        for preset in PRESETS:
+            e = r.get(preset, {})
+            rep = e.get("repair")
+            if not rep:
+                continue
+            lines.append(f"| {r['model']} | {preset} | {rep['untuned_cosine']:.4f} -> "
+                         f"{rep['repaired_cosine']:.4f} | {rep['untuned_energy_pJ'] / 1e6:.3g} -> "
+                         f"{rep['repaired_energy_pJ'] / 1e6:.3g} uJ | {len(rep['kept_float'])} "
+                         f"| {e.get('layers_spiked', '-')} | {rep['seconds']} |")
+    return "\n".join(lines)
+
+
 def throughput_table(rows: list[dict]) -> str:
     lines = ["| model | preset | samples | onnxruntime float ms | onnxruntime target ms | target / "
              "float | reference ms | outputs vs reference (max rel) |", "|" + "---|" * 8]
@@ -497,13 +568,15 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--cache", default=None)
     ap.add_argument("--lava-timeout", type=float, default=120.0)
+    ap.add_argument("--targets", default=TARGETS["targets"],
+                    help="targets lowered at compile (leave out lava to bound memory)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child process
     args = ap.parse_args()
     cache = cache_dir(args.cache)
     if args.one:
         try:
-            row = measure_one(args.one, cache, args.lava_timeout)
+            row = measure_one(args.one, cache, args.lava_timeout, args.targets)
         except Exception as e:  # noqa: BLE001
             row = {"model": args.one, "error": _why(e), "trace": traceback.format_exc()[-2000:]}
         print("ROW " + json.dumps(row))
@@ -519,7 +592,8 @@ def main() -> int:
         t0 = time.perf_counter()
         try:
             proc = subprocess.run([sys.executable, __file__, "--one", name, "--cache", str(cache),
-                                   "--lava-timeout", str(args.lava_timeout)],
+                                   "--lava-timeout", str(args.lava_timeout),
+                                   "--targets", args.targets],
                                   capture_output=True, text=True, timeout=args.timeout)
             found = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
             row = json.loads(found[-1][4:]) if found else {
@@ -540,6 +614,8 @@ def main() -> int:
     RESULTS.write_text(json.dumps({"machine": f"{platform.machine()}, {platform.system()}",
                                    "date": str(date.today()), "rows": ordered}, indent=1))
     print(table(ordered))
+    print()
+    print(repair_table(ordered))
     print()
     print(throughput_table(ordered))
     return 0

@@ -151,14 +151,20 @@ def _declared(info: onnx.ValueInfoProto) -> tuple | None:
                               for d in t.shape.dim)
 
 
+def _agree(a: tuple | None, b: tuple | None) -> bool:
+    """Same dtype and rank, and no two static dims that differ (unknown dims are left to shape
+    inference, which refuses the select if they turn out to differ)."""
+    return a is not None and b is not None and a[0] == b[0] and len(a[1]) == len(b[1]) and all(
+        x == y or not isinstance(x, int) or not isinstance(y, int) or not x or not y
+        for x, y in zip(a[1], b[1]))
+
+
 def _select_if(node, consts, namer):
     """A run-time condition: both branches inlined and each output chosen by ``Where`` on the
     condition, when the branches declare the same type and shape for every output (else None:
     the If stays and is refused)."""
     then_b, else_b = _body(node, "then_branch"), _body(node, "else_branch")
-    pairs = list(zip(then_b.output, else_b.output))
-    if any(_declared(a) is None or _declared(a) != _declared(b) or None in _declared(a)[1]
-           for a, b in pairs):
+    if any(not _agree(_declared(a), _declared(b)) for a, b in zip(then_b.output, else_b.output)):
         return None
     then_nodes, then_outs = _inline(then_b, {}, f"{node.name}/then", namer, consts)
     else_nodes, else_outs = _inline(else_b, {}, f"{node.name}/else", namer, consts)
@@ -305,9 +311,10 @@ _EXPANDERS = {"If": _expand_if, "Loop": _expand_loop, "Scan": _expand_scan}
 # ---- what reaches lowering: the forms that could not be inlined -------------------------------
 @_converter("If", attrs=("then_branch", "else_branch"))
 def _if(n: NodeView) -> None:
-    raise n.refuse("the condition is known only at run time and the branches declare different "
-                   "output shapes (an If is inlined when its condition is a constant or follows "
-                   "from static shapes, and selected with Where when the branches agree)")
+    raise n.refuse_dynamic("the condition is known only at run time and the branches declare "
+                           "different output shapes (an If is inlined when its condition is a "
+                           "constant or follows from static shapes, and selected with Where when "
+                           "the branches agree; static input shapes may fold it)")
 
 
 @_converter("Loop", attrs=("body",))

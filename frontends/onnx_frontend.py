@@ -40,24 +40,28 @@ class _Result:
 
     @property
     def needs_static(self) -> list[dict]:
-        """Rows supported once their symbolic dims are pinned (from calibration data)."""
-        return [r for r in self.rows if r.get("needs_static")]
+        """Rows supported once their symbolic dims are pinned (from calibration data), or once
+        the nodes they read from are."""
+        return [r for r in self.rows if "needs_static" in r]
 
 
-def load_onnx(model: ModelSource, input_shapes: dict | None = None) -> Graph:
+def load_onnx(model: ModelSource, input_shapes: dict | None = None,
+              input_values: dict | None = None) -> Graph:
     """The model as a validated IR graph. Raises SbcError (UnsupportedError for what sbcompile
-    does not support) naming the file, node or value at fault."""
-    result = _lower(model, input_shapes)
+    does not support) naming the file, node or value at fault. ``input_values`` fixes inputs
+    given once (a sample rate) to a value: they fold as constants, and a run with another value
+    is refused naming the input (``graph.meta['input_guards']``)."""
+    result = _lower(model, input_shapes, input_values)
+    pin = result.needs_static
+    if pin:  # before the unsupported: those may be nodes reading what pinning lowers
+        raise DynamicDimError(f"node '{pin[0]['name']}'{_file_name(pin[0])} "
+                              f"({pin[0]['op_type']}): {pin[0]['reason']}",
+                              tuple(dict.fromkeys(d for r in pin for d in r["needs_static"])))
     bad = result.unsupported
     if bad:
         more = f" (and {len(bad) - 1} more unsupported nodes)" if len(bad) > 1 else ""
         raise UnsupportedError(f"node '{bad[0]['name']}'{_file_name(bad[0])} "
                                f"({bad[0]['op_type']}): {bad[0]['reason']}{more}")
-    pin = result.needs_static
-    if pin:
-        raise DynamicDimError(f"node '{pin[0]['name']}'{_file_name(pin[0])} "
-                              f"({pin[0]['op_type']}): {pin[0]['reason']}",
-                              tuple(dict.fromkeys(d for r in pin for d in r["needs_static"])))
     return _finished(result.graph)
 
 
@@ -108,13 +112,15 @@ def _finished(graph: Graph) -> Graph:
     return graph
 
 
-def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
+def _lower(model: ModelSource, input_shapes: dict | None,
+           input_values: dict | None = None) -> _Result:
     proto, label = onnx_model.read_model(model)
     proto = onnx_model.upgrade_opset(proto, label)
     opsets = onnx_model.check_opsets(proto, label)
     onnx_model.mark_dynamic_dims(proto)
     renamed = onnx_model.check_structure(proto, label)
     onnx_model.apply_input_shapes(proto, input_shapes, label)
+    guards = onnx_model.fix_input_values(proto, input_values or {}, label)
     consts = initializers(proto, label)
     expand_quantized(proto, consts)  # QOperator / com.microsoft forms as standard ops
     types = _inferred_types(proto, list(proto.graph.node), consts, label)
@@ -146,13 +152,19 @@ def _lower(model: ModelSource, input_shapes: dict | None) -> _Result:
         _typed(lw, info.name, f"graph input '{info.name}'")
     reasons: dict[str, str] = {}
     pins: dict[str, tuple] = {}
+    waiting: set[str] = set()  # values of nodes that static dims would lower
     for node in nodes:
         reason, dims = _lower_node(lw, node)
+        pinnable = dims is not None or (reason and waiting.intersection(node.input))
+        if pinnable:
+            waiting.update(node.output)
         for source in sources.get(node.name, [node.name]):
             reasons[source] = reason
-            if dims:
-                pins[source] = dims
+            if pinnable:
+                pins[source] = dims or ()
     lw.graph.outputs = [o.name for o in proto.graph.output]
+    if guards:
+        lw.graph.meta["input_guards"] = guards
     for name in lw.graph.outputs:
         try:
             _typed(lw, name, f"graph output '{name}'")
@@ -184,22 +196,24 @@ def _typed(lw: Lowering, name: str, what: str) -> None:
         raise UnsupportedError(f"{what}: {e}") from None
 
 
-def _lower_node(lw: Lowering, node: onnx.NodeProto) -> tuple[str, tuple]:
-    """Lower one node; returns ("", ()) or the reason it is unsupported and, when pinning them
-    would make it supported, the symbolic dims in the way."""
+def _lower_node(lw: Lowering, node: onnx.NodeProto) -> tuple[str, tuple | None]:
+    """Lower one node; returns ("", None) or the reason it is unsupported and, when pinning
+    input dims would make it supported, the symbolic dims in the way (None otherwise)."""
     convert = converter_for(node.domain, node.op_type)
     if convert is None:
         domain = f" in domain '{node.domain}'" if node.domain not in ("", "ai.onnx") else ""
-        return f"op type {node.op_type}{domain} is not supported", ()
+        if node.domain == "ai.onnx.ml":
+            domain += " (classical machine learning: sbcompile compiles neural networks)"
+        return f"op type {node.op_type}{domain} is not supported", None
     try:
         convert(NodeView(lw, node))
     except UnsupportedError as e:
         prefix = f"node '{node.name}' ({node.op_type}): "
         reason = str(e)[len(prefix):] if str(e).startswith(prefix) else str(e)
-        return reason, getattr(e, "dims", ())
+        return reason, getattr(e, "dims", None)
     except ValueError as e:  # operands the model's data makes inconsistent (a bias of size 0)
-        return f"inconsistent operands ({str(e).splitlines()[0]})", ()
-    return "", ()
+        return f"inconsistent operands ({str(e).splitlines()[0]})", None
+    return "", None
 
 
 def _rows(proto: onnx.ModelProto, graph: Graph, origins: dict[str, list[str]],

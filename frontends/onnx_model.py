@@ -216,6 +216,24 @@ def apply_input_shapes(proto: onnx.ModelProto, input_shapes: dict | None, label:
                 dim.dim_param = str(s)
 
 
+def fix_input_values(proto: onnx.ModelProto, values: dict[str, np.ndarray],
+                     label: str) -> dict[str, dict]:
+    """Turn each input of ``values`` into an initializer of that value (in place), so what
+    depends on it folds; returns the guards a run checks: {input: {"value": list, "dtype"}}."""
+    inputs = {v.name: v for v in runtime_inputs(proto)}
+    guards = {}
+    for name, value in values.items():
+        if name not in inputs:
+            raise SbcError(f"input_values names '{name}', which is not an input of {label}")
+        info = inputs[name]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
+        array = np.asarray(value).astype(dtype)
+        proto.graph.input.remove(info)
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(array, name))
+        guards[name] = {"value": array.tolist(), "dtype": array.dtype.name}
+    return guards
+
+
 def infer_shapes(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
     """onnx shape inference in strict mode with data propagation; our custom GLA op's outputs are
     typed here (onnx has no schema for it): y has v's shape and q's dtype. A declared graph

@@ -29,6 +29,7 @@ import numpy as np
 
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
+from sbcompile.ir.passes import PassBase, PassContext, PassResult
 from sbcompile.ir.records import (Analysis, SpikedLayer, expansions, set_analysis,
                                   spiked_layers)
 from sbcompile.passes.calibrate import check_calibration
@@ -301,3 +302,16 @@ def _contributions(graph: Graph, float_graph: Graph, config: CompileConfig, cali
     return layer_sensitivity(graph, float_graph, calib.batches(batches),
                              progress=lambda xs: track(xs, calib.num_batches(batches),
                                                        "layer sensitivity"))
+
+
+class Analyse(PassBase):
+    """The ``Analysis`` record, measured against ``ctx.float_graph`` on the calibration
+    inputs (none without them)."""
+
+    name = "analyse"
+
+    def applies(self, graph: Graph, ctx: PassContext) -> bool:
+        return ctx.calib is not None
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        return PassResult(run(graph, ctx.config, ctx.float_graph, ctx.calib))

@@ -27,6 +27,7 @@ import numpy as np
 
 from sbcompile.config import CompileConfig, layer_settings
 from sbcompile.ir.graph import Graph, Node
+from sbcompile.ir.passes import PassBase, PassContext, PassResult
 from sbcompile.ir.ops import node_attrs
 from sbcompile.ir.records import AttentionCounts, set_attention_counts
 from sbcompile.passes.targets import is_excluded
@@ -91,3 +92,15 @@ def _builder(graph: Graph, before: Node):
     def add(op: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> list[str]:
         return graph.add_node(op, inputs, outputs, name, at=graph.nodes.index(before), **attrs)
     return add
+
+
+class AttentionQuantize(PassBase):
+    """SpikingBrain's attention numerics, when ``config.attention_quantize`` asks for them."""
+
+    name = "attention_quantize"
+
+    def applies(self, graph: Graph, ctx: PassContext) -> bool:
+        return bool(ctx.config.attention_quantize)
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        return PassResult(run(graph, ctx.config))

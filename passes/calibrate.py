@@ -8,9 +8,11 @@ import numpy as np
 from sbcompile.config import CompileConfig
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
+from sbcompile.ir.passes import PassBase, PassContext, PassResult
+from sbcompile.ir.records import ValueStatistics, calibration, set_calibration
 from sbcompile.passes.targets import spike_groups
 from sbcompile.progress import track
-from sbcompile.runtime.reference import check_feeds, values as run_values
+from sbcompile.runtime.reference import check_feeds, guarded_feeds, values as run_values
 
 HIST_BINS = 2048
 CHANNEL_BINS = 256  # per-channel histograms (threshold_granularity=channel)
@@ -103,6 +105,9 @@ def check_calibration(graph: Graph, calib) -> CalibrationSet:
     one given once (``sbcompile.batch_axes``)."""
     if isinstance(calib, CalibrationSet):
         return calib
+    if graph.meta.get("input_guards"):  # inputs fixed at import: their value checked, dropped
+        calib = guarded_feeds(graph, calib) if isinstance(calib, dict) else \
+            [guarded_feeds(graph, f) for f in calib]
     if isinstance(calib, dict):
         from sbcompile.passes.calibration_inputs import by_batch_axes
 
@@ -113,9 +118,9 @@ def check_calibration(graph: Graph, calib) -> CalibrationSet:
 
 
 def run(graph: Graph, config: CompileConfig, calib, values: set[str] | None = None) -> Graph:
-    """Record ``graph.meta["calibration"][value] = {absmax, mean_abs, rms, n, hist}`` for every
-    spiked input whose static threshold is calibrated (of ``values`` only, when given; hist a
-    numpy array: the pipeline drops these statistics before the graph is serialised)."""
+    """Record the ``ValueStatistics`` of every spiked input whose static threshold is
+    calibrated (of ``values`` only, when given), beside those the graph holds already (the
+    driver drops them once the thresholds are set)."""
     calib = check_calibration(graph, calib)
     groups = [g for g in spike_groups(graph, config) if g.needs_statistics
               and (values is None or g.value in values)]
@@ -148,14 +153,12 @@ def run(graph: Graph, config: CompileConfig, calib, values: set[str] | None = No
                 channel_hists[v] = channel_hists[v] + _channel_histogram(
                     np.abs(x), stats[v]["channel_absmax"])
     graph = graph.copy()
-    graph.meta["calibration"] = {
-        v: {"n": s["n"], "absmax": s["absmax"], "mean_abs": s["sum_abs"] / max(s["n"], 1),
-            "rms": float(np.sqrt(s["sum_sq"] / max(s["n"], 1))),
-            "hist": hists[v],
-            **({"channel_absmax": s["channel_absmax"], "channel_hist": channel_hists[v]}
-               if v in channel_values else {})}
-        for v, s in stats.items()}
-    graph.meta["calibration_samples"] = calib.samples
+    set_calibration(graph, {**calibration(graph), **{
+        v: ValueStatistics(s["n"], s["absmax"], s["sum_abs"] / max(s["n"], 1),
+                           float(np.sqrt(s["sum_sq"] / max(s["n"], 1))), hists[v],
+                           *((s["channel_absmax"], channel_hists[v]) if v in channel_values
+                             else ()))
+        for v, s in stats.items()}})
     return graph
 
 
@@ -167,3 +170,18 @@ def _channel_histogram(a: np.ndarray, channel_absmax: np.ndarray) -> np.ndarray:
     bins = np.minimum((a / top * CHANNEL_BINS).astype(np.int64), CHANNEL_BINS - 1)
     flat = bins + np.arange(k, dtype=np.int64) * CHANNEL_BINS
     return np.bincount(flat.ravel(), minlength=k * CHANNEL_BINS).reshape(k, CHANNEL_BINS)
+
+
+class Calibrate(PassBase):
+    """Statistics for every calibrated static threshold the graph does not hold yet."""
+
+    name = "calibrate"
+
+    def applies(self, graph: Graph, ctx: PassContext) -> bool:
+        held = calibration(graph)
+        return any(g.value not in held or (g.settings.threshold_granularity == "channel"
+                                           and held[g.value].channel_hist is None)
+                   for g in spike_groups(graph, ctx.config) if g.needs_statistics)
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        return PassResult(run(graph, ctx.config, ctx.calib))

@@ -19,6 +19,8 @@ import numpy as np
 
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph
+from sbcompile.ir.passes import PassBase, PassContext, PassResult
+from sbcompile.ir.records import CountBound, count_bounds, set_count_bounds
 from sbcompile.progress import track
 from sbcompile.runtime.reference import evaluate, values
 from sbcompile.runtime.reference_spike import quantize_counts
@@ -30,7 +32,7 @@ def _unbounded(graph: Graph) -> list:
 
 def run(graph: Graph, config: CompileConfig, calib) -> Graph:
     """Set ``max_count`` of every unbounded encoder from the calibration inputs (a
-    CalibrationSet); record ``graph.meta['count_bounds'][encoder] = {max_seen, bound}``."""
+    CalibrationSet); record a ``CountBound`` per encoder."""
     encoders = _unbounded(graph)
     if config.count_bound != "measured" or not encoders:
         return graph
@@ -43,20 +45,20 @@ def run(graph: Graph, config: CompileConfig, calib) -> Graph:
         for value, arr in values(graph, batch, only=encoder_of):  # each as it is made
             name = encoder_of[value]
             seen[name] = max(seen[name], int(np.abs(arr).max(initial=0)))
-    bounds = graph.meta.setdefault("count_bounds", {})
+    bounds = count_bounds(graph)
     for n in encoders:
         bound = max(1, math.ceil(seen[n.name] * config.count_margin))
         n.attrs["max_count"] = bound
-        bounds[n.name] = {"max_seen": seen[n.name], "bound": bound,
-                          "margin": config.count_margin}
+        bounds[n.name] = CountBound(seen[n.name], bound, config.count_margin)
+    set_count_bounds(graph, bounds)
     return graph
 
 
 def saturations(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, dict]:
     """Per encoder with a measured bound: how many counts of ``feeds`` it clipped, and of how
     many."""
-    bounded = [n for n in graph.nodes if n.op == "spike_encode"
-               and n.name in graph.meta.get("count_bounds", {})]
+    measured = count_bounds(graph)
+    bounded = [n for n in graph.nodes if n.op == "spike_encode" and n.name in measured]
     if not bounded:
         return {}
     env = evaluate(graph, feeds, keep=[v for n in bounded for v in (n.inputs[0], n.outputs[1])])
@@ -67,3 +69,15 @@ def saturations(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, dict]:
         result[n.name] = {"saturated": int(np.sum(np.abs(free) > bound)),
                           "counts": int(free.size), "bound": bound}
     return result
+
+
+class CountBounds(PassBase):
+    """Measured bounds, when there are calibration inputs and the context measures them."""
+
+    name = "count_bounds"
+
+    def applies(self, graph: Graph, ctx: PassContext) -> bool:
+        return ctx.calib is not None and ctx.measure_bounds
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        return PassResult(run(graph, ctx.config, ctx.calib))

@@ -11,6 +11,7 @@ import numpy as np
 from sbcompile.config import CompileConfig
 from sbcompile.ir.codings import SIGNED, steps_needed
 from sbcompile.ir.graph import Graph
+from sbcompile.ir.passes import PassBase, PassContext, PassResult
 from sbcompile.ir.records import Expansion, set_expansions
 
 
@@ -30,3 +31,10 @@ def bound_steps(max_count: int | None, coding: str) -> int | None:
         return None
     reach = [-max_count, max_count] if coding in SIGNED else [max_count]
     return steps_needed(np.array(reach), coding)
+
+
+class Expand(PassBase):
+    name = "expand"
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        return PassResult(run(graph, ctx.config))

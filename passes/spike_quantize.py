@@ -17,7 +17,8 @@ import numpy as np
 from sbcompile.config import CompileConfig, LayerSettings
 from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph, Node
-from sbcompile.ir.records import SpikedLayer, set_spiked_layer
+from sbcompile.ir.passes import PassBase, PassContext, PassResult
+from sbcompile.ir.records import SpikedLayer, calibration, set_spiked_layer
 from sbcompile.passes.targets import spike_groups
 
 
@@ -97,14 +98,14 @@ def static_threshold(graph: Graph, value: str, settings: LayerSettings,
     histograms (t_max beside a fixed threshold)."""
     if settings.threshold is not None:
         return np.float32(settings.threshold), int(settings.max_count or settings.t_max)
-    cal = graph.meta.get("calibration", {}).get(value)
+    cal = calibration(graph).get(value)
     if cal is None:
         raise SbcError(f"static thresholds need calibration data (no statistics for '{value}'); "
                        "pass --calib")
     if per_channel:
-        hist, top = cal["channel_hist"], cal["channel_absmax"]
+        hist, top = cal.channel_hist, cal.channel_absmax
     else:
-        hist, top = cal["hist"][None], np.array([cal["absmax"]])
+        hist, top = cal.hist[None], np.array([cal.absmax])
     hist, top = np.asarray(hist, dtype=np.float64), np.asarray(top, dtype=np.float64)
     max_count = settings.max_count
     if max_count is None:
@@ -161,3 +162,22 @@ def threshold_from_histogram(hist: np.ndarray, top: np.ndarray,
         best = np.where(better, vth[:, 0], best)
         best_err = np.where(better, err, best_err)
     return np.maximum(best, 1e-5)
+
+
+class SpikeQuantize(PassBase):
+    """An encoder in front of every spiked layer (``run``)."""
+
+    name = "spike_quantize"
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        return PassResult(run(graph, ctx.config))
+
+
+class SequentialSpikeQuantize(PassBase):
+    """``calib_order=sequential``: calibrate and spike one group after the other
+    (``run_sequential``)."""
+
+    name = "calibrate, spike_quantize"
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        return PassResult(run_sequential(graph, ctx.config, ctx.calib))

@@ -14,6 +14,7 @@ import numpy as np
 
 from sbcompile.config import CompileConfig
 from sbcompile.ir.graph import Graph, Node
+from sbcompile.ir.passes import PassBase, PassContext, PassResult
 from sbcompile.ir.records import set_spiked_layer, spiked_layers
 from sbcompile.ir.shapes import infer_node
 
@@ -96,3 +97,10 @@ def run(graph: Graph, config: CompileConfig) -> Graph:
     graph.nodes = new_nodes
     graph.remove_unused()
     return graph
+
+
+class WeightQuantize(PassBase):
+    name = "weight_quantize"
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        return PassResult(run(graph, ctx.config))

@@ -75,7 +75,9 @@ class OnnxruntimeProgram:
         if not keep_integers:  # the encoders' counts stay: every run is checked on them
             counts = {n.outputs[0] for n in self.graph.nodes if n.op == "spike_encode"}
             names = [n for n in names if n in self.graph.outputs or n in counts]
-        if any(a != 0 for a in batch_axes(self.graph).values()):  # a state, a scalar: one run
+        axis0 = {np.shape(v)[0] if np.ndim(v) else None for v in feeds.values()}
+        if any(a != 0 for a in batch_axes(self.graph).values()) or len(axis0) > 1:
+            # a state on axis 1, a scalar, a fixed state beside a sequence: one run
             return dict(zip(names, self.session.run(names, check_feeds(self.graph, feeds))))
         n = _samples(feeds)
         size = int(self.static_batch or batch_size)

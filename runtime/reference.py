@@ -19,9 +19,24 @@ from sbcompile.runtime.reference_spike import SPIKE_KERNELS
 KERNELS: dict[str, Callable] = {**FLOAT_KERNELS, **SPIKE_KERNELS}
 
 
+def guarded_feeds(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``feeds`` without the inputs the compile fixed to their calibration value
+    (``graph.meta['input_guards']``, a sample rate that chose a branch); another value is
+    refused naming the input."""
+    guards = graph.meta.get("input_guards", {})
+    for name, guard in guards.items():
+        if name in feeds and not np.array_equal(np.asarray(feeds[name]), guard["value"]):
+            raise SbcError(f"input '{name}' is {np.asarray(feeds[name]).tolist()}; the model was "
+                           f"compiled for {name} = {guard['value']} (its value in the calibration "
+                           "data chose the branch the model runs): compile with data of this "
+                           "value")
+    return {k: v for k, v in feeds.items() if k not in guards}
+
+
 def check_feeds(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Match feeds to graph inputs by name, shape (static dims) and dtype kind; cast to the
     input's dtype. Raises SbcError naming the input at fault."""
+    feeds = guarded_feeds(graph, feeds)
     extra = [n for n in feeds if n not in graph.inputs]
     if extra:
         raise SbcError(f"'{extra[0]}' is not an input of the model (its inputs: "

@@ -211,7 +211,10 @@ def run_artifact(art, target: str, feeds: dict[str, np.ndarray], *, use_float: b
     """Run an artifact's compiled graph (or, ``use_float``, its float baseline, on the
     reference only) on ``target`` with the program stored for it (``device``: the torch
     target's, auto by default)."""
+    from sbcompile.runtime import reference
+
     target_spec(target)
+    feeds = reference.guarded_feeds(art.graph, feeds)  # inputs fixed at compile: checked, dropped
     if use_float and target != "reference":
         raise SbcError(f"--float runs on the reference target only, not '{target}'")
     empty = [k for k, v in feeds.items() if np.asarray(v).size == 0]

@@ -19,19 +19,27 @@ from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 
 
-def batch_axes(graph: Graph) -> dict[str, int | None]:
-    """{input name: its batch axis, or None when given once}; empty when no input has a
-    symbolic dim."""
-    shapes = {n: graph.values[n].shape for n in graph.inputs}
+def batch_dim(shapes: dict[str, tuple]) -> str | None:
+    """The batch dim of inputs of these shapes ({name: dims}, symbolic dims as strings), or
+    None when no dim is symbolic."""
     symbolic = {n: [d for d in s if isinstance(d, str)] for n, s in shapes.items()}
     shared = Counter(d for dims in symbolic.values() for d in set(dims))
     if not shared:
-        return {}
+        return None
     first_axis0 = next((s[0] for s in shapes.values() if s and isinstance(s[0], str)), None)
     top = max(shared.values())
     tied = [d for d, c in shared.items() if c == top]
     named = [d for d in tied if "batch" in d.lower()]
-    dim = named[0] if named else first_axis0 if first_axis0 in tied else tied[0]
+    return named[0] if named else first_axis0 if first_axis0 in tied else tied[0]
+
+
+def batch_axes(graph: Graph) -> dict[str, int | None]:
+    """{input name: its batch axis, or None when given once}; empty when no input has a
+    symbolic dim."""
+    shapes = {n: graph.values[n].shape for n in graph.inputs}
+    dim = batch_dim(shapes)
+    if dim is None:
+        return {}
     axes: dict[str, int | None] = {}
     for name, shape in shapes.items():
         if dim in shape:

@@ -8,8 +8,9 @@ message and network-on-chip hop) with per-event energies and latencies; its Loih
 (``sanafe/examples/loihi.yaml``) takes them from Davies et al. 2018 (IEEE Micro). The mapping is
 the Lava program's (``runtime/lava/mapping.py``): each spike encoder's neurons spread evenly over
 its mapped neuro-cores, each layer's accumulator rows (rows that read the same inputs together)
-spread over the neuro-cores the Lava mapping gives it, cores numbered in program order onto a
-mesh of 4-core tiles. The traffic is the run's own:
+over the neuro-cores the Lava mapping gives it; a Loihi 2 core holding more than the 1024
+compartments of SANA-FE's Loihi models becomes as many SANA-FE cores as it needs, side by side;
+cores are numbered in program order onto a mesh of 4-core tiles. The traffic is the run's own:
 each encoder neuron is a SANA-FE input unit replaying the spikes our coding expands its counts
 into (tokens one after another, T steps each), so the spike messages and synaptic events SANA-FE
 counts are those of the run.
@@ -35,7 +36,7 @@ import numpy as np
 
 from sbcompile.errors import SbcError
 from sbcompile.ir.codings import expand
-from sbcompile.runtime.lava import mapping
+from sbcompile.progress import track
 from sbcompile.runtime.lava.coding import MODE_CODING, window_steps
 from sbcompile.runtime.lava.program import LavaProgram
 
@@ -43,6 +44,7 @@ ARCHES = ("loihi",)
 CORES_PER_TILE = 4       # Loihi: 4 neuro-cores per tile (loihi.yaml)
 MESH_WIDTH = 8           # Loihi: an 8 x 4 mesh of tiles per chip (loihi.yaml)
 CHUNK_SYNAPSES = 300_000  # synapses per SANA-FE simulation (about 1.5 KB each while loaded)
+COMPARTMENTS = 1024      # neurons per core in SANA-FE's Loihi models (loihi_max_compartments)
 NEVER = 1e30             # accumulator threshold: accumulators integrate, they never fire
 ENERGY_CLASSES = ("synapse", "dendrite", "soma", "network")
 
@@ -77,7 +79,7 @@ def simulate(program: LavaProgram, counts: dict[str, np.ndarray], samples: int,
     layers, totals = {}, {"energy": dict.fromkeys(ENERGY_CLASSES, 0.0), "sim_time": 0.0,
                           "steps": 0, "spike_messages": 0, "synaptic_ops": 0,
                           "neurons_updated": 0}
-    for syn in plan["synapses"]:
+    for syn in track(plan["synapses"], len(plan["synapses"]), "SANA-FE: layers simulated"):
         enc = encoders[syn["encoder"]]
         trains = _spike_trains(counts[enc["counts"]], enc["neurons"], program.mode)
         result = _simulate_layer(sanafe, hw, cores, program, syn, placement, trains,
@@ -92,18 +94,19 @@ def simulate(program: LavaProgram, counts: dict[str, np.ndarray], samples: int,
             "latency_ms": totals["sim_time"] / samples * 1e3,
             "by_class": {k: v / samples * 1e6 for k, v in totals["energy"].items()},
             "steps": totals["steps"] / samples, "samples": int(samples),
-            "cores": placement["cores"], "mode": program.mode,
+            "cores": placement["cores"], "lava_neuro_cores": placement["lava_cores"],
+            "mode": program.mode,
             "events": {k: int(totals[k]) for k in ("spike_messages", "synaptic_ops",
                                                     "neurons_updated")},
             "layers": layers, "basis": BASIS, "sanafe_version": _version()}
 
 
 ARCH_NAME = ("loihi: SANA-FE 2.2 loihi.yaml event energies and latencies (Davies et al. 2018), "
-             "neuro-cores and neurons per core of the Lava Loihi 2 mapping")
-BASIS = ("ESTIMATE from a chip model: SANA-FE simulation of the spike layers mapped onto its "
-         "Loihi architecture, with the spikes of a real run; excludes the compute processes "
-         "(decode, norms, pooling) of the embedded processors and the encoders' neuron updates "
-         "(SANA-FE input units are free); layers run one after another")
+             "1024 compartments per core; each core of the Lava Loihi 2 mapping as the SANA-FE "
+             "cores its neurons need")
+BASIS = ("ESTIMATE from a chip model: SANA-FE simulation of the spike layers on its Loihi "
+         "architecture with a real run's spikes; leaves out the embedded processors' work "
+         "(decode, norms, pooling) and the encoders' neuron updates; layers one after another")
 
 
 def _import_sanafe():
@@ -123,24 +126,28 @@ def _version() -> str:
 
 # ---- mapping ------------------------------------------------------------------------------
 def _placement(program: LavaProgram) -> dict:
-    """Global core ids in program order, as many per encoder and per layer as the Lava mapping
-    gives: an encoder's neurons spread evenly over its cores, a layer's accumulator neurons in
-    the mapping's packing order (``synapse_list``) evenly over its cores."""
+    """Global core ids in program order. Each core of the Lava mapping becomes as many SANA-FE
+    cores as its neurons need at SANA-FE's 1024 compartments per core (its Loihi neuron and
+    dendrite models hold no more), placed side by side: an encoder's neurons spread evenly over
+    them, a layer's accumulator neurons in the mapping's packing order (``synapse_list``)."""
     plan = program.plan
     enc_map, layer_map = plan["mapping"]["encoders"], plan["mapping"]["layers"]
     next_core, encoders, layers = 0, {}, {}
+
+    def spread(neurons: int, lava_cores: int) -> dict:
+        nonlocal next_core
+        per_core = min(-(-neurons // lava_cores), COMPARTMENTS)
+        cores = -(-neurons // per_core)
+        block = {"first": next_core, "per_core": per_core, "cores": cores, "neurons": neurons}
+        next_core += cores
+        return block
     for syn in plan["synapses"]:
         name = syn["encoder"]
         if name not in encoders:
-            n_cores, neurons = enc_map[name]["cores"], enc_map[name]["neurons"]
-            encoders[name] = {"first": next_core, "per_core": -(-neurons // n_cores),
-                              "neurons": neurons}
-            next_core += n_cores
-        n_cores = layer_map[syn["name"]]["cores"]
-        layers[syn["name"]] = {"first": next_core, "cores": n_cores,
-                               "per_core": -(-syn["rows"] // n_cores)}
-        next_core += n_cores
-    return {"encoders": encoders, "layers": layers, "cores": next_core}
+            encoders[name] = spread(enc_map[name]["neurons"], enc_map[name]["cores"])
+        layers[syn["name"]] = spread(syn["rows"], layer_map[syn["name"]]["cores"])
+    return {"encoders": encoders, "layers": layers, "cores": next_core,
+            "lava_cores": plan["mapping"]["neuro_cores"]}
 
 
 def synapse_list(geometry, parts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,9 +194,9 @@ def synapse_list(geometry, parts: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _write_arch(placement: dict) -> Path:
-    """SANA-FE's Loihi description with the mapping's cores: tiles of 4 cores on an 8-wide
-    mesh, neurons per core as the Lava mapping allows, and on each encoder core one input unit
-    per neuron placed there (an input unit replays one spike train)."""
+    """SANA-FE's Loihi description with the placement's cores: tiles of 4 cores on an 8-wide
+    mesh, and on each encoder core one input unit per neuron placed there (an input unit
+    replays one spike train)."""
     import yaml
 
     loihi = files("sanafe.examples").joinpath("loihi.yaml").read_text()
@@ -211,9 +218,7 @@ def _write_arch(placement: dict) -> Path:
             n_in = on_core[k] if k < len(on_core) else 0
             soma = lif + ([{"name": f"inputs[0..{n_in - 1}]",
                             "attributes": inputs["attributes"]}] if n_in else [])
-            attrs = {**core_t["attributes"],
-                     "max_neurons_supported": mapping.LOIHI2["neurons_per_core"].value}
-            cores.append({**core_t, "name": f"core_{k}", "attributes": attrs, "soma": soma})
+            cores.append({**core_t, "name": f"core_{k}", "soma": soma})
         tiles.append({"name": f"tile_{t}", "attributes": template["attributes"], "core": cores})
     attrs = {**base["attributes"], "width": MESH_WIDTH, "height": -(-n_tiles // MESH_WIDTH)}
     doc = {"architecture": {"name": "loihi_sbcompile", "attributes": attrs, "tile": tiles}}
@@ -267,12 +272,15 @@ def _simulate_layer(sanafe, hw, cores, program, syn, placement, trains, budget) 
     energy = dict.fromkeys(ENERGY_CLASSES, 0.0)
     step_time = np.zeros(steps)
     fired = synaptic = updated = 0
-    for first, end in _chunks(dst_all, lay, budget):
+    for chunk, (first, end) in enumerate(_chunks(dst_all, lay, budget)):
         row0, row1 = first * lay["per_core"], min(end * lay["per_core"], syn["rows"])
         lo, hi = np.searchsorted(dst_all, [row0, row1])
+        # the first chunk replays the whole encoder (its spike count is SANA-FE's), later ones
+        # the encoder neurons with synapses there (free input units: the energy is the same)
+        used = np.arange(trains.shape[0]) if chunk == 0 else np.unique(src_all[lo:hi])
         net = sanafe.Network()
-        src = net.create_neuron_group("encoder", trains.shape[0], model_attributes={})
-        for j, neuron in enumerate(src):
+        src = net.create_neuron_group("encoder", used.size, model_attributes={})
+        for j, neuron in zip(used.tolist(), src):
             neuron.set_attributes(soma_hw_name=f"inputs[{j % enc['per_core']}]",
                                   model_attributes={"spikes": trains[j].tolist()})
             neuron.map_to_core(cores[enc["first"] + j // enc["per_core"]])
@@ -283,7 +291,8 @@ def _simulate_layer(sanafe, hw, cores, program, syn, placement, trains, budget) 
             neuron.map_to_core(cores[lay["first"] + (row0 + i) // lay["per_core"]])
         src.connect_neurons_sparse(
             dst, {"weight": weights[windex[lo:hi]].astype(float).tolist()},
-            list(zip(src_all[lo:hi].tolist(), (dst_all[lo:hi] - row0).tolist())))
+            list(zip(np.searchsorted(used, src_all[lo:hi]).tolist(),
+                     (dst_all[lo:hi] - row0).tolist())))
         chip = sanafe.SpikingChip(hw)
         chip.load(net)
         with contextlib.redirect_stdout(io.StringIO()):  # its progress line
@@ -291,7 +300,7 @@ def _simulate_layer(sanafe, hw, cores, program, syn, placement, trains, budget) 
         for k in ENERGY_CLASSES:
             energy[k] += r["energy"][k]
         step_time = np.maximum(step_time, r["perf_trace"]["sim_time"])
-        fired = r["neurons_fired"]  # every chunk replays the whole encoder
+        fired = fired if chunk else r["neurons_fired"]
         synaptic += r["spikes"]
         updated += r["neurons_updated"]
         del chip, net
@@ -325,9 +334,15 @@ def chip_section(model, arch: str | None = None, feeds: dict | None = None) -> d
 
 
 def mapping_summary(program: LavaProgram) -> dict:
-    """``chip.mapping`` of report.json: the Lava Loihi 2 mapping's neuro-cores, chips, synapses
-    and the processes left to the embedded processors."""
+    """``chip.mapping`` of report.json: the Lava Loihi 2 mapping's neuro-cores, chips, synapses,
+    synaptic memory (every synapse stored, and the weights stored once), the layers split by
+    fan-in, the widest spike message and the processes left to the embedded processors."""
     m = program.plan["mapping"]
+    layers = m["layers"].values()
     return {"neuro_cores": m["neuro_cores"], "chips": m["chips"],
-            "synapses": sum(layer["synapses"] for layer in m["layers"].values()),
+            "synapses": sum(layer["synapses"] for layer in layers),
+            "synapse_memory_bytes": sum(layer.get("synapse_memory_bytes", 0) for layer in layers),
+            "shared_weight_bytes": sum(layer.get("shared_weight_bytes", 0) for layer in layers),
+            "fan_in_split_layers": sum(layer["fan_in_split"] > 1 for layer in layers),
+            "message_bits": max((e["message_bits"] for e in m["encoders"].values()), default=0),
             "embedded_processes": len(m["embedded_processes"])}

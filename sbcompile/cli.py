@@ -244,8 +244,9 @@ def check(model: str, preset: str) -> None:
     console.print(t)
     console.print(f"{len(rows) - len(unsupported)}/{len(rows)} nodes supported, "
                   f"{len(spiked)} layers spiked under preset {escape(preset)}")
-    for r in (r for r in rows if r.get("needs_static") and not unsupported):
-        console.print(escape(f"note: node '{r['name']}' ({r['op_type']}): {r['reason']}"))
+    for r in [] if unsupported else rows:  # nodes waiting on a pinned one need no note
+        if "needs_static" in r and "compile pins it" in r["reason"]:
+            console.print(escape(f"note: node '{r['name']}' ({r['op_type']}): {r['reason']}"))
     if unsupported:
         first = unsupported[0]
         raise SbcError(f"{model}: {len(unsupported)} unsupported node(s), first '{first['name']}'"
@@ -318,6 +319,12 @@ def compile(model: str, calib: str | None, config_file: str | None, preset: str 
     out = check_output_path(output, "-o")
     calib_data = load_npz(calib) if calib else None
     graph = load_model(_model_path(model), parse_input_shapes(input_shapes) or None, calib_data)
+    if calib_data is not None:  # fidelity kept by default (README): repaired below the floor
+        from sbcompile.config import parse_set_options
+        from sbcompile.tune import default_repair
+
+        config = default_repair(config, parse_set_options(list(sets)),
+                                bool(config_file or exclude))
     artifact = compile_graph(graph, config, calib_data)
     artifact.save(out)
     print_terminal(artifact.report, console=console)
@@ -579,6 +586,7 @@ def run(artifact: str, input_path: str, target: str, device: str, use_float: boo
     """Run a compiled ARTIFACT on inputs."""
     from sbcompile.api import load
     from sbcompile.batch_axes import input_samples
+    from sbcompile.ir.records import count_bounds
     from sbcompile.npz import load_npz, save_npz
 
     if output is not None:
@@ -593,7 +601,7 @@ def run(artifact: str, input_path: str, target: str, device: str, use_float: boo
     for name, arr in result.outputs.items():
         console.print(escape(f"{name}: {arr.dtype}{list(arr.shape)}  mean "
                              f"{float(arr.mean()):.6g}"))
-    if not use_float and model.graph.meta.get("count_bounds"):
+    if not use_float and count_bounds(model.graph):
         _print_saturations(model.graph, feeds)
     if result.op_counts and model.report.get("measured"):
         _print_op_counts(result.op_counts, model.report, input_samples(model.graph, feeds))

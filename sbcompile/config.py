@@ -56,7 +56,8 @@ class CompileConfig:
     window: int = 3                     # fixed window for the spike_slot_window figure
     group_size: int | None = 128        # weight quantisation groups along the input axis
     exclude: list[str] = field(default_factory=list)  # fnmatch patterns of layers kept in float
-    calib_batch: int = 64               # calibration/analysis batch size (bounds memory)
+    calib_batch: int = 64               # most samples a calibration/analysis batch holds
+                                        # (fewer where their activations pass 32 MB)
     max_memory: str | None = None       # refuse a compile estimated past this ("4G", "512M";
                                         # None: the machine's available memory)
     spike_conv: bool = True             # spike conv inputs too (not only linear projections)
@@ -77,6 +78,11 @@ class CompileConfig:
     tune_objective: str = "energy"      # least energy | most sparsity (synaptic ops avoided)
     tune_energy: str = "spikingbrain"   # energy preset the energy objective prices with
     tune_seconds: float = 600.0         # search time bound (the best feasible so far is kept)
+    # with calibration data: below this worst-output tune_metric (cosine or argmax agreement
+    # vs float, on the calibration inputs) compile repairs the settings (sbcompile.tune.repair)
+    # within repair_seconds; None: never (`sbcompile compile` sets tune.REPAIR_FLOOR unless told)
+    repair_floor: float | None = None
+    repair_seconds: float = 300.0
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -279,7 +285,8 @@ RANGES: dict[str, Range] = {
     "k": Range(0, low_in=False), "max_count": Range(1), "t_max": Range(1, T_MAX_LIMIT),
     "t_snr_db": Range(0, low_in=False), "percentile": Range(0, 100, low_in=False),
     "window": Range(1), "group_size": Range(1), "triton_density": Range(0, 1, low_in=False),
-    "count_margin": Range(1), "calib_batch": Range(1), "tune_seconds": Range(0, low_in=False)}
+    "count_margin": Range(1), "calib_batch": Range(1), "tune_seconds": Range(0, low_in=False),
+    "repair_floor": Range(-1, 1, low_in=False), "repair_seconds": Range(0, low_in=False)}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "float": {"spike": False},

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sbcompile.api import CompiledModel, compile
+from sbcompile.chip import chip_section
 from sbcompile.config import make_config
 from sbcompile.errors import SbcError
 from sbcompile.npz import load_npz
@@ -48,7 +49,7 @@ def run_demo(preset: str, out_dir: str | Path, console) -> dict:
     console.print(f"simulated Loihi 2 chip (Lava), first {CHIP_IMAGES} held-out images: accuracy "
                   f"{chip['accuracy']:.2%}, logits equal to the reference: {chip['identical']}")
     html_path = out_dir / f"digits_{preset}_report.html"
-    page = render_html(model.report).encode()
+    page = render_html({**model.report, "chip": chip_section(model)}).encode()
     write_atomic(html_path, lambda f: f.write(page))
     console.print(f"artifact: {out_dir / f'digits_{preset}.sbc'}\nHTML report: {html_path}")
     return {"float_accuracy": float_acc, "spiking_accuracy": spike_acc, "chip": chip}

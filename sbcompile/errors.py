@@ -25,3 +25,10 @@ class DynamicDimError(UnsupportedError):
     def __init__(self, message: str, dims: tuple[str, ...] = ()):
         super().__init__(message)
         self.dims = tuple(dims)
+
+
+def first_few(items: list[str], shown: int = 3, sep: str = "; ") -> str:
+    """The first ``shown`` of ``items`` and how many more: an error about many nodes stays one
+    short line."""
+    more = len(items) - shown
+    return sep.join(items[:shown]) + (f" (and {more} more)" if more > 0 else "")

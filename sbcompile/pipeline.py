@@ -1,9 +1,9 @@
 """The compile driver: model -> IR -> passes -> spiking IR -> artifact (with its report).
 
-Pass order: calibrate -> spike_quantize -> (attention_quantize, when configured) ->
-weight_quantize -> count_bounds (with calibration data) -> expand -> analyse, then lowering to
-the configured targets (``calib_order=sequential`` calibrates and spikes one layer group after the
-other instead). Calibration data is optional for the dynamic (SpikingBrain) policy, whose
+A pre-flight estimate of the peak memory (``sbcompile.preflight``), then the declared pass list
+(``sbcompile.passmanager``: calibrate -> spike_quantize -> (attention_quantize, when
+configured) -> weight_quantize -> count_bounds (with calibration data) -> expand -> analyse),
+then lowering to the configured targets. Calibration data is optional for the dynamic (SpikingBrain) policy, whose
 thresholds need no statistics (calibrate runs for static thresholds only), and required for
 static thresholds; without it the report holds the structure but no measured sparsity, energy or
 fidelity.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,11 @@ from sbcompile.config import CompileConfig, apply_overrides, make_config
 from sbcompile.errors import DynamicDimError, SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.ir.validate import validate
-from sbcompile.memory import StagePeak, StageRecord, mib
-from sbcompile.passes import (analyse, attention_quantize, calibrate, count_bounds, expand,
-                             spike_quantize, weight_quantize)
-from sbcompile.passes.targets import spike_groups
+from sbcompile.ir.passes import PassContext
+from sbcompile.ir.records import count_bounds, set_calibration
+from sbcompile.memory import mib
+from sbcompile.passes import calibrate
+from sbcompile.passmanager import compile_passes, require_statistics, run_passes, stage
 from sbcompile.report import build_report
 from sbcompile.target_registry import target_spec
 
@@ -40,8 +40,13 @@ def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Grap
     graph. ``input_shapes`` pins ONNX input dims ({name: [dims]}, a string for a dim left
     symbolic); a dim that must be static to lower (an LSTM's sequence length) is pinned from
     the shapes of ``calib`` (calibration data) when given."""
+    return stage("load", lambda: _load(model, input_shapes, calib))
+
+
+def _load(model: Any, input_shapes: dict | None, calib) -> Graph:
     if isinstance(model, Graph):
         graph = model.copy()
+        validate(graph)  # (the frontends validate what they build)
     elif isinstance(model, (str, Path)) and str(model).endswith(".nir"):
         from sbcompile.frontends.nir_frontend import load_nir
 
@@ -56,12 +61,9 @@ def load_model(model: Any, input_shapes: dict | None = None, calib=None) -> Grap
         except DynamicDimError as e:
             if calib is None:
                 raise
-            from sbcompile.frontends.onnx_pins import pinned_input_shapes
+            from sbcompile.frontends.onnx_pins import pinned_from_data
 
-            feeds = calib if isinstance(calib, (list, tuple)) else [calib]
-            shapes = [{k: np.shape(v) for k, v in f.items()} for f in feeds]
-            graph = load_onnx(model, pinned_input_shapes(model, input_shapes, e.dims, shapes))
-    validate(graph)
+            graph = pinned_from_data(model, input_shapes, e, calib)
     return graph
 
 
@@ -75,60 +77,41 @@ def compile_graph(graph: Graph, config: CompileConfig,
     if calib is not None:
         calib = calibrate.check_calibration(graph, calib)
     estimate = preflight.check(graph, config, calib)
-    log.info("estimated peak %.0f MiB (batch of %d)", mib(estimate.total), estimate.batch,
+    log.info("estimated peak %.0f MiB (batches of %d)", mib(estimate.total), estimate.batch,
              extra={"estimate": estimate})
+    # the passes read batches of the planned size (the artifact keeps the config asked for)
+    passes_config = config if not estimate.batch or estimate.batch >= config.calib_batch else \
+        dataclasses.replace(config, calib_batch=estimate.batch)
     if not config.spike:
         return Artifact(graph, config.to_json(), build_report(graph, graph, config), {}, None)
     search = None
     if config.fidelity_floor is not None:
         from sbcompile.tune import tune_for_compile
 
-        search = tune_for_compile(graph, config, calib)
-        config = search.config
-    g = spiking_graph(graph, config, calib)
-    if calib is not None:
-        g = _timed("analyse", analyse.run, g, config, float_graph, calib)
-    g.meta.pop("calibration", None)  # histograms served the thresholds; the report keeps results
+        search = tune_for_compile(graph, passes_config, calib)
+        config = dataclasses.replace(search.config, calib_batch=config.calib_batch)
+        passes_config = search.config
+    require_statistics(graph, config, calib)
+    g = run_passes(graph, compile_passes(graph, passes_config),
+                   PassContext(passes_config, calib, float_graph))
+    if calib is not None and search is None:  # below the repair floor: repaired in its bound
+        from sbcompile.tune import repair
+
+        search = repair(graph, passes_config, calib, g)
+        if search is not None:
+            config = dataclasses.replace(search.config, calib_batch=config.calib_batch)
+            passes_config = search.config
+            g = run_passes(graph, compile_passes(graph, passes_config),
+                           PassContext(passes_config, calib, float_graph))
+    set_calibration(g, None)  # histograms served the thresholds; the report keeps results
     report = build_report(g, float_graph, config)
-    if g.meta.get("count_bounds"):  # bounds >= the largest count seen: none saturated there
-        report["count_bounds"] = g.meta["count_bounds"]
+    bounds = count_bounds(g)
+    if bounds:  # bounds >= the largest count seen: none saturated there
+        report["count_bounds"] = {enc: dataclasses.asdict(b) for enc, b in bounds.items()}
     if search is not None:
         report["tune"] = search.summary()
     programs, report["targets"] = lower_targets(g, config)
     return Artifact(g, config.to_json(), report, programs, float_graph)
-
-
-def spiking_graph(graph: Graph, config: CompileConfig, calib, measure_bounds: bool = True
-                  ) -> Graph:
-    """The passes from calibration through expand (validated). Calibration runs when a layer's
-    static threshold needs statistics that ``graph.meta['calibration']`` does not already hold;
-    count bounds are measured when ``calib`` is given and ``measure_bounds`` (they never clip
-    the calibration inputs themselves, so a search measuring on those may skip them)."""
-    # thresholds need statistics only when static and not fixed; dynamic ones are computed per
-    # token
-    calibrated = [grp for grp in spike_groups(graph, config) if grp.needs_statistics]
-    if calibrated and calib is None:
-        where = (f"preset '{config.preset}'" if config.policy == "static"
-                 else f"layer '{calibrated[0].layers[0].name}'")
-        raise SbcError(f"{where} uses static thresholds: pass calibration data (--calib X.npz)")
-    g = graph
-    held = graph.meta.get("calibration", {})
-    if calibrated and config.calib_order == "sequential":  # statistics of the spiked upstream
-        g = _timed("calibrate, spike_quantize", spike_quantize.run_sequential, g, config, calib)
-    else:
-        if any(grp.value not in held or (grp.settings.threshold_granularity == "channel"
-                                         and "channel_hist" not in held[grp.value])
-               for grp in calibrated):
-            g = _timed("calibrate", calibrate.run, g, config, calib)
-        g = _timed("spike_quantize", spike_quantize.run, g, config)
-    if config.attention_quantize:
-        g = _timed("attention_quantize", attention_quantize.run, g, config)
-    g = _timed("weight_quantize", weight_quantize.run, g, config)
-    if calib is not None and measure_bounds:
-        g = _timed("count_bounds", count_bounds.run, g, config, calib)
-    g = _timed("expand", expand.run, g, config)
-    validate(g)
-    return g
 
 
 def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes], dict]:
@@ -139,7 +122,8 @@ def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes]
     status = {}
     for target in config.targets:
         try:
-            members = _timed(f"lower {target}", _lowerer(target), graph, config).to_members()
+            members = stage(f"lower {target}",
+                            lambda: _lowerer(target)(graph, config).to_members())  # noqa: B023
         except SbcError as e:
             reason = str(e)
         except ImportError as e:  # a target whose extra is not installed
@@ -156,12 +140,19 @@ def lower_targets(graph: Graph, config: CompileConfig) -> tuple[dict[str, bytes]
 def specialise(graph: Graph, input_shapes: dict[str, tuple]) -> Graph:
     """A copy of ``graph`` with its inputs' dims pinned to ``input_shapes`` and every value's
     shape inferred again from them: what a target that needs static dims lowers, for inputs of
-    those shapes."""
+    those shapes. Shape arithmetic (``Shape`` -> ``Gather`` -> ``Concat`` -> ``Reshape``, as
+    exporters spell ``x.reshape(x.shape[0], -1)``) is folded with the reference kernels, so the
+    dims it computes stay static through reshapes and transposes."""
     from sbcompile.ir.graph import Value
+    from sbcompile.ir.ops import node_attrs
     from sbcompile.ir.shapes import infer
+    from sbcompile.runtime.reference import KERNELS
+
+    def fold(node, args):
+        return KERNELS[node.op](node_attrs(node), *args)
 
     g = graph.copy()
-    for name, shape in infer(g, {n: tuple(input_shapes[n]) for n in g.inputs}).items():
+    for name, shape in infer(g, {n: tuple(input_shapes[n]) for n in g.inputs}, fold).items():
         if shape is not None and name in g.values and name not in g.params:
             g.values[name] = Value(name, tuple(shape), g.values[name].dtype)
     validate(g)
@@ -183,18 +174,6 @@ def specialised_artifact(art: Artifact, target: str, input_shapes: dict[str, tup
 
 def _lowerer(target: str):
     return importlib.import_module(target_spec(target, stored=True).backend).lower
-
-
-def _timed(what: str, fn, *args):
-    if not log.isEnabledFor(logging.INFO):
-        return fn(*args)
-    start = time.perf_counter()
-    with StagePeak() as mem:
-        result = fn(*args)
-    stage = StageRecord(what, time.perf_counter() - start, mem.peak, mem.start)
-    log.info("%s: %.2f s, peak %.0f MiB (%+.0f MiB)", what, stage.seconds, mib(stage.peak),
-             mib(stage.peak - stage.start), extra={"stage": stage})
-    return result
 
 
 def resolve_config(preset: str, overrides: dict[str, str] | None, exclude: list[str] | None,

@@ -3,20 +3,29 @@ the calibration batch; past the limit (``--set max_memory=...``, else what the m
 available) the compile is refused in one line naming the estimate and the ``--set`` key that
 lowers it, instead of being killed by the kernel half way.
 
-The estimate (bytes) is the sum of:
+The estimate (bytes) is the sum of the parts held throughout and the larger of the two that
+come one after the other (the passes' activations, then the lowering's programs):
 - now: this process's resident set when the compile starts (interpreter, libraries, the
   loaded float graph);
-- weights: the spiked graph's int8 copies and scales, and each target program's copy
-  (a quarter and a half of the float parameters);
+- weights: the spiked graph's int8 copies and scales (a quarter of the float parameters);
+- calibration: the calibration arrays, as checked (cast) once;
+- programs: each target program's copy of the weights (half the float parameters), plus the
+  libraries a lowering imports that are not loaded yet (PyTorch for the triton and torch
+  targets: ``LIBRARY_BYTES``);
 - activations: the float and the spiked reference runs of one batch side by side (the analysis
   holds both): twice the largest live set of one run, walked node by node over the graph's
   shapes at the batch's size, each node's float64 working copies included (convolutions: their
-  window matrix, made in blocks of ``CONV_CHUNK_BYTES``);
-- calibration: the calibration arrays, as checked (cast) once.
+  window matrix, made in blocks of ``CONV_CHUNK_BYTES``).
+
+The batch itself is part of the plan: ``calib_batch`` is the most samples a batch holds, and a
+batch is cut smaller where its activations would pass ``BATCH_ACTIVATIONS`` (a 320x320 image
+model holds tens of MB per sample), so peak memory follows one bounded batch and the model,
+whatever the number of calibration samples.
 """
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +35,15 @@ from sbcompile.errors import SbcError
 from sbcompile.ir.graph import Graph
 from sbcompile.memory import available_bytes, rss_bytes
 from sbcompile.runtime.reference_float import CONV_CHUNK_BYTES
+from sbcompile.target_registry import target_spec
 
 GB = 2 ** 30
 WIDE = 8  # the reference computes float ops in float64
+# resident memory of what lowering a target of each extra imports (measured: lowering the
+# triton target first imports torch 2.13 CPU, +178 MiB), with the module that tells whether
+# it is already loaded
+LIBRARY_BYTES = {"gpu": ("torch", 192 << 20)}
+BATCH_ACTIVATIONS = 32 << 20  # a batch's activations (both runs) are kept near this
 
 
 @dataclass(frozen=True)
@@ -49,16 +64,10 @@ class Estimate:
         return self.with_batch(self.batch)
 
     def with_batch(self, batch: int, programs: bool = True) -> int:
-        """The total at another batch size (without the programs)."""
-        return (self.now + self.weights + self.calibration + self.per_sample * batch
-                + (self.programs if programs else 0))
-
-
-def _bytes(shape, dtype: str, batch_dims: dict) -> int:
-    n = 1
-    for d in shape or ():
-        n *= d if isinstance(d, int) else batch_dims.get(d, 1)
-    return n * np.dtype(dtype).itemsize
+        """The peak at another batch size (without the programs): the passes' activations
+        and the lowering's programs come one after the other."""
+        return (self.now + self.weights + self.calibration
+                + max(self.per_sample * batch, self.programs if programs else 0))
 
 
 def _node_working(node, shapes: dict, params) -> int:
@@ -113,6 +122,8 @@ def estimate(graph: Graph, config: CompileConfig, calib) -> Estimate:
     None)."""
     params = sum(p.nbytes for p in graph.params.values()) if config.spike else 0
     weights, programs = params // 4, len(config.targets) * params // 2
+    libraries = {LIBRARY_BYTES.get(target_spec(t).extra) for t in config.targets} - {None}
+    programs += sum(size for module, size in libraries if module not in sys.modules)
     if calib is None or not config.spike:
         return Estimate(rss_bytes(), weights, programs, 0, 0, 0)
     if calib.feeds is not None:
@@ -125,6 +136,8 @@ def estimate(graph: Graph, config: CompileConfig, calib) -> Estimate:
         shapes = {k: (batch,) + v.shape[1:] for k, v in calib.arrays.items()}
         held = sum(v.nbytes for v in calib.arrays.values())
     per_sample = -(-2 * live_peak(graph, shapes) // max(batch, 1))
+    if calib.feeds is None and not calib.static_batch:  # the batch is ours to choose
+        batch = max(1, min(batch, BATCH_ACTIVATIONS // max(per_sample, 1)))
     return Estimate(rss_bytes(), weights, programs, held, batch, per_sample)
 
 
@@ -139,8 +152,8 @@ def memory_limit(config: CompileConfig) -> tuple[int | None, str]:
 
 
 def check(graph: Graph, config: CompileConfig, calib) -> Estimate:
-    """The estimate; SbcError (one line) when it passes the limit, naming the key that
-    lowers it."""
+    """The estimate (its ``batch``: the samples a batch of ``calib`` holds); SbcError (one
+    line) when it passes the limit, naming the key that lowers it."""
     est = estimate(graph, config, calib)
     limit, where = memory_limit(config)
     if limit is None or est.total <= limit:

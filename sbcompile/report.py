@@ -53,7 +53,7 @@ def energy_rows(report: dict) -> list[dict]:
     if chip:
         rows.append({"basis": "sanafe " + chip["arch"].split(":")[0], "kind": "chip model",
                      "spiking_uJ": chip["energy_uJ"], "latency_ms": chip["latency_ms"],
-                     "convention": f"{chip['basis']}. Architecture: {chip['arch']}",
+                     "convention": chip["basis"],
                      "why": ""})
     return rows
 
@@ -124,8 +124,8 @@ def summary_lines(report: dict, energy_preset: str) -> list[str]:
     if chip:
         lines.append(f"chip model estimate ({chip['arch'].split(':')[0]}, SANA-FE): "
                      f"{chip['energy_uJ']:,.3f} uJ and {chip['latency_ms']:,.4f} ms per inference"
-                     f" ({chip['steps']:g} steps, {chip['cores']} neuro-cores; spike layers "
-                     "only)")
+                     f" ({chip['steps']:g} steps on {chip['cores']} SANA-FE cores; spike "
+                     "layers only)")
     nb = report.get("neurobench")
     if nb:
         m = nb["metrics"]

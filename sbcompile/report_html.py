@@ -32,10 +32,10 @@ td,th{border:1px solid #ddd;padding:2px 7px;text-align:right}
 th{background:#eee}
 td.name,th.name{text-align:left;overflow-wrap:anywhere;min-width:11em;max-width:28em}
 td.op{text-align:left;white-space:nowrap}
-td.note{text-align:left;max-width:42em;font-size:.9em;color:#444}
+td.note{text-align:left;max-width:46em;font-size:.8em;color:#444}
 table.sortable th{cursor:pointer;position:sticky;top:0}
 .estimate{background:#fff3cd;border-radius:3px;padding:0 4px;font-size:.8em}
-img{max-width:100%}
+img{max-width:100%}.scroll{overflow-x:auto}
 """
 SORT_SCRIPT = """
 document.querySelectorAll('table.sortable th').forEach((th, col) => th.onclick = () => {
@@ -134,18 +134,25 @@ def _chip_body(report: dict) -> str:
     if sim:
         parts.append(f"<div><span class='big'>{sim['latency_ms']:,.4g} ms</span> per inference "
                      f"<span class='estimate'>estimate</span></div><div class='muted'>"
-                     f"{sim['steps']:g} time steps on SANA-FE "
-                     f"{html.escape(sim['arch'].split(':')[0])}, spike layers one after another;"
-                     f" {sim['samples']} inferences simulated</div>")
+                     f"{sim['steps']:g} time steps on SANA-FE's "
+                     f"<span title='{html.escape(sim['arch'])}'>"
+                     f"{html.escape(sim['arch'].split(':')[0])}</span> ({sim['cores']} cores), "
+                     f"spike layers one after another; {sim['samples']} inferences simulated"
+                     "</div>")
     else:
         parts.append("<div class='muted'>latency not simulated: <code>sbcompile report "
                      "ARTIFACT --chip loihi --input X.npz</code></div>")
     if mapped:
+        memory = mapped.get("synapse_memory_bytes", mapped["synapses"])  # int8: a byte each
         parts.append(f"<table><tr><th class='name'>neuro-cores (Loihi 2 mapping)</th>"
                      f"<td>{mapped['neuro_cores']:,}</td></tr><tr><th class='name'>chips</th>"
                      f"<td>{mapped['chips']}</td></tr><tr><th class='name'>synapses</th>"
                      f"<td>{mapped['synapses']:,}</td></tr><tr><th class='name'>synapse memory"
-                     f" (int8)</th><td>{mapped['synapses'] / 1e6:,.2f} MB</td></tr>"
+                     f"</th><td>{memory / 1e6:,.2f} MB "
+                     f"<span class='muted'>(weights once: "
+                     f"{mapped.get('shared_weight_bytes', 0) / 1e6:,.2f} MB)</span></td></tr>"
+                     f"<tr><th class='name'>widest spike message</th>"
+                     f"<td>{mapped.get('message_bits', '-')} bits</td></tr>"
                      f"<tr><th class='name'>processes on embedded CPUs</th>"
                      f"<td>{mapped['embedded_processes']}</td></tr></table>")
     return "".join(parts)
@@ -189,6 +196,9 @@ def _layers_html(report: dict, preset: str) -> str:
     columns = ["#", "layer", "op", "fan in", "fan out", "count zero", "spike slot", "window",
                "spikes/ch", "silent ch", "T", "T max", "cos enc", "cos isolated", "cos out",
                "own error", "recovers", "SNR out dB", f"pJ ({preset})"]
+    chip = report.get("chip", {}).get("sanafe", {}).get("layers", {})
+    if chip:
+        columns.append("SANA-FE nJ")
     head = "".join(f"<th class='name'>{c}</th>" if c == "layer" else f"<th>{html.escape(c)}</th>"
                    for c in columns)
     rows = []
@@ -209,6 +219,9 @@ def _layers_html(report: dict, preset: str) -> str:
                   if "contribution" in layer else ""),
                  (fid["output"]["snr_db"], fmt(fid["output"]["snr_db"])),
                  (energy, f"{energy:,.0f}")]
+        if chip:
+            sim = chip.get(layer["name"], {}).get("energy_uJ")
+            cells.append((sim, "" if sim is None else f"{sim * 1e3:,.1f}"))
         rows.append("<tr>" + "".join(
             f"<td class='{'name' if k == 1 else 'op'}'>{html.escape(text)}</td>"
             if value is None and k in (1, 2) else
@@ -223,9 +236,9 @@ def _layers_html(report: dict, preset: str) -> str:
     return (f"<h2>Layers ({len(report['layers'])}; click a heading to sort)</h2><p>Coding: "
             f"{html.escape(tot['coding'])}. Sparsity: count zero = zero counts; spike slot = 1 -"
             " events/(T N); window = 1 - events/(window N). "
-            + html.escape(fidelity_summary(report)) + "</p><table class='sortable'><thead><tr>"
-            + head + "</tr></thead><tbody>" + "".join(rows) + "</tbody><tfoot>" + foot
-            + "</tfoot></table>")
+            + html.escape(fidelity_summary(report)) + "</p><div class='scroll'>"
+            "<table class='sortable'><thead><tr>" + head + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody><tfoot>" + foot + "</tfoot></table></div>")
 
 
 def _pct(x: float) -> tuple:

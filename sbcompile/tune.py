@@ -17,6 +17,10 @@ inputs:
    then from the cheapest rung up, the longest prefix of the least-sensitive layers that can
    take it (bisection over the prefix length). Each accepted step was measured to keep the
    floor, so the result does.
+5. compile's automatic repair (``repair``, with calibration data, when the worst output cosine
+   misses ``repair_floor``): the untuned preset; every layer at its finest rung; when that
+   misses, the fewest layers named by the introduced-error ranking kept float; then the
+   cheapest rung the spiking layers can share.
 Costs: energy is the report's spiking estimate under ``energy_preset`` plus the dense float MACs
 of the layers kept float; sparsity is 1 - (synaptic ops + float MACs) / dense MACs. Every
 evaluated configuration is a point of the fidelity-cost plane; the non-dominated ones form the
@@ -39,6 +43,7 @@ from sbcompile.passes import analyse, calibrate
 from sbcompile.passes.energy import dense_mac_price, energy_table, synaptic_ops
 from sbcompile.passes.spike_quantize import static_threshold
 from sbcompile.passes.targets import spike_groups
+from sbcompile.passmanager import spiking_graph
 from sbcompile.runtime.reference import evaluate
 from sbcompile.tune_metrics import LabelledMetric, check_floor, compared_value
 
@@ -80,6 +85,7 @@ class Trial:
     feasible: bool
     note: str
     layer_cosine: dict = field(default_factory=dict)  # per spiked layer, output vs float
+    layer_introduced: dict = field(default_factory=dict)  # per layer, the error it adds itself
 
 
 @dataclass
@@ -126,7 +132,7 @@ def pareto_front(trials: list[Trial]) -> list[Trial]:
 
 class Evaluator:
     """Compiles and measures one set of per-layer entries on the calibration inputs (the
-    passes of ``pipeline.spiking_graph`` and the analysis; thresholds from statistics gathered
+    passes of ``passmanager.spiking_graph`` and the analysis; thresholds from statistics gathered
     once)."""
 
     def __init__(self, graph: Graph, base: CompileConfig, calib, metric: str,
@@ -147,16 +153,17 @@ class Evaluator:
         self.float_envs = [evaluate(graph, batch, keep=keep)
                            for batch in calib.batches(self.base.calib_batch)]
 
-    def __call__(self, layers: dict, note: str, floor: float) -> Trial:
-        from sbcompile.pipeline import spiking_graph
-
+    def __call__(self, layers: dict, note: str, floor: float, introduced: bool = False
+                 ) -> Trial:
+        """``introduced``: also each layer's introduced error (the propagation analysis)."""
         cfg = dataclasses.replace(self.base, layers=layers)
         g = spiking_graph(self.calibrated, cfg, self.calib, measure_bounds=False)
         if self.labelled is not None:
             self.labelled.reset()
         g = analyse.run(g, cfg, self.graph, self.calib,  # a trial reads end-to-end figures
                         observe=self.labelled.observe if self.labelled else None,
-                        float_envs=self.float_envs, propagation=False)
+                        float_envs=None if introduced else self.float_envs,  # inputs too
+                        propagation=introduced)
         record = analysis(g)
         for rep in record.layers:
             self.dense_macs.setdefault(rep["name"], rep["ops"]["dense_macs"])
@@ -175,7 +182,10 @@ class Evaluator:
             if all_macs else 0.0
         cost = energy if self.objective == "energy" else 1 - sparsity
         cosines = {rep["name"]: rep["fidelity"]["output"]["cosine"] for rep in record.layers}
-        return Trial(dict(layers), value, energy, sparsity, cost, value >= floor, note, cosines)
+        own = {rep["name"]: rep["fidelity"]["introduced"]["cosine"] for rep in record.layers
+               if "introduced" in rep["fidelity"]}
+        return Trial(dict(layers), value, energy, sparsity, cost, value >= floor, note, cosines,
+                     own)
 
 
 def build_knobs(graph: Graph, base: CompileConfig) -> list[Knob]:
@@ -232,8 +242,8 @@ class Tuner:
                 out[glob.escape(name)] = settings
         return out
 
-    def run_trial(self, layers: dict, note: str) -> Trial:
-        trial = self.evaluate(layers, note, self.floor)
+    def run_trial(self, layers: dict, note: str, introduced: bool = False) -> Trial:
+        trial = self.evaluate(layers, note, self.floor, introduced)
         self.trials.append(trial)
         if self.progress is not None:
             self.progress(trial, len(self.trials))
@@ -247,7 +257,8 @@ class Tuner:
     # -- the search --------------------------------------------------------------------------
     def search(self) -> tuple[Trial, Trial, list[dict]]:
         """(the chosen trial, the untuned preset's, the sensitivity ranking)."""
-        untuned = self.run_trial({}, "untuned preset")
+        many = len(self.knobs) > PER_LAYER_LIMIT  # ranked by the untuned introduced errors
+        untuned = self.run_trial({}, "untuned preset", introduced=many)
         if self.evaluate.float_metric < self.floor:
             # the floor asks more than the float model gives
             raise unreachable(self.floor, self.evaluate.metric, untuned.metric,
@@ -270,21 +281,39 @@ class Tuner:
             current = self._descend([k for k in order if self._clips(k)], "clip", current)
         return current, untuned, [{k: v for k, v in r.items() if k != "knob"} for r in ranking]
 
+    def repair(self) -> tuple[Trial, Trial, list[dict]]:
+        """compile's automatic repair: the untuned preset, when it misses the floor every layer
+        at its finest rung, when that misses too the fewest layers the introduced-error ranking
+        names kept float (bisection); then the cheapest rung all spiking layers can share."""
+        untuned = self.run_trial({}, "untuned preset", introduced=True)
+        if untuned.feasible:
+            return untuned, untuned, []
+        ranking = self._introduced_ranking(untuned)
+        current = self.run_trial(self.layers(), "every layer at its finest rung")
+        current = self._float_until_feasible(current, ranking)
+        if not self.out_of_time():
+            current = self._uniform(current)
+        return current, untuned, [{k: v for k, v in r.items() if k != "knob"} for r in ranking]
+
+    def _introduced_ranking(self, untuned: Trial) -> list[dict]:
+        """Each knob's error of its own (1 - the introduced cosine of its worst layer) in the
+        untuned preset: what it adds on the inputs it receives, not what it inherits."""
+        return [{"layer": k.name, "knob": k, "cost_saved": None, "measured": "introduced cosine",
+                 "metric_lost": 1 - min(untuned.layer_introduced.get(
+                     n, untuned.layer_cosine.get(n, 1.0)) for n in k.layers)}
+                for k in self.knobs]
+
     def _clips(self, knob: Knob) -> bool:
         return knob.clip is not None and "max_count" in knob.rungs[knob.rung]
 
     def _rank(self, start: Trial, untuned: Trial) -> list[dict]:
         """Each knob's sensitivity: with few knobs, probed (alone at its cheapest rung: the
         fidelity lost and the cost saved); with many, read from the untuned preset's analysis
-        (the worst output cosine of its layers, upstream layers spiked too), one evaluation
-        for all."""
+        (the error each layer introduces on the inputs it receives), one evaluation for all."""
+        if len(self.knobs) > PER_LAYER_LIMIT:
+            return self._introduced_ranking(untuned)
         ranking = []
         for knob in self.knobs:
-            if len(self.knobs) > PER_LAYER_LIMIT:
-                lost = 1 - min(untuned.layer_cosine.get(n, 1.0) for n in knob.layers)
-                ranking.append({"layer": knob.name, "metric_lost": lost, "cost_saved": None,
-                                "measured": "layer output cosine", "knob": knob})
-                continue
             if self.out_of_time():
                 break
             probe = self.run_trial(self.layers({id(knob): {"rung": 0}}), f"probe {knob.name}")
@@ -426,6 +455,65 @@ def tune(graph: Graph, base: CompileConfig, calib, metric: str, floor: float,
     return Search(config.check(), metric, floor, objective, energy_preset, chosen, untuned,
                   evaluator.float_metric, tuner.trials, time.monotonic() - began,
                   tuner.stopped_early, ranking)
+
+
+REPAIR_FLOOR = 0.99  # `sbcompile compile`'s default repair floor (worst output cosine)
+# fields a user may set and still get the default repair: they do not choose the spiking
+NEUTRAL_FIELDS = {"targets", "calib_batch", "repair_seconds", "tune_energy", "tune_objective",
+                  "sensitivity", "triton_density", "count_margin"}
+
+
+def default_repair(config: CompileConfig, overrides: dict, chosen: bool) -> CompileConfig:
+    """``config`` with the default repair floor, unless its settings were chosen (``chosen``: a
+    config file or excluded layers; or an override of a field that shapes the spiking)."""
+    if chosen or config.repair_floor is not None or not config.spike or \
+            set(overrides) - NEUTRAL_FIELDS:
+        return config
+    return dataclasses.replace(config, repair_floor=REPAIR_FLOOR)
+
+
+def worst_cosine(graph: Graph) -> float:
+    """The worst output cosine of an analysed graph (1.0 when none was measured)."""
+    fidelity = analysis(graph).outputs_fidelity or {}
+    return min((f["cosine"] for f in fidelity.values() if "cosine" in f), default=1.0)
+
+
+def repair(graph: Graph, config: CompileConfig, calib, compiled: Graph) -> Search | None:
+    """compile's automatic repair: None when ``compiled`` (the analysed spiking graph) holds
+    ``config.repair_floor`` in ``config.tune_metric`` (the worst output's cosine by default, or
+    its argmax agreement) on the calibration inputs; else the search of ``Tuner.repair`` within
+    ``config.repair_seconds``, its settings in ``config.layers``. A floor the float model itself
+    misses is left alone (None)."""
+    from sbcompile.progress import quiet
+
+    floor, metric = config.repair_floor, config.tune_metric
+    if floor is None or not config.spike or config.layers:
+        return None  # off, or settings the user chose per layer
+    try:
+        if compared_value(metric, analysis(compiled).outputs_fidelity or {}) >= floor:
+            return None
+    except SbcError:  # agreement on a model without a class axis: nothing to hold
+        return None
+    began = time.monotonic()
+    calib = calibrate.check_calibration(graph, calib)
+    with quiet():
+        evaluator = Evaluator(graph, config, calib, metric, None, config.tune_objective,
+                              config.tune_energy)
+        knobs = build_knobs(graph, config)
+        if not knobs:
+            return None
+        tuner = Tuner(evaluator, knobs, floor, config.repair_seconds, None)
+        try:
+            chosen, untuned, ranking = tuner.repair()
+        except SbcError:  # unreachable: the float model misses the floor too
+            return None
+    if chosen is untuned:
+        return None
+    chosen_config = dataclasses.replace(config, layers={**config.layers, **chosen.layers},
+                                        repair_floor=None)
+    return Search(chosen_config.check(), metric, floor, config.tune_objective,
+                  config.tune_energy, chosen, untuned, evaluator.float_metric, tuner.trials,
+                  time.monotonic() - began, tuner.stopped_early, ranking)
 
 
 def tune_for_compile(graph: Graph, config: CompileConfig, calib) -> Search:

@@ -54,7 +54,8 @@ def test_energy_latency_per_inference(digits):
     assert sim["by_class"]["synapse"] > 0 and sim["by_class"]["network"] > 0
     assert sim["steps"] == pytest.approx(sum(v["steps"] for v in sim["layers"].values()))
     assert "ESTIMATE" in sim["basis"] and sim["arch"].startswith("loihi")
-    assert sim["cores"] == digits.program("lava").plan["mapping"]["neuro_cores"]
+    assert sim["lava_neuro_cores"] == digits.program("lava").plan["mapping"]["neuro_cores"]
+    assert sim["cores"] >= sim["lava_neuro_cores"]
 
 
 def test_chunked_layers_add_up(digits):
@@ -84,12 +85,15 @@ def test_report_command_chip(tmp_path):
     assert r.exit_code == 2 and r.output.strip().splitlines()[-1].startswith("error: --chip")
     np.savez(tmp_path / "x.npz", image=CALIB["image"][:8])
     r = CliRunner().invoke(main, ["report", str(art), "--chip", "loihi", "--input",
-                                  str(tmp_path / "x.npz"), "--json", str(tmp_path / "r.json")])
+                                  str(tmp_path / "x.npz"), "--json", str(tmp_path / "r.json"),
+                                  "--html", str(tmp_path / "r.html")])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["chip"]["sanafe"]["energy_uJ"] > 0 and set(rep["energy"]) >= {"loihi2018"}
-    assert rep["chip"]["mapping"]["neuro_cores"] == rep["chip"]["sanafe"]["cores"]
+    assert rep["chip"]["mapping"]["neuro_cores"] == rep["chip"]["sanafe"]["lava_neuro_cores"]
     assert "chip model estimate" in r.output
+    page = (tmp_path / "r.html").read_text()
+    assert "<b>sanafe loihi</b>" in page and "SANA-FE nJ" in page
 
 
 @pytest.mark.parametrize("op, weight_shape, attrs, in_shape, parts", [

@@ -79,9 +79,9 @@ def test_a_raising_process_model_ends_the_run(images, form):
     # and the encoder neuron's model raises
     huge = {"image": np.full_like(images, 1e9)}
     with leaves_nothing_behind(within_s=40), pytest.raises(
-            SbcError, match=r"^Lava simulation failed in (node_Conv_19\.encode|fused levels? 0(-\d+)?): "
-                            r"encoder 'node_Conv_19\.encode': a count of 100000 exceeds the "
-                            r"bound 193"):
+            SbcError, match=r"^Lava simulation failed in "
+                            r"(node_Conv_19\.encode|fused levels? 0(-\d+)?): encoder "
+                            r"'node_Conv_19\.encode': a count of 100000 exceeds the bound 193"):
         simulate(lower(art.graph), huge, form=form, timeout=60)
 
 

@@ -190,3 +190,27 @@ def test_topology_wires_every_read_to_one_producer(form):
     assert kinds == (["level", "level"] if form == "fused"
                      else ["accumulator", "compute", "encoder"])
     assert [s for s in specs if s.records][0].records == ["y"]
+
+
+def test_a_large_convolution_lowers_from_its_geometry():
+    """A 3x3 convolution over 3x1024x1024 (56 M synapses were it expanded, gigabytes as index
+    arrays): the program holds the kernel and the geometry, and the mapping follows from them."""
+    rng = np.random.default_rng(0)
+    g = Graph("big", ["x"], ["acc"], {"x": Value("x", (1, 3, 1024, 1024), "float32")}, [])
+    w = g.add_param("w", rng.integers(-127, 128, size=(6, 3, 3, 3)).astype(np.int8))
+    g.add_value("c", (1, 3, 1024, 1024), "int32")
+    g.add_value("v", (1, 1, 1, 1), "float32")
+    g.add_value("acc", (1, 6, 512, 512), "int32")
+    g.nodes = [Node("enc", "spike_encode", ["x"], ["c", "v"],
+                    {"policy": "dynamic", "granularity": "sample", "max_count": 15}),
+               Node("conv", "spike_conv", ["c", w], ["acc"], {"strides": [2, 2],
+                                                               "pads": [1, 1, 1, 1]})]
+    program = lower(g, mode="bitwise")
+    assert set(program.arrays) == {"param/w"}
+    layer = program.plan["mapping"]["layers"]["conv"]
+    geo = layer_geometry("spike_conv", (6, 3, 3, 3), program.plan["synapses"][0]["attrs"],
+                         (3, 1024, 1024))
+    # per axis, output taps over the input: 512 outputs x 3 taps minus the one in the pad
+    assert layer["synapses"] == geo.synapses() == 6 * 3 * (512 * 3 - 1) ** 2
+    assert layer["accumulator_neurons"] == 6 * 512 * 512 and layer["fan_in"] == 27
+    assert layer["shared_weight_bytes"] == 162 and layer["cores"] > 1

@@ -224,3 +224,61 @@ def test_an_if_whose_branches_disagree_on_shapes_is_refused_naming_it():
     with pytest.raises(SbcError, match="node 'branch' \\(If\\): the condition is known only at "
                                        "run time and the branches declare different"):
         load_onnx(_runtime_if(same_shapes=False))
+
+
+def _rate_switch() -> onnx.ModelProto:
+    """x[batch, n]; if sr == 16000: x @ w16 over n = 8 samples, else: the 8 kHz branch reshapes
+    x to half its length first (branches of different shapes, as Silero VAD's)."""
+    rng = np.random.default_rng(3)
+    then_b = h.make_graph([h.make_node("MatMul", ["x", "w16"], ["t"], name="fc16")], "then", [],
+                          [h.make_tensor_value_info("t", T.FLOAT, ["batch", 4])])
+    else_b = h.make_graph([h.make_node("Slice", ["x", "zero", "four", "one"], ["half"]),
+                           h.make_node("MatMul", ["half", "w8"], ["e"], name="fc8"),
+                           h.make_node("Unsqueeze", ["e", "one"], ["e3"])], "else", [],
+                          [h.make_tensor_value_info("e3", T.FLOAT, ["batch", 1, 4])])
+    nodes = [h.make_node("Equal", ["sr", "k16"], ["c"]),
+             h.make_node("If", ["c"], ["out"], name="rate", then_branch=then_b,
+                         else_branch=else_b)]
+    graph = h.make_graph(nodes, "rate_switch",
+                         [h.make_tensor_value_info("x", T.FLOAT, ["batch", "n"]),
+                          h.make_tensor_value_info("sr", T.INT64, [])],
+                         [h.make_tensor_value_info("out", T.FLOAT, None)],
+                         [_init("w16", rng.standard_normal((8, 4)).astype(np.float32)),
+                          _init("w8", rng.standard_normal((4, 4)).astype(np.float32)),
+                          _init("k16", np.array(16000, np.int64)),
+                          _init("zero", np.array([0])), _init("four", np.array([4])),
+                          _init("one", np.array([1]))])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+
+
+def test_an_if_on_a_given_once_input_takes_the_calibrated_branch_and_guards_it():
+    """The branches disagree on shapes, so no select: the sample rate of the calibration data
+    picks the branch; the compiled model runs that rate and refuses another by name."""
+    from sbcompile.api import CompiledModel
+
+    model = _rate_switch()
+    calib = {"x": RNG.standard_normal((6, 8)).astype(np.float32), "sr": np.array(16000)}
+    art = compile_model(model, "loihi2", calib=calib, overrides={"targets": ""})
+    assert art.graph.meta["input_guards"] == {"sr": {"value": 16000, "dtype": "int64"}}
+    feed = {"x": RNG.standard_normal((3, 8)).astype(np.float32), "sr": np.array(16000)}
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(CompiledModel(art).run(feed, use_float=True).outputs["out"],
+                               session.run(None, feed)[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(SbcError, match="input 'sr' is 8000; the model was compiled for sr = "
+                                       "16000"):
+        CompiledModel(art).run({**feed, "sr": np.array(8000)})
+
+
+def test_a_classical_ml_model_is_refused_in_one_line():
+    node = h.make_node("LinearClassifier", ["x"], ["label", "prob"], domain="ai.onnx.ml",
+                       coefficients=[1.0, 2.0, 3.0, 4.0], classlabels_ints=[0, 1],
+                       intercepts=[0.0, 0.0])
+    graph = h.make_graph([node], "ml", [h.make_tensor_value_info("x", T.FLOAT, ["N", 2])],
+                         [h.make_tensor_value_info("label", T.INT64, ["N"]),
+                          h.make_tensor_value_info("prob", T.FLOAT, ["N", 2])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17),
+                                               h.make_opsetid("ai.onnx.ml", 3)], ir_version=8)
+    with pytest.raises(SbcError) as e:
+        load_onnx(model)
+    assert "'ai.onnx.ml' (classical machine learning" in str(e.value)
+    assert "\n" not in str(e.value)

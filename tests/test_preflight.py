@@ -35,24 +35,37 @@ def test_refused_before_any_pass_in_one_line(tmp_path):
     assert not out.exists()
 
 
+def test_the_batch_is_cut_to_bounded_activations():
+    """A batch holds at most calib_batch samples and at most about BATCH_ACTIVATIONS of
+    activations (the corpus-like model: about 2 MB a sample, so 64 samples at calib_batch 64
+    run in batches of fewer)."""
+    path, calib = model_and_calib("corpus_like", 64)
+    graph = load_model(path)
+    config = make_config("spikingbrain", {"calib_batch": "64", "targets": ""})
+    est = preflight.estimate(graph, config, check_calibration(graph, calib))
+    assert 1 <= est.batch < 64
+    assert est.batch == preflight.BATCH_ACTIVATIONS // est.per_sample
+    assert est.activations <= preflight.BATCH_ACTIVATIONS
+
+
 def test_the_refusal_names_the_batch_that_fits():
-    """A model with a dynamic batch: the limit between the estimate at the batch asked for and
-    at a smaller one; the refusal names that smaller calib_batch, which then passes."""
+    """A model with a dynamic batch: the limit between the estimate at a smaller batch and at
+    the planned one; the refusal names that smaller calib_batch, which then passes."""
     path, calib = model_and_calib("corpus_like", 64)
     graph = load_model(path)
     config = make_config("spikingbrain", {"calib_batch": "64", "targets": ""})
     data = check_calibration(graph, calib)
     est = preflight.estimate(graph, config, data)
-    assert est.batch == 64 and est.per_sample > 0
-    limit = (est.with_batch(8) + est.with_batch(16)) // 2
+    assert est.batch > 8 and est.per_sample > 0
+    limit = (est.with_batch(4) + est.with_batch(8)) // 2
     tight = make_config("spikingbrain", {"calib_batch": "64", "targets": "",
                                          "max_memory": str(limit)})
-    with pytest.raises(SbcError, match=r"--set calib_batch=8 needs about") as e:
+    with pytest.raises(SbcError, match=r"--set calib_batch=4 needs about") as e:
         preflight.check(graph, tight, data)
-    assert "activations of a batch of 64" in str(e.value) and "\n" not in str(e.value)
-    fits = make_config("spikingbrain", {"calib_batch": "8", "targets": "",
+    assert f"activations of a batch of {est.batch}" in str(e.value) and "\n" not in str(e.value)
+    fits = make_config("spikingbrain", {"calib_batch": "4", "targets": "",
                                         "max_memory": str(limit)})
-    assert preflight.check(graph, fits, data).batch == 8
+    assert preflight.check(graph, fits, data).batch == 4
 
 
 def test_estimate_grows_with_the_batch_and_the_targets():

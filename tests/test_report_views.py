@@ -4,9 +4,12 @@ its summary, labels every energy figure with its basis as an estimate, says why 
 spiking above dense, and ends with the configuration."""
 import io
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -96,3 +99,25 @@ def test_html_reads_summary_first(report):
     assert "estimate" in summary and "<b>why:</b> spiking costs more" in summary
     assert "class='sortable'" in page and "<script>" in page
     assert page.count("<img src='data:image/png;base64,") == 4
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="needs Debian's chromium")
+def test_summary_screen_in_a_browser(report, tmp_path):
+    """Headless Chromium draws the page: the first screen is not blank and holds the summary's
+    cards (their tinted backgrounds) above the white page."""
+    import importlib.util
+
+    import matplotlib.image as mpimg
+
+    spec = importlib.util.spec_from_file_location(
+        "report_screenshot", Path(__file__).resolve().parents[1] / "tools" / "report_screenshot.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    (tmp_path / "r.html").write_text(render_html(report, "loihi2018"))
+    tool.screenshot(tmp_path / "r.html", tmp_path / "r.png", 1280, 800)
+    png = mpimg.imread(tmp_path / "r.png")[:, :, :3]
+    assert png.shape[:2] == (800, 1280)
+    dark = (png.mean(axis=2) < 0.5).mean()  # text
+    tinted = (np.abs(png - 0.98).max(axis=2) < 0.01).mean()  # the cards' #fafafa
+    assert 0.005 < dark < 0.3 and tinted > 0.1

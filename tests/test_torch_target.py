@@ -1,6 +1,7 @@
 """The torch target on the CPU: the compiled model as a PyTorch module against the reference
 interpreter, on models it was not tuned to. The CPU module follows the reference's float order,
 so integer values and outputs are compared bit for bit (assert_array_equal)."""
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sbcompile.runtime import reference
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "spikingbrain_tiny"))
+from exactness import run_interpreter_child  # noqa: E402
 from models import build_decoder  # noqa: E402
 
 TORCH = {"targets": "torch"}
@@ -143,19 +145,18 @@ def test_spiked_backbone_inside_user_code(digits_model):
         np.testing.assert_allclose(net(x).numpy(), head(backbone(x)).numpy(), rtol=0, atol=0)
 
 
-def test_export_and_compile(digits_model):
-    """torch.export keeps each spiked op as one torch.ops.sbcompile node; torch.compile and the
-    exported program give the eager module's bits."""
+def test_export(digits_model):
+    """torch.export keeps each encoder with its layers as one torch.ops.sbcompile node; the
+    exported program gives the eager module's bits."""
     model, _, images = digits_model
     module = model.to_torch("cpu")
     x = torch.from_numpy(images[:8])
     exported = torch.export.export(module, (x,))
     code = exported.graph_module.code
-    assert "torch.ops.sbcompile.spike_conv.default" in code
-    assert "torch.ops.sbcompile.spike_encode.default" in code
+    assert code.count("torch.ops.sbcompile.spiked_convs.default") == 2
+    assert code.count("torch.ops.sbcompile.spiked_linears.default") == 2
     expected = module(x)
     np.testing.assert_array_equal(exported.module()(x).numpy(), expected.numpy())
-    np.testing.assert_array_equal(torch.compile(module)(x).numpy(), expected.numpy())
 
 
 def test_artifact_without_torch_program_names_the_setting(digits):
@@ -164,3 +165,48 @@ def test_artifact_without_torch_program_names_the_setting(digits):
                               overrides={"targets": "lava"})
     with pytest.raises(SbcError, match="--set targets=torch"):
         model.to_torch("cpu")
+
+
+# ---- the GPU paths on Triton's interpreter (a child process: TRITON_INTERPRET=1) ---------------
+CHILD = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@pytest.mark.skipif(CHILD, reason="this is the child")
+def test_gpu_paths_under_interpreter():
+    run_interpreter_child(__file__, "interpreted", passed=5)
+
+
+@pytest.mark.skipif(not CHILD, reason="runs in the interpreter child process")
+@pytest.mark.parametrize("preset", ["spikingbrain", "loihi2"])
+def test_interpreted_conv_chains(preset, digits):
+    """Encoder + int8 im2col GEMM with the decode fused, on the digits CNN."""
+    calib, images = digits
+    model = sbcompile.compile(EXAMPLE / "model.onnx", preset=preset, calib=calib,
+                              overrides=TORCH)
+    assert_kernels_exact(model, {"image": images[:16]})
+
+
+@pytest.mark.skipif(not CHILD, reason="runs in the interpreter child process")
+@pytest.mark.parametrize("rows", [1, 8, 24])
+def test_interpreted_linear_paths(rows):
+    """An MLP at 1 row (event GEMV), 8 (dense-count GEMV), 24 (int8 GEMM)."""
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.SiLU(), torch.nn.Linear(256, 64))
+    x = np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)
+    model = sbcompile.compile(mlp, (torch.from_numpy(x),), calib={"x": x}, input_names=["x"],
+                              overrides={**TORCH, "triton_density": "0.1"})
+    assert_kernels_exact(model, {"x": x[:rows]})
+
+
+def assert_kernels_exact(model, feeds) -> None:
+    """Integer values equal the reference's; float32 outputs within 1e-5 of the largest."""
+    module = model.program("torch").module("cpu", interpret=True, wide=False)
+    with torch.no_grad():
+        outputs, integers = module.with_integers(
+            **{k: torch.from_numpy(v) for k, v in feeds.items()})
+    ref = reference.evaluate(model.graph, feeds, keep=module.integer_names)
+    for name, value in integers.items():
+        np.testing.assert_array_equal(value.numpy(), ref[name], err_msg=name)
+    for name, value in zip(model.output_names, outputs):
+        scale = max(1.0, float(np.abs(ref[name]).max()))
+        np.testing.assert_allclose(value.numpy(), ref[name], rtol=0, atol=1e-5 * scale)

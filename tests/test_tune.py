@@ -67,7 +67,7 @@ def test_tune_meets_the_floor_cheaper_than_its_start(cnn, preset, metric, floor,
     graph, calib = cnn
     result = tune(graph, make_config(preset), calib, metric, floor)
     assert all(r["measured"] == ("probe at the cheapest rung" if per_layer else
-                                 "layer output cosine") for r in result.ranking)
+                                 "introduced cosine") for r in result.ranking)
     assert result.chosen.metric >= floor and result.chosen.feasible
     start = result.trials[0]
     assert result.chosen.cost <= start.cost

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHANNELS, SIDE, CLASSES = 8, 8, 10
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run",
-                  "--hide-scrollbars"]
+                  "--hide-scrollbars", "--virtual-time-budget=10000"]
 
 
 def deep_model(layers: int, seed: int = 0) -> onnx.ModelProto:

@@ -2,7 +2,7 @@
 
 Reads the program, feeds and options the runner left in RUN_DIR, simulates, and writes
 ``result.npz`` (arrays) and ``result.json`` (op counts, steps; written last), or a failure record;
-``progress`` holds the steps done and how many of the processes owing results have reported.
+``progress`` holds the steps done and how many of the spike layers have finished their windows.
 It never stops Lava itself (``stop()`` is slow, and can hang after a model raised): the runner
 kills the whole process group and removes its shared-memory segments once either file appears.
 Until then the child watches LIFELINE_FD, the read end of a pipe only the runner can write: end of
@@ -50,7 +50,8 @@ def main(run_dir: str, lifeline_fd: int) -> NoReturn:
         started = time.perf_counter()
         network = LavaNetwork(program, feeds, options["form"], run_dir, options.get("bands"))
         built = time.perf_counter()
-        network.run(progress=lambda steps: _write_progress(run, steps, network.owing))
+        layers = len(program.plan["encoders"])
+        network.run(progress=lambda steps: _write_progress(run, steps, layers))
         ran = time.perf_counter()
         results, counts = network.collect()
         counts["timing_s"] = {"build": built - started, "run": ran - built}
@@ -81,8 +82,8 @@ def watch_parent(run: Path, lifeline_fd: int) -> None:
     os._exit(ORPHANED_EXIT)
 
 
-def _write_progress(run: Path, steps: int, owing: int) -> None:
-    state = {"steps": steps, "finished": finished(run), "owing": owing}
+def _write_progress(run: Path, steps: int, layers: int) -> None:
+    state = {"steps": steps, "finished": finished(run), "layers": layers}
     write_atomic(run / PROGRESS_FILE, lambda f: f.write(json.dumps(state).encode()))
 
 

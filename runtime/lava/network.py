@@ -12,6 +12,8 @@ known only as the simulation goes).
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from typing import Callable
 
 import numpy as np
@@ -32,14 +34,16 @@ from sbcompile.runtime.lava.topology import ProcSpec, build_topology
 
 
 class LavaNetwork:
-    """The Lava processes of one program run: build, ``run``, ``collect``, ``stop``."""
+    """The Lava processes of one program run: build, ``run``, ``collect``, ``stop``. Tensors
+    and results pass through ``run_dir`` (a temporary folder of its own when None)."""
 
     def __init__(self, program: LavaProgram, feeds: dict[str, np.ndarray], form: str,
-                 run_dir: str, bands: int | None = None) -> None:
+                 run_dir: str | None = None, bands: int | None = None) -> None:
         self.program = program
         self.plan = program.plan
         self.form = form
-        self.run_dir = run_dir
+        self._own_dir = run_dir is None  # a folder of its own, removed by stop()
+        self.run_dir = tempfile.mkdtemp(prefix="sbc-lava-net-") if run_dir is None else run_dir
         self.feeds = feeds
         self.shapes = infer_shapes(self.plan, program.params(), feeds)
         self.dtypes = {k: dtype for k, (_, dtype) in self.plan["values"].items()}
@@ -48,7 +52,6 @@ class LavaNetwork:
         self.synapse_procs: dict[str, object] = {}   # synapse name -> its process (split)
         self.models: dict[object, type] = {}
         self.steps = 0
-        self.owing = 0  # processes owing results (reporting through their result files)
         self._started = False
         for spec in self.specs:
             self._build(spec)
@@ -150,7 +153,6 @@ class LavaNetwork:
         run. Chunks grow with the steps done, so at most a quarter more steps run than
         needed."""
         owing = [self.procs[s.name] for s in self.specs if s.records or s.kind != "compute"]
-        self.owing = len(owing)
         while True:
             self.run_steps(max(4, self.steps // 4))
             if progress is not None:
@@ -173,6 +175,8 @@ class LavaNetwork:
     def stop(self) -> None:
         if self._started:
             next(iter(self.procs.values())).stop()
+        if self._own_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     # ---- results ------------------------------------------------------------------------
     def collect(self) -> tuple[dict[str, np.ndarray], dict]:

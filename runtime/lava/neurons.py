@@ -33,21 +33,24 @@ class IntegerIFEncoder:
 
     def __init__(self, mode: str, size: int) -> None:
         self.mode = check_mode(mode)
-        self.v = np.zeros(size, dtype=np.int64)
+        self.v = np.zeros(size, dtype=np.int32)  # charges are counts, bounded below 2^23
 
     def charge(self, q: np.ndarray) -> None:
-        self.v = q.astype(np.int64).copy()
+        self.v = q.astype(np.int32)
 
     def fire(self, t: int) -> np.ndarray:
         v = self.v
         if self.mode == "graded":
-            spikes = v.copy() if t == 0 else np.zeros_like(v)
-        elif self.mode == "unary":
+            spikes, self.v = (v, np.zeros_like(v)) if t == 0 else (np.zeros_like(v), v)
+            return spikes
+        if self.mode == "unary":
             spikes = np.sign(v)
+            v -= spikes
         else:
-            spikes = np.sign(v) * ((np.abs(v) >> t) & 1)
-        self.v = v - spikes * step_weight(self.mode, t)
-        return spikes.astype(np.int32)
+            spikes = (np.abs(v) >> t) & 1
+            np.negative(spikes, out=spikes, where=v < 0)
+            v -= spikes << t
+        return spikes
 
     def residue(self) -> int:
         """Largest |membrane| left; zero once a window has carried its charge."""
@@ -82,7 +85,7 @@ class EncoderCore:
         self.T = 0
         self.total_steps = 0
         self.loaded = False
-        self.charges = np.zeros((0, self.neurons), dtype=np.int64)
+        self.charges = np.zeros((0, self.neurons), dtype=np.int32)
 
     def load(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Threshold and integer charge of the whole tensor; returns (counts, vth) exactly as the
@@ -93,11 +96,16 @@ class EncoderCore:
             raise SbcError(f"encoder '{self.name}': a count of {top} exceeds the bound "
                            f"{self.bound} its synapses were sized for (the threshold hit vth_max);"
                            " set max_count")
-        self.charges = counts.reshape(-1, self.neurons).astype(np.int64)
+        self.charges = counts.reshape(-1, self.neurons).astype(np.int32)
         self.T = window_steps(counts, self.mode)
         self.total_steps = self.T * (1 if self.parallel else self.charges.shape[0])
         self.loaded = True
         return counts, vth
+
+    def release(self) -> None:
+        """Drop the charges and membranes of a finished tensor (its counts are the result)."""
+        self.charges = np.zeros((0, self.neurons), dtype=np.int32)
+        self.neuron.v = np.zeros(0, dtype=np.int32)
 
     def idle(self) -> np.ndarray:
         shape = self.charges.shape if self.parallel else (self.neurons,)
@@ -110,13 +118,12 @@ class EncoderCore:
         if t == 0:
             self.neuron.charge(self.charges if self.parallel else self.charges[window])
         spikes = self.neuron.fire(t)
-        if t == self.T - 1 and self.neuron.residue():
+        if t == self.T - 1 and self.neuron.v.any():
             raise SbcError(f"encoder '{self.name}': a window of {self.T} steps left charge "
                            f"{self.neuron.residue()} unsent")
-        if int(np.abs(spikes).max(initial=0)) > self.payload_max:
+        if self.mode == "graded" and int(np.abs(spikes).max(initial=0)) > self.payload_max:
             raise SbcError(f"encoder '{self.name}': a spike payload exceeds its message width")
-        fired = spikes != 0
-        self.events += fired.reshape(-1, self.neurons).sum(axis=0)
+        self.events += np.count_nonzero(spikes.reshape(-1, self.neurons), axis=0)
         self.updates += spikes.size
         self.steps += 1
         last = self.steps == self.total_steps
@@ -142,8 +149,8 @@ class AccumulatorCore:
         if not active:
             return False
         target = self.state if token < 0 else self.state[token]
-        target += weight * synaptic_input.astype(np.int64)
-        if int(np.abs(target).max(initial=0)) > STATE_MAX:
+        target += synaptic_input if weight == 1 else synaptic_input.astype(np.int64) * weight
+        if target.size and (int(target.max()) > STATE_MAX or int(target.min()) < -STATE_MAX):
             raise SbcError(f"accumulator '{self.name}': a partial sum exceeds the 24-bit neuron "
                            "state")
         self.updates += target.size

@@ -99,7 +99,7 @@ def simulate(program: LavaProgram, feeds: dict[str, np.ndarray], form: str = "fu
 @contextlib.contextmanager
 def _terminal_progress(progress: Callable[[int], None] | None, samples: int):
     """The caller's progress callback (steps done), else a status line on a terminal (steps
-    done, processes finished of those that report, samples), else none."""
+    done, spike layers finished of all, samples), else none."""
     if progress is not None or not sys.stderr.isatty():
         yield progress and (lambda state: progress(state["steps"]))
         return
@@ -108,8 +108,8 @@ def _terminal_progress(progress: Callable[[int], None] | None, samples: int):
     plural = "s" if samples != 1 else ""
     with Console(stderr=True).status("simulating on Lava (starting)") as status:
         yield lambda state: status.update(
-            f"simulating on Lava: {state['steps']} steps, {state['finished']}/{state['owing']} "
-            f"layers and outputs done, {samples} sample{plural} side by side")
+            f"simulating on Lava: {state['steps']} steps, {state['finished']}/{state['layers']} "
+            f"spike layers done, {samples} sample{plural} side by side")
 
 
 def _supervise(run: Path, timeout: float,
@@ -172,7 +172,7 @@ def _report_progress(run: Path, progress: Callable[[dict], None] | None,
 
 
 def _progress_state(run: Path) -> dict | None:
-    """What the child last wrote: steps done, processes finished of those owing results."""
+    """What the child last wrote: steps done, spike layers finished of all."""
     try:
         return json.loads((run / child.PROGRESS_FILE).read_text())
     except (FileNotFoundError, ValueError):

@@ -42,7 +42,11 @@ def put_result(run_dir: str | Path, process: str, arrays: dict[str, np.ndarray])
     with open(tmp, "wb") as f:
         np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
     os.replace(tmp, path)
-    _file(run_dir, FINISHED_DIR, process, "").touch()
+
+
+def mark_finished(run_dir: str | Path, layer: str) -> None:
+    """Note a spike layer whose window is over (the progress the runner shows)."""
+    _file(run_dir, FINISHED_DIR, layer, "").touch()
 
 
 def get_result(run_dir: str | Path, process: str) -> dict[str, np.ndarray]:
@@ -51,7 +55,7 @@ def get_result(run_dir: str | Path, process: str) -> dict[str, np.ndarray]:
 
 
 def finished(run_dir: str | Path) -> int:
-    """Processes that have written their results so far."""
+    """Spike layers (encoders) whose windows are over so far."""
     try:
         return len(os.listdir(Path(run_dir) / FINISHED_DIR))
     except FileNotFoundError:

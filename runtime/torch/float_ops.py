@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from sbcompile.ir.ops import attention_keep
-from sbcompile.runtime.torch.spike_ops import conv_nd
+from sbcompile.runtime.torch.spike_ops import conv_nd, decode_conv, decode_groups
 
 # ---- helpers ------------------------------------------------------------------------------------
 
@@ -383,12 +383,23 @@ def _pad(a, x, pads, value=None):
 
 
 # ---- attention ----------------------------------------------------------------------------------
+_KEEP: dict[tuple, torch.Tensor] = {}
+
+
+def _keep(tq: int, tk: int, causal: int, window: int, device) -> torch.Tensor:
+    """``attention_keep`` on ``device``, made once per shape (no host copy inside a CUDA graph
+    capture)."""
+    key = (tq, tk, causal, window, str(device))
+    if key not in _KEEP:
+        _KEEP[key] = torch.from_numpy(attention_keep(tq, tk, causal, window)).to(device)
+    return _KEEP[key]
+
+
 def attend(a, s, v, mask=None):
     """softmax(s + masks) v in s's dtype: s [B, Hq, Tq, Tk] scaled logits, v [B, Hkv, Tk, Dv]
     (GQA); a row whose every key is masked yields zeros."""
     vv = v.to(s.dtype).repeat_interleave(s.shape[1] // v.shape[1], dim=1)
-    keep = torch.from_numpy(attention_keep(s.shape[2], s.shape[3], a["causal"],
-                                           a["window"])).to(s.device)
+    keep = _keep(s.shape[2], s.shape[3], a["causal"], a["window"], s.device)
     if mask is not None and mask.dtype == torch.bool:
         keep = keep & mask
     elif mask is not None:
@@ -434,23 +445,17 @@ def _spike_attention(a, acc, q_vth, k_scale, v, v_scale, mask=None):
 
 
 def _spike_decode(a, acc, vth, scale=None, bias=None):
-    """The float reconstruction in the op's float32 order (groups summed in order)."""
+    """The float reconstruction in the op's float32 order (``spike_ops``)."""
     vth = vth.to(torch.float32)
     if scale is None:
         y = acc.to(torch.float32) * vth
-    elif a["layout"] == "linear":
-        prod = acc.to(torch.float32) * scale.to(torch.float32)
-        total = prod[..., 0, :]
-        for g in range(1, prod.shape[-2]):
-            total = total + prod[..., g, :]
-        y = total * vth
-    else:
-        shape = (1, -1) + (1,) * (acc.dim() - 2)
-        y = acc.to(torch.float32) * scale.to(torch.float32).reshape(shape) * vth
-    if bias is not None:
-        shape = (-1,) if a["layout"] != "conv" else (1, -1) + (1,) * (acc.dim() - 2)
-        y = y + bias.to(torch.float32).reshape(shape)
-    return y
+        if bias is not None:
+            shape = (-1,) if a["layout"] != "conv" else (1, -1) + (1,) * (acc.dim() - 2)
+            y = y + bias.to(torch.float32).reshape(shape)
+        return y
+    if a["layout"] == "linear":
+        return decode_groups(acc, vth, scale, None if bias is None else bias.to(torch.float32))
+    return decode_conv(acc, vth, scale, None if bias is None else bias.to(torch.float32))
 
 
 # ---- real-model coverage ------------------------------------------------------------------------

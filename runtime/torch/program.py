@@ -47,13 +47,22 @@ class TorchProgram:
                                 "does not have")
         return cls(graph, densities)
 
-    def module(self, device: str = "cpu", wide: bool | None = None):
-        """The model as a ``SpikingModule`` on ``device``; ``wide`` (None: on the CPU) makes
-        the float ops follow the reference's float64 order."""
+    def module(self, device: str = "cpu", wide: bool | None = None, interpret: bool = False,
+               cuda_graphs: bool = True):
+        """The model as a ``SpikingModule`` on ``device``. ``wide`` (None: on the CPU) makes
+        the float ops follow the reference's float64 order. On a GPU each encoder and its
+        layers run fused on the Triton kernels, the whole model captured per input shape as
+        a CUDA graph (``cuda_graphs``); ``interpret`` runs those kernels on Triton's CPU
+        interpreter instead (CPU tensors, for tests)."""
         import torch
 
         from sbcompile.runtime.torch.module import SpikingModule
 
-        dev = torch.device(device)
+        dev = torch.device("cpu" if interpret else device)
         wide = dev.type == "cpu" if wide is None else wide
-        return SpikingModule(self.graph, wide=wide).to(dev).eval()
+        chains = "direct" if interpret else "op"
+        if dev.type == "cuda":
+            import sbcompile.runtime.torch.triton_ops  # noqa: F401  (registers the kernels)
+        return SpikingModule(self.graph, wide=wide, chains=chains, densities=self.densities,
+                             cuda_graphs=cuda_graphs and dev.type == "cuda",
+                             device="cuda" if interpret else dev.type).to(dev).eval()

@@ -8,14 +8,21 @@ them), but code reads and writes them only through this module:
   recorded;
 - ``attention_counts``: per attention node, the counts and integer scores attention_quantize
   made (q, k, v, scores);
-- ``analysis``: what analyse measured (the report's layers, totals, energy, output fidelity).
+- ``analysis``: what analyse measured (the report's layers, totals, energy, output fidelity);
+- ``CountBound`` per encoder whose bound count_bounds measured;
+- ``ValueStatistics`` per calibrated value: what calibrate measured for the static thresholds
+  (histograms: numpy arrays; the driver drops them once the thresholds are set, so they never
+  reach ``graph.json``).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 LAYERS, EXPANSION, ATTENTION, ANALYSIS = "layers", "expansion", "attention_quantize", "analysis"
+COUNT_BOUNDS, CALIBRATION = "count_bounds", "calibration"
 
 
 @dataclass
@@ -99,3 +106,41 @@ def analysis(graph) -> Analysis | None:
 
 def set_analysis(graph, record: Analysis) -> None:
     graph.meta[ANALYSIS] = dataclasses.asdict(record)
+
+
+@dataclass(frozen=True)
+class CountBound:
+    max_seen: int  # the largest |count| on the calibration inputs
+    bound: int  # the encoder's max_count: ceil(max_seen x margin)
+    margin: float
+
+
+def count_bounds(graph) -> dict[str, CountBound]:
+    return {enc: CountBound(**d) for enc, d in graph.meta.get(COUNT_BOUNDS, {}).items()}
+
+
+def set_count_bounds(graph, records: dict[str, CountBound]) -> None:
+    graph.meta[COUNT_BOUNDS] = {k: dataclasses.asdict(v) for k, v in records.items()}
+
+
+@dataclass(frozen=True)
+class ValueStatistics:
+    n: int  # elements seen
+    absmax: float
+    mean_abs: float
+    rms: float
+    hist: np.ndarray  # |x| over [0, absmax]
+    channel_absmax: np.ndarray | None = None  # per channel (threshold_granularity=channel)
+    channel_hist: np.ndarray | None = None
+
+
+def calibration(graph) -> dict[str, ValueStatistics]:
+    return dict(graph.meta.get(CALIBRATION, {}))
+
+
+def set_calibration(graph, records: dict[str, ValueStatistics] | None) -> None:
+    """Record (or, with None, drop) the statistics of calibrated values."""
+    if records is None:
+        graph.meta.pop(CALIBRATION, None)
+    else:
+        graph.meta[CALIBRATION] = dict(records)

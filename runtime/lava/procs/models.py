@@ -25,7 +25,7 @@ from sbcompile.runtime.lava.neurons import AccumulatorCore, EncoderCore
 from sbcompile.runtime.lava.procs.processes import (CTRL_WORDS, Compute, Level, SharedSynapse,
                                                      SpikeAccumulator, SpikeEncoder)
 from sbcompile.runtime.lava.synapses import SynapseKernel
-from sbcompile.runtime.lava.tensors import get_tensor, put_result, put_tensor
+from sbcompile.runtime.lava.tensors import get_tensor, mark_finished, put_result, put_tensor
 from sbcompile.runtime.reference import KERNELS
 
 _DERIVED: dict[tuple, type] = {}
@@ -104,7 +104,8 @@ class TensorModel(PyLoihiProcessModel):
 
     def report(self) -> None:
         specs = self.proc_params["record_specs"]
-        if self.reported or not (specs or self.results) or not all(name in self.env for name, _, _ in specs) \
+        owed = specs or self.results
+        if self.reported or not owed or not all(name in self.env for name, _, _ in specs) \
                 or not self.complete():
             return
         records = {f"record:{name}": self.env[name] for name, _, _ in specs}
@@ -152,6 +153,7 @@ class SpikeEncoderModel(TensorModel):
         self.ctrl.send(ctrl)
         if ctrl[3]:
             self.results = encoder_results(self.enc, self.core, self.env[self.enc["counts"]])
+            mark_finished(self.run_dir, self.enc["name"])
 
     def complete(self) -> bool:
         return bool(self.results)
@@ -254,3 +256,6 @@ class LevelModel(TensorModel):
                 run_node(node, self.env)
             self.results.update(encoder_results(enc, core, self.env[enc["counts"]]))
             layer["finished"] = True
+            mark_finished(self.run_dir, enc["name"])
+            layer["synapses"] = []  # the accumulator states are spent: acc holds the result
+            core.release()
