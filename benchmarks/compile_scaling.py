@@ -176,6 +176,11 @@ def real_models(args) -> None:
     print(f"wrote {out_path}")
 
 
+def _goal_mb(row: dict) -> float:
+    """The memory goal of issue 19: 1.5 GB plus 3x the parameter bytes."""
+    return 1536 + 3 * row["param_bytes"] / 2 ** 20
+
+
 def real_table(rows: list[dict]) -> str:
     """The markdown table of a ``--real`` results file: per model and preset, seconds, peak RSS
     against the goal (1.5 GB + 3x parameter bytes), the estimate, the slowest stage and the
@@ -194,7 +199,7 @@ def real_table(rows: list[dict]) -> str:
         lowered = ", ".join(t for t, ok in r["targets"].items() if ok) or "-"
         lines.append(
             f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['preset']} | {r['seconds']:.1f} "
-            f"| {r['peak_rss_mb']} | {1536 + 3 * r['param_bytes'] / 2 ** 20:.0f} "
+            f"| {r['peak_rss_mb']} | {_goal_mb(r):.0f} "
             f"| {r.get('estimate_mb', '-')} | {slow['stage']} {slow['seconds']:.1f} s "
             f"| {lava_cell} | {lowered} |")
     return "\n".join(lines)
@@ -204,7 +209,7 @@ def _print_real(row: dict) -> None:
     if "error" in row:
         print(f"{row['model']:>16} {row['preset']:>12}  error: {row['error']}", flush=True)
         return
-    budget = 1536 + 3 * row["param_bytes"] / 2 ** 20
+    budget = _goal_mb(row)
     worst = max(row["stages"], key=lambda s: s["peak_mb"], default=None)
     slowest = max(row["stages"], key=lambda s: s["seconds"], default=None)
     print(f"{row['model']:>16} {row['preset']:>12} {row['params'] / 1e6:6.2f}M "

@@ -48,10 +48,7 @@ def conv_nd(x, w, b, strides, pads, dilations, group):
     block of samples, or of one sample's output rows, at a time (``CONV_CHUNK_BYTES``): each
     output element is the same dot product whatever the block."""
     n_sp = x.ndim - 2
-    strides = list(strides or [1] * n_sp)
-    dilations = list(dilations or [1] * n_sp)
-    pads = list(pads or [0] * (2 * n_sp))
-    x = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + n_sp]) for i in range(n_sp)])
+    x, strides, dilations = padded_geometry(x, strides, pads, dilations)
     kernel = w.shape[2:]
     span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     win = sliding_window_view(x, span, axis=tuple(range(2, 2 + n_sp)))
@@ -89,6 +86,15 @@ def conv_nd(x, w, b, strides, pads, dilations, group):
     if b is not None:
         y += b.reshape((1, -1) + (1,) * n_sp)
     return y
+
+
+def padded_geometry(x, strides, pads, dilations):
+    """A convolution's input zero-padded, and its strides and dilations (ONNX defaults
+    filled in)."""
+    n_sp = x.ndim - 2
+    pads = list(pads or [0] * (2 * n_sp))
+    x = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + n_sp]) for i in range(n_sp)])
+    return x, list(strides or [1] * n_sp), list(dilations or [1] * n_sp)
 
 
 def _conv_blocks(samples: int, rows: int, row_bytes: int):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from sbcompile.ir.ops import count_limit, saturation, threshold_axes
-from sbcompile.runtime.reference_float import attend, conv_nd
+from sbcompile.ir.shapes import window_out
+from sbcompile.runtime.reference_float import attend, padded_geometry
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -80,11 +81,36 @@ def spike_linear(a, counts, weight):
 
 
 def spike_conv(a, counts, weight):
-    """The exact integer convolution, as a float64 product for the reason ``spike_linear``
-    gives (every partial sum an integer below 2^53)."""
-    acc = conv_nd(counts.astype(np.float64), weight.astype(np.float64), None, a["strides"],
-                  a["pads"], a["dilations"], a["group"])
-    return _to_int32(acc)
+    """The exact integer convolution, in float64 for the reason ``spike_linear`` gives (every
+    partial sum an integer below 2^53, so any order of the sums gives the same integers)."""
+    return _to_int32(exact_conv(counts.astype(np.float64), weight.astype(np.float64),
+                                a["strides"], a["pads"], a["dilations"], a["group"]))
+
+
+def exact_conv(x, w, strides, pads, dilations, group):
+    """N-d cross-correlation (NC* layout) summed kernel tap by kernel tap: per tap, one
+    (out channels x in channels) product over the strided input slice, accumulated. No window
+    matrix (the float kernel's copy of input x taps); only for sums that are exact in any
+    order (integers below 2^53), where it equals ``conv_nd``."""
+    n_sp = x.ndim - 2
+    x, strides, dilations = padded_geometry(x, strides, pads, dilations)
+    kernel = w.shape[2:]
+    out = tuple(window_out(x.shape[2 + i], kernel[i], strides[i], 0, 0, dilations[i], False)
+                for i in range(n_sp))
+    n, positions = x.shape[0], int(np.prod(out))
+    per_group = w.shape[1]
+    taps = np.moveaxis(w.reshape(group, w.shape[0] // group, per_group, -1), -1, 0)
+    taps = np.ascontiguousarray(taps)  # [tap, group, out per group, in per group]
+    y = np.zeros((n, group, w.shape[0] // group, positions), np.float64)
+    for t, tap in enumerate(np.ndindex(*kernel)):
+        window = tuple(slice(k * d, k * d + (o - 1) * s + 1, s)
+                       for k, d, o, s in zip(tap, dilations, out, strides))
+        xs = x[(slice(None), slice(None)) + window].reshape(n, group, per_group, positions)
+        if per_group == 1:  # depthwise: a scale per channel
+            y += taps[t, None, :, :, 0, None] * xs
+        else:
+            y += np.matmul(taps[t], xs)
+    return y.reshape((n, w.shape[0]) + out)
 
 
 def spike_decode(a, acc, vth, scale=None, bias=None):

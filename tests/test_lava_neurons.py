@@ -103,14 +103,18 @@ def test_accumulator_refuses_to_overflow_the_neuron_state():
     dict(c=2, hw=(9, 9), o=4, k=(3, 3), strides=[1, 1], pads=[1, 1, 1, 1], dil=[1, 1], group=1),
     dict(c=4, hw=(7, 6), o=6, k=(3, 2), strides=[2, 1], pads=[0, 1, 2, 0], dil=[1, 2], group=2),
     dict(c=3, hw=(10,), o=3, k=(4,), strides=[3], pads=[2, 1], dil=[1], group=3),
+    dict(c=4, hw=(7, 8), o=4, k=(3, 3), strides=[2, 2], pads=[1, 0, 1, 2], dil=[1, 1], group=4),
 ])
 @pytest.mark.parametrize("parts", [1, 2, 5])
 @pytest.mark.parametrize("top", [40, 1 << 20])  # float32 sums, and payloads that need float64
-def test_shared_conv_synapses_are_the_exact_convolution(geometry, parts, top):
+@pytest.mark.parametrize("silent", [False, True])  # channels without a spike are left out
+def test_shared_conv_synapses_are_the_exact_convolution(geometry, parts, top, silent):
     g = geometry
     rng = np.random.default_rng(3)
     weight = rng.integers(-127, 128, size=(g["o"], g["c"] // g["group"]) + g["k"]).astype(np.int8)
     counts = rng.integers(-top, top, size=(2, g["c"]) + g["hw"]).astype(np.int32)
+    if silent:
+        counts[:, 1::2] = 0
     attrs = {"strides": g["strides"], "pads": g["pads"], "dilations": g["dil"],
              "group": g["group"]}
     geo = layer_geometry("spike_conv", weight.shape, attrs, (g["c"],) + g["hw"])

@@ -7,9 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sbcompile.runtime.reference_spike import (dynamic_threshold, pairwise_abs_sum,
-                                               quantize_counts, spike_decode, spike_encode,
-                                               spike_linear)
+from sbcompile.runtime.reference_float import conv_nd
+from sbcompile.runtime.reference_spike import (dynamic_threshold, exact_conv, pairwise_abs_sum,
+                                               quantize_counts, spike_conv, spike_decode,
+                                               spike_encode, spike_linear)
 
 DYNAMIC = {"policy": "dynamic", "granularity": "token", "k": 3.0, "vth_min": 1e-5,
            "vth_max": 1e4, "max_count": None, "safety_count": 2 ** 20}
@@ -110,3 +111,31 @@ def test_threshold_sum_order_is_the_ops_pairwise_tree(n, monkeypatch):
     means = np.array(expected, np.float32) / np.float32(n)
     np.testing.assert_array_equal(vth[:, 0], np.clip(means / np.float32(3.0), np.float32(1e-5),
                                                      np.float32(1e4)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2 ** 31), st.integers(1, 3), st.sampled_from([1, 2, 3]),
+       st.booleans())
+def test_tap_by_tap_integer_conv_equals_the_window_product(seed, n_sp, group, depthwise):
+    """spike_conv sums kernel taps one at a time; with integer counts and int8 weights every
+    partial sum is exact, so it must give conv_nd's integers whatever the geometry."""
+    rng = np.random.default_rng(seed)
+    per_group = 1 if depthwise else int(rng.integers(2, 5))
+    out_per_group = int(rng.integers(1, 4))
+    kernel = [int(rng.integers(1, 4)) for _ in range(n_sp)]
+    strides = [int(rng.integers(1, 3)) for _ in range(n_sp)]
+    dilations = [int(rng.integers(1, 3)) for _ in range(n_sp)]
+    pads = [int(rng.integers(0, 3)) for _ in range(2 * n_sp)]
+    spatial = [int(rng.integers(k * d, 10)) for k, d in zip(kernel, dilations)]
+    counts = rng.integers(-2 ** 16, 2 ** 16, (int(rng.integers(1, 4)), group * per_group,
+                                             *spatial)).astype(np.int32)  # int32 sums
+    weight = rng.integers(-127, 128, (group * out_per_group, per_group, *kernel)).astype(np.int8)
+    large = counts.astype(np.float64) * 16  # the safety clamp's 2^20
+    np.testing.assert_array_equal(
+        exact_conv(large, weight.astype(np.float64), strides, pads, dilations, group),
+        conv_nd(large, weight.astype(np.float64), None, strides, pads, dilations, group))
+    expected = conv_nd(counts.astype(np.float64), weight.astype(np.float64), None, strides,
+                       pads, dilations, group)
+    attrs = {"strides": strides, "pads": pads, "dilations": dilations, "group": group}
+    np.testing.assert_array_equal(spike_conv(attrs, counts, weight),
+                                  expected.astype(np.int32))

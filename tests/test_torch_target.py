@@ -210,3 +210,24 @@ def assert_kernels_exact(model, feeds) -> None:
     for name, value in zip(model.output_names, outputs):
         scale = max(1.0, float(np.abs(ref[name]).max()))
         np.testing.assert_allclose(value.numpy(), ref[name], rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("peak,channels", [(100, 64), (5000, 64), (2 ** 20, 4)])
+def test_cpu_products_exact_past_float32(peak, channels):
+    """Counts whose products pass 2^24: float32 when the bound allows, else two float32 halves
+    (the float64 fallback is for bounds past 2^47, where int32 has long overflowed); the
+    accumulators equal the reference's in every case."""
+    from sbcompile.runtime import reference_spike as rs
+    from sbcompile.runtime.torch.spike_ops import conv_nd, exact_product
+
+    rng = np.random.default_rng(peak)
+    counts = rng.integers(-peak, peak + 1, (2, channels, 6, 6)).astype(np.int32)
+    weight = rng.integers(-127, 128, (8, channels, 3, 3)).astype(np.int8)
+    bound = int(np.abs(weight.astype(np.int64)).reshape(8, -1).sum(axis=1).max())
+    w = torch.from_numpy(weight).float()
+    acc = exact_product(lambda c: conv_nd(c, w.to(c.dtype), None, [1, 1], [1, 1, 1, 1],
+                                          [1, 1], 1), torch.from_numpy(counts).float(),
+                        int(np.abs(counts).max()), bound)
+    attrs = {"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1}
+    np.testing.assert_array_equal(acc.numpy().astype(np.int64),
+                                  rs.spike_conv(attrs, counts, weight).astype(np.int64))

@@ -42,7 +42,8 @@ class LavaRun(dict):
     """Graph outputs plus the counts and acc of every spike layer, keyed by IR value name.
     ``op_counts``: per spike layer, the counts measured from the simulated spikes (see
     ``opcounts``); ``compute_flops``: per compute node (embedded-processor work), estimated
-    float operations; ``steps``: simulated time steps; ``timing_s``: build and run seconds;
+    float operations; ``steps``: simulated time steps; ``timing_s``: build, run and collect
+    (results gathered and written) seconds;
     ``memory_estimate_bytes``: the pre-flight estimate of the simulation's memory."""
 
     def __init__(self, arrays: dict[str, np.ndarray], info: dict) -> None:
@@ -122,7 +123,10 @@ def _supervise(run: Path, timeout: float,
     (``child.watch_parent``). A member of the group that vanishes while the kernel's
     out-of-memory count rises ends the run at once (its peers would wait for it forever)."""
     lifeline_r, lifeline_w = os.pipe()
-    env = {**os.environ, "TMPDIR": str(run / child.TMP_DIR)}  # multiprocessing's pymp-* folders
+    # TMPDIR: multiprocessing's pymp-* folders; one BLAS thread per Lava process, as the fused
+    # form already runs a process per CPU (more threads only contend for the same cores)
+    env = {**os.environ, "TMPDIR": str(run / child.TMP_DIR), "OPENBLAS_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1"}
     oom_before = oom_kills()
     with open(run / "child.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "sbcompile.runtime.lava.child", str(run),

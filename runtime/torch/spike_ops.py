@@ -218,8 +218,10 @@ def convs_cpu(x, threshold, float_weights, scales, biases, bounds, geometry, dyn
     made only when asked for (``store_acc``). Outputs channels-last (as on the GPU)."""
     counts, vth = float_counts(x, threshold, dynamic, sample, k, vth_min, vth_max, limit)
     given = counts
-    low, high = torch.aminmax(counts) if counts.numel() else (counts.new_zeros(()),) * 2
-    peak = int(max(-low, high))
+    peak = limit  # the encoder's own bound; the measured peak only where that bound is too loose
+    if counts.numel() and limit * max(bounds, default=0) >= FLOAT32_EXACT:
+        low, high = torch.aminmax(counts)
+        peak = int(max(-low, high))
     counts = counts.contiguous(memory_format=torch.channels_last)  # oneDNN needs no reorder
     accs, ys = [], []
     for i, (w, scale, bias) in enumerate(zip(float_weights, scales, biases)):
