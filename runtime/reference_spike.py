@@ -97,19 +97,19 @@ def exact_conv(x, w, strides, pads, dilations, group):
     kernel = w.shape[2:]
     out = tuple(window_out(x.shape[2 + i], kernel[i], strides[i], 0, 0, dilations[i], False)
                 for i in range(n_sp))
-    n, positions = x.shape[0], int(np.prod(out))
-    per_group = w.shape[1]
-    taps = np.moveaxis(w.reshape(group, w.shape[0] // group, per_group, -1), -1, 0)
+    n, per_group, out_per_group = x.shape[0], w.shape[1], w.shape[0] // group
+    taps = np.moveaxis(w.reshape(group, out_per_group, per_group, -1), -1, 0)
     taps = np.ascontiguousarray(taps)  # [tap, group, out per group, in per group]
-    y = np.zeros((n, group, w.shape[0] // group, positions), np.float64)
+    y = np.zeros((n, group, out_per_group) + out, np.float64)
+    rows = y.reshape(n, group, out_per_group, -1)  # a view: one row of positions per channel
     for t, tap in enumerate(np.ndindex(*kernel)):
         window = tuple(slice(k * d, k * d + (o - 1) * s + 1, s)
                        for k, d, o, s in zip(tap, dilations, out, strides))
-        xs = x[(slice(None), slice(None)) + window].reshape(n, group, per_group, positions)
-        if per_group == 1:  # depthwise: a scale per channel
-            y += taps[t, None, :, :, 0, None] * xs
+        xs = x[(slice(None), slice(None)) + window]
+        if per_group == 1:  # depthwise: a scale per channel, on the strided slice itself
+            y += taps[t].reshape((1, group, out_per_group) + (1,) * n_sp) * xs[:, :, None]
         else:
-            y += np.matmul(taps[t], xs)
+            rows += np.matmul(taps[t], xs.reshape(n, group, per_group, -1))
     return y.reshape((n, w.shape[0]) + out)
 
 
