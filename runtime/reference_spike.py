@@ -6,11 +6,13 @@ order, which the GPU and Lava targets follow.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sbcompile.ir.ops import count_limit, saturation, threshold_axes
 from sbcompile.ir.shapes import window_out
-from sbcompile.runtime.reference_float import attend, padded_geometry
+from sbcompile.runtime.reference_float import attend, conv_nd, padded_geometry
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -80,11 +82,20 @@ def spike_linear(a, counts, weight):
     return _to_int32(acc)
 
 
+TAP_BY_TAP_POSITIONS = 1024  # fewer positions per sample: one window product is faster
+
+
 def spike_conv(a, counts, weight):
     """The exact integer convolution, in float64 for the reason ``spike_linear`` gives (every
-    partial sum an integer below 2^53, so any order of the sums gives the same integers)."""
-    return _to_int32(exact_conv(counts.astype(np.float64), weight.astype(np.float64),
-                                a["strides"], a["pads"], a["dilations"], a["group"]))
+    partial sum an integer below 2^53, so any order of the sums gives the same integers):
+    tap by tap (``exact_conv``) for depthwise kernels and large maps, where the window matrix
+    is the cost; else one window product (``conv_nd``; small maps, many channels)."""
+    x, w = counts.astype(np.float64), weight.astype(np.float64)
+    args = (a["strides"], a["pads"], a["dilations"], a["group"])
+    positions = math.prod(counts.shape[2:]) // math.prod(a["strides"] or [1])
+    if weight.shape[1] == 1 or positions >= TAP_BY_TAP_POSITIONS:
+        return _to_int32(exact_conv(x, w, *args))
+    return _to_int32(conv_nd(x, w, None, *args))
 
 
 def exact_conv(x, w, strides, pads, dilations, group):
