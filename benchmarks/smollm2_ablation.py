@@ -139,7 +139,9 @@ def main() -> int:
             "projections only": dict(spiked=lambda n: True),
             "attention only": dict(attention_k=3.0),
             **{f"only {g}": dict(spiked=lambda n, p=p: n.endswith(p)) for g, p in GROUPS.items()},
-            "attention query k=5": dict(spiked=lambda n: True, attention_k=5.0)}
+            "attention query k=5": dict(spiked=lambda n: True, attention_k=5.0),
+            **{f"k={k:g} everywhere": dict(spiked=lambda n: True, k=k, attention_k=k)
+               for k in (8.0, 12.0)}}
     rows = []
     for label, setting in runs.items():
         emulation.set(**setting)

