@@ -17,6 +17,7 @@ import numpy as np
 from sbcompile.batch_axes import batch_axes
 from sbcompile.errors import ArtifactError, SbcError
 from sbcompile.ir.graph import Graph
+from sbcompile.ir.ops import INTEGER_OPS
 from sbcompile.progress import track
 
 MODEL_MEMBER = "onnxruntime/model.onnx"
@@ -44,9 +45,18 @@ class OnnxruntimeProgram:
         import onnxruntime as ort
 
         try:
-            return ort.InferenceSession(self.model, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(self.model, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
             raise ArtifactError(f"the onnxruntime program does not load: {e}") from None
+        inputs = {i.name for i in session.get_inputs()}
+        outputs = {o.name for o in session.get_outputs()}
+        integers = {n.outputs[0] for n in self.graph.nodes if n.op in INTEGER_OPS}
+        if inputs != set(self.graph.inputs) or outputs != set(self.graph.outputs) | integers:
+            raise ArtifactError("the onnxruntime program is not the graph's: it reads "
+                                f"{sorted(inputs)} and writes {len(outputs)} values, the graph "
+                                f"reads {self.graph.inputs} and has {len(integers)} integer "
+                                f"values and {len(self.graph.outputs)} outputs")
+        return session
 
     @property
     def static_batch(self) -> int | None:

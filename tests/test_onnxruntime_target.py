@@ -84,3 +84,18 @@ def test_refuses_counts_at_the_safety_clamp_as_the_reference_does():
     clean = run_artifact(art, "onnxruntime", HELD)  # and in-range inputs still run
     np.testing.assert_array_equal(clean.outputs["logits"],
                                   program.run(HELD, progress=False)["logits"])
+
+
+def test_a_program_of_another_graph_is_refused(art):
+    """The stored program must read the graph's inputs and write its outputs and integer values:
+    another model in its place is an artifact error, not another model's answers."""
+    from sbcompile.errors import ArtifactError
+    from sbcompile.runtime.onnxruntime_target import MODEL_MEMBER, OnnxruntimeProgram
+
+    other = compile_model(EXAMPLE / "model.onnx", "loihi2", calib=load_npz(EXAMPLE / "calib.npz"),
+                          overrides={"targets": "onnxruntime", "exclude": "*"})
+    program = OnnxruntimeProgram.from_members(
+        {MODEL_MEMBER: stored_program(other.programs, other.graph, "onnxruntime").model},
+        art.graph)
+    with pytest.raises(ArtifactError, match="is not the graph's"):
+        program.run(HELD, progress=False)

@@ -34,15 +34,22 @@ class Logits(nn.Module):
         return self.lm(input_ids=input_ids, use_cache=False).logits
 
 
-def load_float(cache: str | Path | None = None):
-    """(LlamaForCausalLM in float32 eval mode, tokenizer) from the cached GGUF."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(cache: str | Path | None = None):
+    """SmolLM2's tokenizer, from the cached GGUF."""
+    from transformers import AutoTokenizer
     from transformers.utils import logging
 
     logging.disable_progress_bar()
-    where = folder(cache)
-    tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=GGUF)
-    model = AutoModelForCausalLM.from_pretrained(where, gguf_file=GGUF, dtype=torch.float32)
+    return AutoTokenizer.from_pretrained(folder(cache), gguf_file=GGUF)
+
+
+def load_float(cache: str | Path | None = None):
+    """(LlamaForCausalLM in float32 eval mode, tokenizer) from the cached GGUF."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(cache)
+    model = AutoModelForCausalLM.from_pretrained(folder(cache), gguf_file=GGUF,
+                                                 dtype=torch.float32)
     return model.eval(), tokenizer
 
 

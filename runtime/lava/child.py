@@ -54,8 +54,9 @@ def main(run_dir: str, lifeline_fd: int) -> NoReturn:
         network.run(progress=lambda steps: _write_progress(run, steps, layers))
         ran = time.perf_counter()
         results, counts = network.collect()
-        counts["timing_s"] = {"build": built - started, "run": ran - built}
         write_atomic(run / RESULT_ARRAYS, lambda f: np.savez(f, **results))
+        counts["timing_s"] = {"build": built - started, "run": ran - built,
+                              "collect": time.perf_counter() - ran}
         write_atomic(run / RESULT_INFO, lambda f: f.write(json.dumps(counts).encode()))
     except BaseException as exc:
         record_failure(run, "the Lava simulation", exc)

@@ -192,7 +192,8 @@ class LavaNetwork:
             for key, value in found.items():
                 kind, _, name = key.partition(":")
                 if kind in ("record", "counts", "acc"):
-                    results[name] = value.reshape(self.shapes[name]).astype(self.dtypes[name])
+                    results[name] = value.reshape(self.shapes[name]).astype(self.dtypes[name],
+                                                                           copy=False)
         for spec in self.specs:
             for layer in spec.layers if spec.kind in ("level", "encoder") else []:
                 enc = layer["encoder"]

@@ -46,9 +46,10 @@ class IntegerIFEncoder:
         if self.mode == "unary":
             spikes = np.sign(v)
             v -= spikes
-        else:
-            spikes = (np.abs(v) >> t) & 1
-            np.negative(spikes, out=spikes, where=v < 0)
+        else:  # bits below t are spent, so v >> t is exact and its parity is bit t of |v|
+            spikes = v >> t
+            spikes &= 1
+            spikes *= np.sign(v)
             v -= spikes << t
         return spikes
 
@@ -158,7 +159,8 @@ class AccumulatorCore:
 
     def acc(self) -> np.ndarray:
         """acc per token (int32): the fan-in partials of each output added."""
-        total = self.state.reshape(self.state.shape[0], -1, self.parts).sum(axis=-1)
-        if int(np.abs(total).max(initial=0)) > INT32_MAX:
+        total = self.state if self.parts == 1 else \
+            self.state.reshape(self.state.shape[0], -1, self.parts).sum(axis=-1)
+        if total.size and max(int(total.max()), -int(total.min())) > INT32_MAX:
             raise SbcError(f"accumulator '{self.name}': acc exceeds int32")
         return total.astype(np.int32)

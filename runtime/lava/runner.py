@@ -42,7 +42,8 @@ class LavaRun(dict):
     """Graph outputs plus the counts and acc of every spike layer, keyed by IR value name.
     ``op_counts``: per spike layer, the counts measured from the simulated spikes (see
     ``opcounts``); ``compute_flops``: per compute node (embedded-processor work), estimated
-    float operations; ``steps``: simulated time steps; ``timing_s``: build and run seconds;
+    float operations; ``steps``: simulated time steps; ``timing_s``: build, run and collect
+    (results gathered and written) seconds;
     ``memory_estimate_bytes``: the pre-flight estimate of the simulation's memory."""
 
     def __init__(self, arrays: dict[str, np.ndarray], info: dict) -> None:

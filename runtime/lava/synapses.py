@@ -1,8 +1,9 @@
 """Weight-shared synapses: one step's spikes through a layer's int8 weights, held once.
 
 A convolution correlates the step's spike map with its kernel, tap by tap (each tap one matrix
-product over the channels of a group, or one multiply for depthwise kernels); a linear layer is
-one matrix product per weight group. Products run in floating point, which is exact for integers
+product over the channels of a group, or one multiply for depthwise kernels, on a shifted view of
+all samples' maps: ``ConvLayout``), leaving out the channels that carry no spike in the step; a
+linear layer is one matrix product per weight group. Products run in floating point, which is exact for integers
 as long as every partial sum is: a partial sum is at most (entries of a partial row) x max |w| x
 max |spike| in magnitude, whatever the order of summation, so a step runs in float32 when that
 bound is below 2^24 (unit spikes; the mapping keeps a partial row within the 24-bit state) and
@@ -23,7 +24,8 @@ CACHE_BYTES = 1 << 20  # a span of partial sums and inputs that stays in cache
 
 class SynapseKernel:
     """The synapses of one spike layer: ``apply(spikes [tokens, cols])`` gives the synaptic
-    input [tokens, rows * parts] (int64)."""
+    input [tokens, rows * parts] (int64; int32 for a convolution step within the float32
+    bound)."""
 
     def __init__(self, geometry: Geometry, weight: np.ndarray, parts: int) -> None:
         self.geometry = geometry

@@ -23,7 +23,9 @@ SIGNED = {"graded", "ternary", "bitwise_bidirectional", "twos_complement"}
 
 def steps_needed(counts: np.ndarray, coding: str) -> int:
     """The smallest T that represents every count of ``counts`` in ``coding``."""
-    counts = np.asarray(counts, dtype=np.int64)
+    counts = np.asarray(counts)
+    if counts.dtype.kind not in "iu":  # integer counts are read as they are (no copy)
+        counts = counts.astype(np.int64)
     if counts.size == 0:
         return 1 if coding == "graded" else 0
     lo, hi = int(counts.min()), int(counts.max())
