@@ -19,10 +19,15 @@ benchmarks/results/compile_scaling_real.json.
 
     python benchmarks/compile_scaling.py --real [--only NAME ...] [--samples 32]
         [--presets spikingbrain loihi2] [--targets lava,triton] [--calib-batch N]
+        [--baseline REV]
+
+``--baseline REV`` also compiles each model with the sources of git revision REV, just before
+the current code (rows marked ``code``), so before/after ratios share the machine's load.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -127,6 +132,31 @@ print("ROW " + json.dumps({
     "stages": stages}))
 """
 
+TREE_PRELUDE = r"""
+import importlib.abc, importlib.util, sys, tomllib
+from pathlib import Path
+TREE = Path(sys.argv.pop(1))
+DIRS = {"sbcompile": "sbcompile", **tomllib.loads((TREE / "pyproject.toml").read_text())
+        ["tool"]["setuptools"]["package-dir"]}
+class SourceTree(importlib.abc.MetaPathFinder):  # sbcompile's packages from TREE, not the venv's
+    def find_spec(self, name, path=None, target=None):
+        if name in DIRS:
+            where = TREE / DIRS[name]
+            return importlib.util.spec_from_file_location(
+                name, where / "__init__.py", submodule_search_locations=[str(where)])
+sys.meta_path.insert(0, SourceTree())
+"""
+
+
+def source_tree(rev: str, tmp: str) -> Path:
+    """The sources of git revision ``rev``, exported under ``tmp``."""
+    tree = Path(tmp) / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
 
 def real_models(args) -> None:
     """The ``--real`` section: the corpus compiled per preset, one fresh process each."""
@@ -144,13 +174,17 @@ def real_models(args) -> None:
     rows = []
     out_path = ROOT / "benchmarks" / "results" / (args.out or "compile_scaling_real.json")
     with tempfile.TemporaryDirectory() as tmp:
+        codes = [("baseline", source_tree(args.baseline, tmp))] if args.baseline else []
         for name in names:
             spec = SPECS[name]
             feeds = spec.feeds(np.random.default_rng(14), args.samples, cache)
             npz = Path(tmp) / f"{name}.npz"
             np.savez(npz, **{f"{i}/{k}": v for i, f in enumerate(feeds) for k, v in f.items()})
-            for preset in args.presets:
-                cmd = [sys.executable, "-c", REAL_CHILD, str(cache / f"{name}.onnx"), str(npz),
+            for preset, (code, tree) in itertools.product(args.presets,
+                                                          codes + [("current", None)]):
+                child = ["-c", REAL_CHILD] if tree is None else \
+                    ["-c", TREE_PRELUDE + REAL_CHILD, str(tree)]
+                cmd = [sys.executable, *child, str(cache / f"{name}.onnx"), str(npz),
                        json.dumps(spec.shapes or {}), preset, json.dumps(overrides)]
                 t0 = time.perf_counter()
                 try:
@@ -162,7 +196,7 @@ def real_models(args) -> None:
                 wall = time.perf_counter() - t0
                 lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ROW ")]
                 row = {"model": name, "preset": preset, "samples": args.samples,
-                       "wall_s": round(wall, 1)}
+                       "wall_s": round(wall, 1), **({"code": code} if codes else {})}
                 if lines:
                     row.update(json.loads(lines[-1][4:]))
                 else:
@@ -171,7 +205,8 @@ def real_models(args) -> None:
                 _print_real(row)
                 result = {"date": date.today().isoformat(), "machine": platform.processor()
                           or platform.machine(), "cpus": os.cpu_count(),
-                          "samples": args.samples, "overrides": overrides, "rows": rows}
+                          "samples": args.samples, "overrides": overrides,
+                          "baseline": args.baseline, "rows": rows}
                 out_path.write_text(json.dumps(result, indent=1))  # after every row
     print(f"wrote {out_path}")
 
@@ -207,12 +242,14 @@ def real_table(rows: list[dict]) -> str:
 
 def _print_real(row: dict) -> None:
     if "error" in row:
-        print(f"{row['model']:>16} {row['preset']:>12}  error: {row['error']}", flush=True)
+        print(f"{row['model']:>16} {row['preset']:>12} {row.get('code', ''):>8}  "
+              f"error: {row['error']}", flush=True)
         return
     budget = _goal_mb(row)
     worst = max(row["stages"], key=lambda s: s["peak_mb"], default=None)
     slowest = max(row["stages"], key=lambda s: s["seconds"], default=None)
-    print(f"{row['model']:>16} {row['preset']:>12} {row['params'] / 1e6:6.2f}M "
+    print(f"{row['model']:>16} {row['preset']:>12} {row.get('code', ''):>8} "
+          f"{row['params'] / 1e6:6.2f}M "
           f"{row['seconds']:7.2f} s  peak {row['peak_rss_mb']:6d} MB (goal {budget:5.0f}, "
           f"estimate {row.get('estimate_mb')})  "
           f"peak at {worst and worst['stage']}, slowest {slowest and slowest['stage']} "
@@ -229,6 +266,8 @@ def main() -> None:
     ap.add_argument("--calib-batch", type=int, default=None)
     ap.add_argument("--out", default=None, help="results file name under benchmarks/results")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per compile")
+    ap.add_argument("--baseline", default=None, help="git revision compiled too, just before "
+                    "the current code, model by model (before/after on the same load)")
     ap.add_argument("--table", default=None, help="print the markdown table of a --real "
                     "results file under benchmarks/results")
     args = ap.parse_args()

@@ -93,7 +93,8 @@ def padded_geometry(x, strides, pads, dilations):
     filled in)."""
     n_sp = x.ndim - 2
     pads = list(pads or [0] * (2 * n_sp))
-    x = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + n_sp]) for i in range(n_sp)])
+    if any(pads):
+        x = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + n_sp]) for i in range(n_sp)])
     return x, list(strides or [1] * n_sp), list(dilations or [1] * n_sp)
 
 

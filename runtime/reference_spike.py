@@ -6,11 +6,13 @@ order, which the GPU and Lava targets follow.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sbcompile.ir.ops import count_limit, saturation, threshold_axes
 from sbcompile.ir.shapes import window_out
-from sbcompile.runtime.reference_float import attend, padded_geometry
+from sbcompile.runtime.reference_float import attend, conv_nd, padded_geometry
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -80,11 +82,20 @@ def spike_linear(a, counts, weight):
     return _to_int32(acc)
 
 
+TAP_BY_TAP_POSITIONS = 1024  # fewer positions per sample: one window product is faster
+
+
 def spike_conv(a, counts, weight):
     """The exact integer convolution, in float64 for the reason ``spike_linear`` gives (every
-    partial sum an integer below 2^53, so any order of the sums gives the same integers)."""
-    return _to_int32(exact_conv(counts.astype(np.float64), weight.astype(np.float64),
-                                a["strides"], a["pads"], a["dilations"], a["group"]))
+    partial sum an integer below 2^53, so any order of the sums gives the same integers):
+    tap by tap (``exact_conv``) for depthwise kernels and large maps, where the window matrix
+    is the cost; else one window product (``conv_nd``; small maps, many channels)."""
+    x, w = counts.astype(np.float64), weight.astype(np.float64)
+    args = (a["strides"], a["pads"], a["dilations"], a["group"])
+    positions = math.prod(counts.shape[2:]) // math.prod(a["strides"] or [1])
+    if weight.shape[1] == 1 or positions >= TAP_BY_TAP_POSITIONS:
+        return _to_int32(exact_conv(x, w, *args))
+    return _to_int32(conv_nd(x, w, None, *args))
 
 
 def exact_conv(x, w, strides, pads, dilations, group):
@@ -97,19 +108,19 @@ def exact_conv(x, w, strides, pads, dilations, group):
     kernel = w.shape[2:]
     out = tuple(window_out(x.shape[2 + i], kernel[i], strides[i], 0, 0, dilations[i], False)
                 for i in range(n_sp))
-    n, positions = x.shape[0], int(np.prod(out))
-    per_group = w.shape[1]
-    taps = np.moveaxis(w.reshape(group, w.shape[0] // group, per_group, -1), -1, 0)
+    n, per_group, out_per_group = x.shape[0], w.shape[1], w.shape[0] // group
+    taps = np.moveaxis(w.reshape(group, out_per_group, per_group, -1), -1, 0)
     taps = np.ascontiguousarray(taps)  # [tap, group, out per group, in per group]
-    y = np.zeros((n, group, w.shape[0] // group, positions), np.float64)
+    y = np.zeros((n, group, out_per_group) + out, np.float64)
+    rows = y.reshape(n, group, out_per_group, -1)  # a view: one row of positions per channel
     for t, tap in enumerate(np.ndindex(*kernel)):
         window = tuple(slice(k * d, k * d + (o - 1) * s + 1, s)
                        for k, d, o, s in zip(tap, dilations, out, strides))
-        xs = x[(slice(None), slice(None)) + window].reshape(n, group, per_group, positions)
-        if per_group == 1:  # depthwise: a scale per channel
-            y += taps[t, None, :, :, 0, None] * xs
+        xs = x[(slice(None), slice(None)) + window]
+        if per_group == 1:  # depthwise: a scale per channel, on the strided slice itself
+            y += taps[t].reshape((1, group, out_per_group) + (1,) * n_sp) * xs[:, :, None]
         else:
-            y += np.matmul(taps[t], xs)
+            rows += np.matmul(taps[t], xs.reshape(n, group, per_group, -1))
     return y.reshape((n, w.shape[0]) + out)
 
 

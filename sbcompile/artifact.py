@@ -172,7 +172,7 @@ def _inflate(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytearray
 
 def _known_member(name: str) -> bool:
     """The manifest, the core members, and program members of a target that stores programs."""
-    from sbcompile.runtime.targets import PROGRAM_TARGETS
+    from sbcompile.target_registry import PROGRAM_TARGETS
 
     target = name.split("/")[1] if name.startswith("programs/") and name.count("/") >= 2 else None
     return name == "manifest.json" or name in _CORE or target in PROGRAM_TARGETS

@@ -866,8 +866,9 @@ def build_cases(fx: Fixtures, mutants: int = 200, seed: int = 0, hostile_bytes: 
     lava = ["run", fx.digits_sbc, "--input", fx.digits_inputs, "--target", "lava"]
     add(Case("lava run leaves nothing", "lava", lava, "ok", stdout_has("logits: float32")))
     add(Case("lava run past --timeout", "lava", lava + ["--timeout", "0.5"], timeout_s=60))
-    many = work / "digits_many.npz"
-    np.savez(many, image=np.load(EXAMPLE / "heldout.npz")["image"][:96])
+    many = work / "digits_many.npz"  # a run that lasts (about 9 s on 2 cores) for the signals
+    held = np.load(EXAMPLE / "heldout.npz")["image"]
+    np.savez(many, image=np.resize(held, (16384, *held.shape[1:])))
     long_lava = ["run", fx.digits_sbc, "--input", str(many), "--target", "lava"]
     trial_signals = [signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
     for i in range(lava_trials):  # from the child's start to mid-simulation

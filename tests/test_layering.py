@@ -19,9 +19,8 @@ DRIVER = ("pipeline", "passmanager", "preflight", "tune", "streaming", "distribu
           "cli", "demo", "report", "report_html", "chip")
 CORE = ("ir", "config", "artifact", "artifact_checks")
 # what the core still imports from a stage, to go with the target registry (issue 25): the
-# artifact's program checks read the target list and program classes of runtime/
-PENDING_CORE = {("sbcompile.artifact", "sbcompile.runtime.targets"),
-                ("sbcompile.artifact", "sbcompile.runtime.lava.program"),
+# artifact's program checks read the program classes of runtime/
+PENDING_CORE = {("sbcompile.artifact", "sbcompile.runtime.lava.program"),
                 ("sbcompile.artifact", "sbcompile.runtime.triton.program")}
 # import circles still open: the calibration set and its batch-axes subclass
 # (passes/calibrate.py dispatches to passes/calibration_inputs.py, which subclasses its
