@@ -116,7 +116,7 @@ def local_snr(lm, emulation: Emulation, ids: np.ndarray, k: float = 3.0) -> dict
 
 def main() -> int:
     from fetch import is_fetched
-    from model import load_float
+    from smollm2_model import load_float
     from text import windows
 
     if not is_fetched():

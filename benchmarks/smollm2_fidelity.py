@@ -71,7 +71,7 @@ def save(result: dict, out: Path) -> None:
 
 def evaluate(work: Path, n_windows: int, only: list[str] | None, out: Path) -> dict:
     """Export the model to ``work`` (kept: a later run reuses the file), then measure."""
-    from model import load_tokenizer
+    from smollm2_model import load_tokenizer
     from text import CALIBRATION, HELD_OUT, windows
 
     from sbcompile.npz import save_npz
@@ -93,7 +93,7 @@ def export(onnx_path: Path) -> dict:
     import onnx
     import torch
 
-    from model import Logits, load_float, named_by_module
+    from smollm2_model import Logits, load_float, named_by_module
 
     from sbcompile.frontends.torch_frontend import export_module
 

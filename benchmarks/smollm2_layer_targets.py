@@ -33,7 +33,7 @@ def build(layer: int, tokens: int):
 
     import sbcompile
     from fetch import is_fetched
-    from model import layer_graph, load_float
+    from smollm2_model import layer_graph, load_float
     from text import HELD_OUT, windows
 
     if not is_fetched():

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "smoll
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from exactness import assert_lava_matches_reference  # noqa: E402
 from fetch import is_fetched  # noqa: E402
-from model import DecoderLayer, Logits, float_graph, layer_graph, stand_in  # noqa: E402
+from smollm2_model import DecoderLayer, Logits, float_graph, layer_graph, stand_in  # noqa: E402
 
 from sbcompile.config import make_config  # noqa: E402
 from sbcompile.lm import generate, lm_head  # noqa: E402
@@ -167,7 +167,7 @@ real = pytest.mark.skipif(not is_fetched(), reason="SmolLM2 not cached "
 @real
 def test_real_model_loads_from_the_gguf_and_answers():
     pytest.importorskip("gguf")
-    from model import load_float
+    from smollm2_model import load_float
 
     lm, tokenizer = load_float()
     assert sum(p.numel() for p in lm.parameters()) == 134_515_008
