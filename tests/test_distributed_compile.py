@@ -107,12 +107,14 @@ def test_a_killed_worker_is_survived(serial, client, tmp_path):
 
 
 def test_a_layer_that_kills_every_worker_is_an_error(tmp_path):
-    """On its own one-worker cluster that allows no failure: the first death is final."""
+    """On its own one-worker cluster that allows no failure: the first death is final. The
+    scheduler blames every task the dead worker held, so layer 0's compile, queued there beside
+    layer 1's forward, can be the one reported."""
     import dask
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             dask_client(workers=1) as own:
-        with pytest.raises(SbcError, match="layer 1: its task killed 1 worker, one after"):
+        with pytest.raises(SbcError, match="^layer [01]: its task killed 1 worker, one after"):
             compile_stream_distributed(
                 _killing_builders(tmp_path / "k", victim=1, every_time=True), _calib(), CONFIG,
                 tmp_path, own)
