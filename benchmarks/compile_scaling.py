@@ -50,12 +50,11 @@ TOKENS, SEQS = 64, 4
 CHILD = r"""
 import json, sys, time
 import numpy as np
+from sbcompile.memory import mib, peak_rss_bytes
 from sbcompile.pipeline import compile_model
 
 def high_water_mb():  # VmHWM: this process's own peak (ru_maxrss survives exec on Linux)
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+    return mib(peak_rss_bytes())
 path, seqs, tokens, hidden = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 calib = {"hidden_states": np.random.default_rng(0).standard_normal(
     (seqs, tokens, hidden)).astype(np.float32)}

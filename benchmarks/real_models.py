@@ -38,6 +38,8 @@ from typing import Callable
 
 import numpy as np
 
+from sbcompile.memory import mib, peak_rss_bytes
+
 sys.path.insert(0, str(Path(__file__).parent))
 import real_model_inputs as inp  # noqa: E402
 from fetch_models import BY_NAME, MODELS, cache_dir  # noqa: E402
@@ -289,13 +291,6 @@ SPECS: dict[str, Spec] = {
 
 
 # ---- one model, in its own process ---------------------------------------------------------------
-def _high_water_mb() -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _why(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:300] if text else ''}"
@@ -383,7 +378,7 @@ def measure_one(name: str, cache: Path, lava_timeout: float,
             config = default_repair(make_config(preset, {"targets": targets}), {}, False)
             art = compile_graph(graph, config, calib)  # as `sbcompile compile --calib` does
             entry["compile_s"] = round(time.perf_counter() - t0, 2)
-            entry["peak_rss_mb"] = round(_high_water_mb())
+            entry["peak_rss_mb"] = round(mib(peak_rss_bytes()))
             arts[preset] = art
             spiked = [reference.run(art.graph, feed)[spec.output] for feed in evals]
             entry["agreement"] = float(np.mean([spec.agree(f, s)
@@ -445,7 +440,7 @@ def measure_one(name: str, cache: Path, lava_timeout: float,
                            "seconds": round(time.perf_counter() - t0, 1)}
         except Exception as e:  # noqa: BLE001
             row["lava"] = {"error": _why(e)}
-    row["peak_rss_mb"] = round(_high_water_mb())
+    row["peak_rss_mb"] = round(mib(peak_rss_bytes()))
     return row
 
 

@@ -20,28 +20,27 @@ def rss_bytes() -> int:
         return 0
 
 
-def peak_rss_bytes() -> int:
-    """The process's resident high-water mark so far."""
+def _proc_field_bytes(path: str, field: str) -> int | None:
+    """A ``field: N kB`` line of a /proc file, in bytes; None where it is not there."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def available_bytes() -> int | None:
-    """Memory the machine can still give (MemAvailable), or None where it is unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
+
+
+def peak_rss_bytes() -> int:
+    """The process's resident high-water mark so far."""
+    peak = _proc_field_bytes("/proc/self/status", "VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def available_bytes() -> int | None:
+    """Memory the machine can still give (MemAvailable), or None where it is unknown."""
+    return _proc_field_bytes("/proc/meminfo", "MemAvailable")
 
 
 @dataclass(frozen=True)
